@@ -1,0 +1,106 @@
+/* stepaudio_native.h — the flat C ABI of libstepaudio_native.
+ *
+ * Conventions (same as ONNX Runtime / TorchSharp shims):
+ *  - every entry point returns sa_status; on failure sa_last_error() returns a thread-local message;
+ *  - no C++ exception ever crosses this boundary;
+ *  - bf16 values are passed as uint16_t bit patterns (the upper half of an IEEE fp32);
+ *  - matrices are row-major; linear weights are [N out, K in] exactly as PyTorch stores them;
+ *  - sa_cpu_* take host pointers and are the plain reference implementation (the oracle for GPU kernels);
+ *  - sa_cuda_* take device pointers and a CUstream (void*), launch asynchronously and check the launch.
+ */
+#ifndef STEPAUDIO_NATIVE_H
+#define STEPAUDIO_NATIVE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+#define SA_EXTERN extern "C"
+#else
+#define SA_EXTERN
+#endif
+#define SA_API SA_EXTERN __attribute__((visibility("default")))
+
+#define SA_ABI_VERSION 1
+
+typedef int32_t sa_status;
+enum {
+    SA_OK = 0,
+    SA_E_INVALID_ARGUMENT = 1, /* a null pointer, a negative size, an unsupported shape */
+    SA_E_NO_CUDA = 2,          /* the library was built without CUDA */
+    SA_E_CUDA = 3,             /* a CUDA runtime/launch error; the message names it */
+    SA_E_OUT_OF_MEMORY = 4,
+    SA_E_INTERNAL = 5
+};
+
+/* Shape of one attention call. The KV cache of one layer is two arrays [max_ctx, n_kv_heads*head_dim]. */
+typedef struct sa_attn_shape {
+    int32_t n_heads;    /* query heads (48 in Step1) */
+    int32_t n_kv_heads; /* KV groups (4); query head h uses group h / (n_heads/n_kv_heads) */
+    int32_t head_dim;   /* 64 */
+    int32_t n_new;      /* tokens in this call (prompt length for prefill, 1 for decode) */
+    int32_t max_ctx;    /* capacity of the cache, in tokens */
+} sa_attn_shape;
+
+/* Generation settings of one sampling step (spec §3.5). temperature <= 0 or top_k == 1 means greedy. */
+typedef struct sa_sample_params {
+    float temperature;      /* 0.7 in the reference */
+    int32_t top_k;          /* 50 (HF default); 0 disables */
+    int32_t repetition_window; /* 10: RepetitionAwareLogitsProcessor window; 0 disables */
+    uint64_t seed;          /* the uniform draw of step s is sa_uniform(seed, s) */
+} sa_sample_params;
+
+SA_API const char *sa_last_error(void);
+SA_API int32_t sa_abi_version(void);
+/* 1 when the library was compiled with the CUDA kernels, 0 for a CPU-only build. */
+SA_API int32_t sa_has_cuda(void);
+
+/* ---- small shared definitions ---- */
+/* sqrt-ALiBi slopes, spec §1.3 (the 32 + 16 table for 48 heads). */
+SA_API sa_status sa_alibi_slopes(int32_t n_heads, float *out);
+/* Counter-based uniform in [0,1) used by every sampler (CPU and GPU draw the same number). */
+SA_API float sa_uniform(uint64_t seed, uint64_t step);
+
+/* ---- CPU reference kernels (host pointers) ---- */
+SA_API sa_status sa_cpu_embed_bf16(const uint16_t *table, int64_t vocab, int32_t dim, const int32_t *ids, int32_t n,
+                                   uint16_t *out);
+/* out = bf16(bf16(x * rsqrt(mean(x^2) + eps)) * w), rows of length dim (StepRMSNorm). */
+SA_API sa_status sa_cpu_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint16_t *out, int32_t rows, int32_t dim,
+                                     float eps);
+/* y[M,N] = bf16(x[M,K] · W[N,K]^T), fp32 accumulation. */
+SA_API sa_status sa_cpu_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k);
+/* gate_up [M, 2F] holds gate in columns [0,F) and up in [F,2F); out[M,F] = bf16(bf16(silu(gate)) * up). */
+SA_API sa_status sa_cpu_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f);
+/* x[i] = bf16(x[i] + y[i]) — the residual add. */
+SA_API sa_status sa_cpu_add_bf16(uint16_t *x, const uint16_t *y, int64_t n);
+/* One attention layer call. qkv [n_new, (n_heads + 2 n_kv_heads) * head_dim] is the fused projection output
+ * (q | k | v). *seq_len is the sequence length including the n_new tokens (a pointer so that a captured GPU graph
+ * reads it from device memory each replay); the new tokens sit at positions pos0 = *seq_len − n_new onwards.
+ * Their k, v rows are written into the caches at pos0 .. pos0+n_new-1. Then for each new token i (absolute position
+ * p = pos0+i) and head h: out[i, h] = softmax_j( q·k_j / sqrt(d) − slope_h·sqrt(p − j) ) · v_j over j ≤ p,
+ * scores and softmax in fp32, out rounded to bf16. out is [n_new, n_heads*head_dim]. */
+SA_API sa_status sa_cpu_attention_bf16(const sa_attn_shape *shape, const uint16_t *qkv, uint16_t *k_cache,
+                                       uint16_t *v_cache, const int32_t *seq_len, const float *slopes, uint16_t *out);
+/* One sampling step over bf16 logits [vocab]. history holds the whole sequence so far (prompt + generated),
+ * history_len entries. Writes the chosen id. step selects the uniform draw. */
+SA_API sa_status sa_cpu_sample_bf16(const uint16_t *logits, int32_t vocab, const int32_t *history, int32_t history_len,
+                                    const sa_sample_params *params, uint64_t step, int32_t *out_id);
+
+/* ---- CUDA kernels (device pointers; stream is a CUstream / cudaStream_t). SA_E_NO_CUDA in a CPU build. ---- */
+SA_API sa_status sa_cuda_embed_bf16(const uint16_t *table, int64_t vocab, int32_t dim, const int32_t *ids, int32_t n,
+                                    uint16_t *out, void *stream);
+SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint16_t *out, int32_t rows, int32_t dim,
+                                      float eps, void *stream);
+SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k,
+                                     void *stream);
+SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f, void *stream);
+SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, void *stream);
+SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16_t *qkv, uint16_t *k_cache,
+                                        uint16_t *v_cache, const int32_t *seq_len, const float *slopes, uint16_t *out,
+                                        void *stream);
+/* GPU sampler, same rule as the CPU one. history, history_len and step live in device memory so that the decode
+ * step can be captured once as a graph: the kernel writes *out_id, appends it (history[*history_len] = id,
+ * ++*history_len) and increments *step. history must have room for one more id. */
+SA_API sa_status sa_cuda_sample_bf16(const uint16_t *logits, int32_t vocab, int32_t *history, int32_t *history_len,
+                                     const sa_sample_params *params, uint64_t *step, int32_t *out_id, void *stream);
+
+#endif

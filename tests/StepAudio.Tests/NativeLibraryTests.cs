@@ -1,0 +1,13 @@
+using StepAudio.Native;
+
+namespace StepAudio.Tests;
+
+public class NativeLibraryTests
+{
+    [Fact]
+    public void LoadsWithTheExpectedAbi()
+    {
+        NativeLibraryInfo.EnsureLoaded();
+        Assert.Equal(1, NativeLibraryInfo.AbiVersion);
+    }
+}
