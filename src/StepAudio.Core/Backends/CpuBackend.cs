@@ -1,0 +1,76 @@
+using System.Runtime.InteropServices;
+using StepAudio.Native;
+
+namespace StepAudio.Backends;
+
+/// <summary>The CPU reference backend: host memory and the plain native kernels (native/src/cpu_reference.cpp).
+/// It is the oracle for the GPU kernels and what CI runs.</summary>
+public sealed unsafe class CpuBackend : IComputeBackend
+{
+    public string Name => "cpu";
+
+    public CpuBackend() => NativeLibraryInfo.EnsureLoaded();
+
+    sealed class HostBuffer : DeviceBuffer
+    {
+        public HostBuffer(long bytes, string purpose)
+        {
+            Bytes = bytes;
+            Purpose = purpose;
+            try { Pointer = (nint)NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64); }
+            catch (OutOfMemoryException)
+            {
+                throw new OutOfMemoryException($"host allocation of {bytes / 1048576.0:F1} MiB for {purpose} failed");
+            }
+        }
+
+        public override void Dispose()
+        {
+            if (Pointer != 0) NativeMemory.AlignedFree((void*)Pointer);
+            Pointer = 0;
+        }
+    }
+
+    public DeviceBuffer Allocate(long bytes, string purpose) => new HostBuffer(bytes, purpose);
+    public void Upload(nint deviceDst, nint hostSrc, long bytes) => Buffer.MemoryCopy((void*)hostSrc, (void*)deviceDst, bytes, bytes);
+    public void Download(nint deviceSrc, nint hostDst, long bytes) => Buffer.MemoryCopy((void*)deviceSrc, (void*)hostDst, bytes, bytes);
+    public void Synchronize() { }
+
+    public void Embed(nint table, long vocab, int dim, nint ids, int n, nint output) =>
+        NativeException.Check(NativeMethods.CpuEmbed(table, vocab, dim, ids, n, output));
+    public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
+        NativeException.Check(NativeMethods.CpuRmsNorm(x, weight, output, rows, dim, eps));
+    public void Linear(nint x, nint weight, nint y, int m, int n, int k) =>
+        NativeException.Check(NativeMethods.CpuLinear(x, weight, y, m, n, k));
+    public void SwiGlu(nint gateUp, nint output, int m, int f) =>
+        NativeException.Check(NativeMethods.CpuSwiGlu(gateUp, output, m, f));
+    public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CpuAdd(x, y, n));
+
+    public void Attention(in AttentionShape s, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output)
+    {
+        var shape = new NativeMethods.AttnShape { NHeads = s.NHeads, NKvHeads = s.NKvHeads, HeadDim = s.HeadDim, NNew = s.NNew, MaxCtx = s.MaxCtx };
+        NativeException.Check(NativeMethods.CpuAttention(&shape, qkv, kCache, vCache, seqLen, slopes, output));
+    }
+
+    public void Sample(nint logits, int vocab, nint history, nint historyLen, in SamplingParams p, nint step, nint outId)
+    {
+        var native = new NativeMethods.SampleParams { Temperature = p.Temperature, TopK = p.TopK, RepetitionWindow = p.RepetitionWindow, Seed = p.Seed };
+        int len = *(int*)historyLen;
+        int id;
+        NativeException.Check(NativeMethods.CpuSample(logits, vocab, history, len, &native, *(ulong*)step, &id));
+        ((int*)history)[len] = id;
+        *(int*)historyLen = len + 1;
+        *(ulong*)step += 1;
+        *(int*)outId = id;
+    }
+
+    public IReplayableStep Prepare(Action step) => new DirectStep(step);
+
+    sealed class DirectStep(Action step) : IReplayableStep
+    {
+        public void Run() => step();
+        public void Dispose() { }
+    }
+
+    public void Dispose() { }
+}

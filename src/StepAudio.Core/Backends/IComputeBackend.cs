@@ -1,0 +1,48 @@
+namespace StepAudio.Backends;
+
+/// <summary>Memory on a backend's device (host memory for the CPU backend). Pointer is a device address.</summary>
+public abstract class DeviceBuffer : IDisposable
+{
+    public nint Pointer { get; protected set; }
+    public long Bytes { get; protected init; }
+    public string Purpose { get; protected init; } = "";
+    public nint At(long byteOffset) => Pointer + (nint)byteOffset;
+    public abstract void Dispose();
+}
+
+/// <summary>A prepared piece of device work (one decode step) that can be run many times. The CUDA backend captures
+/// it once as a graph and replays it; the CPU backend simply calls it.</summary>
+public interface IReplayableStep : IDisposable
+{
+    void Run();
+}
+
+/// <summary>The operations the Step1 forward pass needs, on one device. All pointers are device addresses; bf16
+/// tensors are row-major and linear weights are [N out, K in]. Semantics are those of native/src/cpu_reference.cpp.
+/// Work may be asynchronous: Download and Synchronize are the only points where the host waits.</summary>
+public interface IComputeBackend : IDisposable
+{
+    string Name { get; }
+
+    /// <summary>Allocates device memory; a failure says how much was asked, what for, and how much is free.</summary>
+    DeviceBuffer Allocate(long bytes, string purpose);
+    void Upload(nint deviceDst, nint hostSrc, long bytes);
+    void Download(nint deviceSrc, nint hostDst, long bytes);
+    void Synchronize();
+
+    void Embed(nint table, long vocab, int dim, nint ids, int n, nint output);
+    void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps);
+    void Linear(nint x, nint weight, nint y, int m, int n, int k);
+    void SwiGlu(nint gateUp, nint output, int m, int f);
+    void Add(nint x, nint y, long n);
+    void Attention(in AttentionShape shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output);
+    /// <summary>One sampling step; appends the chosen id to history, increments *historyLen and *step, writes *outId.</summary>
+    void Sample(nint logits, int vocab, nint history, nint historyLen, in SamplingParams p, nint step, nint outId);
+
+    IReplayableStep Prepare(Action step);
+}
+
+public readonly record struct AttentionShape(int NHeads, int NKvHeads, int HeadDim, int NNew, int MaxCtx);
+
+/// <summary>Per-step sampling settings (spec §3.5). Temperature ≤ 0 or TopK == 1 is greedy.</summary>
+public readonly record struct SamplingParams(float Temperature, int TopK, int RepetitionWindow, ulong Seed);

@@ -1,0 +1,197 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using StepAudio.Backends;
+using StepAudio.Checkpoints;
+using StepAudio.Native;
+
+namespace StepAudio.Model;
+
+/// <summary>Sizes chosen when a model is loaded.</summary>
+public sealed record ModelOptions
+{
+    /// <summary>KV-cache capacity in tokens (prompt + generated). 32 KiB per token for the full Step1.</summary>
+    public int MaxContext { get; init; } = 8192;
+    /// <summary>Most tokens one forward call processes; longer prompts are prefilled in chunks of this size.</summary>
+    public int MaxTokensPerForward { get; init; } = 512;
+    /// <summary>How many trailing positions of one forward call get logits (1 for generation; more for tests).</summary>
+    public int MaxLogitRows { get; init; } = 1;
+}
+
+/// <summary>The Step1 LLM on one compute backend: weights (QKV and gate/up fused at load), the KV cache, the
+/// activation buffers and the small device-side state (token history, its length, the sampler's step counter)
+/// that lets a decode step run without host involvement. Spec §1.3:
+///   h = x + o_proj(Attn(RMSNorm1(x)));  out = h + down(silu(gate(n)) * up(n)), n = RMSNorm2(h);
+///   logits = lm_head(RMSNorm(out)).</summary>
+public sealed unsafe class Step1Model : IDisposable
+{
+    public Step1Config Config { get; }
+    public IComputeBackend Backend { get; }
+    public ModelOptions Options { get; }
+    public TimeSpan LoadTime { get; }
+    public long WeightBytes { get; }
+
+    sealed record Layer(DeviceBuffer InputNorm, DeviceBuffer Qkv, DeviceBuffer O, DeviceBuffer PostNorm, DeviceBuffer GateUp, DeviceBuffer Down);
+
+    readonly List<DeviceBuffer> _owned = [];
+    readonly DeviceBuffer _embed, _finalNorm, _lmHead, _slopes;
+    readonly Layer[] _layers;
+    readonly DeviceBuffer _kCache, _vCache;
+    readonly DeviceBuffer _x, _norm, _qkv, _att, _tmp, _gateUp, _act, _logits;
+    // Device-side generation state: history [MaxContext + 1] ids, then three scalars.
+    readonly DeviceBuffer _history, _state;
+
+    public nint History => _history.Pointer;
+    public nint HistoryLength => _state.At(0);      // int32: tokens in the sequence so far
+    public nint PrefillLength => _state.At(4);      // int32: sequence length seen by a prefill chunk
+    public nint NextId => _state.At(8);             // int32: the last sampled id (input of the next decode step)
+    public nint SampleStep => _state.At(16);        // uint64: the sampler's draw counter
+    public nint Logits => _logits.Pointer;
+
+    Step1Model(Step1Config config, IComputeBackend backend, ModelOptions options, CheckpointFolder checkpoint, IProgress<string>? progress)
+    {
+        Config = config;
+        Backend = backend;
+        Options = options;
+        var clock = Stopwatch.StartNew();
+        var c = config;
+        if (options.MaxContext < 2 || options.MaxTokensPerForward < 1 || options.MaxLogitRows < 1 || options.MaxLogitRows > options.MaxTokensPerForward)
+            throw new ArgumentException($"invalid model options {options}");
+
+        _embed = Upload(checkpoint, Step1Layout.Embed);
+        _layers = new Layer[c.NumHiddenLayers];
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            progress?.Report($"layer {i + 1}/{c.NumHiddenLayers}");
+            _layers[i] = new Layer(
+                Upload(checkpoint, Step1Layout.InputNorm(i)),
+                UploadConcatenated(checkpoint, $"layer {i} fused qkv", Step1Layout.Q(i), Step1Layout.K(i), Step1Layout.V(i)),
+                Upload(checkpoint, Step1Layout.O(i)),
+                Upload(checkpoint, Step1Layout.PostAttentionNorm(i)),
+                UploadConcatenated(checkpoint, $"layer {i} fused gate+up", Step1Layout.Gate(i), Step1Layout.Up(i)),
+                Upload(checkpoint, Step1Layout.Down(i)));
+        }
+        _finalNorm = Upload(checkpoint, Step1Layout.FinalNorm);
+        _lmHead = c.TieWordEmbeddings ? _embed : Upload(checkpoint, Step1Layout.LmHead);
+        WeightBytes = _owned.Sum(b => b.Bytes);
+
+        var slopes = new float[c.NumAttentionHeads];
+        fixed (float* p = slopes) NativeException.Check(NativeMethods.AlibiSlopes(c.NumAttentionHeads, p));
+        _slopes = Own(backend.Allocate(slopes.Length * 4L, "ALiBi slopes"));
+        fixed (float* p = slopes) backend.Upload(_slopes.Pointer, (nint)p, slopes.Length * 4L);
+
+        long kvBytes = (long)c.NumHiddenLayers * options.MaxContext * c.KvDim * 2;
+        _kCache = Own(backend.Allocate(kvBytes, $"K cache ({options.MaxContext} tokens)"));
+        _vCache = Own(backend.Allocate(kvBytes, $"V cache ({options.MaxContext} tokens)"));
+        int t = options.MaxTokensPerForward;
+        _x = Own(backend.Allocate((long)t * c.HiddenSize * 2, "hidden state"));
+        _norm = Own(backend.Allocate((long)t * c.HiddenSize * 2, "normed hidden state"));
+        _qkv = Own(backend.Allocate((long)t * c.QkvDim * 2, "qkv activations"));
+        _att = Own(backend.Allocate((long)t * c.HiddenSize * 2, "attention output"));
+        _tmp = Own(backend.Allocate((long)t * c.HiddenSize * 2, "projection output"));
+        _gateUp = Own(backend.Allocate((long)t * c.IntermediateSize * 2 * 2, "gate/up activations"));
+        _act = Own(backend.Allocate((long)t * c.IntermediateSize * 2, "SwiGLU output"));
+        _logits = Own(backend.Allocate((long)options.MaxLogitRows * c.VocabSize * 2, "logits"));
+        _history = Own(backend.Allocate((options.MaxContext + 1) * 4L, "token history"));
+        _state = Own(backend.Allocate(32, "generation state"));
+        backend.Synchronize();
+        LoadTime = clock.Elapsed;
+    }
+
+    /// <summary>Loads a base (bf16) checkpoint onto the backend. Every tensor is checked (names, dtypes, shapes)
+    /// before any device memory is allocated; on failure nothing stays allocated.</summary>
+    public static Step1Model Load(CheckpointFolder checkpoint, IComputeBackend backend, ModelOptions? options = null, IProgress<string>? progress = null)
+    {
+        if (checkpoint.Variant != ModelVariant.Base)
+            throw new CheckpointException($"this build loads base (bf16) checkpoints only; the folder holds a {checkpoint.Variant} checkpoint", checkpoint.Folder);
+        var problems = Step1Layout.Problems(checkpoint);
+        if (problems.Count > 0)
+            throw new CheckpointException("cannot load the checkpoint:\n  " + string.Join("\n  ", problems.Take(20)) +
+                                          (problems.Count > 20 ? $"\n  ... and {problems.Count - 20} more" : ""), checkpoint.Folder);
+        options ??= new ModelOptions();
+        if (options.MaxContext > checkpoint.Config.MaxSeqLen)
+            options = options with { MaxContext = checkpoint.Config.MaxSeqLen };
+        return new Step1Model(checkpoint.Config, backend, options, checkpoint, progress);
+    }
+
+    DeviceBuffer Own(DeviceBuffer b)
+    {
+        _owned.Add(b);
+        return b;
+    }
+
+    DeviceBuffer Upload(CheckpointFolder checkpoint, string name) => UploadConcatenated(checkpoint, name, name);
+
+    /// <summary>Concatenates tensors along dim 0 ([out, in] rows) into one device buffer: the fused QKV and gate+up.</summary>
+    DeviceBuffer UploadConcatenated(CheckpointFolder checkpoint, string purpose, params string[] names)
+    {
+        var infos = names.Select(checkpoint.Info).ToArray();
+        var buffer = Own(Backend.Allocate(infos.Sum(i => i.ByteLength), purpose));
+        long offset = 0;
+        foreach (var info in infos)
+        {
+            Backend.Upload(buffer.At(offset), checkpoint.Pointer(info), info.ByteLength);
+            offset += info.ByteLength;
+        }
+        return buffer;
+    }
+
+    /// <summary>Runs the model over n tokens whose ids are at device address ids. *seqLen (device) is the sequence
+    /// length including these tokens; their K/V rows go into the cache. Logits of the last logitRows tokens land in
+    /// <see cref="Logits"/> ([logitRows, vocab] bf16).</summary>
+    public void Forward(nint ids, int n, nint seqLen, int logitRows = 1)
+    {
+        var c = Config;
+        if (n < 1 || n > Options.MaxTokensPerForward)
+            throw new ArgumentOutOfRangeException(nameof(n), $"a forward call takes 1..{Options.MaxTokensPerForward} tokens, got {n}");
+        if (logitRows < 1 || logitRows > Math.Min(n, Options.MaxLogitRows))
+            throw new ArgumentOutOfRangeException(nameof(logitRows), $"logitRows must be 1..{Math.Min(n, Options.MaxLogitRows)}");
+        var b = Backend;
+        int h = c.HiddenSize, f = c.IntermediateSize;
+        long layerKv = (long)Options.MaxContext * c.KvDim * 2;
+        var shape = new AttentionShape(c.NumAttentionHeads, c.NumAttentionGroups, c.HeadDim, n, Options.MaxContext);
+
+        b.Embed(_embed.Pointer, c.VocabSize, h, ids, n, _x.Pointer);
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            var l = _layers[i];
+            b.RmsNorm(_x.Pointer, l.InputNorm.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
+            b.Linear(_norm.Pointer, l.Qkv.Pointer, _qkv.Pointer, n, c.QkvDim, h);
+            b.Attention(shape, _qkv.Pointer, _kCache.At(i * layerKv), _vCache.At(i * layerKv), seqLen, _slopes.Pointer, _att.Pointer);
+            b.Linear(_att.Pointer, l.O.Pointer, _tmp.Pointer, n, h, h);
+            b.Add(_x.Pointer, _tmp.Pointer, (long)n * h);
+            b.RmsNorm(_x.Pointer, l.PostNorm.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
+            b.Linear(_norm.Pointer, l.GateUp.Pointer, _gateUp.Pointer, n, 2 * f, h);
+            b.SwiGlu(_gateUp.Pointer, _act.Pointer, n, f);
+            b.Linear(_act.Pointer, l.Down.Pointer, _tmp.Pointer, n, h, f);
+            b.Add(_x.Pointer, _tmp.Pointer, (long)n * h);
+        }
+        nint lastRows = _x.At((long)(n - logitRows) * h * 2);
+        b.RmsNorm(lastRows, _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
+        b.Linear(_norm.Pointer, _lmHead.Pointer, _logits.Pointer, logitRows, c.VocabSize, h);
+    }
+
+    /// <summary>Reads logits rows back to the host as fp32.</summary>
+    public float[] ReadLogits(int rows = 1)
+    {
+        var raw = new ushort[rows * Config.VocabSize];
+        fixed (ushort* p = raw) Backend.Download(_logits.Pointer, (nint)p, raw.Length * 2L);
+        var result = new float[raw.Length];
+        for (int i = 0; i < raw.Length; i++) result[i] = BitConverter.Int32BitsToSingle(raw[i] << 16);
+        return result;
+    }
+
+    public void WriteInt(nint deviceAddress, int value) => Backend.Upload(deviceAddress, (nint)(&value), 4);
+    public int ReadInt(nint deviceAddress)
+    {
+        int value;
+        Backend.Download(deviceAddress, (nint)(&value), 4);
+        return value;
+    }
+    public void WriteULong(nint deviceAddress, ulong value) => Backend.Upload(deviceAddress, (nint)(&value), 8);
+
+    public void Dispose()
+    {
+        foreach (var b in _owned) b.Dispose();
+        _owned.Clear();
+    }
+}

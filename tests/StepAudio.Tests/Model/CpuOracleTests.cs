@@ -1,0 +1,119 @@
+using StepAudio.Backends;
+using StepAudio.Checkpoints;
+using StepAudio.Generation;
+using StepAudio.Model;
+
+namespace StepAudio.Tests.Model;
+
+/// <summary>The CPU reference backend against the PyTorch oracle on the tiny checkpoint (2 layers, hidden 384,
+/// 12 heads over 4 KV groups, head_dim 32: the non-power-of-two ALiBi slope branch).</summary>
+public class CpuOracleTests
+{
+    // Same rounding points as the oracle; only the accumulation order (fp32 vs float64) differs.
+    const double LogitsRelTolerance = 5e-3;
+
+    static Step1Model LoadTiny(IComputeBackend backend, int maxTokensPerForward = 64, int maxLogitRows = 64)
+    {
+        using var checkpoint = CheckpointFolder.Open(RepoPaths.TinyModel);
+        return Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = 256, MaxTokensPerForward = maxTokensPerForward, MaxLogitRows = maxLogitRows });
+    }
+
+    internal static float[] PromptLogits(Step1Model model, int[] prompt)
+    {
+        unsafe
+        {
+            fixed (int* p = prompt) model.Backend.Upload(model.History, (nint)p, prompt.Length * 4L);
+        }
+        model.WriteInt(model.PrefillLength, prompt.Length);
+        model.Forward(model.History, prompt.Length, model.PrefillLength, logitRows: prompt.Length);
+        return model.ReadLogits(prompt.Length);
+    }
+
+    [Fact]
+    public void PrefillLogitsMatchTheOracle()
+    {
+        var oracle = TinyOracle.Load();
+        using var backend = new CpuBackend();
+        using var model = LoadTiny(backend);
+        var logits = PromptLogits(model, oracle.Prompt);
+        Assert.Equal(oracle.Logits.Length, logits.Length);
+        double err = TinyOracle.RelativeError(logits, oracle.Logits);
+        Assert.True(err < LogitsRelTolerance, $"relative L2 error of the logits {err:E2} ≥ {LogitsRelTolerance:E0}");
+        // Every position, not only on average: the worst row stays within 2x the bound.
+        int vocab = model.Config.VocabSize;
+        for (int t = 0; t < oracle.Prompt.Length; t++)
+        {
+            double rowErr = TinyOracle.RelativeError(logits.AsSpan(t * vocab, vocab), oracle.Logits.AsSpan(t * vocab, vocab));
+            Assert.True(rowErr < 2 * LogitsRelTolerance, $"position {t}: relative error {rowErr:E2}");
+        }
+    }
+
+    [Fact]
+    public void GreedyTokensMatchTheOracle()
+    {
+        var oracle = TinyOracle.Load();
+        using var backend = new CpuBackend();
+        using var model = LoadTiny(backend, maxLogitRows: 1);
+        var result = new Generator(model).Generate(oracle.Prompt,
+            new GenerationOptions { Greedy = true, MaxNewTokens = oracle.GreedyTokens.Length, IgnoreEos = true });
+        int comparable = oracle.ComparableGreedySteps();
+        Assert.True(comparable >= 20, $"the fixture has only {comparable} well-separated greedy steps");
+        Assert.Equal(oracle.GreedyTokens.Take(comparable), result.Tokens.Take(comparable));
+    }
+
+    [Fact]
+    public void ChunkedPrefillEqualsOneShotPrefill()
+    {
+        // The KV cache carries positions across forward calls: prefill in chunks of 7 must give the same last-row
+        // logits, bit for bit, as one call over the whole prompt.
+        var oracle = TinyOracle.Load();
+        using var backend = new CpuBackend();
+        using var whole = LoadTiny(backend);
+        var expected = PromptLogits(whole, oracle.Prompt).AsSpan((oracle.Prompt.Length - 1) * whole.Config.VocabSize).ToArray();
+
+        using var chunked = LoadTiny(backend, maxTokensPerForward: 7, maxLogitRows: 1);
+        unsafe
+        {
+            fixed (int* p = oracle.Prompt) backend.Upload(chunked.History, (nint)p, oracle.Prompt.Length * 4L);
+        }
+        for (int start = 0; start < oracle.Prompt.Length; start += 7)
+        {
+            int n = Math.Min(7, oracle.Prompt.Length - start);
+            chunked.WriteInt(chunked.PrefillLength, start + n);
+            chunked.Forward(chunked.History + start * 4, n, chunked.PrefillLength);
+        }
+        Assert.Equal(expected, chunked.ReadLogits());
+    }
+
+    [Fact]
+    public void SampledGenerationIsSeededAndStopsAtMaxLength()
+    {
+        var oracle = TinyOracle.Load();
+        using var backend = new CpuBackend();
+        using var model = LoadTiny(backend, maxLogitRows: 1);
+        var generator = new Generator(model);
+        var options = new GenerationOptions { Seed = 42, MaxLength = oracle.Prompt.Length + 30, IgnoreEos = true };
+        var a = generator.Generate(oracle.Prompt, options);
+        var b = generator.Generate(oracle.Prompt, options);
+        var c = generator.Generate(oracle.Prompt, options with { Seed = 43 });
+        Assert.Equal(a.Tokens, b.Tokens);
+        Assert.NotEqual(a.Tokens, c.Tokens);
+        Assert.Equal(StopReason.MaxLength, a.Stop);
+        Assert.Equal(30, a.Tokens.Length);
+        Assert.All(a.Tokens, t => Assert.InRange(t, 0, model.Config.VocabSize - 1));
+    }
+
+    [Fact]
+    public void BadPromptsGetClearErrors()
+    {
+        using var backend = new CpuBackend();
+        using var model = LoadTiny(backend, maxLogitRows: 1);
+        var generator = new Generator(model);
+        var e1 = Assert.Throws<ArgumentException>(() => generator.Generate([], new GenerationOptions()));
+        Assert.Contains("empty", e1.Message);
+        var e2 = Assert.Throws<ArgumentException>(() => generator.Generate([1, 4, 512], new GenerationOptions()));
+        Assert.Contains("512", e2.Message);
+        var e3 = Assert.Throws<ArgumentException>(() => generator.Generate(Enumerable.Repeat(5, 300).ToArray(), new GenerationOptions()));
+        Assert.Contains("KV cache", e3.Message);
+    }
+}
