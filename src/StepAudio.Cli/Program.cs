@@ -1,4 +1,5 @@
 using System.CommandLine;
+using StepAudio.Cli;
 using StepAudio.Cli.Commands;
 
 // stepaudio — the command-line front end of the StepAudioEditX native backend.
@@ -7,4 +8,6 @@ var root = new RootCommand(
     "StepAudioEditX native backend: runs the Step-Audio-EditX Step1 LLM (bf16, NF4, AWQ) on CUDA or the CPU reference.\n" +
     "Run 'stepaudio generate' with no arguments to decode with the bundled tiny synthetic model.");
 root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(InspectCommand.Create());
+root.Subcommands.Add(GenerateCommand.Create());
 return CliRunner.Run(root, args);

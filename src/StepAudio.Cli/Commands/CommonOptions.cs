@@ -1,0 +1,36 @@
+using System.CommandLine;
+
+namespace StepAudio.Cli.Commands;
+
+/// <summary>Options shared by several commands, defined once.</summary>
+public static class CommonOptions
+{
+    public static Option<string?> Model() => new("--model", "-m")
+    {
+        Description = "Checkpoint folder (config.json + safetensors). Default: the bundled tiny synthetic model",
+    };
+
+    public static Option<string> Device() => new("--device")
+    {
+        Description = "Compute backend: cuda, cpu, or auto (cuda when the native library has CUDA kernels and a GPU is present)",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    public static Option<int> MaxContext() => new("--max-context")
+    {
+        Description = "KV-cache capacity in tokens (32 KiB per token for the full model)",
+        DefaultValueFactory = _ => 8192,
+    };
+
+    /// <summary>An explicit folder, else the tiny model bundled in the repository (models/tiny-step1).</summary>
+    public static string ResolveModelFolder(string? folder)
+    {
+        if (!string.IsNullOrEmpty(folder)) return folder;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "models", "tiny-step1");
+            if (File.Exists(Path.Combine(candidate, "config.json"))) return candidate;
+        }
+        throw new DirectoryNotFoundException("no --model given and the bundled models/tiny-step1 was not found above " + AppContext.BaseDirectory);
+    }
+}

@@ -1,0 +1,128 @@
+using StepAudio.Cuda;
+using StepAudio.Native;
+
+namespace StepAudio.Backends;
+
+/// <summary>The CUDA backend: device memory and streams through the project's driver-API binding, kernels from
+/// libstepaudio_native (kernels/*.cu) launched on this backend's stream. Prepare() captures a decode step once
+/// as a CUDA graph and replays it.</summary>
+public sealed unsafe class CudaBackend : IComputeBackend
+{
+    readonly CudaContext _context;
+    readonly CudaStream _stream;
+
+    public string Name => $"cuda ({_context.DeviceName}, sm_{_context.ComputeCapability.Major}{_context.ComputeCapability.Minor})";
+    public CudaContext Context => _context;
+    public CudaStream Stream => _stream;
+    nint S => _stream.Handle;
+
+    public CudaBackend(int device = 0)
+    {
+        NativeLibraryInfo.EnsureLoaded();
+        if (!NativeLibraryInfo.HasCudaKernels)
+            throw new NativeException(NativeStatus.NoCuda,
+                "libstepaudio_native was built without CUDA kernels; rebuild it on a machine with nvcc (cmake finds it automatically)");
+        _context = new CudaContext(device);
+        _stream = new CudaStream();
+    }
+
+    sealed class GpuBuffer : DeviceBuffer
+    {
+        readonly CudaDeviceMemory _memory;
+
+        public GpuBuffer(CudaDeviceMemory memory, string purpose)
+        {
+            _memory = memory;
+            Pointer = memory.Pointer;
+            Bytes = memory.Bytes;
+            Purpose = purpose;
+        }
+
+        public override void Dispose()
+        {
+            _memory.Dispose();
+            Pointer = 0;
+        }
+    }
+
+    public DeviceBuffer Allocate(long bytes, string purpose) => new GpuBuffer(_context.Allocate(bytes, purpose), purpose);
+
+    public void Upload(nint deviceDst, nint hostSrc, long bytes)
+    {
+        // Synchronous with respect to the host buffer: the caller may reuse or unmap it on return.
+        CudaDriver.Check(CudaDriver.MemcpyHtoDAsync(deviceDst, hostSrc, (nuint)bytes, S), "cuMemcpyHtoDAsync");
+        _stream.Synchronize();
+    }
+
+    public void Download(nint deviceSrc, nint hostDst, long bytes)
+    {
+        CudaDriver.Check(CudaDriver.MemcpyDtoHAsync(hostDst, deviceSrc, (nuint)bytes, S), "cuMemcpyDtoHAsync");
+        _stream.Synchronize();
+    }
+
+    public void Synchronize() => _stream.Synchronize();
+
+    public void Embed(nint table, long vocab, int dim, nint ids, int n, nint output) =>
+        NativeException.Check(NativeMethods.CudaEmbed(table, vocab, dim, ids, n, output, S));
+    public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
+        NativeException.Check(NativeMethods.CudaRmsNorm(x, weight, output, rows, dim, eps, S));
+    public void Linear(nint x, nint weight, nint y, int m, int n, int k) =>
+        NativeException.Check(NativeMethods.CudaLinear(x, weight, y, m, n, k, S));
+    public void SwiGlu(nint gateUp, nint output, int m, int f) =>
+        NativeException.Check(NativeMethods.CudaSwiGlu(gateUp, output, m, f, S));
+    public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CudaAdd(x, y, n, S));
+
+    public void Attention(in AttentionShape s, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output)
+    {
+        var shape = new NativeMethods.AttnShape { NHeads = s.NHeads, NKvHeads = s.NKvHeads, HeadDim = s.HeadDim, NNew = s.NNew, MaxCtx = s.MaxCtx };
+        NativeException.Check(NativeMethods.CudaAttention(&shape, qkv, kCache, vCache, seqLen, slopes, output, S));
+    }
+
+    public void Sample(nint logits, int vocab, nint history, nint historyLen, in SamplingParams p, nint step, nint outId)
+    {
+        var native = new NativeMethods.SampleParams { Temperature = p.Temperature, TopK = p.TopK, RepetitionWindow = p.RepetitionWindow, Seed = p.Seed };
+        NativeException.Check(NativeMethods.CudaSample(logits, vocab, history, historyLen, &native, step, outId, S));
+    }
+
+    public IReplayableStep Prepare(Action step) => new GraphStep(this, step);
+
+    /// <summary>Captured on its first Run (the buffers it touches exist by then), replayed afterwards.</summary>
+    sealed class GraphStep(CudaBackend backend, Action step) : IReplayableStep
+    {
+        CudaGraph? _graph;
+
+        public void Run()
+        {
+            _graph ??= CudaGraph.Capture(backend._stream, step);
+            _graph.Launch(backend._stream);
+        }
+
+        public void Dispose() => _graph?.Dispose();
+    }
+
+    public void Dispose()
+    {
+        _stream.Dispose();
+        _context.Dispose();
+    }
+}
+
+/// <summary>Whether the CUDA backend can run here, and why not.</summary>
+public static class CudaBackendLoader
+{
+    public static bool IsUsable(out string reason)
+    {
+        try
+        {
+            if (!NativeLibraryInfo.HasCudaKernels) { reason = "libstepaudio_native was built without CUDA kernels"; return false; }
+            using var context = new CudaContext();
+            reason = context.DeviceName;
+            return true;
+        }
+        catch (DllNotFoundException) { reason = "libcuda.so.1 (the NVIDIA driver) is not installed"; return false; }
+        catch (CudaException e) { reason = e.Message; return false; }
+        catch (ArgumentOutOfRangeException) { reason = "no CUDA GPU is present"; return false; }
+    }
+
+    public static CudaBackend Create() => new();
+}
