@@ -1,0 +1,91 @@
+using System.CommandLine;
+using System.Diagnostics;
+using StepAudio.Backends;
+using StepAudio.Checkpoints;
+using StepAudio.Generation;
+using StepAudio.Model;
+
+namespace StepAudio.Cli.Commands;
+
+/// <summary>`stepaudio bench`: load time and memory, prefill times, decode speed at several context lengths with
+/// effective bandwidth, and the seed report's form (greedy, 50 new tokens from a short prompt, wall time).</summary>
+public static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var device = CommonOptions.Device();
+        var contexts = new Option<string>("--contexts") { Description = "Context lengths at which to time decoding", DefaultValueFactory = _ => "64,1024,4096" };
+        var decodeTokens = new Option<int>("--decode-tokens") { Description = "Tokens decoded per measurement", DefaultValueFactory = _ => 128 };
+        var prefills = new Option<string>("--prefill-lengths") { Description = "Prompt lengths at which to time prefill", DefaultValueFactory = _ => "32,1000" };
+        var copyBandwidth = new Option<double>("--copy-gbps") { Description = "Measured device copy bandwidth (GB/s) to report % of", DefaultValueFactory = _ => 3000 };
+        var command = new Command("bench", "Benchmark the Step1 LLM on a checkpoint (use a full-size one for real figures): load, prefill, decode tok/s and effective bandwidth.")
+        { model, device, contexts, decodeTokens, prefills, copyBandwidth };
+
+        command.SetAction(parse =>
+        {
+            var ctxs = ParseList(parse.GetValue(contexts)!);
+            var pre = ParseList(parse.GetValue(prefills)!);
+            int n = parse.GetValue(decodeTokens);
+            double copyGbps = parse.GetValue(copyBandwidth);
+            using var backend = BackendFactory.Create(parse.GetValue(device)!);
+            using var checkpoint = CheckpointFolder.Open(CommonOptions.ResolveModelFolder(parse.GetValue(model)));
+            var c = checkpoint.Config;
+            int maxCtx = Math.Max(ctxs.Max() + n + 1, pre.Max() + 64);
+            long freeBefore = (backend as CudaBackend)?.Context.MemoryInfo().Free ?? 0;
+            var wall = Stopwatch.StartNew();
+            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = maxCtx, MaxTokensPerForward = 1024 });
+            double loadSeconds = wall.Elapsed.TotalSeconds;
+            long used = backend is CudaBackend cb ? freeBefore - cb.Context.MemoryInfo().Free : 0;
+            Console.WriteLine($"backend: {backend.Name}");
+            Console.WriteLine($"model:   {checkpoint.Folder} ({c.NumHiddenLayers} layers, hidden {c.HiddenSize}, vocab {c.VocabSize})");
+            Console.WriteLine($"load:    {loadSeconds:F2} s, weights {llm.WeightBytes / 1e9:F2} GB" +
+                              (used > 0 ? $", GPU memory in use {used / 1e9:F2} GB (weights + {maxCtx}-token KV cache + activations)" : ""));
+
+            var generator = new Generator(llm);
+            var rng = new Random(1234);
+            int[] Prompt(int length) => [1, 4, .. Enumerable.Range(0, length - 2).Select(_ => rng.Next(5, c.VocabSize))];
+            var greedy = new GenerationOptions { Greedy = true, IgnoreEos = true, MaxLength = maxCtx };
+
+            generator.Generate(Prompt(16), greedy with { MaxNewTokens = 8 }); // warm-up: module load, graph capture
+            foreach (int length in pre)
+            {
+                var r = generator.Generate(Prompt(length), greedy with { MaxNewTokens = 1 });
+                Console.WriteLine($"prefill: {length,5} tokens  {r.PrefillTime.TotalMilliseconds,8:F2} ms  ({length / r.PrefillTime.TotalSeconds,9:F0} tok/s)");
+            }
+            long weightBytesPerToken = WeightBytesPerToken(c);
+            foreach (int ctx in ctxs)
+            {
+                var r = generator.Generate(Prompt(ctx), greedy with { MaxNewTokens = n });
+                double msPerToken = r.DecodeTime.TotalMilliseconds / (r.Tokens.Length - 1);
+                long kvBytes = (long)(ctx + n / 2) * c.NumHiddenLayers * c.KvDim * 2 * 2; // K and V, average context
+                double gbps = (weightBytesPerToken + kvBytes) / (msPerToken * 1e6);
+                Console.WriteLine($"decode:  context {ctx,5}  {r.DecodeTokensPerSecond,8:F1} tok/s  {msPerToken,7:F3} ms/token  " +
+                                  $"{gbps,7:F0} GB/s effective ({100 * gbps / copyGbps:F0}% of {copyGbps:F0} GB/s copy)");
+            }
+            var seedPrompt = Prompt(12);
+            var timings = new List<double>();
+            for (int i = 0; i < 5; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                generator.Generate(seedPrompt, greedy with { MaxNewTokens = 50 });
+                timings.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            timings.Sort();
+            Console.WriteLine($"seed-form: greedy, 50 new tokens from a 12-token prompt: {timings[2]:F1} ms wall (median of 5, incl. prefill)");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Bytes of weights read per decoded token: every linear, lm_head, and one embedding row.</summary>
+    public static long WeightBytesPerToken(Step1Config c)
+    {
+        long perLayer = (long)c.QkvDim * c.HiddenSize + (long)c.HiddenSize * c.HiddenSize + 3L * c.IntermediateSize * c.HiddenSize;
+        return 2 * (perLayer * c.NumHiddenLayers + (long)c.VocabSize * c.HiddenSize + c.HiddenSize);
+    }
+
+    static List<int> ParseList(string s) =>
+        s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+         .Select(p => int.TryParse(p, out int v) && v > 1 ? v : throw new ArgumentException($"'{p}' is not a length > 1")).ToList();
+}
