@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Everything the GPU machine does in one call (it has nvcc, cmake and PyTorch, but no dotnet):
+#   build the CUDA library, make a full-size random Step1 checkpoint, run every test (native kernel checks and the
+#   self-contained published C# suite, GPU tests included), then the benchmarks; a short table last.
+# Prepare here first:  bash tests/gpu/prepare-bundle.sh   (publishes the C# apps into .carry/bundle)
+# Then on the device:  bash tests/gpu/device-run.sh        (carry: .carry/bundle)
+# Logs go to $OUT (the device tool's output folder) or ./gpu-out.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+out=${OUT:-$root/gpu-out}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+stage() { echo "== $(date +%H:%M:%S) $*"; }
+
+stage "unpacking the published C# apps"
+mkdir -p .publish && tar -xJf .carry/bundle/bundle.tar.xz -C .publish || { echo "no bundle: run tests/gpu/prepare-bundle.sh first"; exit 2; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$out/gpu.txt"
+
+stage "building libstepaudio_native with CUDA"
+if ! { cmake -S . -B build -DSTEPAUDIO_REQUIRE_CUDA=ON -DCMAKE_BUILD_TYPE=Release && cmake --build build -j 16; } >"$out/build.log" 2>&1; then
+  grep -E "error|Error" "$out/build.log" | head -40; echo "CUDA build failed"; exit 1
+fi
+grep -E "registers|spill|bytes stack" "$out/build.log" > "$out/ptxas.txt" || true
+
+stage "full-size random checkpoint"
+python3 tests/oracle/step1_oracle.py full /tmp/step1-full >"$out/full-ckpt.log" 2>&1 || { cat "$out/full-ckpt.log"; exit 1; }
+
+stage "tests"
+STEPAUDIO_BUILD_DIR="$root/build" STEPAUDIO_LOG_DIR="$out/testlogs" STEPAUDIO_TEST_EXE="$root/.publish/tests/StepAudio.Tests" \
+  STEPAUDIO_FULL_MODEL=/tmp/step1-full bash tests/run.sh > "$out/tests.txt" 2>&1
+tests_rc=$?
+grep -E "\[FAIL\]|\[SKIP\]|\[FAIL|Failed |Assert|error" "$out/tests.txt" | head -40
+tail -n 1 "$out/tests.txt"
+
+stage "benchmarks"
+export STEPAUDIO_NATIVE_LIB="$root/build/libstepaudio_native.so"
+python3 - > "$out/copy-bw.txt" <<'PY'
+import torch
+x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+ts = []
+for _ in range(10):
+    s.record(); y.copy_(x); e.record(); torch.cuda.synchronize(); ts.append(s.elapsed_time(e))
+ts.sort(); print(f"{2 * x.numel() / (ts[5] * 1e-3) / 1e9:.0f}")
+PY
+copy=$(cat "$out/copy-bw.txt"); echo "device-to-device copy: $copy GB/s (read + write)"
+[ -x build/kernel_bench ] && build/kernel_bench > "$out/kernel-bench.txt" 2>&1
+[ -f tests/native/bench_torch.py ] && python3 tests/native/bench_torch.py > "$out/cublas-bench.txt" 2>&1
+.publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --copy-gbps "$copy" > "$out/bench.txt" 2>&1
+python3 tests/oracle/step1_oracle.py bench /tmp/step1-full > "$out/torch-reference.txt" 2>&1
+
+stage "summary"
+echo "--- kernels (ours) ---"; tail -n 30 "$out/kernel-bench.txt" 2>/dev/null
+echo "--- cuBLAS via PyTorch ---"; tail -n 25 "$out/cublas-bench.txt" 2>/dev/null
+echo "--- model ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
+echo "--- tests ---"; tail -n 1 "$out/tests.txt"
+exit $tests_rc
