@@ -50,8 +50,73 @@ public sealed unsafe class CudaBackend : IComputeBackend
     public void Upload(nint deviceDst, nint hostSrc, long bytes)
     {
         // Synchronous with respect to the host buffer: the caller may reuse or unmap it on return.
+        if (bytes >= StagingChunk)
+        {
+            _staging ??= new PinnedStaging(StagingChunk);
+            _staging.Upload(deviceDst, hostSrc, bytes, _stream);
+            return;
+        }
         CudaDriver.Check(CudaDriver.MemcpyHtoDAsync(deviceDst, hostSrc, (nuint)bytes, S), "cuMemcpyHtoDAsync");
         _stream.Synchronize();
+    }
+
+    const long StagingChunk = 32L << 20;
+    PinnedStaging? _staging;
+
+    /// <summary>Weight loading: the mapped file's pages are copied (several threads) into one of two pinned
+    /// buffers while the other is in flight to the GPU, so disk/page-cache reads overlap the PCIe transfer.</summary>
+    sealed class PinnedStaging : IDisposable
+    {
+        readonly nint[] _buffers = new nint[2];
+        readonly nint[] _done = new nint[2];
+        readonly long _chunk;
+
+        public PinnedStaging(long chunk)
+        {
+            _chunk = chunk;
+            for (int i = 0; i < 2; i++)
+            {
+                nint p, e;
+                CudaDriver.Check(CudaDriver.MemAllocHost(&p, (nuint)chunk), "cuMemAllocHost");
+                CudaDriver.Check(CudaDriver.EventCreate(&e, 2 /* CU_EVENT_DISABLE_TIMING */), "cuEventCreate");
+                _buffers[i] = p;
+                _done[i] = e;
+            }
+        }
+
+        public void Upload(nint deviceDst, nint hostSrc, long bytes, CudaStream stream)
+        {
+            for (long offset = 0, i = 0; offset < bytes; offset += _chunk, i++)
+            {
+                int b = (int)(i & 1);
+                long n = Math.Min(_chunk, bytes - offset);
+                CudaDriver.Check(CudaDriver.EventSynchronize(_done[b]), "cuEventSynchronize"); // buffer b free again
+                ParallelCopy(hostSrc + (nint)offset, _buffers[b], n);
+                CudaDriver.Check(CudaDriver.MemcpyHtoDAsync(deviceDst + (nint)offset, _buffers[b], (nuint)n, stream.Handle), "cuMemcpyHtoDAsync");
+                CudaDriver.Check(CudaDriver.EventRecord(_done[b], stream.Handle), "cuEventRecord");
+            }
+            stream.Synchronize();
+        }
+
+        static void ParallelCopy(nint src, nint dst, long bytes)
+        {
+            const int parts = 8;
+            long per = (bytes + parts - 1) / parts;
+            Parallel.For(0, parts, p =>
+            {
+                long start = p * per, n = Math.Min(per, bytes - start);
+                if (n > 0) Buffer.MemoryCopy((void*)(src + (nint)start), (void*)(dst + (nint)start), n, n);
+            });
+        }
+
+        public void Dispose()
+        {
+            for (int i = 0; i < 2; i++)
+            {
+                if (_done[i] != 0) CudaDriver.EventDestroy(_done[i]);
+                if (_buffers[i] != 0) CudaDriver.MemFreeHost(_buffers[i]);
+            }
+        }
     }
 
     public void Download(nint deviceSrc, nint hostDst, long bytes)
@@ -102,6 +167,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
     public void Dispose()
     {
+        _staging?.Dispose();
         _stream.Dispose();
         _context.Dispose();
     }

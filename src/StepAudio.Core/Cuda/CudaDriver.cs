@@ -38,6 +38,7 @@ internal static unsafe partial class CudaDriver
 
     [LibraryImport(Lib, EntryPoint = "cuEventCreate")] internal static partial int EventCreate(nint* ev, uint flags);
     [LibraryImport(Lib, EntryPoint = "cuEventDestroy_v2")] internal static partial int EventDestroy(nint ev);
+    [LibraryImport(Lib, EntryPoint = "cuEventQuery")] internal static partial int EventQuery(nint ev);
     [LibraryImport(Lib, EntryPoint = "cuEventRecord")] internal static partial int EventRecord(nint ev, nint stream);
     [LibraryImport(Lib, EntryPoint = "cuEventSynchronize")] internal static partial int EventSynchronize(nint ev);
     [LibraryImport(Lib, EntryPoint = "cuEventElapsedTime")] internal static partial int EventElapsedTime(float* ms, nint start, nint end);
