@@ -11,4 +11,6 @@ root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(PromptCommand.Create());
+root.Subcommands.Add(PromptCommand.CreateTokenize());
 return CliRunner.Run(root, args);
