@@ -23,6 +23,15 @@ tokens <unk>/<s>/</s>. tts.py calls tokenizer.encode(s) and prepends [1] itself;
 Also recorded, for comparison only: the installed transformers' AutoTokenizer (its class and version), a transcription
 of transformers 4.53.3's slow LlamaTokenizer(legacy=False).tokenize, and plain sentencepiece encode.
 
+Findings of the committed run (GPU machine: sentencepiece 0.2.2, tokenizers 0.23.2, transformers 5.17.0; tiny model and
+the release tokenizer.model, 74,752 pieces): hf_fast, plain sentencepiece and the slow-4.53 transcription give identical
+ids for all 18 clone/edit prompts; they differ only on edge strings (leading spaces, text starting with an added token,
+control tokens or literal "<0x41>" in text). transformers 5.17's AutoTokenizer/LlamaTokenizer (TokenizersBackend)
+differs on every prompt (no dummy prefix, other segmentation): do not use transformers 5.x as the reference.
+
+Usage: python3 tokenizer_oracle.py train --out tests/fixtures/text/tiny   (done once; the model is committed)
+       python3 tokenizer_oracle.py reference --model-dir tiny [--model-dir real] --out $OUT   (expected_<dir>.json)
+
 The prompt builders below are a transcription of tts.py (_encode_audio_edit_clone_prompt, _build_audio_edit_instruction,
 _encode_audio_edit_prompt, generate_clone_voice_id) and tokenizer.py merge_vq0206_to_token_str / wav2token, and
 cosyvoice.py _reshape, written from stepaudio-spec.md §2-§3, §4.4, §5.3.
