@@ -6,8 +6,8 @@ namespace StepAudio.Tests.Audio;
 /// <summary>The front end against tests/fixtures/audio (torch 2.11 / torchaudio 2.11 oracle, synthetic signals at
 /// 8/11.025/16/22.05/24/44.1/48 kHz, u8/i16/i24-extensible/i32/f32 WAVs, mono and stereo).
 /// Tolerances: samples exact; resampler ≤ 1e-4 abs (measured ≈ 2e-5 worst, u8 input); trim spans exact;
-/// whisper log-mel ≤ 1e-3 abs; kaldi fbank, Paraformer LFR+CMVN, vocoder mel see each test (torch's own float32
-/// error, oracle f32-vs-f64, is up to ~9e-3 on these log features in near-silent frames).</summary>
+/// whisper log-mel ≤ 1e-3 abs (measured ≤ 4e-5); Paraformer LFR+CMVN ≤ 1e-3 (measured ≤ 6.4e-4); speaker fbank and
+/// vocoder mel ≤ max(1e-3, 1.1 × torch's own float32 error on that signal), which reaches ~9e-3 in near-silent frames.</summary>
 public class AudioOracleTests
 {
     [Theory]
@@ -87,7 +87,7 @@ public class AudioOracleTests
     {
         var s = AudioFixtures.Signal(name);
         var (res16, _) = AudioFixtures.Bin(s, "res16");
-        AssertClose($"{name} speaker fbank", KaldiFbank.SpeakerFeatures(res16), AudioFixtures.Bin(s, "spkfbank"), SpeakerTol);
+        AssertClose($"{name} speaker fbank", KaldiFbank.SpeakerFeatures(res16), AudioFixtures.Bin(s, "spkfbank"), LogTol(s, "spkfbank"));
     }
 
     [Theory]
@@ -97,7 +97,7 @@ public class AudioOracleTests
         var s = AudioFixtures.Signal(name);
         var (f, counts) = ParaformerFrontEnd.Compute(AudioFixtures.OracleTrimmed(s), AudioFixtures.Cmvn());
         Assert.Equal(s.GetProperty("para_chunks").EnumerateArray().Select(x => x.GetInt32()), counts);
-        AssertClose($"{name} paraformer", f, AudioFixtures.Bin(s, "para"), ParaTol);
+        AssertClose($"{name} paraformer", f, AudioFixtures.Bin(s, "para"), 1e-3);
     }
 
     [Theory]
@@ -106,10 +106,14 @@ public class AudioOracleTests
     {
         var s = AudioFixtures.Signal(name);
         var (res24, _) = AudioFixtures.Bin(s, "res24");
-        AssertClose($"{name} vocoder mel", VocoderMel.Compute(res24), AudioFixtures.Bin(s, "vocmel"), VocTol);
+        AssertClose($"{name} vocoder mel", VocoderMel.Compute(res24), AudioFixtures.Bin(s, "vocmel"), LogTol(s, "vocmel"));
     }
 
-    public const double SpeakerTol = 1e-2, ParaTol = 1e-2, VocTol = 1e-2;
+    /// <summary>Absolute tolerance for the natural-log features: 1e-3, or 1.1× torch's own float32 error on that
+    /// signal (the oracle's |f32 − f64| of the same feature) where that is larger — this implementation computes in
+    /// double, so it tracks the float64 result (measured: within 2 % of the oracle's own f32-vs-f64 figure).</summary>
+    static double LogTol(JsonElement s, string feature) =>
+        Math.Max(1e-3, 1.1 * s.GetProperty("f32_vs_f64").GetProperty(feature).GetDouble());
 
     /// <summary>Real speech prompts (16/24-bit, 24/44.1/48 kHz) through the whole C# pipeline against the oracle's
     /// hashes, spans, shapes and slices. The WAVs are read from the shared folder beside the repository.</summary>
@@ -148,8 +152,10 @@ public class AudioOracleTests
         var whisperHead = new float[128 * 48];
         for (int m = 0; m < 128; m++) w.Row(m)[..48].CopyTo(whisperHead.AsSpan(m * 48));
         Slice("whisper_head", whisperHead, 0, 1e-3);
-        Slice("vocmel_head", r.VocoderMel.Data, 0, VocTol);
-        Slice("spkfbank_head", r.SpeakerFbank.Data, 0, SpeakerTol);
-        Slice("para_head", r.ParaformerFeatures.Data, 0, ParaTol);
+        // End to end the features also see the resampler's difference from torch (its kernel is float32 there,
+        // double here: ≤ 2e-6), which the log of quiet frames amplifies; hence 5e-3 on the log-fbank/mel slices.
+        Slice("vocmel_head", r.VocoderMel.Data, 0, Math.Max(5e-3, LogTol(s, "vocmel")));
+        Slice("spkfbank_head", r.SpeakerFbank.Data, 0, Math.Max(5e-3, LogTol(s, "spkfbank")));
+        Slice("para_head", r.ParaformerFeatures.Data, 0, 5e-3);
     }
 }
