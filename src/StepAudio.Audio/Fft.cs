@@ -29,7 +29,17 @@ public sealed class ComplexFft
         }
         int maxR = _factors.Length == 0 ? 1 : _factors.Max();
         _tmpRe = new double[maxR]; _tmpIm = new double[maxR];
+        foreach (int r in _factors.Distinct())
+        {
+            var wr = new double[r * r]; var wi = new double[r * r];
+            for (int p = 0; p < r; p++)
+                for (int q = 0; q < r; q++) { int t = (q * p % r) * (n / r); wr[p * r + q] = _twRe[t]; wi[p * r + q] = _twIm[t]; }
+            _small[r] = (wr, wi);
+        }
     }
+
+    // W_r^{pq} for each radix r, row-major [p, q], so the generic butterfly needs no modulo.
+    readonly Dictionary<int, (double[], double[])> _small = new();
 
     public int Size => _n;
 
@@ -54,7 +64,6 @@ public sealed class ComplexFft
                 Recurse(inRe, inIm, inOff + q * stride, stride * r, outRe, outIm, outOff + q * m, m, level + 1);
         }
         // Combine: X[k + p·m] = Σ_q (W_n^{qk} Y_q[k]) · W_r^{qp}; W_n^j = tw[j·stride].
-        int twStep = _n / r; // W_r^1 = tw[N/r]
         for (int k = 0; k < m; k++)
         {
             for (int q = 0; q < r; q++)
@@ -92,13 +101,13 @@ public sealed class ComplexFft
                     break;
                 }
                 default:
+                    var (smallRe, smallIm) = _small[r];
                     for (int p = 0; p < r; p++)
                     {
                         double sr = 0, si = 0;
                         for (int q = 0; q < r; q++)
                         {
-                            int t = (q * p % r) * twStep;
-                            double wr = _twRe[t], wi = _twIm[t];
+                            double wr = smallRe[p * r + q], wi = smallIm[p * r + q];
                             sr += _tmpRe[q] * wr - _tmpIm[q] * wi;
                             si += _tmpRe[q] * wi + _tmpIm[q] * wr;
                         }

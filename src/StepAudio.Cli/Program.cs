@@ -11,4 +11,5 @@ root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(AudioInfoCommand.Create());
 return CliRunner.Run(root, args);
