@@ -13,4 +13,5 @@ root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(PromptCommand.Create());
 root.Subcommands.Add(PromptCommand.CreateTokenize());
+root.Subcommands.Add(AudioInfoCommand.Create());
 return CliRunner.Run(root, args);

@@ -1,0 +1,227 @@
+namespace StepAudio.Audio;
+
+/// <summary>Whisper log-mel (openai-whisper log_mel_spectrogram, n_mels 128): the vq06 tokenizer's input.</summary>
+public static class WhisperLogMel
+{
+    public const int SampleRate = 16000, NFft = 400, Hop = 160, NMels = 128;
+    public const double PowerFloor = 1e-10, DynamicRangeLog10 = 8.0;
+    /// <summary>vq06 feeds ≤ 30 s chunks and drops chunks shorter than this.</summary>
+    public const int ChunkSamples = 480000, MinChunkSamples = 480;
+
+    static readonly Lazy<MelFilterBank> Filters = new(() => MelFilterBank.Slaney(SampleRate, NFft, NMels, 0, SampleRate / 2.0));
+
+    /// <summary>STFT (periodic Hann 400, hop 160, centre reflect-pad 200), |X|², last frame dropped, Slaney mel,
+    /// log10(max(·,1e-10)), max(·, max−8), (·+4)/4. Returns [128, len/160] (mel-major, as whisper).</summary>
+    public static FeatureMatrix Compute(ReadOnlySpan<float> audio16k)
+    {
+        if (audio16k.Length <= NFft / 2)
+            throw new ArgumentException($"whisper log-mel needs more than {NFft / 2} samples, got {audio16k.Length}", nameof(audio16k));
+        int frames = audio16k.Length / Hop; // 1 + len/hop frames, the last one dropped
+        var padded = Dsp.ReflectPad(audio16k, NFft / 2);
+        var window = Dsp.HannPeriodic(NFft);
+        var fft = new RealFft(NFft);
+        var bank = Filters.Value;
+        var log = new float[NMels * frames];
+        var frame = new double[NFft]; var power = new double[fft.Bins];
+        var re = new double[fft.Bins]; var im = new double[fft.Bins]; var mel = new double[NMels];
+        double max = double.NegativeInfinity;
+        var logD = new double[NMels * frames];
+        for (int t = 0; t < frames; t++)
+        {
+            for (int i = 0; i < NFft; i++) frame[i] = padded[t * Hop + i] * window[i];
+            fft.Power(frame, power, re, im);
+            bank.Apply(power, mel);
+            for (int m = 0; m < NMels; m++)
+            {
+                double v = Math.Log10(Math.Max(mel[m], PowerFloor));
+                logD[m * frames + t] = v;
+                if (v > max) max = v;
+            }
+        }
+        double floor = max - DynamicRangeLog10;
+        for (int i = 0; i < log.Length; i++) log[i] = (float)((Math.Max(logD[i], floor) + 4.0) / 4.0);
+        return new FeatureMatrix(NMels, frames, log);
+    }
+
+    /// <summary>What get_vq06_code feeds the tokenizer: one log-mel per ≤ 30 s chunk (chunks under 480 samples dropped).</summary>
+    public static List<FeatureMatrix> ComputeChunks(ReadOnlySpan<float> audio16k)
+    {
+        var list = new List<FeatureMatrix>();
+        for (int s = 0; s < audio16k.Length; s += ChunkSamples)
+        {
+            var chunk = audio16k.Slice(s, Math.Min(ChunkSamples, audio16k.Length - s));
+            if (chunk.Length >= MinChunkSamples) list.Add(Compute(chunk));
+        }
+        return list;
+    }
+}
+
+/// <summary>Options of torchaudio.compliance.kaldi.fbank that the two users (speaker encoder, Paraformer) set.</summary>
+public sealed record KaldiFbankOptions
+{
+    public int NumMelBins { get; init; } = 80;
+    public int SampleRate { get; init; } = 16000;
+    public int FrameLength { get; init; } = 400; // 25 ms
+    public int FrameShift { get; init; } = 160;  // 10 ms
+    public int PaddedLength { get; init; } = 512; // round_to_power_of_two
+    public bool Hamming { get; init; } // false: povey (Hann^0.85)
+    public double Preemphasis { get; init; } = 0.97;
+    public double LowFreq { get; init; } = 20;
+    public double HighFreq { get; init; } = 0; // ≤ 0: relative to Nyquist
+    /// <summary>Samples are multiplied by this first (FunASR feeds ×32768).</summary>
+    public float InputScale { get; init; } = 1f;
+    /// <summary>Gaussian dither amplitude; 0 (default here) is deterministic. The reference's Paraformer uses 1.0 with
+    /// unseeded noise, which no port can reproduce bit-wise.</summary>
+    public double Dither { get; init; }
+    public int DitherSeed { get; init; } = 1234;
+
+    /// <summary>CAM++ speaker encoder: povey window, float input, no dither.</summary>
+    public static KaldiFbankOptions Speaker { get; } = new();
+    /// <summary>FunASR WavFrontendOnline: Hamming window, input ×32768, dither off by default.</summary>
+    public static KaldiFbankOptions Paraformer { get; } = new() { Hamming = true, InputScale = 32768f };
+}
+
+/// <summary>torchaudio.compliance.kaldi.fbank with snip_edges, DC removal, pre-emphasis, power spectrum, log mel
+/// floored at float32 epsilon.</summary>
+public sealed class KaldiFbank
+{
+    public const double LogFloor = 1.1920928955078125e-07; // torch.finfo(torch.float32).eps
+
+    readonly KaldiFbankOptions _o;
+    readonly double[] _window;
+    readonly MelFilterBank _bank;
+    readonly RealFft _fft;
+    readonly double[] _frame, _power, _re, _im, _mel;
+    readonly Random _rng;
+
+    public KaldiFbank(KaldiFbankOptions options)
+    {
+        _o = options;
+        _window = new double[options.FrameLength];
+        int n = options.FrameLength;
+        for (int i = 0; i < n; i++)
+        {
+            double c = Math.Cos(2 * Math.PI * i / (n - 1)); // symmetric (periodic=False) windows
+            _window[i] = options.Hamming ? 0.54 - 0.46 * c : Math.Pow(0.5 - 0.5 * c, 0.85);
+        }
+        _bank = MelFilterBank.Kaldi(options.NumMelBins, options.PaddedLength, options.SampleRate, options.LowFreq, options.HighFreq);
+        _fft = new RealFft(options.PaddedLength);
+        _frame = new double[options.PaddedLength];
+        _power = new double[_fft.Bins]; _re = new double[_fft.Bins]; _im = new double[_fft.Bins];
+        _mel = new double[options.NumMelBins];
+        _rng = new Random(options.DitherSeed);
+    }
+
+    public KaldiFbankOptions Options => _o;
+
+    /// <summary>Frames with snip_edges: 1 + (len − 400)/160, or 0 when shorter than one window.</summary>
+    public int FrameCount(int samples) => samples < _o.FrameLength ? 0 : 1 + (samples - _o.FrameLength) / _o.FrameShift;
+
+    /// <summary>[frames, NumMelBins] log mel energies.</summary>
+    public FeatureMatrix Compute(ReadOnlySpan<float> wave)
+    {
+        int frames = FrameCount(wave.Length), bins = _o.NumMelBins, len = _o.FrameLength;
+        var output = new float[frames * bins];
+        for (int t = 0; t < frames; t++)
+        {
+            var x = wave.Slice(t * _o.FrameShift, len);
+            double mean = 0;
+            for (int i = 0; i < len; i++)
+            {
+                double v = x[i] * _o.InputScale;
+                if (_o.Dither != 0) v += _o.Dither * Gaussian();
+                _frame[i] = v; mean += v;
+            }
+            mean /= len;
+            for (int i = 0; i < len; i++) _frame[i] -= mean;
+            // pre-emphasis, first sample against itself (replicate padding), from the end backwards
+            for (int i = len - 1; i > 0; i--) _frame[i] -= _o.Preemphasis * _frame[i - 1];
+            _frame[0] -= _o.Preemphasis * _frame[0];
+            for (int i = 0; i < len; i++) _frame[i] *= _window[i];
+            Array.Clear(_frame, len, _frame.Length - len);
+            _fft.Power(_frame, _power, _re, _im);
+            _bank.Apply(_power, _mel);
+            for (int m = 0; m < bins; m++) output[t * bins + m] = (float)Math.Log(Math.Max(_mel[m], LogFloor));
+        }
+        return new FeatureMatrix(frames, bins, output);
+    }
+
+    double Gaussian()
+    {
+        double u1 = 1.0 - _rng.NextDouble(), u2 = _rng.NextDouble();
+        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+    }
+
+    /// <summary>The CAM++ input: fbank (povey, float input, no dither) minus its per-utterance mean over time.</summary>
+    public static FeatureMatrix SpeakerFeatures(ReadOnlySpan<float> audio16k)
+    {
+        var f = new KaldiFbank(KaldiFbankOptions.Speaker).Compute(audio16k);
+        if (f.Rows == 0) throw new ArgumentException($"speaker fbank needs at least 400 samples at 16 kHz, got {audio16k.Length}", nameof(audio16k));
+        var mean = new double[f.Cols];
+        for (int t = 0; t < f.Rows; t++) for (int m = 0; m < f.Cols; m++) mean[m] += f.Data[t * f.Cols + m];
+        for (int m = 0; m < f.Cols; m++) mean[m] /= f.Rows;
+        for (int t = 0; t < f.Rows; t++) for (int m = 0; m < f.Cols; m++) f.Data[t * f.Cols + m] = (float)(f.Data[t * f.Cols + m] - mean[m]);
+        return f;
+    }
+}
+
+/// <summary>The vocoder prompt mel (matcha mel_spectrogram as configured for CosyVoice-300M-25Hz): 24 kHz.</summary>
+public static class VocoderMel
+{
+    public const int SampleRate = 24000, NFft = 1920, Hop = 480, NMels = 80;
+    public const double FMin = 0, FMax = 8000, MagnitudeEps = 1e-9, LogFloor = 1e-5;
+    const int Pad = (NFft - Hop) / 2; // 720
+
+    static readonly Lazy<MelFilterBank> Filters = new(() => MelFilterBank.Slaney(SampleRate, NFft, NMels, FMin, FMax));
+
+    /// <summary>Reflect-pad 720, STFT (periodic Hann 1920, hop 480, no centring), sqrt(|X|²+1e-9), Slaney mel 80 bins
+    /// 0–8 kHz, ln(max(·,1e-5)). Returns [frames, 80], 50 frames per second.</summary>
+    public static FeatureMatrix Compute(ReadOnlySpan<float> audio24k)
+    {
+        if (audio24k.Length <= Pad)
+            throw new ArgumentException($"vocoder mel needs more than {Pad} samples at 24 kHz, got {audio24k.Length}", nameof(audio24k));
+        var padded = Dsp.ReflectPad(audio24k, Pad);
+        int frames = (padded.Length - NFft) / Hop + 1;
+        var window = Dsp.HannPeriodic(NFft);
+        var fft = new RealFft(NFft);
+        var bank = Filters.Value;
+        var frame = new double[NFft]; var mag = new double[fft.Bins];
+        var re = new double[fft.Bins]; var im = new double[fft.Bins]; var mel = new double[NMels];
+        var output = new float[frames * NMels];
+        for (int t = 0; t < frames; t++)
+        {
+            for (int i = 0; i < NFft; i++) frame[i] = padded[t * Hop + i] * window[i];
+            fft.Forward(frame, re, im);
+            for (int k = 0; k < mag.Length; k++) mag[k] = Math.Sqrt(re[k] * re[k] + im[k] * im[k] + MagnitudeEps);
+            bank.Apply(mag, mel);
+            for (int m = 0; m < NMels; m++) output[t * NMels + m] = (float)Math.Log(Math.Max(mel[m], LogFloor));
+        }
+        return new FeatureMatrix(frames, NMels, output);
+    }
+}
+
+/// <summary>Small shared DSP helpers.</summary>
+public static class Dsp
+{
+    /// <summary>torch.hann_window(n) (periodic): 0.5 − 0.5·cos(2πi/n).</summary>
+    public static double[] HannPeriodic(int n)
+    {
+        var w = new double[n];
+        for (int i = 0; i < n; i++) w[i] = 0.5 - 0.5 * Math.Cos(2 * Math.PI * i / n);
+        return w;
+    }
+
+    /// <summary>Reflect padding (edge sample not repeated), as torch's mode="reflect"; needs pad &lt; length.</summary>
+    public static double[] ReflectPad(ReadOnlySpan<float> x, int pad)
+    {
+        if (pad >= x.Length) throw new ArgumentException($"reflect padding of {pad} needs more than {pad} samples, got {x.Length}");
+        var y = new double[x.Length + 2 * pad];
+        for (int i = 0; i < x.Length; i++) y[pad + i] = x[i];
+        for (int i = 1; i <= pad; i++)
+        {
+            y[pad - i] = x[i];
+            y[pad + x.Length - 1 + i] = x[x.Length - 1 - i];
+        }
+        return y;
+    }
+}

@@ -1,0 +1,106 @@
+namespace StepAudio.Audio;
+
+/// <summary>Where trim_silence cut: librosa's non-silent span [S, E) and the padded window the tokenizer keeps.</summary>
+public sealed record TrimResult(int S, int E, int NumFrames, int Start, int OutLength, float[] Samples);
+
+/// <summary>The reference's waveform preprocessing (tts.py preprocess_prompt_wav, tokenizer.py preprocess_wav,
+/// utils.py trim_silence), in float32 like the reference.</summary>
+public static class Preprocess
+{
+    public const float PeakTarget = 0.6f;
+    public const float EnergyNormFloor = 0.01f, EnergyNormScale = 0.999f;
+    // librosa.effects.trim(top_db=20, frame_length=512, hop_length=128), then keep 0.05 s left, 0.22 s right, hop 240.
+    public const double TrimTopDb = 20;
+    public const int TrimFrameLength = 512, TrimHop = 128;
+    public const double KeepLeftSeconds = 0.05, KeepRightSeconds = 0.22;
+    public const int TrimOutputHop = 240;
+
+    /// <summary>Mean over channels.</summary>
+    public static float[] MonoMix(AudioClip clip)
+    {
+        int n = clip.Frames, c = clip.Channels;
+        var mono = new float[n];
+        if (c == 1) { clip.Channel(0).CopyTo(mono); return mono; }
+        for (int i = 0; i < n; i++)
+        {
+            double s = 0;
+            for (int ch = 0; ch < c; ch++) s += clip.Samples[ch * n + i];
+            mono[i] = (float)(s / c);
+        }
+        return mono;
+    }
+
+    public static float Peak(ReadOnlySpan<float> x)
+    {
+        float p = 0;
+        foreach (float v in x) p = Math.Max(p, Math.Abs(v));
+        return p;
+    }
+
+    /// <summary>"Volume normalise": if the peak exceeds 0.6, x = x / peak · 0.6 (in place). Returns the original peak.</summary>
+    public static float PeakNormalize(Span<float> x)
+    {
+        float peak = Peak(x);
+        if (peak > PeakTarget)
+            for (int i = 0; i < x.Length; i++) x[i] = x[i] / peak * PeakTarget;
+        return peak;
+    }
+
+    /// <summary>x = x / max(peak, 0.01) · 0.999 (in place).</summary>
+    public static void EnergyNormalize(Span<float> x)
+    {
+        float d = Math.Max(Peak(x), EnergyNormFloor);
+        for (int i = 0; i < x.Length; i++) x[i] = x[i] / d * EnergyNormScale;
+    }
+
+    /// <summary>librosa.effects.trim span: frame RMS over zero-padded (centre) 512-sample frames every 128 samples,
+    /// non-silent where 20·log10(max(rms,1e-5)) − 20·log10(max(max rms,1e-5)) &gt; −20.</summary>
+    public static (int Start, int End) NonSilentSpan(ReadOnlySpan<float> y)
+    {
+        int n = y.Length, half = TrimFrameLength / 2;
+        int frames = 1 + n / TrimHop;
+        // prefix sums of y² (double) give each frame's mean square in O(1)
+        var prefix = new double[n + 1];
+        for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + (double)y[i] * y[i];
+        var ms = new double[frames];
+        double maxMs = 0;
+        for (int f = 0; f < frames; f++)
+        {
+            int a = Math.Clamp(f * TrimHop - half, 0, n), b = Math.Clamp(f * TrimHop + half, 0, n);
+            ms[f] = (prefix[b] - prefix[a]) / TrimFrameLength;
+            maxMs = Math.Max(maxMs, ms[f]);
+        }
+        const double amin = 1e-10; // (1e-5)²
+        double refDb = 10 * Math.Log10(Math.Max(amin, maxMs));
+        int first = -1, last = -1;
+        for (int f = 0; f < frames; f++)
+        {
+            if (10 * Math.Log10(Math.Max(amin, ms[f])) - refDb > -TrimTopDb)
+            {
+                if (first < 0) first = f;
+                last = f;
+            }
+        }
+        if (first < 0) return (0, 0);
+        return (first * TrimHop, Math.Min(n, (last + 1) * TrimHop));
+    }
+
+    /// <summary>utils.trim_silence(audio, 16000): cut 0.05 s before the non-silent span (left-pad zeros if that is
+    /// before the start) and keep ceil(span/240)·240 + 0.27 s samples (right-pad zeros).</summary>
+    public static TrimResult TrimSilence(ReadOnlySpan<float> audio, int sampleRate = 16000)
+    {
+        var (s, e) = NonSilentSpan(audio);
+        int numFrames = (int)Math.Ceiling((e - s) / (double)TrimOutputHop);
+        int left = (int)(KeepLeftSeconds * sampleRate);
+        int start = s - left;
+        int outLen = (int)(numFrames * TrimOutputHop + (KeepLeftSeconds + KeepRightSeconds) * sampleRate);
+        var output = new float[outLen];
+        // source index for output i is i + start (zeros outside the input)
+        for (int i = 0; i < outLen; i++)
+        {
+            long src = (long)i + start;
+            if (src >= 0 && src < audio.Length) output[i] = audio[(int)src];
+        }
+        return new TrimResult(s, e, numFrames, start, outLen, output);
+    }
+}
