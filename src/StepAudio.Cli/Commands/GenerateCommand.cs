@@ -3,6 +3,7 @@ using StepAudio.Backends;
 using StepAudio.Checkpoints;
 using StepAudio.Generation;
 using StepAudio.Model;
+using StepAudio.Text;
 
 namespace StepAudio.Cli.Commands;
 
@@ -23,16 +24,23 @@ public static class GenerateCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampler's random draws", DefaultValueFactory = _ => 0x5EEDUL };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep decoding past EOS (for timing on random weights)" };
         var maxContext = CommonOptions.MaxContext();
+        var request = new PromptRequestOptions(tokenizerRequired: false);
 
         var command = new Command("generate",
             "Run the Step1 LLM on prompt token ids and print the generated ids with timings. With no --model, uses the " +
             "bundled tiny synthetic model (models/tiny-step1), so the command always demonstrates a real decode.")
         { model, device, ids, idsFile, maxNew, maxLength, greedy, temperature, topK, seed, ignoreEos, maxContext };
+        request.AddTo(command);
+        command.Description += " With --mode clone|edit the prompt is built from text and audio codes exactly as tts.py " +
+                               "does, and the output is the generated audio codes (vq02 0..1023, vq06 1024..5119) ready for the vocoder.";
 
         command.SetAction(parse =>
         {
             string folder = CommonOptions.ResolveModelFolder(parse.GetValue(model));
-            int[] prompt = ParseIds(parse.GetValue(ids), parse.GetValue(idsFile));
+            int[]? fromText = request.BuildIds(parse, defaultTokenizerFolder: folder);
+            if (fromText != null && (parse.GetValue(ids) != null || parse.GetValue(idsFile) != null))
+                throw new ArgumentException("give either --mode (a prompt built from text) or --ids/--ids-file, not both");
+            int[] prompt = fromText ?? ParseIds(parse.GetValue(ids), parse.GetValue(idsFile));
             var options = new GenerationOptions
             {
                 Greedy = parse.GetValue(greedy),
@@ -52,7 +60,13 @@ public static class GenerateCommand
             Console.Error.WriteLine($"\rloaded in {llm.LoadTime.TotalSeconds:F2} s ({llm.WeightBytes / 1e9:F2} GB of weights)      ");
 
             var result = new Generator(llm).Generate(prompt, options);
-            Console.WriteLine(string.Join(' ', result.Tokens));
+            if (fromText != null)
+            {
+                // The reference keeps output_ids[len(prompt):-1]: the final id (EOS, or the last token at max_length) is dropped.
+                var output = result.Stop == StopReason.EndOfSequence ? [.. result.Tokens, checkpoint.Config.EosTokenId] : result.Tokens;
+                Console.WriteLine(string.Join(' ', AudioTokens.GeneratedToCodes(output)));
+            }
+            else Console.WriteLine(string.Join(' ', result.Tokens));
             Console.Error.WriteLine(
                 $"prompt {result.PromptLength} tokens, generated {result.Tokens.Length} ({result.Stop}); " +
                 $"prefill {result.PrefillTime.TotalMilliseconds:F1} ms, decode {result.DecodeTime.TotalMilliseconds:F1} ms " +

@@ -11,44 +11,12 @@ public static class PromptCommand
 {
     public static Command Create()
     {
-        var tokenizer = new Option<string>("--tokenizer") { Description = "Folder with tokenizer.model and tokenizer_config.json (the model folder)", Required = true };
-        var mode = new Option<string>("--mode") { Description = "clone or edit", Required = true };
-        mode.AcceptOnlyFromAmong("clone", "edit");
-        var targetText = new Option<string>("--target-text") { Description = "clone: the text to speak (dialect tags such as [Sichuanese] go in front)" };
-        var promptText = new Option<string>("--prompt-text") { Description = "clone: transcript of the prompt audio" };
-        var speaker = new Option<string>("--speaker") { Description = "clone: speaker id (clone_<16 hex>); or give --prompt-samples" };
-        var samples = new Option<FileInfo>("--prompt-samples") { Description = "clone: raw little-endian float32 samples of the prompt file, channel-major, to compute the speaker id as tts.py does" };
-        var vq02 = new Option<string>("--vq02") { Description = "vq02 codes of the (prompt or input) audio, comma/space separated" };
-        var vq06 = new Option<string>("--vq06") { Description = "vq06 codes of the (prompt or input) audio, comma/space separated" };
-        var audioTokens = new Option<string>("--audio-tokens") { Description = "instead of --vq02/--vq06: the audio as a \"<audio_N>...\" string" };
-        var editType = new Option<string>("--edit-type") { Description = "edit: emotion, style, speed, denoise, vad or paralinguistic" };
-        var editInfo = new Option<string>("--edit-info") { Description = "edit: e.g. happy (emotion), whisper (style), faster (speed), remove" };
-        var audioText = new Option<string>("--audio-text") { Description = "edit: transcript of the input audio" };
-        var text = new Option<string>("--text") { Description = "edit (paralinguistic): the new text with tags such as [Laughter]" };
-
+        var request = new PromptRequestOptions(tokenizerRequired: true);
         var command = new Command("prompt", "Print the LLM prompt ids of a clone or edit request, id for id as the reference tts.py builds them.");
-        foreach (var o in new Option[] { tokenizer, mode, targetText, promptText, speaker, samples, vq02, vq06, audioTokens, editType, editInfo, audioText, text })
-            command.Options.Add(o);
+        request.AddTo(command);
         command.SetAction(r =>
         {
-            var tok = StepTokenizer.Load(r.GetValue(tokenizer)!);
-            string audio = AudioString(r.GetValue(audioTokens), r.GetValue(vq02), r.GetValue(vq06));
-            int[] ids;
-            if (r.GetValue(mode) == "clone")
-            {
-                string prompt = r.GetValue(promptText) ?? throw new ArgumentException("clone needs --prompt-text");
-                string target = r.GetValue(targetText) ?? throw new ArgumentException("clone needs --target-text");
-                string spk = r.GetValue(speaker) ?? (r.GetValue(samples) is { } f ? SpeakerId.Compute(prompt, ReadFloats(f))
-                    : throw new ArgumentException("clone needs --speaker or --prompt-samples"));
-                ids = ClonePrompt.Build(tok, target, prompt, spk, audio);
-            }
-            else
-            {
-                var type = EditPrompt.ParseEditType(r.GetValue(editType) ?? throw new ArgumentException("edit needs --edit-type"));
-                string instruction = EditPrompt.BuildInstruction(type, r.GetValue(audioText), r.GetValue(editInfo), r.GetValue(text));
-                ids = EditPrompt.Build(tok, instruction, audio);
-            }
-            Console.WriteLine(string.Join(' ', ids));
+            Console.WriteLine(string.Join(' ', request.BuildIds(r, defaultTokenizerFolder: null)!));
             return 0;
         });
         return command;
@@ -77,7 +45,7 @@ public static class PromptCommand
         return command;
     }
 
-    static string AudioString(string? tokens, string? vq02, string? vq06)
+    internal static string AudioString(string? tokens, string? vq02, string? vq06)
     {
         if (tokens != null)
         {
@@ -88,11 +56,11 @@ public static class PromptCommand
         return AudioTokens.ToTokenString(ParseInts(vq02, "--vq02"), ParseInts(vq06, "--vq06"));
     }
 
-    static int[] ParseInts(string s, string what) =>
+    internal static int[] ParseInts(string s, string what) =>
         s.Split([',', ' ', '\n', '\t'], StringSplitOptions.RemoveEmptyEntries)
          .Select(x => int.TryParse(x, out int v) ? v : throw new ArgumentException($"{what}: '{x}' is not an integer")).ToArray();
 
-    static float[] ReadFloats(FileInfo file)
+    internal static float[] ReadFloats(FileInfo file)
     {
         if (!file.Exists) throw new FileNotFoundException($"prompt samples file not found: {file.FullName}");
         var bytes = File.ReadAllBytes(file.FullName);
@@ -100,5 +68,63 @@ public static class PromptCommand
         var floats = new float[bytes.Length / 4];
         for (int i = 0; i < floats.Length; i++) floats[i] = System.Buffers.Binary.BinaryPrimitives.ReadSingleLittleEndian(bytes.AsSpan(i * 4));
         return floats;
+    }
+}
+
+/// <summary>The options that describe a clone or edit request (text, mode, audio codes), shared by `prompt` and
+/// `generate`, and the one place that turns them into prompt ids.</summary>
+public sealed class PromptRequestOptions
+{
+    readonly Option<string> _tokenizer;
+    readonly Option<string> _mode = new("--mode") { Description = "clone or edit: build the prompt from text and audio codes as tts.py does" };
+    readonly Option<string> _targetText = new("--target-text") { Description = "clone: the text to speak (dialect tags such as [Sichuanese] go in front)" };
+    readonly Option<string> _promptText = new("--prompt-text") { Description = "clone: transcript of the prompt audio" };
+    readonly Option<string> _speaker = new("--speaker") { Description = "clone: speaker id (clone_<16 hex>); or give --prompt-samples" };
+    readonly Option<FileInfo> _samples = new("--prompt-samples") { Description = "clone: raw little-endian float32 samples of the prompt file, channel-major, to compute the speaker id as tts.py does" };
+    readonly Option<string> _vq02 = new("--vq02") { Description = "vq02 codes of the (prompt or input) audio, comma/space separated" };
+    readonly Option<string> _vq06 = new("--vq06") { Description = "vq06 codes of the (prompt or input) audio, comma/space separated" };
+    readonly Option<string> _audioTokens = new("--audio-tokens") { Description = "instead of --vq02/--vq06: the audio as a \"<audio_N>...\" string" };
+    readonly Option<string> _editType = new("--edit-type") { Description = "edit: emotion, style, speed, denoise, vad or paralinguistic" };
+    readonly Option<string> _editInfo = new("--edit-info") { Description = "edit: e.g. happy (emotion), whisper (style), faster (speed), remove" };
+    readonly Option<string> _audioText = new("--audio-text") { Description = "edit: transcript of the input audio" };
+    readonly Option<string> _text = new("--text") { Description = "edit (paralinguistic): the new text with tags such as [Laughter]" };
+
+    public PromptRequestOptions(bool tokenizerRequired)
+    {
+        _tokenizer = new Option<string>("--tokenizer")
+        {
+            Description = tokenizerRequired ? "Folder with tokenizer.model and tokenizer_config.json (the model folder)"
+                                            : "Folder with tokenizer.model and tokenizer_config.json (default: the model folder)",
+            Required = tokenizerRequired,
+        };
+        _mode.AcceptOnlyFromAmong("clone", "edit");
+        _mode.Required = tokenizerRequired;
+    }
+
+    public void AddTo(Command command)
+    {
+        foreach (var o in new Option[] { _tokenizer, _mode, _targetText, _promptText, _speaker, _samples, _vq02, _vq06, _audioTokens, _editType, _editInfo, _audioText, _text })
+            command.Options.Add(o);
+    }
+
+    /// <summary>The prompt ids, or null when no --mode was given.</summary>
+    public int[]? BuildIds(ParseResult r, string? defaultTokenizerFolder)
+    {
+        string? mode = r.GetValue(_mode);
+        if (mode == null) return null;
+        string folder = r.GetValue(_tokenizer) ?? defaultTokenizerFolder ?? throw new ArgumentException("--mode needs --tokenizer");
+        var tok = StepTokenizer.Load(folder);
+        string audio = PromptCommand.AudioString(r.GetValue(_audioTokens), r.GetValue(_vq02), r.GetValue(_vq06));
+        if (mode == "clone")
+        {
+            string prompt = r.GetValue(_promptText) ?? throw new ArgumentException("clone needs --prompt-text");
+            string target = r.GetValue(_targetText) ?? throw new ArgumentException("clone needs --target-text");
+            string spk = r.GetValue(_speaker) ?? (r.GetValue(_samples) is { } f ? SpeakerId.Compute(prompt, PromptCommand.ReadFloats(f))
+                : throw new ArgumentException("clone needs --speaker or --prompt-samples"));
+            return ClonePrompt.Build(tok, target, prompt, spk, audio);
+        }
+        var type = EditPrompt.ParseEditType(r.GetValue(_editType) ?? throw new ArgumentException("edit needs --edit-type"));
+        string instruction = EditPrompt.BuildInstruction(type, r.GetValue(_audioText), r.GetValue(_editInfo), r.GetValue(_text));
+        return EditPrompt.Build(tok, instruction, audio);
     }
 }
