@@ -40,8 +40,17 @@ public sealed unsafe class CpuBackend : IComputeBackend
         NativeException.Check(NativeMethods.CpuEmbed(table, vocab, dim, ids, n, output));
     public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
         NativeException.Check(NativeMethods.CpuRmsNorm(x, weight, output, rows, dim, eps));
-    public void Linear(nint x, nint weight, nint y, int m, int n, int k) =>
-        NativeException.Check(NativeMethods.CpuLinear(x, weight, y, m, n, k));
+    public void Linear(nint x, LinearWeight w, nint y, int m)
+    {
+        switch (w.Format)
+        {
+            case WeightFormat.Bf16:
+                NativeException.Check(NativeMethods.CpuLinear(x, w.Data.Pointer, y, m, w.N, w.K));
+                break;
+            default:
+                throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
+        }
+    }
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CpuSwiGlu(gateUp, output, m, f));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CpuAdd(x, y, n));

@@ -131,8 +131,17 @@ public sealed unsafe class CudaBackend : IComputeBackend
         NativeException.Check(NativeMethods.CudaEmbed(table, vocab, dim, ids, n, output, S));
     public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
         NativeException.Check(NativeMethods.CudaRmsNorm(x, weight, output, rows, dim, eps, S));
-    public void Linear(nint x, nint weight, nint y, int m, int n, int k) =>
-        NativeException.Check(NativeMethods.CudaLinear(x, weight, y, m, n, k, S));
+    public void Linear(nint x, LinearWeight w, nint y, int m)
+    {
+        switch (w.Format)
+        {
+            case WeightFormat.Bf16:
+                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, S));
+                break;
+            default:
+                throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
+        }
+    }
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CudaSwiGlu(gateUp, output, m, f, S));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CudaAdd(x, y, n, S));

@@ -32,7 +32,8 @@ public interface IComputeBackend : IDisposable
 
     void Embed(nint table, long vocab, int dim, nint ids, int n, nint output);
     void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps);
-    void Linear(nint x, nint weight, nint y, int m, int n, int k);
+    /// <summary>y[m, w.N] = x[m, w.K] · Wᵀ for any <see cref="WeightFormat"/> the backend supports.</summary>
+    void Linear(nint x, LinearWeight w, nint y, int m);
     void SwiGlu(nint gateUp, nint output, int m, int f);
     void Add(nint x, nint y, long n);
     void Attention(in AttentionShape shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output);

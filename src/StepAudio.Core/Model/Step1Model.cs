@@ -30,10 +30,11 @@ public sealed unsafe class Step1Model : IDisposable
     public TimeSpan LoadTime { get; }
     public long WeightBytes { get; }
 
-    sealed record Layer(DeviceBuffer InputNorm, DeviceBuffer Qkv, DeviceBuffer O, DeviceBuffer PostNorm, DeviceBuffer GateUp, DeviceBuffer Down);
+    sealed record Layer(DeviceBuffer InputNorm, LinearWeight Qkv, LinearWeight O, DeviceBuffer PostNorm, LinearWeight GateUp, LinearWeight Down);
 
     readonly List<DeviceBuffer> _owned = [];
-    readonly DeviceBuffer _embed, _finalNorm, _lmHead, _slopes;
+    readonly DeviceBuffer _embed, _finalNorm, _slopes;
+    readonly LinearWeight _lmHead;
     readonly Layer[] _layers;
     readonly DeviceBuffer _kCache, _vCache;
     readonly DeviceBuffer _x, _norm, _qkv, _att, _tmp, _gateUp, _act, _logits;
@@ -64,14 +65,15 @@ public sealed unsafe class Step1Model : IDisposable
             progress?.Report($"layer {i + 1}/{c.NumHiddenLayers}");
             _layers[i] = new Layer(
                 Upload(checkpoint, Step1Layout.InputNorm(i)),
-                UploadConcatenated(checkpoint, $"layer {i} fused qkv", Step1Layout.Q(i), Step1Layout.K(i), Step1Layout.V(i)),
-                Upload(checkpoint, Step1Layout.O(i)),
+                LoadLinear(checkpoint, $"layer {i} fused qkv", Step1Layout.Q(i), Step1Layout.K(i), Step1Layout.V(i)),
+                LoadLinear(checkpoint, Step1Layout.O(i), Step1Layout.O(i)),
                 Upload(checkpoint, Step1Layout.PostAttentionNorm(i)),
-                UploadConcatenated(checkpoint, $"layer {i} fused gate+up", Step1Layout.Gate(i), Step1Layout.Up(i)),
-                Upload(checkpoint, Step1Layout.Down(i)));
+                LoadLinear(checkpoint, $"layer {i} fused gate+up", Step1Layout.Gate(i), Step1Layout.Up(i)),
+                LoadLinear(checkpoint, Step1Layout.Down(i), Step1Layout.Down(i)));
         }
         _finalNorm = Upload(checkpoint, Step1Layout.FinalNorm);
-        _lmHead = c.TieWordEmbeddings ? _embed : Upload(checkpoint, Step1Layout.LmHead);
+        _lmHead = c.TieWordEmbeddings ? new LinearWeight(WeightFormat.Bf16, c.VocabSize, c.HiddenSize, _embed)
+                                      : LoadLinear(checkpoint, Step1Layout.LmHead, Step1Layout.LmHead);
         WeightBytes = _owned.Sum(b => b.Bytes);
 
         var slopes = new float[c.NumAttentionHeads];
@@ -121,6 +123,13 @@ public sealed unsafe class Step1Model : IDisposable
 
     DeviceBuffer Upload(CheckpointFolder checkpoint, string name) => UploadConcatenated(checkpoint, name, name);
 
+    /// <summary>A bf16 linear weight; several tensors are fused along the output dimension (QKV, gate+up).</summary>
+    LinearWeight LoadLinear(CheckpointFolder checkpoint, string purpose, params string[] names)
+    {
+        var infos = names.Select(checkpoint.Info).ToArray();
+        return new LinearWeight(WeightFormat.Bf16, (int)infos.Sum(i => i.Shape[0]), (int)infos[0].Shape[1], UploadConcatenated(checkpoint, purpose, names));
+    }
+
     /// <summary>Concatenates tensors along dim 0 ([out, in] rows) into one device buffer: the fused QKV and gate+up.</summary>
     DeviceBuffer UploadConcatenated(CheckpointFolder checkpoint, string purpose, params string[] names)
     {
@@ -155,19 +164,19 @@ public sealed unsafe class Step1Model : IDisposable
         {
             var l = _layers[i];
             b.RmsNorm(_x.Pointer, l.InputNorm.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
-            b.Linear(_norm.Pointer, l.Qkv.Pointer, _qkv.Pointer, n, c.QkvDim, h);
+            b.Linear(_norm.Pointer, l.Qkv, _qkv.Pointer, n);
             b.Attention(shape, _qkv.Pointer, _kCache.At(i * layerKv), _vCache.At(i * layerKv), seqLen, _slopes.Pointer, _att.Pointer);
-            b.Linear(_att.Pointer, l.O.Pointer, _tmp.Pointer, n, h, h);
+            b.Linear(_att.Pointer, l.O, _tmp.Pointer, n);
             b.Add(_x.Pointer, _tmp.Pointer, (long)n * h);
             b.RmsNorm(_x.Pointer, l.PostNorm.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
-            b.Linear(_norm.Pointer, l.GateUp.Pointer, _gateUp.Pointer, n, 2 * f, h);
+            b.Linear(_norm.Pointer, l.GateUp, _gateUp.Pointer, n);
             b.SwiGlu(_gateUp.Pointer, _act.Pointer, n, f);
-            b.Linear(_act.Pointer, l.Down.Pointer, _tmp.Pointer, n, h, f);
+            b.Linear(_act.Pointer, l.Down, _tmp.Pointer, n);
             b.Add(_x.Pointer, _tmp.Pointer, (long)n * h);
         }
         nint lastRows = _x.At((long)(n - logitRows) * h * 2);
         b.RmsNorm(lastRows, _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
-        b.Linear(_norm.Pointer, _lmHead.Pointer, _logits.Pointer, logitRows, c.VocabSize, h);
+        b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
     }
 
     /// <summary>Reads logits rows back to the host as fp32.</summary>
