@@ -12,13 +12,23 @@ public static class Step1Layout
     public static string Layer(int i, string suffix) => $"model.layers.{i}.{suffix}";
     public static string InputNorm(int i) => Layer(i, "input_layernorm.weight");
     public static string PostAttentionNorm(int i) => Layer(i, "post_attention_layernorm.weight");
-    public static string Q(int i) => Layer(i, "self_attn.q_proj.weight");
-    public static string K(int i) => Layer(i, "self_attn.k_proj.weight");
-    public static string V(int i) => Layer(i, "self_attn.v_proj.weight");
-    public static string O(int i) => Layer(i, "self_attn.o_proj.weight");
-    public static string Gate(int i) => Layer(i, "mlp.gate_proj.weight");
-    public static string Up(int i) => Layer(i, "mlp.up_proj.weight");
-    public static string Down(int i) => Layer(i, "mlp.down_proj.weight");
+    public static string Q(int i) => QModule(i) + ".weight";
+    public static string K(int i) => KModule(i) + ".weight";
+    public static string V(int i) => VModule(i) + ".weight";
+    public static string O(int i) => OModule(i) + ".weight";
+    public static string Gate(int i) => GateModule(i) + ".weight";
+    public static string Up(int i) => UpModule(i) + ".weight";
+    public static string Down(int i) => DownModule(i) + ".weight";
+
+    // Module names (without ".weight"): quantized formats store several tensors under one module.
+    public const string LmHeadModule = "lm_head";
+    public static string QModule(int i) => Layer(i, "self_attn.q_proj");
+    public static string KModule(int i) => Layer(i, "self_attn.k_proj");
+    public static string VModule(int i) => Layer(i, "self_attn.v_proj");
+    public static string OModule(int i) => Layer(i, "self_attn.o_proj");
+    public static string GateModule(int i) => Layer(i, "mlp.gate_proj");
+    public static string UpModule(int i) => Layer(i, "mlp.up_proj");
+    public static string DownModule(int i) => Layer(i, "mlp.down_proj");
 
     /// <summary>Every tensor a bf16 (base) checkpoint must hold, with its [out, in] shape.</summary>
     public static IEnumerable<(string Name, long[] Shape)> BaseTensors(Step1Config c)

@@ -33,6 +33,7 @@ public sealed unsafe class Step1Model : IDisposable
     sealed record Layer(DeviceBuffer InputNorm, LinearWeight Qkv, LinearWeight O, DeviceBuffer PostNorm, LinearWeight GateUp, LinearWeight Down);
 
     readonly List<DeviceBuffer> _owned = [];
+    readonly ILinearLoader _linearLoader;
     readonly DeviceBuffer _embed, _finalNorm, _slopes;
     readonly LinearWeight _lmHead;
     readonly Layer[] _layers;
@@ -55,6 +56,7 @@ public sealed unsafe class Step1Model : IDisposable
         Options = options;
         var clock = Stopwatch.StartNew();
         var c = config;
+        _linearLoader = LinearLoaders.For(checkpoint);
         if (options.MaxContext < 2 || options.MaxTokensPerForward < 1 || options.MaxLogitRows < 1 || options.MaxLogitRows > options.MaxTokensPerForward)
             throw new ArgumentException($"invalid model options {options}");
 
@@ -65,15 +67,15 @@ public sealed unsafe class Step1Model : IDisposable
             progress?.Report($"layer {i + 1}/{c.NumHiddenLayers}");
             _layers[i] = new Layer(
                 Upload(checkpoint, Step1Layout.InputNorm(i)),
-                LoadLinear(checkpoint, $"layer {i} fused qkv", Step1Layout.Q(i), Step1Layout.K(i), Step1Layout.V(i)),
-                LoadLinear(checkpoint, Step1Layout.O(i), Step1Layout.O(i)),
+                LoadLinear(checkpoint, $"layer {i} fused qkv", Step1Layout.QModule(i), Step1Layout.KModule(i), Step1Layout.VModule(i)),
+                LoadLinear(checkpoint, Step1Layout.OModule(i), Step1Layout.OModule(i)),
                 Upload(checkpoint, Step1Layout.PostAttentionNorm(i)),
-                LoadLinear(checkpoint, $"layer {i} fused gate+up", Step1Layout.Gate(i), Step1Layout.Up(i)),
-                LoadLinear(checkpoint, Step1Layout.Down(i), Step1Layout.Down(i)));
+                LoadLinear(checkpoint, $"layer {i} fused gate+up", Step1Layout.GateModule(i), Step1Layout.UpModule(i)),
+                LoadLinear(checkpoint, Step1Layout.DownModule(i), Step1Layout.DownModule(i)));
         }
         _finalNorm = Upload(checkpoint, Step1Layout.FinalNorm);
         _lmHead = c.TieWordEmbeddings ? new LinearWeight(WeightFormat.Bf16, c.VocabSize, c.HiddenSize, _embed)
-                                      : LoadLinear(checkpoint, Step1Layout.LmHead, Step1Layout.LmHead);
+                                      : new Bf16LinearLoader().Load(checkpoint, backend, Step1Layout.LmHead, [Step1Layout.LmHeadModule], Own);
         WeightBytes = _owned.Sum(b => b.Bytes);
 
         var slopes = new float[c.NumAttentionHeads];
@@ -103,9 +105,7 @@ public sealed unsafe class Step1Model : IDisposable
     /// before any device memory is allocated; on failure nothing stays allocated.</summary>
     public static Step1Model Load(CheckpointFolder checkpoint, IComputeBackend backend, ModelOptions? options = null, IProgress<string>? progress = null)
     {
-        if (checkpoint.Variant != ModelVariant.Base)
-            throw new CheckpointException($"this build loads base (bf16) checkpoints only; the folder holds a {checkpoint.Variant} checkpoint", checkpoint.Folder);
-        var problems = Step1Layout.Problems(checkpoint);
+        var problems = LinearLoaders.For(checkpoint).Problems(checkpoint);
         if (problems.Count > 0)
             throw new CheckpointException("cannot load the checkpoint:\n  " + string.Join("\n  ", problems.Take(20)) +
                                           (problems.Count > 20 ? $"\n  ... and {problems.Count - 20} more" : ""), checkpoint.Folder);
@@ -123,12 +123,10 @@ public sealed unsafe class Step1Model : IDisposable
 
     DeviceBuffer Upload(CheckpointFolder checkpoint, string name) => UploadConcatenated(checkpoint, name, name);
 
-    /// <summary>A bf16 linear weight; several tensors are fused along the output dimension (QKV, gate+up).</summary>
-    LinearWeight LoadLinear(CheckpointFolder checkpoint, string purpose, params string[] names)
-    {
-        var infos = names.Select(checkpoint.Info).ToArray();
-        return new LinearWeight(WeightFormat.Bf16, (int)infos.Sum(i => i.Shape[0]), (int)infos[0].Shape[1], UploadConcatenated(checkpoint, purpose, names));
-    }
+    /// <summary>A transformer-block linear in the checkpoint's format; several modules are fused along the output
+    /// dimension (QKV, gate+up). lm_head, embeddings and norms stay bf16 in every released variant.</summary>
+    LinearWeight LoadLinear(CheckpointFolder checkpoint, string purpose, params string[] modules) =>
+        _linearLoader.Load(checkpoint, Backend, purpose, modules, Own);
 
     /// <summary>Concatenates tensors along dim 0 ([out, in] rows) into one device buffer: the fused QKV and gate+up.</summary>
     DeviceBuffer UploadConcatenated(CheckpointFolder checkpoint, string purpose, params string[] names)
