@@ -11,6 +11,7 @@ root.Subcommands.Add(InfoCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());
+root.Subcommands.Add(QuantizeCommand.Create());
 root.Subcommands.Add(PromptCommand.Create());
 root.Subcommands.Add(PromptCommand.CreateTokenize());
 root.Subcommands.Add(AudioInfoCommand.Create());
