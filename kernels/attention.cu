@@ -29,7 +29,7 @@ constexpr int kThreads = 128;             // 4 warps
 constexpr int kKeyTile = 32;              // keys per tile: one per lane in the score phase
 constexpr int kMaxQueries = 64;           // (token, head) queries per block
 constexpr int kMaxQueryElems = 4096;      // queries x head_dim per block: 32 fp32 accumulators per thread
-constexpr int kMaxSplits = 64;
+constexpr int kMaxSplits = 64;          // the combine kernel handles up to 64 (two per lane)
 constexpr int kTargetBlocks = 2 * 132;    // enough blocks for two per SM on an H100
 constexpr int64_t kScratchFloats = 1 << 21;
 constexpr uint16_t kBf16NaN = 0x7fc0;
@@ -217,8 +217,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     }
 }
 
-// One block per (token, head), one thread per output element.
+// One block per (token, head), one thread per output element. Warp 0 turns the splits' (max, sum) pairs into
+// weights exp(m_s - M) in shared memory; then every thread sums its element over the splits with independent
+// loads (unrolled, so they are in flight together rather than one L2 round trip per split).
 __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
+    __shared__ float weight_s[kMaxSplits];
+    __shared__ float sum_s;
     const int tok = blockIdx.x / a.n_heads, h = blockIdx.x % a.n_heads, d = threadIdx.x;
     uint16_t *dst = a.out + (int64_t)tok * a.n_heads * head_dim + h * head_dim + d;
     if (!seq_len_valid(*a.seq_len, a.n_new, a.max_ctx)) {
@@ -228,17 +232,31 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     const float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_new * a.n_heads * head_dim;
     const int64_t stride = (int64_t)a.n_new * a.n_heads;  // between splits, in (token, head) rows
     const int64_t row = (int64_t)tok * a.n_heads + h;
-    float m_max = -INFINITY;
-    for (int s = 0; s < a.n_splits; ++s) m_max = fmaxf(m_max, partial_ml[(s * stride + row) * 2]);
-    float sum = 0.0f, o = 0.0f;
-    for (int s = 0; s < a.n_splits; ++s) {
-        const float m = partial_ml[(s * stride + row) * 2];
-        if (m == -INFINITY) continue;  // this split saw no key of this query
-        const float weight = __expf(m - m_max);
-        sum = fmaf(weight, partial_ml[(s * stride + row) * 2 + 1], sum);
-        o = fmaf(weight, a.partial_out[(s * stride + row) * head_dim + d], o);
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        float m[2], l[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int s = lane + 32 * i;
+            m[i] = s < a.n_splits ? partial_ml[(s * stride + row) * 2] : -INFINITY;
+            l[i] = s < a.n_splits ? partial_ml[(s * stride + row) * 2 + 1] : 0.0f;
+        }
+        const float m_max = warp_max(fmaxf(m[0], m[1]));
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const float weight = m[i] == -INFINITY ? 0.0f : __expf(m[i] - m_max);  // -inf: split saw no key
+            if (lane + 32 * i < kMaxSplits) weight_s[lane + 32 * i] = weight;
+            sum = fmaf(weight, l[i], sum);
+        }
+        sum = warp_sum(sum);
+        if (lane == 0) sum_s = sum;
     }
-    *dst = sa_f32_to_bf16(__fdiv_rn(o, sum));
+    __syncthreads();
+    float o = 0.0f;
+#pragma unroll 16
+    for (int s = 0; s < a.n_splits; ++s) o = fmaf(weight_s[s], a.partial_out[(s * stride + row) * head_dim + d], o);
+    *dst = sa_f32_to_bf16(__fdiv_rn(o, sum_s));
 }
 
 float *scratch_pointer() {

@@ -4,12 +4,12 @@
 //  * M <= 16 (decode): a weight-streaming skinny GEMM on tensor cores. Each block owns 16 output features
 //    (16 rows of W) and its 8 warps split K between them (steps of 32 k, interleaved so the block reads each W row
 //    front to back); the partial sums are reduced in shared memory. W is read exactly once with 16-byte
-//    ld.global.nc.L1::no_allocate loads, 4 steps (8 loads of 16 B per thread) in flight before any math, so the
-//    kernel is bounded by HBM, not by latency. Tokens are the n=8 side of mma.m16n8k16 (one or two 8-token tiles),
+//    ld.global.nc.L1::no_allocate loads, software-pipelined: the next batch of 4 steps (8 loads of 16 B per
+//    thread) is issued before the current one is multiplied, so loads stay in flight without bubbles. Tokens are the n=8 side of mma.m16n8k16 (one or two 8-token tiles),
 //    so x (tiny, L1-resident) costs at most half the W bytes in L1 traffic. The MMA needs each thread's 16 B of W
 //    to hold k = 8t..8t+7; since a dot product does not care about the order of k, the same permutation of k is
 //    applied to the x fragment, which makes both operands plain 16-byte loads (no shuffles, no shared memory).
-//  * M > 16 (prefill): a classic tensor-core GEMM: 128 (or 64) x 128 x 32 block tiles, 8 warps, cp.async 3-stage
+//  * M > 16 (prefill): a classic tensor-core GEMM: 128 (or 64) x 128 x 64 block tiles, 8 warps, cp.async 3-stage
 //    pipeline with zero-fill for ragged edges, an XOR swizzle so ldmatrix is bank-conflict free, mma.m16n8k16.
 // Ragged M and N are handled by predication; K must be a multiple of 8 (every W row starts 16-byte aligned).
 #include "cuda_common.cuh"
@@ -57,15 +57,23 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_
 }
 
 // ------------------------------------------------------------------------------------------ decode (M <= 16)
-constexpr int kGemvWarps = 8;   // split-K between the warps of a block
-constexpr int kGemvUnroll = 4;  // 32-wide k steps loaded before the math (8 x 16 B of W per thread in flight)
-constexpr int kGemvRows = 16;   // W rows (output features) per block
+constexpr int kGemvWarps = 8;  // split-K between the warps of a block
+constexpr int kGemvRows = 16;  // W rows (output features) per block
 
-// kTokenTiles: 1 for M <= 8, 2 for M <= 16.
+// One batch of loads: kUnroll 32-wide k steps of the two W rows and the x rows this lane feeds to the MMA.
+template <int kTokenTiles, int kUnroll>
+struct GemvBatch {
+    uint4 w_lo[kUnroll], w_hi[kUnroll], x[kUnroll][kTokenTiles];
+};
+
+// kTokenTiles: 1 for M <= 8, 2 for M <= 16. Two batches are in flight: the next one is loaded before the current
+// one is multiplied, so each warp keeps 2 * kUnroll * 2 loads of 16 B of W outstanding all the time.
 template <int kTokenTiles>
-__global__ void __launch_bounds__(kGemvWarps * 32)
+__global__ void __launch_bounds__(kGemvWarps * 32, 2)
     gemv_bf16_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ y, int m,
                      int n, int k) {
+    constexpr int kUnroll = kTokenTiles == 1 ? 4 : 3;
+    constexpr int kStride = kGemvWarps * kUnroll;  // steps a warp advances per batch
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates
     const int row0 = blockIdx.x * kGemvRows;
@@ -80,33 +88,42 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
         x_ok[mt] = g + 8 * mt < m;
         x_row[mt] = x + (int64_t)(x_ok[mt] ? g + 8 * mt : 0) * k + 8 * t;
     }
+    const int steps = (k + 31) / 32;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+
+    // Steps s0, s0 + 8, ... of this warp; past the end every load is predicated off (no traffic).
+    auto load = [&](GemvBatch<kTokenTiles, kUnroll> &b, int s0) {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int s = s0 + u * kGemvWarps;
+            const bool k_ok = s < steps && 32 * s + 8 * t < k;
+            b.w_lo[u] = (k_ok && lo_ok) ? ld_stream16(w_lo + 32 * s) : zero;
+            b.w_hi[u] = (k_ok && hi_ok) ? ld_stream16(w_hi + 32 * s) : zero;
+#pragma unroll
+            for (int mt = 0; mt < kTokenTiles; ++mt)
+                b.x[u][mt] = (k_ok && x_ok[mt]) ? __ldg(reinterpret_cast<const uint4 *>(x_row[mt] + 32 * s)) : zero;
+        }
+    };
 
     float acc[kTokenTiles][4];
 #pragma unroll
     for (int mt = 0; mt < kTokenTiles; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
 
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-    const int steps = (k + 31) / 32;
-    for (int s0 = warp; s0 < steps; s0 += kGemvWarps * kGemvUnroll) {
-        uint4 a_lo[kGemvUnroll], a_hi[kGemvUnroll], b[kGemvUnroll][kTokenTiles];
+    GemvBatch<kTokenTiles, kUnroll> cur, next;
+    load(cur, warp);
+    for (int s0 = warp; s0 < steps; s0 += kStride) {
+        load(next, s0 + kStride);
 #pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
-            const int s = s0 + u * kGemvWarps;
-            const bool k_ok = s < steps && 32 * s + 8 * t < k;
-            a_lo[u] = (k_ok && lo_ok) ? ld_stream16(w_lo + 32 * s) : zero;
-            a_hi[u] = (k_ok && hi_ok) ? ld_stream16(w_hi + 32 * s) : zero;
-#pragma unroll
-            for (int mt = 0; mt < kTokenTiles; ++mt)
-                b[u][mt] = (k_ok && x_ok[mt]) ? __ldg(reinterpret_cast<const uint4 *>(x_row[mt] + 32 * s)) : zero;
-        }
-#pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u)
+        for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
             for (int mt = 0; mt < kTokenTiles; ++mt) {
                 // k permutation: mma #0 takes this lane's k 0..3, mma #1 its k 4..7 (same for W and x).
-                mma_bf16_16816(acc[mt], a_lo[u].x, a_hi[u].x, a_lo[u].y, a_hi[u].y, b[u][mt].x, b[u][mt].y);
-                mma_bf16_16816(acc[mt], a_lo[u].z, a_hi[u].z, a_lo[u].w, a_hi[u].w, b[u][mt].z, b[u][mt].w);
+                mma_bf16_16816(acc[mt], cur.w_lo[u].x, cur.w_hi[u].x, cur.w_lo[u].y, cur.w_hi[u].y, cur.x[u][mt].x,
+                               cur.x[u][mt].y);
+                mma_bf16_16816(acc[mt], cur.w_lo[u].z, cur.w_hi[u].z, cur.w_lo[u].w, cur.w_hi[u].w, cur.x[u][mt].z,
+                               cur.x[u][mt].w);
             }
+        cur = next;
     }
 
     // Reduce the split-K partials of the 8 warps. Layout [warp][value][lane] is bank-conflict free.
@@ -130,19 +147,22 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
 }
 
 // ------------------------------------------------------------------------------------------ prefill (M > 16)
-constexpr int kGemmBN = 128, kGemmBK = 32, kGemmStages = 3, kGemmThreads = 256;
+constexpr int kGemmBN = 128, kGemmBK = 64, kGemmStages = 3, kGemmThreads = 256;
 
-// Element offset of 16-byte chunk `chunk` (0..3) of tile row `row` (rows of 32 bf16 = 64 B). XOR-swizzling the
-// chunk with bits 1..2 of the row puts the 8 rows one ldmatrix reads in 8 different bank groups.
-__device__ __forceinline__ int tile_offset(int row, int chunk) { return row * kGemmBK + ((chunk ^ ((row >> 1) & 3)) * 8); }
+template <int kBM>
+constexpr int gemm_smem_bytes() { return kGemmStages * (kBM + kGemmBN) * kGemmBK * 2; }
 
-// Copy a rows x 32 tile of a [rows_total, k] row-major bf16 matrix starting at (row0, k0); zeros outside.
+// Element offset of 16-byte chunk `chunk` (0..7) of tile row `row` (rows of 64 bf16 = 128 B). XOR-swizzling the
+// chunk with the low 3 bits of the row puts the 8 rows one ldmatrix reads in 8 different bank groups.
+__device__ __forceinline__ int tile_offset(int row, int chunk) { return row * kGemmBK + ((chunk ^ (row & 7)) * 8); }
+
+// Copy a rows x 64 tile of a [rows_total, k] row-major bf16 matrix starting at (row0, k0); zeros outside.
 template <int kRows>
 __device__ __forceinline__ void load_tile_async(uint16_t *tile, const uint16_t *__restrict__ src, int row0, int rows_total,
                                                 int k0, int k) {
 #pragma unroll
-    for (int c = threadIdx.x; c < kRows * 4; c += kGemmThreads) {
-        const int r = c >> 2, ch = c & 3;
+    for (int c = threadIdx.x; c < kRows * 8; c += kGemmThreads) {
+        const int r = c >> 3, ch = c & 7;
         const int gr = row0 + r, gk = k0 + ch * 8;
         const bool ok = gr < rows_total && gk < k;
         const uint16_t *p = ok ? src + (int64_t)gr * k + gk : src;
@@ -150,15 +170,17 @@ __device__ __forceinline__ void load_tile_async(uint16_t *tile, const uint16_t *
     }
 }
 
-// kBM = 128 or 64 token rows per block; warps are 2 (M) x 4 (N), each computing (kBM/2) x 32.
+// kBM = 128 or 64 token rows per block; warps are 2 (M) x 4 (N), each computing (kBM/2) x 32. The stages live in
+// dynamic shared memory (96 KB for kBM = 128), so two blocks fit on an SM.
 template <int kBM>
 __global__ void __launch_bounds__(kGemmThreads)
     gemm_bf16_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ y, int m,
                      int n, int k) {
     constexpr int kMI = kBM / 2 / 16;  // m16 tiles per warp
     constexpr int kNI = 4;             // n8 tiles per warp (32 columns)
-    __shared__ __align__(128) uint16_t a_tile[kGemmStages][kBM * kGemmBK];
-    __shared__ __align__(128) uint16_t b_tile[kGemmStages][kGemmBN * kGemmBK];
+    extern __shared__ __align__(128) uint16_t gemm_smem[];
+    auto a_tile = [&](int stage) { return gemm_smem + stage * kBM * kGemmBK; };
+    auto b_tile = [&](int stage) { return gemm_smem + kGemmStages * kBM * kGemmBK + stage * kGemmBN * kGemmBK; };
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm = warp >> 2, wn = warp & 3;
@@ -174,8 +196,8 @@ __global__ void __launch_bounds__(kGemmThreads)
 #pragma unroll
     for (int s = 0; s < kGemmStages - 1; ++s) {
         if (s < k_tiles) {
-            load_tile_async<kBM>(a_tile[s], x, m0, m, s * kGemmBK, k);
-            load_tile_async<kGemmBN>(b_tile[s], w, n0, n, s * kGemmBK, k);
+            load_tile_async<kBM>(a_tile(s), x, m0, m, s * kGemmBK, k);
+            load_tile_async<kGemmBN>(b_tile(s), w, n0, n, s * kGemmBK, k);
         }
         cp_async_commit();
     }
@@ -185,13 +207,13 @@ __global__ void __launch_bounds__(kGemmThreads)
         __syncthreads();  // tile kt is in shared memory and everyone is done with the stage we refill next
         const int next = kt + kGemmStages - 1;
         if (next < k_tiles) {
-            load_tile_async<kBM>(a_tile[next % kGemmStages], x, m0, m, next * kGemmBK, k);
-            load_tile_async<kGemmBN>(b_tile[next % kGemmStages], w, n0, n, next * kGemmBK, k);
+            load_tile_async<kBM>(a_tile(next % kGemmStages), x, m0, m, next * kGemmBK, k);
+            load_tile_async<kGemmBN>(b_tile(next % kGemmStages), w, n0, n, next * kGemmBK, k);
         }
         cp_async_commit();
 
-        const uint16_t *as = a_tile[kt % kGemmStages];
-        const uint16_t *bs = b_tile[kt % kGemmStages];
+        const uint16_t *as = a_tile(kt % kGemmStages);
+        const uint16_t *bs = b_tile(kt % kGemmStages);
 #pragma unroll
         for (int kk = 0; kk < kGemmBK / 16; ++kk) {
             uint32_t af[kMI][4], bfr[kNI][2];
@@ -242,6 +264,20 @@ __global__ void __launch_bounds__(kGemmThreads)
 constexpr int kMaxDecodeM = 16;
 constexpr int kTargetBlocks = 2 * 132;  // two waves' worth of blocks on an H100
 
+template <int kBM>
+sa_status launch_gemm(const uint16_t *x, const uint16_t *w, uint16_t *y, int m, int n, int k, cudaStream_t stream) {
+    constexpr int smem = gemm_smem_bytes<kBM>();
+    // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
+    static const cudaError_t opt_in =
+        cudaFuncSetAttribute(gemm_bf16_kernel<kBM>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (opt_in != cudaSuccess)
+        return sa::fail(SA_E_CUDA, std::string("gemm_bf16_kernel: cannot reserve shared memory: ") + cudaGetErrorName(opt_in));
+    const dim3 grid((unsigned)((n + kGemmBN - 1) / kGemmBN), (unsigned)((m + kBM - 1) / kBM));
+    gemm_bf16_kernel<kBM><<<grid, kGemmThreads, smem, stream>>>(x, w, y, m, n, k);
+    SA_CHECK_LAUNCH(kBM == 128 ? "gemm_bf16_kernel<128>" : "gemm_bf16_kernel<64>");
+    return SA_OK;
+}
+
 }  // namespace
 
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k,
@@ -269,15 +305,7 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
         }
         return SA_OK;
     }
-    const unsigned n_blocks = (unsigned)((n + kGemmBN - 1) / kGemmBN);
-    const unsigned m_blocks_128 = (unsigned)((m + 127) / 128);
-    if ((int64_t)n_blocks * m_blocks_128 >= kTargetBlocks) {
-        gemm_bf16_kernel<128><<<dim3(n_blocks, m_blocks_128), kGemmThreads, 0, s>>>(x, w, y, m, n, k);
-        SA_CHECK_LAUNCH("gemm_bf16_kernel<128>");
-    } else {
-        gemm_bf16_kernel<64><<<dim3(n_blocks, (unsigned)((m + 63) / 64)), kGemmThreads, 0, s>>>(x, w, y, m, n, k);
-        SA_CHECK_LAUNCH("gemm_bf16_kernel<64>");
-    }
-    return SA_OK;
+    const int64_t blocks_128 = (int64_t)((n + kGemmBN - 1) / kGemmBN) * ((m + 127) / 128);
+    return blocks_128 >= kTargetBlocks ? launch_gemm<128>(x, w, y, m, n, k, s) : launch_gemm<64>(x, w, y, m, n, k, s);
     SA_GUARD_END
 }

@@ -98,9 +98,15 @@ __global__ void __launch_bounds__(kThreads)
             for (int shift = 24; shift >= 0; shift -= 8) {
                 if (tid < 256) histogram[tid] = 0;
                 __syncthreads();
-                for (int i = i_begin; i < i_end; ++i) {
-                    const uint32_t key = order_key(score(i));
-                    if ((key & mask) == prefix) atomicAdd(&histogram[(key >> shift) & 255u], 1u);
+                // Every lane runs `chunk` iterations so the warp can aggregate equal bins (the high bits of the
+                // keys are nearly all equal, and 1024 threads hitting one counter would serialise).
+                for (int it = 0; it < chunk; ++it) {
+                    const int i = i_begin + it;
+                    const uint32_t key = i < i_end ? order_key(score(i)) : 0u;
+                    const bool counted = i < i_end && (key & mask) == prefix;
+                    const uint32_t bin = counted ? (key >> shift) & 255u : 256u;
+                    const uint32_t peers = __match_any_sync(0xffffffffu, bin);
+                    if (counted && lane == __ffs(peers) - 1) atomicAdd(&histogram[bin], (unsigned)__popc(peers));
                 }
                 __syncthreads();
                 if (tid == 0) {
