@@ -8,8 +8,9 @@
 //  2. attention_kernel: one block = one KV group x a few new tokens x one split of the key range. Its queries are
 //     all (token, head) pairs of that group (12 heads in Step1), so every K/V byte is read once per block.
 //     Keys stream through shared memory in tiles of 32 with an online (flash) softmax; scores, softmax and the
-//     accumulators are fp32. Decode (1 token) uses up to 64 splits of the sequence (flash-decoding) so that
-//     4 groups still fill the GPU; each block covers a contiguous share of whole tiles.
+//     accumulators are fp32. Decode (1 token) uses up to 128 splits of the sequence (flash-decoding) so that
+//     4 groups still fill the GPU; each block covers a contiguous share of whole tiles, and fetches the next tile
+//     into registers while it computes on the current one.
 //  3. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights.
 // With one split (long prefill) the attention kernel normalises and writes bf16 itself.
 //
@@ -29,8 +30,8 @@ constexpr int kThreads = 128;             // 4 warps
 constexpr int kKeyTile = 32;              // keys per tile: one per lane in the score phase
 constexpr int kMaxQueries = 64;           // (token, head) queries per block
 constexpr int kMaxQueryElems = 4096;      // queries x head_dim per block: 32 fp32 accumulators per thread
-constexpr int kMaxSplits = 64;          // the combine kernel handles up to 64 (two per lane)
-constexpr int kTargetBlocks = 2 * 132;    // enough blocks for two per SM on an H100
+constexpr int kMaxSplits = 128;         // the combine kernel handles up to 128 (four per lane)
+constexpr int kTargetBlocks = 4 * 132;    // enough blocks for four per SM on an H100 (short blocks, latency-bound)
 constexpr int64_t kScratchFloats = 1 << 21;
 constexpr uint16_t kBf16NaN = 0x7fc0;
 
@@ -120,22 +121,36 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
     __syncthreads();
 
-    for (int j0 = key_begin; j0 < key_end; j0 += kKeyTile) {
-        // K/V tile; rows past key_end are zero so that a zero probability never meets a garbage (NaN) value.
-        for (int e = tid; e < kKeyTile * (D / 8); e += kThreads) {
-            const int r = e / (D / 8), c = e % (D / 8), j = j0 + r;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+    // K/V tiles are fetched into registers one tile ahead, so the next tile's loads overlap this tile's math.
+    constexpr int kChunks = kKeyTile * (D / 8);  // 16-byte chunks per K (or V) tile; a multiple of kThreads
+    constexpr int kPerThread = kChunks / kThreads;
+    uint4 k_next[kPerThread], v_next[kPerThread];
+    auto fetch = [&](int j0) {
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+            const int e = tid + i * kThreads, r = e / (D / 8), c = e % (D / 8), j = j0 + r;
+            // Rows past key_end are zero so that a zero probability never meets a garbage (NaN) value.
+            k_next[i] = v_next[i] = make_uint4(0, 0, 0, 0);
             if (j < key_end) {
-                kv = reinterpret_cast<const uint4 *>(a.k_cache + (int64_t)j * kv_width + group * D)[c];
-                vv = reinterpret_cast<const uint4 *>(a.v_cache + (int64_t)j * kv_width + group * D)[c];
+                k_next[i] = reinterpret_cast<const uint4 *>(a.k_cache + (int64_t)j * kv_width + group * D)[c];
+                v_next[i] = reinterpret_cast<const uint4 *>(a.v_cache + (int64_t)j * kv_width + group * D)[c];
             }
-            k_s[r][4 * c + 0] = kv.x;
-            k_s[r][4 * c + 1] = kv.y;
-            k_s[r][4 * c + 2] = kv.z;
-            k_s[r][4 * c + 3] = kv.w;
-            *reinterpret_cast<uint4 *>(&v_s[r][8 * c]) = vv;
+        }
+    };
+    if (key_begin < key_end) fetch(key_begin);
+
+    for (int j0 = key_begin; j0 < key_end; j0 += kKeyTile) {
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+            const int e = tid + i * kThreads, r = e / (D / 8), c = e % (D / 8);
+            k_s[r][4 * c + 0] = k_next[i].x;
+            k_s[r][4 * c + 1] = k_next[i].y;
+            k_s[r][4 * c + 2] = k_next[i].z;
+            k_s[r][4 * c + 3] = k_next[i].w;
+            *reinterpret_cast<uint4 *>(&v_s[r][8 * c]) = v_next[i];
         }
         __syncthreads();
+        if (j0 + kKeyTile < key_end) fetch(j0 + kKeyTile);
 
         // Scores and the online-softmax update: lane = key, warp w takes queries w, w+4, ...
         {
@@ -234,19 +249,23 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     const int64_t row = (int64_t)tok * a.n_heads + h;
     if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
-        float m[2], l[2];
+        constexpr int kPerLane = kMaxSplits / 32;
+        float m[kPerLane], l[kPerLane];
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
+        for (int i = 0; i < kPerLane; ++i) {
             const int s = lane + 32 * i;
             m[i] = s < a.n_splits ? partial_ml[(s * stride + row) * 2] : -INFINITY;
             l[i] = s < a.n_splits ? partial_ml[(s * stride + row) * 2 + 1] : 0.0f;
         }
-        const float m_max = warp_max(fmaxf(m[0], m[1]));
+        float m_max = m[0];
+#pragma unroll
+        for (int i = 1; i < kPerLane; ++i) m_max = fmaxf(m_max, m[i]);
+        m_max = warp_max(m_max);
         float sum = 0.0f;
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
+        for (int i = 0; i < kPerLane; ++i) {
             const float weight = m[i] == -INFINITY ? 0.0f : __expf(m[i] - m_max);  // -inf: split saw no key
-            if (lane + 32 * i < kMaxSplits) weight_s[lane + 32 * i] = weight;
+            weight_s[lane + 32 * i] = weight;
             sum = fmaf(weight, l[i], sum);
         }
         sum = warp_sum(sum);

@@ -1,13 +1,15 @@
 // sampler.cu — one sampling step on the GPU, the same rule as sa_cpu_sample_bf16 (spec §3.5).
 //
-// One block of 1024 threads; thread t owns the contiguous id range [t*chunk, (t+1)*chunk), so "in id order" is
-// thread order and the inverse CDF needs only a block-wide prefix sum over the 1024 per-thread sums. The logits
-// (150 KB in Step1) are re-read from L1/L2 on every pass instead of being staged, which keeps the kernel simple.
+// One block of 1024 threads. Passes whose order does not matter (argmax, radix histogram, max) read the logits
+// coalesced (id = tid + 1024 j). The inverse CDF needs id order, so for it thread t owns the contiguous range
+// [t*chunk, (t+1)*chunk) and a block-wide prefix sum over the 1024 per-thread sums finds the crossing thread.
 //  1. repetition ban (RepetitionAwareLogitsProcessor) from the device-side history;
 //  2. greedy: first index of the maximum; or
-//  3. scores / temperature (IEEE division as on the CPU), top-k by an exact 4-pass radix select of the k-th
-//     largest value (ties with it are kept), softmax weights exp(s - max), inverse CDF with sa_uniform_draw(seed,
-//     *step) — the CPU's draw.
+//  3. top-k: an exact 2-pass radix select of the k-th largest logit on 16-bit bf16 keys. Division by the
+//     temperature is monotone, so the CPU's k-th largest score is (k-th largest logit) / T, and
+//     "score >= k-th score" is "logit >= v_min", the smallest bf16 value with the same quotient (found by stepping
+//     down from the k-th logit; almost always itself). Scores of kept ids use the IEEE division the CPU uses.
+//     Softmax weights exp(s - max), inverse CDF with sa_uniform_draw(seed, *step) — the CPU's draw.
 //  4. thread 0 writes *out_id, appends it to history and bumps *history_len and *step. If every logit is -inf or
 //     NaN (the CPU reference returns an error), *out_id = -1 and history, length and step are left unchanged.
 // Only the order of the fp32 sums differs from the CPU, which can move a draw that falls within rounding of a
@@ -21,19 +23,21 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 
-// Order-preserving map of a float to uint32 (larger float -> larger key).
-__device__ __forceinline__ uint32_t order_key(float v) {
-    const uint32_t u = __float_as_uint(v);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+// Order-preserving map of a bf16-representable float to a 16-bit key (larger value -> larger key).
+__device__ __forceinline__ uint32_t order_key16(float v) {
+    const uint32_t b = __float_as_uint(v) >> 16;
+    return (b & 0x8000u) ? (~b & 0xffffu) : (b | 0x8000u);
 }
-__device__ __forceinline__ float key_to_float(uint32_t key) {
-    return __uint_as_float((key & 0x80000000u) ? (key & 0x7fffffffu) : ~key);
+__device__ __forceinline__ float key16_to_float(uint32_t key) {
+    const uint32_t b = (key & 0x8000u) ? (key & 0x7fffu) : (~key & 0xffffu);
+    return __uint_as_float(b << 16);
 }
 
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const uint16_t *__restrict__ logits, int vocab, int32_t *history, int32_t *history_len,
                   sa_sample_params params, uint64_t *step, int32_t *out_id) {
     __shared__ int banned_s, kth_bin_s, rank_s, chosen_s, last_nonzero_s;
+    __shared__ float v_min_s;
     __shared__ unsigned histogram[256];
     __shared__ float warp_f[kWarps];
     __shared__ int warp_i[kWarps];
@@ -42,8 +46,6 @@ __global__ void __launch_bounds__(kThreads)
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int hist_len = *history_len;
     const uint64_t draw_step = *step;
-    const int chunk = (vocab + kThreads - 1) / kThreads;
-    const int i_begin = min(vocab, tid * chunk), i_end = min(vocab, i_begin + chunk);
 
     if (tid == 0) {
         banned_s = -1;
@@ -60,17 +62,14 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int banned = banned_s;
     const bool greedy = params.temperature <= 0.0f || params.top_k == 1;
-    auto score = [&](int i) {
-        const float v = i == banned ? -INFINITY : sa_bf16_to_f32(logits[i]);
-        return greedy ? v : __fdiv_rn(v, params.temperature);
-    };
+    auto logit = [&](int i) { return i == banned ? -INFINITY : sa_bf16_to_f32(logits[i]); };
 
     int chosen;
     if (greedy) {
         float best = -INFINITY;
         int best_i = INT_MAX;
-        for (int i = i_begin; i < i_end; ++i) {
-            const float v = score(i);
+        for (int i = tid; i < vocab; i += kThreads) {
+            const float v = logit(i);
             if (v > best || (v == best && i < best_i)) best = v, best_i = i;  // NaN never wins
         }
 #pragma unroll
@@ -89,21 +88,21 @@ __global__ void __launch_bounds__(kThreads)
         __syncthreads();
         chosen = chosen_s;
     } else {
-        // ---- top-k threshold: the k-th largest score, counting duplicates (std::nth_element on the CPU) ----
-        float kth = -INFINITY;
-        const bool use_top_k = params.top_k > 0 && params.top_k < vocab;
-        if (use_top_k) {
+        const float temperature = params.temperature;
+        // ---- top-k: v_min, the smallest logit whose score ties the k-th largest (-inf keeps everything) ----
+        float v_min = -INFINITY;
+        if (params.top_k > 0 && params.top_k < vocab) {
             uint32_t prefix = 0, mask = 0;
             if (tid == 0) rank_s = params.top_k;
-            for (int shift = 24; shift >= 0; shift -= 8) {
+            for (int shift = 8; shift >= 0; shift -= 8) {
                 if (tid < 256) histogram[tid] = 0;
                 __syncthreads();
-                // Every lane runs `chunk` iterations so the warp can aggregate equal bins (the high bits of the
-                // keys are nearly all equal, and 1024 threads hitting one counter would serialise).
-                for (int it = 0; it < chunk; ++it) {
-                    const int i = i_begin + it;
-                    const uint32_t key = i < i_end ? order_key(score(i)) : 0u;
-                    const bool counted = i < i_end && (key & mask) == prefix;
+                // All lanes run the same trip count so the warp can aggregate equal bins: most keys share their
+                // high bits, and 1024 threads incrementing one counter would serialise.
+                for (int base = 0; base < vocab; base += kThreads) {
+                    const int i = base + tid;
+                    const uint32_t key = i < vocab ? order_key16(logit(i)) : 0u;
+                    const bool counted = i < vocab && (key & mask) == prefix;
                     const uint32_t bin = counted ? (key >> shift) & 255u : 256u;
                     const uint32_t peers = __match_any_sync(0xffffffffu, bin);
                     if (counted && lane == __ffs(peers) - 1) atomicAdd(&histogram[bin], (unsigned)__popc(peers));
@@ -123,29 +122,38 @@ __global__ void __launch_bounds__(kThreads)
                 mask |= 255u << shift;
                 __syncthreads();  // kth_bin_s is rewritten by the next pass
             }
-            kth = key_to_float(prefix);
+            if (tid == 0) {
+                const float kth_score = __fdiv_rn(key16_to_float(prefix), temperature);
+                uint32_t key = prefix;
+                for (int guard = 0; guard < 64 && key > 0; ++guard) {  // quotient ties of neighbouring bf16 values
+                    if (!(__fdiv_rn(key16_to_float(key - 1), temperature) >= kth_score)) break;
+                    --key;
+                }
+                v_min_s = key16_to_float(key);
+            }
+            __syncthreads();
+            v_min = v_min_s;
         }
-        auto kept_score = [&](int i) {
-            const float v = score(i);
-            return (use_top_k && v < kth) ? -INFINITY : v;
-        };
 
-        // ---- max of the kept scores ----
-        float mx = -INFINITY;
-        for (int i = i_begin; i < i_end; ++i) mx = fmaxf(mx, kept_score(i));
-        mx = warp_max(mx);
-        if (lane == 0) warp_f[warp] = mx;
+        // ---- the largest kept score: the largest logit / T (monotone) ----
+        float v_max = -INFINITY;
+        for (int i = tid; i < vocab; i += kThreads) v_max = fmaxf(v_max, logit(i));
+        v_max = warp_max(v_max);
+        if (lane == 0) warp_f[warp] = v_max;
         __syncthreads();
-        mx = warp_f[0];
-        for (int w = 1; w < kWarps; ++w) mx = fmaxf(mx, warp_f[w]);
+        v_max = warp_f[0];
+        for (int w = 1; w < kWarps; ++w) v_max = fmaxf(v_max, warp_f[w]);
         __syncthreads();  // warp_f is reused below
+        const float mx = __fdiv_rn(v_max, temperature);
 
         auto weight = [&](int i) {
-            const float v = kept_score(i);
-            return v == -INFINITY ? 0.0f : __expf(v - mx);
+            const float v = logit(i);
+            return (v == -INFINITY || v < v_min) ? 0.0f : __expf(__fdiv_rn(v, temperature) - mx);
         };
 
-        // ---- per-thread sums (in id order) and their block-wide inclusive prefix sum ----
+        // ---- per-thread sums over contiguous id ranges and their block-wide inclusive prefix sum ----
+        const int chunk = (vocab + kThreads - 1) / kThreads;
+        const int i_begin = min(vocab, tid * chunk), i_end = min(vocab, i_begin + chunk);
         float local = 0.0f;
         int last_nonzero = -1;
         for (int i = i_begin; i < i_end; ++i) {

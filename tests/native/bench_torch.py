@@ -36,6 +36,11 @@ def time_graph(fn):
 
 def main():
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
+    src = torch.empty(1 << 29, device="cuda", dtype=torch.int16)
+    dst = torch.empty_like(src)
+    copy_us = time_graph(lambda i: dst.copy_(src))  # µs per copy
+    print(f"torch copy_ of 1 GiB: {2 * src.numel() * 2 / (copy_us * 1e3):.0f} GB/s (read + write)")
+    del src, dst
     print(f"{'linear':8} {'N':>6} {'K':>6} {'M':>5} {'cuBLAS us':>10} {'GB/s':>9} {'%3.0TB/s':>8}")
     for name, n, k in SHAPES:
         w_bytes = n * k * 2
