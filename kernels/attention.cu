@@ -2,16 +2,17 @@
 //
 // The sequence length lives in device memory (*seq_len, so a captured graph replays for every position); the host
 // never reads it. Hence nothing launched here depends on it: grids are sized from the shape and max_ctx only,
-// and blocks whose key range turns out empty on the device simply write an empty partial result.
+// and blocks whose key range turns out empty on the device return at once (the combine kernel skips them).
 //
-//  1. append_kv_kernel copies the new tokens' k, v rows into the caches at pos0 = *seq_len - n_new.
-//  2. attention_kernel: one block = one KV group x a few new tokens x one split of the key range. Its queries are
+//  1. attention_kernel: one block = one KV group x a few new tokens x one split of the key range. Its queries are
 //     all (token, head) pairs of that group (12 heads in Step1), so every K/V byte is read once per block.
 //     Keys stream through shared memory in tiles of 32 with an online (flash) softmax; scores, softmax and the
 //     accumulators are fp32. Decode (1 token) uses up to 128 splits of the sequence (flash-decoding) so that
 //     4 groups still fill the GPU; each block covers a contiguous share of whole tiles, and fetches the next tile
 //     into registers while it computes on the current one.
-//  3. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights.
+//     The blocks of split 0 also append the new tokens' k, v rows to the caches at pos0 = *seq_len - n_new;
+//     every block takes keys at positions >= pos0 from qkv itself, so no second kernel or ordering is needed.
+//  2. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights.
 // With one split (long prefill) the attention kernel normalises and writes bf16 itself.
 //
 // Split partials go to one module-level scratch buffer (8 MB; the API has no workspace argument and the functions
@@ -39,8 +40,8 @@ __device__ float g_attention_scratch[kScratchFloats];
 
 struct AttnArgs {
     const uint16_t *qkv;
-    const uint16_t *k_cache;
-    const uint16_t *v_cache;
+    uint16_t *k_cache;
+    uint16_t *v_cache;
     const int32_t *seq_len;
     const float *slopes;
     uint16_t *out;
@@ -54,21 +55,19 @@ __device__ __forceinline__ bool seq_len_valid(int len, int n_new, int max_ctx) {
     return len - n_new >= 0 && len <= max_ctx;
 }
 
-__global__ void append_kv_kernel(const uint16_t *__restrict__ qkv, uint16_t *__restrict__ k_cache,
-                                 uint16_t *__restrict__ v_cache, const int32_t *__restrict__ seq_len, int n_heads,
-                                 int n_kv, int head_dim, int n_new, int max_ctx) {
-    const int len = *seq_len;
-    if (!seq_len_valid(len, n_new, max_ctx)) return;
-    const int t = blockIdx.x, pos = len - n_new + t;
-    const int kv_width = n_kv * head_dim, row = (n_heads + 2 * n_kv) * head_dim;
-    const uint4 *k_src = reinterpret_cast<const uint4 *>(qkv + (int64_t)t * row + n_heads * head_dim);
-    const uint4 *v_src = reinterpret_cast<const uint4 *>(qkv + (int64_t)t * row + n_heads * head_dim + kv_width);
-    uint4 *k_dst = reinterpret_cast<uint4 *>(k_cache + (int64_t)pos * kv_width);
-    uint4 *v_dst = reinterpret_cast<uint4 *>(v_cache + (int64_t)pos * kv_width);
-    for (int i = threadIdx.x; i < kv_width / 8; i += blockDim.x) {
-        k_dst[i] = k_src[i];
-        v_dst[i] = v_src[i];
-    }
+// Keys [begin, end) of one split: the causal range [0, causal_end) of a block's last token, cut into n_splits
+// shares of whole tiles. The combine kernel recomputes it to skip the splits that saw no key.
+struct KeyRange {
+    int begin, end, active_splits;
+};
+__device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int split) {
+    const int tiles = (causal_end + kKeyTile - 1) / kKeyTile;
+    const int tiles_per_split = (tiles + n_splits - 1) / n_splits;
+    KeyRange r;
+    r.begin = split * tiles_per_split * kKeyTile;
+    r.end = min(causal_end, r.begin + tiles_per_split * kKeyTile);
+    r.active_splits = (tiles + tiles_per_split - 1) / tiles_per_split;
+    return r;
 }
 
 // kR = accumulators per thread (queries x D / 128, rounded up to 8 or 32).
@@ -93,13 +92,22 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         return;
     }
 
-    // Keys [key_begin, key_end) of this split: the causal range of the block's last token, cut into
-    // n_splits shares of whole tiles.
-    const int causal_end = pos0 + t0 + n_tok;
-    const int tiles = (causal_end + kKeyTile - 1) / kKeyTile;
-    const int tiles_per_split = (tiles + a.n_splits - 1) / a.n_splits;
-    const int key_begin = split * tiles_per_split * kKeyTile;
-    const int key_end = min(causal_end, key_begin + tiles_per_split * kKeyTile);
+    // Append this block's new tokens (their k, v slices of this group) to the caches; split 0 does it. Every
+    // block reads keys at positions >= pos0 straight from qkv, so no block waits for these writes.
+    if (split == 0) {
+        const int chunks = n_tok * (D / 8);
+        for (int e = tid; e < 2 * chunks; e += kThreads) {
+            const int is_v = e >= chunks, ti = (e % chunks) / (D / 8), c = e % (D / 8), tok = t0 + ti;
+            const uint4 val = reinterpret_cast<const uint4 *>(a.qkv + (int64_t)tok * qkv_row + a.n_heads * D +
+                                                              is_v * kv_width + group * D)[c];
+            uint16_t *cache = is_v ? a.v_cache : a.k_cache;
+            reinterpret_cast<uint4 *>(cache + (int64_t)(pos0 + tok) * kv_width + group * D)[c] = val;
+        }
+    }
+
+    const KeyRange keys = split_keys(pos0 + t0 + n_tok, a.n_splits, split);
+    if (keys.begin >= keys.end) return;  // nothing to do; the combine kernel skips this split
+    const int key_begin = keys.begin, key_end = keys.end;
 
     __shared__ uint32_t q_s[kMaxQueries][D / 2];      // bf16 pairs
     __shared__ uint32_t k_s[kKeyTile][D / 2 + 1];     // +1 word: lanes reading different keys hit different banks
@@ -132,8 +140,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
             // Rows past key_end are zero so that a zero probability never meets a garbage (NaN) value.
             k_next[i] = v_next[i] = make_uint4(0, 0, 0, 0);
             if (j < key_end) {
-                k_next[i] = reinterpret_cast<const uint4 *>(a.k_cache + (int64_t)j * kv_width + group * D)[c];
-                v_next[i] = reinterpret_cast<const uint4 *>(a.v_cache + (int64_t)j * kv_width + group * D)[c];
+                // Old keys from the cache, this call's new keys from qkv (the cache copy may not be written yet).
+                const uint16_t *k_src = j < pos0 ? a.k_cache + (int64_t)j * kv_width
+                                                 : a.qkv + (int64_t)(j - pos0) * qkv_row + a.n_heads * D;
+                const uint16_t *v_src = j < pos0 ? a.v_cache + (int64_t)j * kv_width : k_src + kv_width;
+                k_next[i] = reinterpret_cast<const uint4 *>(k_src + group * D)[c];
+                v_next[i] = reinterpret_cast<const uint4 *>(v_src + group * D)[c];
             }
         }
     };
@@ -247,6 +259,10 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     const float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_new * a.n_heads * head_dim;
     const int64_t stride = (int64_t)a.n_new * a.n_heads;  // between splits, in (token, head) rows
     const int64_t row = (int64_t)tok * a.n_heads + h;
+    const int t0 = tok / a.tokens_per_block * a.tokens_per_block;
+    const int pos0 = *a.seq_len - a.n_new;
+    const int n_active =
+        split_keys(pos0 + t0 + min(a.tokens_per_block, a.n_new - t0), a.n_splits, 0).active_splits;
     if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
         constexpr int kPerLane = kMaxSplits / 32;
@@ -254,8 +270,8 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
 #pragma unroll
         for (int i = 0; i < kPerLane; ++i) {
             const int s = lane + 32 * i;
-            m[i] = s < a.n_splits ? partial_ml[(s * stride + row) * 2] : -INFINITY;
-            l[i] = s < a.n_splits ? partial_ml[(s * stride + row) * 2 + 1] : 0.0f;
+            m[i] = s < n_active ? partial_ml[(s * stride + row) * 2] : -INFINITY;
+            l[i] = s < n_active ? partial_ml[(s * stride + row) * 2 + 1] : 0.0f;
         }
         float m_max = m[0];
 #pragma unroll
@@ -274,7 +290,7 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     __syncthreads();
     float o = 0.0f;
 #pragma unroll 16
-    for (int s = 0; s < a.n_splits; ++s) o = fmaf(weight_s[s], a.partial_out[(s * stride + row) * head_dim + d], o);
+    for (int s = 0; s < n_active; ++s) o = fmaf(weight_s[s], a.partial_out[(s * stride + row) * head_dim + d], o);
     *dst = sa_f32_to_bf16(__fdiv_rn(o, sum_s));
 }
 
@@ -322,9 +338,6 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     float *scratch = scratch_pointer();
     if (!scratch) return sa::fail(SA_E_CUDA, "sa_cuda_attention_bf16: cannot resolve the attention scratch buffer");
     cudaStream_t s = as_stream(stream);
-
-    append_kv_kernel<<<T, kThreads, 0, s>>>(qkv, k_cache, v_cache, seq_len, H, G, D, T, shape->max_ctx);
-    SA_CHECK_LAUNCH("append_kv_kernel");
 
     AttnArgs a{};
     a.qkv = qkv;

@@ -2,7 +2,7 @@
 //
 // Two kernels, chosen by M:
 //  * M <= 16 (decode): a weight-streaming skinny GEMM on tensor cores. Each block owns 16 output features
-//    (16 rows of W) and its 8 warps split K between them (steps of 32 k, interleaved so the block reads each W row
+//    (16 rows of W; 32 when N >= 8192) and its 8 warps split K between them (steps of 32 k, interleaved so the block reads each W row
 //    front to back); the partial sums are reduced in shared memory. W is read exactly once with 16-byte
 //    ld.global.nc.L1::no_allocate loads, software-pipelined: the next batch of 4 steps (8 loads of 16 B per
 //    thread) is issued before the current one is multiplied, so loads stay in flight without bubbles. Tokens are the n=8 side of mma.m16n8k16 (one or two 8-token tiles),
@@ -60,27 +60,37 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_
 constexpr int kGemvWarps = 8;  // split-K between the warps of a block
 constexpr int kGemvRows = 16;  // W rows (output features) per block
 
-// One batch of loads: kUnroll 32-wide k steps of the two W rows and the x rows this lane feeds to the MMA.
-template <int kTokenTiles, int kUnroll>
+// One batch of loads: kUnroll 32-wide k steps of the W rows and the x rows this lane feeds to the MMA.
+template <int kTokenTiles, int kRowTiles, int kUnroll>
 struct GemvBatch {
-    uint4 w_lo[kUnroll], w_hi[kUnroll], x[kUnroll][kTokenTiles];
+    uint4 w_lo[kUnroll][kRowTiles], w_hi[kUnroll][kRowTiles], x[kUnroll][kTokenTiles];
 };
 
-// kTokenTiles: 1 for M <= 8, 2 for M <= 16. Two batches are in flight: the next one is loaded before the current
-// one is multiplied, so each warp keeps 2 * kUnroll * 2 loads of 16 B of W outstanding all the time.
-template <int kTokenTiles>
+// kTokenTiles: 1 for M <= 8, 2 for M <= 16. kRowTiles: 16-row tiles of W per block (2 for wide matrices, which
+// halves the x loads per W byte and the per-block reduction; 1 keeps small N spread over enough blocks).
+// Two batches are in flight: the next one is loaded before the current one is multiplied, so each warp keeps
+// 2 * kUnroll * 2 * kRowTiles loads of 16 B of W outstanding all the time.
+template <int kTokenTiles, int kRowTiles>
 __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     gemv_bf16_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ y, int m,
                      int n, int k) {
-    constexpr int kUnroll = kTokenTiles == 1 ? 4 : 3;
+    // Steps per batch, sized so two batches fit in 128 registers: (1,1) -> 4, (2 token tiles) -> 3, (2 row tiles) -> 2.
+    constexpr int kUnroll = kRowTiles == 2 ? (kTokenTiles == 1 ? 2 : 1) : (kTokenTiles == 1 ? 4 : 3);
     constexpr int kStride = kGemvWarps * kUnroll;  // steps a warp advances per batch
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates
-    const int row0 = blockIdx.x * kGemvRows;
-    const bool lo_ok = row0 + g < n, hi_ok = row0 + g + 8 < n;
-    // This lane reads k = 32*s + 8t .. +7 of W rows row0+g and row0+g+8, and of x rows (tokens) g, g+8.
-    const uint16_t *w_lo = w + (int64_t)(lo_ok ? row0 + g : 0) * k + 8 * t;
-    const uint16_t *w_hi = w + (int64_t)(hi_ok ? row0 + g + 8 : 0) * k + 8 * t;
+    const int row0 = blockIdx.x * kGemvRows * kRowTiles;
+    // This lane reads k = 32*s + 8t .. +7 of W rows row0+16rt+g and row0+16rt+g+8, and of x rows (tokens) g, g+8.
+    const uint16_t *w_lo[kRowTiles], *w_hi[kRowTiles];
+    bool lo_ok[kRowTiles], hi_ok[kRowTiles];
+#pragma unroll
+    for (int rt = 0; rt < kRowTiles; ++rt) {
+        const int r = row0 + kGemvRows * rt + g;
+        lo_ok[rt] = r < n;
+        hi_ok[rt] = r + 8 < n;
+        w_lo[rt] = w + (int64_t)(lo_ok[rt] ? r : 0) * k + 8 * t;
+        w_hi[rt] = w + (int64_t)(hi_ok[rt] ? r + 8 : 0) * k + 8 * t;
+    }
     const uint16_t *x_row[kTokenTiles];
     bool x_ok[kTokenTiles];
 #pragma unroll
@@ -92,55 +102,64 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     const uint4 zero = make_uint4(0, 0, 0, 0);
 
     // Steps s0, s0 + 8, ... of this warp; past the end every load is predicated off (no traffic).
-    auto load = [&](GemvBatch<kTokenTiles, kUnroll> &b, int s0) {
+    auto load = [&](GemvBatch<kTokenTiles, kRowTiles, kUnroll> &b, int s0) {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             const int s = s0 + u * kGemvWarps;
             const bool k_ok = s < steps && 32 * s + 8 * t < k;
-            b.w_lo[u] = (k_ok && lo_ok) ? ld_stream16(w_lo + 32 * s) : zero;
-            b.w_hi[u] = (k_ok && hi_ok) ? ld_stream16(w_hi + 32 * s) : zero;
+#pragma unroll
+            for (int rt = 0; rt < kRowTiles; ++rt) {
+                b.w_lo[u][rt] = (k_ok && lo_ok[rt]) ? ld_stream16(w_lo[rt] + 32 * s) : zero;
+                b.w_hi[u][rt] = (k_ok && hi_ok[rt]) ? ld_stream16(w_hi[rt] + 32 * s) : zero;
+            }
 #pragma unroll
             for (int mt = 0; mt < kTokenTiles; ++mt)
                 b.x[u][mt] = (k_ok && x_ok[mt]) ? __ldg(reinterpret_cast<const uint4 *>(x_row[mt] + 32 * s)) : zero;
         }
     };
 
-    float acc[kTokenTiles][4];
+    float acc[kRowTiles][kTokenTiles][4];
 #pragma unroll
-    for (int mt = 0; mt < kTokenTiles; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    for (int rt = 0; rt < kRowTiles; ++rt)
+#pragma unroll
+        for (int mt = 0; mt < kTokenTiles; ++mt) acc[rt][mt][0] = acc[rt][mt][1] = acc[rt][mt][2] = acc[rt][mt][3] = 0.0f;
 
-    GemvBatch<kTokenTiles, kUnroll> cur, next;
+    GemvBatch<kTokenTiles, kRowTiles, kUnroll> cur, next;
     load(cur, warp);
     for (int s0 = warp; s0 < steps; s0 += kStride) {
         load(next, s0 + kStride);
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-            for (int mt = 0; mt < kTokenTiles; ++mt) {
-                // k permutation: mma #0 takes this lane's k 0..3, mma #1 its k 4..7 (same for W and x).
-                mma_bf16_16816(acc[mt], cur.w_lo[u].x, cur.w_hi[u].x, cur.w_lo[u].y, cur.w_hi[u].y, cur.x[u][mt].x,
-                               cur.x[u][mt].y);
-                mma_bf16_16816(acc[mt], cur.w_lo[u].z, cur.w_hi[u].z, cur.w_lo[u].w, cur.w_hi[u].w, cur.x[u][mt].z,
-                               cur.x[u][mt].w);
-            }
+            for (int rt = 0; rt < kRowTiles; ++rt)
+#pragma unroll
+                for (int mt = 0; mt < kTokenTiles; ++mt) {
+                    // k permutation: mma #0 takes this lane's k 0..3, mma #1 its k 4..7 (same for W and x).
+                    const uint4 &lo = cur.w_lo[u][rt], &hi = cur.w_hi[u][rt], &xv = cur.x[u][mt];
+                    mma_bf16_16816(acc[rt][mt], lo.x, hi.x, lo.y, hi.y, xv.x, xv.y);
+                    mma_bf16_16816(acc[rt][mt], lo.z, hi.z, lo.w, hi.w, xv.z, xv.w);
+                }
         cur = next;
     }
 
     // Reduce the split-K partials of the 8 warps. Layout [warp][value][lane] is bank-conflict free.
-    __shared__ float partial[kGemvWarps][kTokenTiles * 4][32];
+    constexpr int kValues = kRowTiles * kTokenTiles * 4;
+    __shared__ float partial[kGemvWarps][kValues][32];
 #pragma unroll
-    for (int mt = 0; mt < kTokenTiles; ++mt)
+    for (int rt = 0; rt < kRowTiles; ++rt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) partial[warp][mt * 4 + i][lane] = acc[mt][i];
+        for (int mt = 0; mt < kTokenTiles; ++mt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) partial[warp][(rt * kTokenTiles + mt) * 4 + i][lane] = acc[rt][mt][i];
     __syncthreads();
-    for (int e = threadIdx.x; e < kTokenTiles * 4 * 32; e += blockDim.x) {
+    for (int e = threadIdx.x; e < kValues * 32; e += blockDim.x) {
         const int i = e >> 5, l = e & 31;
         float sum = 0.0f;
 #pragma unroll
         for (int wv = 0; wv < kGemvWarps; ++wv) sum += partial[wv][i][l];
-        // Accumulator i of lane l: c0,c1 -> (row g, tokens 2t, 2t+1), c2,c3 -> (row g+8, same tokens).
-        const int c = i & 3, mt = i >> 2;
-        const int row = row0 + (l >> 2) + (c >= 2 ? 8 : 0);
+        // Accumulator c of lane l: c0,c1 -> (row g, tokens 2t, 2t+1), c2,c3 -> (row g+8, same tokens).
+        const int c = i & 3, mt = (i >> 2) % kTokenTiles, rt = (i >> 2) / kTokenTiles;
+        const int row = row0 + kGemvRows * rt + (l >> 2) + (c >= 2 ? 8 : 0);
         const int tok = 8 * mt + 2 * (l & 3) + (c & 1);
         if (row < n && tok < m) y[(int64_t)tok * n + row] = sa_f32_to_bf16(sum);
     }
@@ -262,6 +281,7 @@ __global__ void __launch_bounds__(kGemmThreads)
 }
 
 constexpr int kMaxDecodeM = 16;
+constexpr int kWideN = 8192;
 constexpr int kTargetBlocks = 2 * 132;  // two waves' worth of blocks on an H100
 
 template <int kBM>
@@ -295,14 +315,14 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
     if (m == 0) return SA_OK;
     cudaStream_t s = as_stream(stream);
     if (m <= kMaxDecodeM) {
-        const unsigned blocks = (unsigned)((n + kGemvRows - 1) / kGemvRows);
-        if (m <= 8) {
-            gemv_bf16_kernel<1><<<blocks, kGemvWarps * 32, 0, s>>>(x, w, y, m, n, k);
-            SA_CHECK_LAUNCH("gemv_bf16_kernel<1>");
-        } else {
-            gemv_bf16_kernel<2><<<blocks, kGemvWarps * 32, 0, s>>>(x, w, y, m, n, k);
-            SA_CHECK_LAUNCH("gemv_bf16_kernel<2>");
-        }
+        // Wide matrices (gate_up, lm_head) take 32 rows per block at M <= 8; everything else 16 rows, which keeps
+        // >= 2 blocks per SM for N = 3072 (and two token tiles plus two row tiles would not fit 128 registers).
+        const bool wide = n >= kWideN && m <= 8;
+        const unsigned blocks = (unsigned)((n + kGemvRows * (wide ? 2 : 1) - 1) / (kGemvRows * (wide ? 2 : 1)));
+        if (wide) gemv_bf16_kernel<1, 2><<<blocks, kGemvWarps * 32, 0, s>>>(x, w, y, m, n, k);
+        else if (m <= 8) gemv_bf16_kernel<1, 1><<<blocks, kGemvWarps * 32, 0, s>>>(x, w, y, m, n, k);
+        else gemv_bf16_kernel<2, 1><<<blocks, kGemvWarps * 32, 0, s>>>(x, w, y, m, n, k);
+        SA_CHECK_LAUNCH("gemv_bf16_kernel");
         return SA_OK;
     }
     const int64_t blocks_128 = (int64_t)((n + kGemmBN - 1) / kGemmBN) * ((m + 127) / 128);

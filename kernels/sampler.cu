@@ -108,14 +108,33 @@ __global__ void __launch_bounds__(kThreads)
                     if (counted && lane == __ffs(peers) - 1) atomicAdd(&histogram[bin], (unsigned)__popc(peers));
                 }
                 __syncthreads();
-                if (tid == 0) {
-                    int rank = rank_s, above = 0, bin = 0;
-                    for (bin = 255; bin > 0; --bin) {
-                        if (above + (int)histogram[bin] >= rank) break;
-                        above += histogram[bin];
+                if (warp == 0) {
+                    // The bin holding the rank-th largest key: lane l owns bins 255-8l down to 248-8l; a prefix
+                    // sum over lanes (from the top bin down) and a ballot find the lane, which walks its 8 bins.
+                    unsigned count[8], lane_total = 0;
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) lane_total += count[i] = histogram[255 - 8 * lane - i];
+                    unsigned inclusive_count = lane_total;
+#pragma unroll
+                    for (int o = 1; o < 32; o <<= 1) {
+                        const unsigned up = __shfl_up_sync(0xffffffffu, inclusive_count, o);
+                        if (lane >= o) inclusive_count += up;
                     }
-                    kth_bin_s = bin;
-                    rank_s = rank - above;
+                    const unsigned rank = (unsigned)rank_s;
+                    const unsigned ballot = __ballot_sync(0xffffffffu, inclusive_count >= rank);
+                    if (lane == (ballot ? __ffs(ballot) - 1 : 31)) {
+                        unsigned above = inclusive_count - lane_total;
+                        int bin = 248 - 8 * lane;
+                        for (int i = 0; i < 8; ++i) {
+                            if (above + count[i] >= rank) {
+                                bin = 255 - 8 * lane - i;
+                                break;
+                            }
+                            above += count[i];
+                        }
+                        kth_bin_s = bin;
+                        rank_s = (int)(rank - above);
+                    }
                 }
                 __syncthreads();
                 prefix |= (uint32_t)kth_bin_s << shift;
