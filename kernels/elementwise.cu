@@ -1,0 +1,183 @@
+// elementwise.cu — embedding gather, RMSNorm, SwiGLU and the residual add.
+//
+// Design: these are bandwidth-trivial next to the linears (a few KB per token), so they are written for exactness
+// first. Every rounding point is the CPU reference's (cpu_reference.cpp): the same bf16 casts, and the IEEE
+// intrinsics (__fdiv_rn, __fsqrt_rn, __fmul_rn) because the library is compiled with --use_fast_math, which would
+// otherwise turn / and sqrtf into approximations. The only unavoidable differences are the order of the RMSNorm
+// sum of squares and __expf in SiLU, which can flip a bf16 rounding by one ulp on rare elements.
+// 16-byte vector paths are used when the row length is a multiple of 8 and the pointers are 16-byte aligned.
+#include "cuda_common.cuh"
+
+namespace {
+
+constexpr int kThreads = 256;
+
+inline int grid_for(int64_t items) {
+    int64_t blocks = (items + kThreads - 1) / kThreads;
+    return (int)(blocks < 1 ? 1 : (blocks > 8192 ? 8192 : blocks));
+}
+
+// ---- embedding: out[i] = table[ids[i]] ----
+// Ids are validated by the caller (the C# tokenizer/model); an out-of-range id leaves its output row unwritten
+// rather than reading outside the table.
+template <bool kVec>
+__global__ void embed_kernel(const uint16_t *__restrict__ table, int64_t vocab, int dim, const int32_t *__restrict__ ids,
+                             uint16_t *__restrict__ out) {
+    const int row = blockIdx.x;
+    const int32_t id = ids[row];
+    if (id < 0 || id >= vocab) return;
+    const uint16_t *src = table + (int64_t)id * dim;
+    uint16_t *dst = out + (int64_t)row * dim;
+    if (kVec) {
+        for (int i = threadIdx.x; i < dim / 8; i += blockDim.x)
+            reinterpret_cast<uint4 *>(dst)[i] = reinterpret_cast<const uint4 *>(src)[i];
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) dst[i] = src[i];
+    }
+}
+
+// ---- RMSNorm: one block per row ----
+__global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ out,
+                               int dim, float eps) {
+    __shared__ float warp_sums[kThreads / 32];
+    __shared__ float inv_shared;
+    const uint16_t *xr = x + (int64_t)blockIdx.x * dim;
+    uint16_t *orow = out + (int64_t)blockIdx.x * dim;
+    float sum_sq = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = sa_bf16_to_f32(xr[i]);
+        sum_sq = fmaf(v, v, sum_sq);
+    }
+    sum_sq = warp_sum(sum_sq);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = sum_sq;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float total = 0.0f;
+        for (int i = 0; i < kThreads / 32; ++i) total += warp_sums[i];
+        inv_shared = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)dim), eps)));
+    }
+    __syncthreads();
+    const float inv = inv_shared;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float normed = sa_round_bf16(__fmul_rn(sa_bf16_to_f32(xr[i]), inv));
+        orow[i] = sa_f32_to_bf16(__fmul_rn(normed, sa_bf16_to_f32(w[i])));
+    }
+}
+
+// ---- SwiGLU: out = bf16(bf16(silu(gate)) * up) ----
+__device__ __forceinline__ float swiglu_one(float g, float u) {
+    float silu = __fdiv_rn(g, __fadd_rn(1.0f, __expf(-g)));
+    return __fmul_rn(sa_round_bf16(silu), u);
+}
+
+template <bool kVec>
+__global__ void swiglu_kernel(const uint16_t *__restrict__ gate_up, uint16_t *__restrict__ out, int m, int f) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    if (kVec) {
+        const int64_t groups = (int64_t)m * (f / 8);
+        for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < groups; v += stride) {
+            const int64_t r = v / (f / 8), i = (v % (f / 8)) * 8;
+            const uint4 g = *reinterpret_cast<const uint4 *>(gate_up + r * 2 * f + i);
+            const uint4 u = *reinterpret_cast<const uint4 *>(gate_up + r * 2 * f + f + i);
+            uint4 o;
+            o.x = pack_bf16x2(swiglu_one(bf16_lo(g.x), bf16_lo(u.x)), swiglu_one(bf16_hi(g.x), bf16_hi(u.x)));
+            o.y = pack_bf16x2(swiglu_one(bf16_lo(g.y), bf16_lo(u.y)), swiglu_one(bf16_hi(g.y), bf16_hi(u.y)));
+            o.z = pack_bf16x2(swiglu_one(bf16_lo(g.z), bf16_lo(u.z)), swiglu_one(bf16_hi(g.z), bf16_hi(u.z)));
+            o.w = pack_bf16x2(swiglu_one(bf16_lo(g.w), bf16_lo(u.w)), swiglu_one(bf16_hi(g.w), bf16_hi(u.w)));
+            *reinterpret_cast<uint4 *>(out + r * f + i) = o;
+        }
+    } else {
+        const int64_t total = (int64_t)m * f;
+        for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += stride) {
+            const int64_t r = e / f, i = e % f;
+            out[e] = sa_f32_to_bf16(
+                swiglu_one(sa_bf16_to_f32(gate_up[r * 2 * f + i]), sa_bf16_to_f32(gate_up[r * 2 * f + f + i])));
+        }
+    }
+}
+
+// ---- residual add: x = bf16(x + y) ----
+__device__ __forceinline__ uint32_t add_bf16x2(uint32_t a, uint32_t b) {
+    return pack_bf16x2(__fadd_rn(bf16_lo(a), bf16_lo(b)), __fadd_rn(bf16_hi(a), bf16_hi(b)));
+}
+
+template <bool kVec>
+__global__ void add_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict__ y, int64_t n) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    if (kVec) {
+        for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < n / 8; v += stride) {
+            uint4 a = reinterpret_cast<uint4 *>(x)[v];
+            const uint4 b = reinterpret_cast<const uint4 *>(y)[v];
+            a.x = add_bf16x2(a.x, b.x);
+            a.y = add_bf16x2(a.y, b.y);
+            a.z = add_bf16x2(a.z, b.z);
+            a.w = add_bf16x2(a.w, b.w);
+            reinterpret_cast<uint4 *>(x)[v] = a;
+        }
+    } else {
+        for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+            x[i] = sa_f32_to_bf16(__fadd_rn(sa_bf16_to_f32(x[i]), sa_bf16_to_f32(y[i])));
+    }
+}
+
+}  // namespace
+
+using sa_cuda::aligned16;
+using sa_cuda::as_stream;
+using sa_cuda::invalid;
+
+SA_API sa_status sa_cuda_embed_bf16(const uint16_t *table, int64_t vocab, int32_t dim, const int32_t *ids, int32_t n,
+                                    uint16_t *out, void *stream) {
+    SA_GUARD_BEGIN
+    if (!table || !ids || !out || vocab <= 0 || dim <= 0 || n < 0)
+        return invalid("sa_cuda_embed_bf16: null pointer or non-positive vocab/dim/negative n");
+    if (n == 0) return SA_OK;
+    if (dim % 8 == 0 && aligned16(table) && aligned16(out)) {
+        embed_kernel<true><<<n, kThreads, 0, as_stream(stream)>>>(table, vocab, dim, ids, out);
+    } else {
+        embed_kernel<false><<<n, kThreads, 0, as_stream(stream)>>>(table, vocab, dim, ids, out);
+    }
+    SA_CHECK_LAUNCH("embed_kernel");
+    return SA_OK;
+    SA_GUARD_END
+}
+
+SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint16_t *out, int32_t rows, int32_t dim,
+                                      float eps, void *stream) {
+    SA_GUARD_BEGIN
+    if (!x || !w || !out || rows < 0 || dim <= 0)
+        return invalid("sa_cuda_rmsnorm_bf16: null pointer, negative rows or non-positive dim");
+    if (rows == 0) return SA_OK;
+    rmsnorm_kernel<<<rows, kThreads, 0, as_stream(stream)>>>(x, w, out, dim, eps);
+    SA_CHECK_LAUNCH("rmsnorm_kernel");
+    return SA_OK;
+    SA_GUARD_END
+}
+
+SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f, void *stream) {
+    SA_GUARD_BEGIN
+    if (!gate_up || !out || m < 0 || f <= 0) return invalid("sa_cuda_swiglu_bf16: null pointer, negative m or f <= 0");
+    if (m == 0) return SA_OK;
+    if (f % 8 == 0 && aligned16(gate_up) && aligned16(out)) {
+        swiglu_kernel<true><<<grid_for((int64_t)m * f / 8), kThreads, 0, as_stream(stream)>>>(gate_up, out, m, f);
+    } else {
+        swiglu_kernel<false><<<grid_for((int64_t)m * f), kThreads, 0, as_stream(stream)>>>(gate_up, out, m, f);
+    }
+    SA_CHECK_LAUNCH("swiglu_kernel");
+    return SA_OK;
+    SA_GUARD_END
+}
+
+SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, void *stream) {
+    SA_GUARD_BEGIN
+    if (!x || !y || n < 0) return invalid("sa_cuda_add_bf16: null pointer or negative n");
+    if (n == 0) return SA_OK;
+    if (n % 8 == 0 && aligned16(x) && aligned16(y)) {
+        add_kernel<true><<<grid_for(n / 8), kThreads, 0, as_stream(stream)>>>(x, y, n);
+    } else {
+        add_kernel<false><<<grid_for(n), kThreads, 0, as_stream(stream)>>>(x, y, n);
+    }
+    SA_CHECK_LAUNCH("add_kernel");
+    return SA_OK;
+    SA_GUARD_END
+}

@@ -1,0 +1,207 @@
+// kernel_bench.cpp — micro-benchmark of the CUDA kernels (not a test): each linear at the Step1 shapes, decode
+// attention and the sampler. Every timing replays a CUDA graph of 10 launches (as the decode step will run),
+// rotating over enough weight copies that L2 (50 MB) cannot hold them; the median of 60 replays is reported.
+// Bandwidth counts the bytes of W + x + y once; the reference is the measured device-to-device copy rate.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <vector>
+
+#include "stepaudio_native.h"
+
+namespace {
+
+void ok(cudaError_t e, const char *what) {
+    if (e != cudaSuccess) {
+        std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorName(e));
+        std::exit(1);
+    }
+}
+void sa_ok(sa_status s, const char *what) {
+    if (s != SA_OK) {
+        std::fprintf(stderr, "%s: %s\n", what, sa_last_error());
+        std::exit(1);
+    }
+}
+
+constexpr int kLaunchesPerGraph = 10, kSamples = 60;
+
+// Median µs of one launch of `launch(i)` (i = launch index, for rotation), timed as graph replays.
+double time_graph(cudaStream_t stream, const std::function<void(int)> &launch) {
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+    for (int i = 0; i < kLaunchesPerGraph; ++i) launch(i);
+    ok(cudaStreamEndCapture(stream, &graph), "end capture");
+    ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    for (int i = 0; i < 3; ++i) ok(cudaGraphLaunch(exec, stream), "warm-up");
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    std::vector<double> us;
+    for (int s = 0; s < kSamples; ++s) {
+        cudaEventRecord(a, stream);
+        ok(cudaGraphLaunch(exec, stream), "graph launch");
+        cudaEventRecord(b, stream);
+        ok(cudaEventSynchronize(b), "sync");
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, b);
+        us.push_back(1000.0 * ms / kLaunchesPerGraph);
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    std::sort(us.begin(), us.end());
+    return us[us.size() / 2];
+}
+
+double copy_bandwidth_gbs(cudaStream_t stream) {
+    const size_t bytes = size_t(1) << 30;
+    void *src, *dst;
+    ok(cudaMalloc(&src, bytes), "malloc");
+    ok(cudaMalloc(&dst, bytes), "malloc");
+    cudaMemset(src, 1, bytes);
+    // Timed eagerly (a memcpy node inside a graph may go to a copy engine, which is slower than the SMs).
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    std::vector<double> samples;
+    for (int i = 0; i < 12; ++i) {
+        cudaEventRecord(a, stream);
+        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
+        cudaEventRecord(b, stream);
+        ok(cudaEventSynchronize(b), "copy");
+        float ms = 0;
+        cudaEventElapsedTime(&ms, a, b);
+        if (i >= 2) samples.push_back(1000.0 * ms);
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    std::sort(samples.begin(), samples.end());
+    const double us = samples[samples.size() / 2];
+    cudaFree(src);
+    cudaFree(dst);
+    return 2.0 * bytes / (us * 1e3);
+}
+
+}  // namespace
+
+int main() {
+    cudaDeviceProp prop;
+    ok(cudaGetDeviceProperties(&prop, 0), "device");
+    cudaStream_t stream;
+    ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    const double copy_gbs = copy_bandwidth_gbs(stream);
+    std::printf("device %s, %d SMs; D2D copy %.0f GB/s (read+write)\n", prop.name, prop.multiProcessorCount, copy_gbs);
+    std::printf("%-8s %6s %6s %5s %10s %9s %8s %8s %9s\n", "linear", "N", "K", "M", "us", "GB/s", "%3.0TB/s",
+                "%copy", "TFLOP/s");
+
+    struct Shape {
+        const char *name;
+        int n, k;
+    };
+    const Shape shapes[] = {{"qkv", 3584, 3072}, {"o", 3072, 3072}, {"gate_up", 16384, 3072}, {"down", 3072, 8192},
+                            {"lm_head", 74752, 3072}};
+    for (const auto &s : shapes) {
+        const size_t w_bytes = (size_t)s.n * s.k * 2;
+        const int copies = (int)std::clamp<size_t>((size_t(256) << 20) / w_bytes + 1, 2, 16);
+        std::vector<uint16_t *> ws(copies);
+        for (auto &w : ws) {
+            ok(cudaMalloc(&w, w_bytes), "malloc W");
+            cudaMemset(w, 0x3c, w_bytes);  // bf16 0x3c3c ~ 0.0115
+        }
+        for (int m : {1, 4, 16, 512}) {
+            uint16_t *x, *y;
+            ok(cudaMalloc(&x, (size_t)m * s.k * 2), "malloc x");
+            ok(cudaMalloc(&y, (size_t)m * s.n * 2), "malloc y");
+            cudaMemset(x, 0x3c, (size_t)m * s.k * 2);
+            sa_ok(sa_cuda_linear_bf16(x, ws[0], y, m, s.n, s.k, stream), "linear");  // lazy module load, eagerly
+            ok(cudaStreamSynchronize(stream), "sync");
+            const double us = time_graph(stream, [&](int i) {
+                sa_ok(sa_cuda_linear_bf16(x, ws[i % copies], y, m, s.n, s.k, stream), "linear");
+            });
+            const double bytes = (double)w_bytes + 2.0 * m * s.k + 2.0 * m * s.n;
+            const double gbs = bytes / (us * 1e3);
+            std::printf("%-8s %6d %6d %5d %10.2f %9.0f %7.1f%% %7.1f%% %9.1f\n", s.name, s.n, s.k, m, us, gbs,
+                        100.0 * gbs / 3000.0, 100.0 * gbs / copy_gbs, 2.0 * m * s.n * s.k / (us * 1e6));
+            cudaFree(x);
+            cudaFree(y);
+        }
+        for (auto &w : ws) cudaFree(w);
+    }
+
+    // Decode attention, Step1 shape, rotating over 32 layers' caches.
+    {
+        const int H = 48, G = 4, D = 64, max_ctx = 8192, layers = 32;
+        const size_t cache = (size_t)max_ctx * G * D;
+        std::vector<uint16_t *> kc(layers), vc(layers);
+        for (int l = 0; l < layers; ++l) {
+            ok(cudaMalloc(&kc[l], cache * 2), "malloc k");
+            ok(cudaMalloc(&vc[l], cache * 2), "malloc v");
+            cudaMemset(kc[l], 0x3c, cache * 2);
+            cudaMemset(vc[l], 0x3c, cache * 2);
+        }
+        uint16_t *qkv, *out;
+        float *slopes;
+        int32_t *len;
+        ok(cudaMalloc(&qkv, (size_t)(H + 2 * G) * D * 2 * 16), "malloc");
+        ok(cudaMalloc(&out, (size_t)H * D * 2 * 16), "malloc");
+        ok(cudaMalloc(&slopes, H * 4), "malloc");
+        ok(cudaMalloc(&len, 4), "malloc");
+        cudaMemset(qkv, 0x3c, (size_t)(H + 2 * G) * D * 2 * 16);
+        std::vector<float> hs(H);
+        sa_alibi_slopes(H, hs.data());
+        cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
+        for (int seq : {1000, 4097, 8192}) {
+            for (int n_new : {1, 4}) {
+                cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
+                sa_attn_shape shape{H, G, D, n_new, max_ctx};
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, stream), "attention");
+                ok(cudaStreamSynchronize(stream), "sync");
+                const double us = time_graph(stream, [&](int i) {
+                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, stream),
+                          "attention");
+                });
+                const double bytes = 2.0 * seq * G * D * 2;
+                std::printf("attention decode seq_len %5d n_new %d: %8.2f us, KV %6.0f GB/s\n", seq, n_new, us,
+                            bytes / (us * 1e3));
+            }
+        }
+        for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
+        cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
+    }
+
+    // Sampler, Step1 vocabulary.
+    {
+        const int vocab = 74752;
+        uint16_t *logits;
+        int32_t *history, *hist_len, *out_id;
+        uint64_t *step;
+        ok(cudaMalloc(&logits, vocab * 2), "malloc");
+        ok(cudaMalloc(&history, 4096 * 4), "malloc");
+        ok(cudaMalloc(&hist_len, 4), "malloc");
+        ok(cudaMalloc(&out_id, 4), "malloc");
+        ok(cudaMalloc(&step, 8), "malloc");
+        std::vector<uint16_t> hl(vocab);
+        for (int i = 0; i < vocab; ++i) hl[i] = (uint16_t)(0x3c00 + (i * 7919) % 0x300);
+        cudaMemcpy(logits, hl.data(), vocab * 2, cudaMemcpyHostToDevice);
+        cudaMemset(history, 0, 4096 * 4);
+        cudaMemset(step, 0, 8);
+        for (float temp : {0.0f, 0.7f}) {
+            sa_sample_params p{temp, 50, 10, 1234};
+            const int start = 20;
+            cudaMemcpy(hist_len, &start, 4, cudaMemcpyHostToDevice);
+            const double us = time_graph(stream, [&](int) {
+                sa_ok(sa_cuda_sample_bf16(logits, vocab, history, hist_len, &p, step, out_id, stream), "sample");
+            });
+            std::printf("sampler vocab %d %s: %8.2f us\n", vocab, temp > 0 ? "temperature 0.7 top_k 50" : "greedy", us);
+        }
+        cudaFree(logits), cudaFree(history), cudaFree(hist_len), cudaFree(out_id), cudaFree(step);
+    }
+    return 0;
+}
