@@ -22,6 +22,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         if (!NativeLibraryInfo.HasCudaKernels)
             throw new NativeException(NativeStatus.NoCuda,
                 "libstepaudio_native was built without CUDA kernels; rebuild it on a machine with nvcc (cmake finds it automatically)");
+        CudaContext.PreferEagerModuleLoading();
         _context = new CudaContext(device);
         _stream = new CudaStream();
     }

@@ -5,7 +5,7 @@ namespace StepAudio.Cuda;
 /// <summary>The primary context of one GPU, made current on the calling thread (and re-made current wherever this
 /// binding frees memory, e.g. on the finalizer thread). The native kernels use the CUDA runtime, which shares this
 /// same primary context.</summary>
-public sealed unsafe class CudaContext : IDisposable
+public sealed unsafe partial class CudaContext : IDisposable
 {
     public int Device { get; }
     public string DeviceName { get; }
@@ -36,6 +36,15 @@ public sealed unsafe class CudaContext : IDisposable
         Handle = ctx;
         MakeCurrent();
     }
+
+    [LibraryImport("libc", EntryPoint = "setenv", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SetEnv(string name, string value, int overwrite);
+
+    /// <summary>CUDA loads kernel modules lazily by default; a module first touched inside a stream capture would
+    /// break the decode-step graph. Loading eagerly costs little for this one library. Must run before cuInit and
+    /// the first runtime call; a value the user set wins (overwrite 0). .NET's Environment does not change the
+    /// native environment, hence setenv.</summary>
+    public static void PreferEagerModuleLoading() => SetEnv("CUDA_MODULE_LOADING", "EAGER", 0);
 
     public void MakeCurrent() => CudaDriver.Check(CudaDriver.CtxSetCurrent(Handle), "cuCtxSetCurrent");
 

@@ -72,6 +72,7 @@ public sealed class Generator(Step1Model model)
         StopReason stop;
         while (true)
         {
+            if (token < 0) throw new InvalidOperationException($"sampling failed after {tokens.Count} tokens: every logit was -inf or NaN");
             if (token == config.EosTokenId && !options.IgnoreEos) { stop = StopReason.EndOfSequence; break; }
             tokens.Add(token);
             onToken?.Invoke(token);
