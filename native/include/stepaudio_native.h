@@ -103,4 +103,27 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
 SA_API sa_status sa_cuda_sample_bf16(const uint16_t *logits, int32_t vocab, int32_t *history, int32_t *history_len,
                                      const sa_sample_params *params, uint64_t *step, int32_t *out_id, void *stream);
 
+/* ---- W4A16: int4 weights with 16-bit group scales (compressed-tensors pack-quantized, AutoAWQ GEMM) ----
+ * Every checkpoint format is repacked at load into ONE kernel layout for W[N out, K in], group size 128
+ * (K % 128 == 0; any N):
+ *   qweight uint32 [N, K/8]: word j of row n holds the 4-bit codes c (0..15) of k = 8j..8j+7; the code of
+ *           k = 8j+e sits at nibble position SA_W4A16_NIBBLE_OF[e] = {0,4,1,5,2,6,3,7}[e] (bits 4p..4p+3), i.e.
+ *           nibbles hold elements 0,2,4,6,1,3,5,7: (q >> 4i) & 0x000f000f yields elements (2i, 2i+1) as the two
+ *           halves of a packed pair, ready for the lop3 / magic-number int4 -> bf16 conversion;
+ *   scales  uint16 [N, K/128]: bf16 bits, or fp16 bits when flags has SA_W4A16_FP16_SCALES (AutoAWQ keeps fp16);
+ *   zeros   uint8  [N, K/128]: zero codes z (0..15), or NULL for symmetric weights (z = 8).
+ *   w[n,k] = (c - z) * s, exact in fp32. */
+#define SA_W4A16_GROUP 128
+#define SA_W4A16_FP16_SCALES 1
+/* out[N,K] = the dequantized weight in fp32 (exact). */
+SA_API sa_status sa_cpu_w4a16_dequant(const uint32_t *qweight, const uint16_t *scales, const uint8_t *zeros,
+                                      int32_t flags, int32_t n, int32_t k, float *out);
+/* y[M,N] = bf16(x[M,K] · W^T), fp32 accumulation over the exact dequantized weight. */
+SA_API sa_status sa_cpu_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
+                                     const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k);
+/* Same on the GPU (any M; M <= 16 is the decode kernel, larger M runs it over 16-token tiles). x, y 16-byte aligned. */
+SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
+                                      const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
+                                      void *stream);
+
 #endif
