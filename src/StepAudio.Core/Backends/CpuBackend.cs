@@ -47,6 +47,9 @@ public sealed unsafe class CpuBackend : IComputeBackend
             case WeightFormat.Bf16:
                 NativeException.Check(NativeMethods.CpuLinear(x, w.Data.Pointer, y, m, w.N, w.K));
                 break;
+            case WeightFormat.W4A16:
+                NativeException.Check(NativeMethods.CpuLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K));
+                break;
             default:
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }

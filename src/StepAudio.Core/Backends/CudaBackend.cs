@@ -139,6 +139,9 @@ public sealed unsafe class CudaBackend : IComputeBackend
             case WeightFormat.Bf16:
                 NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, S));
                 break;
+            case WeightFormat.W4A16:
+                NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, S));
+                break;
             default:
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }

@@ -15,5 +15,7 @@ public enum WeightFormat
 /// quantized formats add their per-block scales in Scales (and anything else in Extra).</summary>
 public sealed record LinearWeight(WeightFormat Format, int N, int K, DeviceBuffer Data, DeviceBuffer? Scales = null, DeviceBuffer? Extra = null)
 {
+    /// <summary>Format-specific flags passed to the kernels (W4A16: SA_W4A16_FP16_SCALES).</summary>
+    public int Flags { get; init; }
     public long Bytes => Data.Bytes + (Scales?.Bytes ?? 0) + (Extra?.Bytes ?? 0);
 }

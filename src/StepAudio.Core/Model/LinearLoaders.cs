@@ -22,6 +22,7 @@ public static class LinearLoaders
     public static ILinearLoader For(CheckpointFolder checkpoint) => checkpoint.Variant switch
     {
         ModelVariant.Base => new Bf16LinearLoader(),
+        ModelVariant.CompressedTensorsW4A16 => new StepAudio.Quant.W4A16LinearLoader(),
         _ => throw new CheckpointException(
             $"this build loads base (bf16) checkpoints only; the folder holds a {checkpoint.Variant} checkpoint", checkpoint.Folder),
     };
