@@ -18,5 +18,5 @@ public interface ICheckpointQuantizer
 /// <summary>The quantizers of this build, by format name.</summary>
 public static class Quantizers
 {
-    public static IReadOnlyList<ICheckpointQuantizer> All { get; } = [];
+    public static IReadOnlyList<ICheckpointQuantizer> All { get; } = [new Nf4Quantizer()];
 }
