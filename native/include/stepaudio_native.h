@@ -126,4 +126,24 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
                                       const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
                                       void *stream);
 
+/* ---- bitsandbytes NF4 weights (shared/docs/quant-kernels.md §1), in the kernel layout made at load ----
+ * A linear weight W [N, K] (K a multiple of 64) is held as three arrays:
+ *  qweight [N*K/2] bytes: the bnb nibbles unchanged, row-major over [N, K], element 2i in the HIGH nibble;
+ *  absmax  [N*K/64] per 64-block: uint8 codes when double_quant != 0, else fp32 values;
+ *  tables  fp32: quant_map[16], nested_map[256] (zeros without double quant), then for each nested group of 256
+ *          blocks (block b belongs to group b/256) the pair (nested_absmax, nested_offset).
+ * Dequantization is bitsandbytes' formula in fp32, then one rounding to bf16:
+ *  absmax_f32[b] = nested_map[code[b]] * nested_absmax[b/256] + nested_offset   (a product, then a sum: no FMA)
+ *  w[n,k] = bf16(quant_map[nibble(n*K+k)] * absmax_f32[(n*K+k)/64]). */
+/* Writes the dequantized weight: w_f32 (fp32 before the cast) and/or w_bf16 [N*K]; either may be NULL. */
+SA_API sa_status sa_cpu_nf4_dequantize(const uint8_t *qweight, const void *absmax, const float *tables, int32_t double_quant,
+                                       int32_t n, int32_t k, float *w_f32, uint16_t *w_bf16);
+/* y[M,N] = bf16(x[M,K] · W^T) with W dequantized as above, fp32 accumulation (same sums as sa_cpu_linear_bf16). */
+SA_API sa_status sa_cpu_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
+                                   int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k);
+/* CUDA: the same product. M <= 16 streams the packed weight once (decode GEMV / skinny GEMM); larger M runs that
+ * kernel over 16-token tiles (correct but slow: a tensor-core prefill path is still to be written). */
+SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
+                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, void *stream);
+
 #endif

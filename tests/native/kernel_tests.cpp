@@ -33,6 +33,7 @@ std::vector<Check> &registry() {
 #ifdef SA_HAVE_CUDA
 #include "gpu_checks.inc"
 #include "gpu_checks_w4a16.inc"
+#include "gpu_checks_nf4.inc"
 #endif
 
 int main() {
@@ -44,6 +45,7 @@ int main() {
     if (skip_reason.empty() && (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0)) skip_reason = "no CUDA GPU";
     if (skip_reason.empty()) register_gpu_checks();
     if (skip_reason.empty()) register_gpu_checks_w4a16();
+    if (skip_reason.empty()) register_nf4_gpu_checks();
 #endif
     if (!skip_reason.empty()) {
         std::printf("[SKIP] all GPU kernel checks: %s\n", skip_reason.c_str());

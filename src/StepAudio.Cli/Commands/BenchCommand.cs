@@ -15,12 +15,13 @@ public static class BenchCommand
     {
         var model = CommonOptions.Model();
         var device = CommonOptions.Device();
+        var variant = CommonOptions.Variant();
         var contexts = new Option<string>("--contexts") { Description = "Context lengths at which to time decoding", DefaultValueFactory = _ => "64,1024,4096" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "Tokens decoded per measurement", DefaultValueFactory = _ => 128 };
         var prefills = new Option<string>("--prefill-lengths") { Description = "Prompt lengths at which to time prefill", DefaultValueFactory = _ => "32,1000" };
         var copyBandwidth = new Option<double>("--copy-gbps") { Description = "Measured device copy bandwidth (GB/s) to report % of", DefaultValueFactory = _ => 3000 };
         var command = new Command("bench", "Benchmark the Step1 LLM on a checkpoint (use a full-size one for real figures): load, prefill, decode tok/s and effective bandwidth.")
-        { model, device, contexts, decodeTokens, prefills, copyBandwidth };
+        { model, device, contexts, decodeTokens, prefills, copyBandwidth, variant };
 
         command.SetAction(parse =>
         {
@@ -34,7 +35,7 @@ public static class BenchCommand
             int maxCtx = Math.Max(ctxs.Max() + n + 1, pre.Max() + 64);
             long freeBefore = (backend as CudaBackend)?.Context.MemoryInfo().Free ?? 0;
             var wall = Stopwatch.StartNew();
-            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = maxCtx, MaxTokensPerForward = 1024 });
+            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = maxCtx, MaxTokensPerForward = 1024, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!) });
             double loadSeconds = wall.Elapsed.TotalSeconds;
             long used = backend is CudaBackend cb ? freeBefore - cb.Context.MemoryInfo().Free : 0;
             Console.WriteLine($"backend: {backend.Name}");

@@ -22,6 +22,26 @@ public static class CommonOptions
         DefaultValueFactory = _ => 8192,
     };
 
+    public static Option<string> Variant()
+    {
+        var option = new Option<string>("--variant")
+        {
+        Description = "For a base (bf16) folder: base = run bf16; bnb = quantize the linears to bitsandbytes NF4 at load " +
+                      "(blocksize 64, double quant, as the existing server's bnb variant). Quantized folders load as saved",
+        DefaultValueFactory = _ => "base",
+        };
+        option.AcceptOnlyFromAmong("base", "bnb");
+        return option;
+    }
+
+    /// <summary>The load-time quantization a --variant value asks for.</summary>
+    public static StepAudio.Backends.WeightFormat QuantizeAtLoad(string variant) => variant switch
+    {
+        "base" => StepAudio.Backends.WeightFormat.Bf16,
+        "bnb" => StepAudio.Backends.WeightFormat.Nf4,
+        _ => throw new ArgumentException($"--variant '{variant}' is not one of: base, bnb"),
+    };
+
     /// <summary>An explicit folder, else the tiny model bundled in the repository (models/tiny-step1).</summary>
     public static string ResolveModelFolder(string? folder)
     {

@@ -24,12 +24,13 @@ public static class GenerateCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampler's random draws", DefaultValueFactory = _ => 0x5EEDUL };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep decoding past EOS (for timing on random weights)" };
         var maxContext = CommonOptions.MaxContext();
+        var variant = CommonOptions.Variant();
         var request = new PromptRequestOptions(tokenizerRequired: false);
 
         var command = new Command("generate",
             "Run the Step1 LLM on prompt token ids and print the generated ids with timings. With no --model, uses the " +
             "bundled tiny synthetic model (models/tiny-step1), so the command always demonstrates a real decode.")
-        { model, device, ids, idsFile, maxNew, maxLength, greedy, temperature, topK, seed, ignoreEos, maxContext };
+        { model, device, ids, idsFile, maxNew, maxLength, greedy, temperature, topK, seed, ignoreEos, maxContext, variant };
         request.AddTo(command);
         command.Description += " With --mode clone|edit the prompt is built from text and audio codes exactly as tts.py " +
                                "does, and the output is the generated audio codes (vq02 0..1023, vq06 1024..5119) ready for the vocoder.";
@@ -55,7 +56,7 @@ public static class GenerateCommand
             using var checkpoint = CheckpointFolder.Open(folder);
             Console.Error.WriteLine($"loading {checkpoint.Folder} ({checkpoint.Variant}, {checkpoint.TotalBytes / 1e9:F2} GB) on {backend.Name} ...");
             int context = Math.Min(parse.GetValue(maxContext), options.MaxLength);
-            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = context },
+            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = context, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!) },
                 new Progress<string>(s => Console.Error.Write($"\r  {s}   ")));
             Console.Error.WriteLine($"\rloaded in {llm.LoadTime.TotalSeconds:F2} s ({llm.WeightBytes / 1e9:F2} GB of weights)      ");
 

@@ -142,6 +142,10 @@ public sealed unsafe class CudaBackend : IComputeBackend
             case WeightFormat.W4A16:
                 NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, S));
                 break;
+            case WeightFormat.Nf4:
+                NativeException.Check(NativeMethods.CudaLinearNf4(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra!.Pointer,
+                    StepAudio.Quant.Nf4KernelLayout.IsDoubleQuant(w) ? 1 : 0, y, m, w.N, w.K, S));
+                break;
             default:
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }

@@ -19,10 +19,14 @@ public interface ILinearLoader
 /// <summary>Picks the loader for a checkpoint's variant.</summary>
 public static class LinearLoaders
 {
-    public static ILinearLoader For(CheckpointFolder checkpoint) => checkpoint.Variant switch
+    public static ILinearLoader For(CheckpointFolder checkpoint, ModelOptions? options = null) => checkpoint.Variant switch
     {
+        ModelVariant.Base when options?.QuantizeAtLoad == WeightFormat.Nf4 => new StepAudio.Quant.Nf4LinearLoader(quantizeAtLoad: true),
+        ModelVariant.Base when options is { QuantizeAtLoad: not WeightFormat.Bf16 } =>
+            throw new CheckpointException($"quantizing at load to {options.QuantizeAtLoad} is not supported by this build", checkpoint.Folder),
         ModelVariant.Base => new Bf16LinearLoader(),
         ModelVariant.CompressedTensorsW4A16 => new StepAudio.Quant.W4A16LinearLoader(),
+        ModelVariant.BitsAndBytesNf4 => new StepAudio.Quant.Nf4LinearLoader(quantizeAtLoad: false),
         _ => throw new CheckpointException(
             $"this build loads base (bf16) checkpoints only; the folder holds a {checkpoint.Variant} checkpoint", checkpoint.Folder),
     };

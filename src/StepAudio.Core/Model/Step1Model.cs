@@ -15,6 +15,9 @@ public sealed record ModelOptions
     public int MaxTokensPerForward { get; init; } = 512;
     /// <summary>How many trailing positions of one forward call get logits (1 for generation; more for tests).</summary>
     public int MaxLogitRows { get; init; } = 1;
+    /// <summary>Quantize a base (bf16) checkpoint's transformer linears at load (Nf4: bitsandbytes NF4, blocksize 64,
+    /// double quant — the existing server's "bnb" variant). Bf16 keeps them as they are; quantized checkpoints ignore it.</summary>
+    public WeightFormat QuantizeAtLoad { get; init; } = WeightFormat.Bf16;
 }
 
 /// <summary>The Step1 LLM on one compute backend: weights (QKV and gate/up fused at load), the KV cache, the
@@ -56,7 +59,7 @@ public sealed unsafe class Step1Model : IDisposable
         Options = options;
         var clock = Stopwatch.StartNew();
         var c = config;
-        _linearLoader = LinearLoaders.For(checkpoint);
+        _linearLoader = LinearLoaders.For(checkpoint, options);
         if (options.MaxContext < 2 || options.MaxTokensPerForward < 1 || options.MaxLogitRows < 1 || options.MaxLogitRows > options.MaxTokensPerForward)
             throw new ArgumentException($"invalid model options {options}");
 
@@ -105,7 +108,7 @@ public sealed unsafe class Step1Model : IDisposable
     /// before any device memory is allocated; on failure nothing stays allocated.</summary>
     public static Step1Model Load(CheckpointFolder checkpoint, IComputeBackend backend, ModelOptions? options = null, IProgress<string>? progress = null)
     {
-        var problems = LinearLoaders.For(checkpoint).Problems(checkpoint);
+        var problems = LinearLoaders.For(checkpoint, options).Problems(checkpoint);
         if (problems.Count > 0)
             throw new CheckpointException("cannot load the checkpoint:\n  " + string.Join("\n  ", problems.Take(20)) +
                                           (problems.Count > 20 ? $"\n  ... and {problems.Count - 20} more" : ""), checkpoint.Folder);

@@ -18,5 +18,5 @@ public interface ICheckpointQuantizer
 /// <summary>The quantizers of this build, by format name.</summary>
 public static class Quantizers
 {
-    public static IReadOnlyList<ICheckpointQuantizer> All { get; } = [new W4A16Quantizer()];
+    public static IReadOnlyList<ICheckpointQuantizer> All { get; } = [new Nf4Quantizer(), new W4A16Quantizer()];
 }

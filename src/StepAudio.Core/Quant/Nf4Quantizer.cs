@@ -1,0 +1,167 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using StepAudio.Checkpoints;
+using StepAudio.Model;
+
+namespace StepAudio.Quant;
+
+/// <summary>Round-to-nearest NF4 quantization (what bitsandbytes does at load; no calibration): absmax = max |x| per
+/// 64-block, code = the nearest NF4 table entry to x / absmax (lowest index on a tie). Double quant: offset =
+/// mean(absmax), and (absmax − offset) quantized per 256 absmax values against the signed dynamic map.</summary>
+public sealed class Nf4Quantizer : ICheckpointQuantizer
+{
+    public const int BlockSize = 64;
+    public const int NestedBlockSize = 256;
+
+    public string Format => "nf4";
+    public string Description => "bitsandbytes NF4 as saved by HF transformers (blocksize 64, double quant; RTN, no calibration)";
+
+    /// <summary>The signed 8-bit "dynamic tree" map of 8-bit optimizers (Dettmers et al. 2021): for each decimal
+    /// exponent e = 0..6, the 2^e midpoints of 2^e equal steps over [0.1, 1], scaled by 10^(e−6), both signs; plus 0
+    /// and 1; sorted. Stored in every double-quant checkpoint, so readers never rebuild it.</summary>
+    public static float[] DynamicMap { get; } = BuildDynamicMap();
+
+    static float[] BuildDynamicMap()
+    {
+        var values = new List<float> { 0f, 1f };
+        for (int e = 0; e < 7; e++)
+        {
+            int steps = 1 << e;
+            double scale = Math.Pow(10, e - 6);
+            for (int i = 0; i < steps; i++)
+            {
+                double lo = 0.1 + 0.9 * i / steps, hi = 0.1 + 0.9 * (i + 1) / steps;
+                values.Add((float)(scale * (lo + hi) / 2));
+                values.Add((float)(-scale * (lo + hi) / 2));
+            }
+        }
+        values.Sort();
+        return [.. values];
+    }
+
+    static int Nearest(float v, float[] table)
+    {
+        int best = 0;
+        float bestDist = MathF.Abs(v - table[0]);
+        for (int i = 1; i < table.Length; i++)
+        {
+            float d = MathF.Abs(v - table[i]);
+            if (d < bestDist) { best = i; bestDist = d; }
+        }
+        return best;
+    }
+
+    /// <summary>Per-block absmax and codes of flat fp32 values (the last block may be ragged).</summary>
+    static (float[] Absmax, byte[] Codes) Blockwise(ReadOnlySpan<float> values, int blocksize, float[] table)
+    {
+        int blocks = (values.Length + blocksize - 1) / blocksize;
+        var absmax = new float[blocks];
+        var codes = new byte[values.Length];
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = values.Slice(b * blocksize, Math.Min(blocksize, values.Length - b * blocksize));
+            float m = 0;
+            foreach (float v in block) m = MathF.Max(m, MathF.Abs(v));
+            absmax[b] = m;
+            float divisor = m == 0 ? 1 : m;
+            for (int j = 0; j < block.Length; j++) codes[b * blocksize + j] = (byte)Nearest(block[j] / divisor, table);
+        }
+        return (absmax, codes);
+    }
+
+    /// <summary>Quantizes one bf16 [n, k] weight (raw bf16 bits, row-major).</summary>
+    public static Nf4Tensor Quantize(ReadOnlySpan<ushort> bf16, int n, int k, int blocksize = BlockSize, bool doubleQuant = true)
+    {
+        if (bf16.Length != (long)n * k) throw new ArgumentException($"weight has {bf16.Length} values, expected {n}x{k}");
+        var values = new float[bf16.Length];
+        for (int i = 0; i < values.Length; i++) values[i] = BitConverter.Int32BitsToSingle(bf16[i] << 16);
+        var (absmax, codes) = Blockwise(values, blocksize, Nf4Format.CodeTable);
+        var packed = new byte[(values.Length + 1) / 2];
+        for (int i = 0; i < codes.Length; i++) packed[i >> 1] |= (byte)((i & 1) == 0 ? codes[i] << 4 : codes[i]);
+        if (!doubleQuant)
+            return new Nf4Tensor
+            {
+                State = new Nf4QuantState(blocksize, "bfloat16", n, k, false, 0, 0f),
+                Packed = packed, QuantMap = (float[])Nf4Format.CodeTable.Clone(), Absmax = absmax,
+            };
+        double sum = 0;
+        foreach (float a in absmax) sum += a;
+        float offset = (float)(sum / absmax.Length);
+        var centred = new float[absmax.Length];
+        for (int i = 0; i < centred.Length; i++) centred[i] = absmax[i] - offset;
+        var (nestedAbsmax, nestedCodes) = Blockwise(centred, NestedBlockSize, DynamicMap);
+        return new Nf4Tensor
+        {
+            State = new Nf4QuantState(blocksize, "bfloat16", n, k, true, NestedBlockSize, offset),
+            Packed = packed, QuantMap = (float[])Nf4Format.CodeTable.Clone(), AbsmaxCodes = nestedCodes,
+            NestedAbsmax = nestedAbsmax, NestedQuantMap = (float[])DynamicMap.Clone(),
+        };
+    }
+
+    /// <summary>Quantizes a base checkpoint's linear module (P.weight, bf16 [n, k]).</summary>
+    public static Nf4Tensor QuantizeModule(CheckpointFolder checkpoint, string module)
+    {
+        var info = checkpoint.Info(module + ".weight");
+        if (info.DType != TensorDType.BF16 || info.Shape.Length != 2)
+            throw new CheckpointException($"is {info.DType}{info.ShapeText}; NF4 quantization takes a bf16 [out, in] weight", info.FilePath, info.Name);
+        var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(checkpoint.Bytes(info));
+        return Quantize(bits, (int)info.Shape[0], (int)info.Shape[1]);
+    }
+
+    /// <summary>The transformer-block linears that are quantized; embeddings, norms and lm_head stay bf16 (as HF does).</summary>
+    public static HashSet<string> QuantizedModules(Step1Config c)
+    {
+        var set = new HashSet<string>(StringComparer.Ordinal);
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+            foreach (var m in new[] { Step1Layout.QModule(i), Step1Layout.KModule(i), Step1Layout.VModule(i), Step1Layout.OModule(i),
+                                      Step1Layout.GateModule(i), Step1Layout.UpModule(i), Step1Layout.DownModule(i) })
+                set.Add(m);
+        return set;
+    }
+
+    public void Write(CheckpointFolder source, string outputFolder, IProgress<string>? progress)
+    {
+        var problems = Step1Layout.Problems(source);
+        if (problems.Count > 0) throw new CheckpointException("cannot quantize:\n  " + string.Join("\n  ", problems.Take(10)), source.Folder);
+        string tmp = outputFolder + ".partial";
+        if (Directory.Exists(tmp)) Directory.Delete(tmp, true);
+        Directory.CreateDirectory(tmp);
+        var quantized = QuantizedModules(source.Config);
+        var tensors = new List<(string, TensorDType, long[], byte[])>();
+        int done = 0;
+        foreach (var (name, _) in Step1Layout.BaseTensors(source.Config))
+        {
+            string module = name.EndsWith(".weight") ? name[..^".weight".Length] : name;
+            if (quantized.Contains(module))
+            {
+                progress?.Report($"quantizing {module} ({++done}/{quantized.Count})");
+                foreach (var (suffix, dtype, shape, data) in QuantizeModule(source, module).SavedTensors())
+                    tensors.Add((name + suffix, dtype, shape, data));
+            }
+            else
+            {
+                var info = source.Info(name);
+                tensors.Add((name, info.DType, info.Shape, source.Bytes(info).ToArray()));
+            }
+        }
+        SafetensorsFile.Write(Path.Combine(tmp, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(source.Folder, "config.json")))!.AsObject();
+        config["quantization_config"] = new JsonObject
+        {
+            ["quant_method"] = "bitsandbytes", ["load_in_4bit"] = true, ["load_in_8bit"] = false,
+            ["bnb_4bit_quant_type"] = "nf4", ["bnb_4bit_use_double_quant"] = true, ["bnb_4bit_compute_dtype"] = "bfloat16",
+            ["bnb_4bit_quant_storage"] = "uint8", ["llm_int8_skip_modules"] = null, ["llm_int8_threshold"] = 6.0,
+            ["llm_int8_has_fp16_weight"] = false, ["llm_int8_enable_fp32_cpu_offload"] = false,
+            ["_load_in_4bit"] = true, ["_load_in_8bit"] = false,
+        };
+        File.WriteAllText(Path.Combine(tmp, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        foreach (string extra in Directory.GetFiles(source.Folder))
+        {
+            string fileName = Path.GetFileName(extra);
+            if (fileName.StartsWith("tokenizer", StringComparison.Ordinal))
+                File.Copy(extra, Path.Combine(tmp, fileName));
+        }
+        Directory.Move(tmp, outputFolder);
+    }
+}
