@@ -50,10 +50,18 @@ copy=$(cat "$out/copy-bw.txt"); echo "device-to-device copy: $copy GB/s (read + 
 [ -f tests/native/bench_torch.py ] && python3 tests/native/bench_torch.py > "$out/cublas-bench.txt" 2>&1
 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --copy-gbps "$copy" > "$out/bench.txt" 2>&1
 python3 tests/oracle/step1_oracle.py bench /tmp/step1-full > "$out/torch-reference.txt" 2>&1
+stage "NF4 (quantized at load from the base folder) and W4A16 (RTN-quantized checkpoint)"
+timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 32 \
+  --copy-gbps "$copy" > "$out/bench-nf4.txt" 2>&1 || echo "NF4 bench failed or timed out (rc $?)" >> "$out/bench-nf4.txt"
+timeout 150 .publish/cli/stepaudio quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16 > "$out/quantize-w4a16.txt" 2>&1 &&
+timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --contexts 64,1024 --prefill-lengths 32 \
+  --copy-gbps "$copy" > "$out/bench-w4a16.txt" 2>&1 || echo "W4A16 quantize/bench failed or timed out (rc $?)" >> "$out/bench-w4a16.txt"
 
 stage "summary"
 echo "--- kernels (ours) ---"; tail -n 30 "$out/kernel-bench.txt" 2>/dev/null
 echo "--- cuBLAS via PyTorch ---"; tail -n 25 "$out/cublas-bench.txt" 2>/dev/null
-echo "--- model ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
+echo "--- model bf16 ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
+echo "--- model NF4 ---"; tail -n 8 "$out/bench-nf4.txt"
+echo "--- model W4A16 ---"; tail -n 3 "$out/quantize-w4a16.txt"; tail -n 8 "$out/bench-w4a16.txt"
 echo "--- tests ---"; tail -n 1 "$out/tests.txt"
 exit $tests_rc
