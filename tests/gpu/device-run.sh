@@ -4,12 +4,15 @@
 #   self-contained published C# suite, GPU tests included), then the benchmarks; a short table last.
 # Prepare here first:  bash tests/gpu/prepare-bundle.sh   (publishes the C# apps into .carry/bundle)
 # Then on the device:  bash tests/gpu/device-run.sh        (carry: .carry/bundle)
-# Logs go to $OUT (the device tool's output folder) or ./gpu-out.
+# Logs: $OUT/gpu-logs.tgz (the device tool's output folder).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-out=${OUT:-$root/gpu-out}
-mkdir -p "$out"
+# Logs are written to a work folder and packed into one archive under $OUT at the end (the tool returns few files).
+out=/tmp/stepaudio-gpu-logs
+rm -rf "$out"; mkdir -p "$out"
+pack_logs() { [ -n "${OUT:-}" ] && tar -czf "$OUT/gpu-logs.tgz" -C /tmp stepaudio-gpu-logs; }
+trap pack_logs EXIT
 export PYTHONUNBUFFERED=1
 stage() { echo "== $(date +%H:%M:%S) $*"; }
 
