@@ -178,20 +178,35 @@ public sealed unsafe class SafetensorsFile : IDisposable
         IReadOnlyDictionary<string, string>? metadata = null)
     {
         var list = tensors.ToList();
-        var header = new Dictionary<string, object>();
-        if (metadata != null) header["__metadata__"] = metadata;
-        long offset = 0;
-        foreach (var (name, dtype, shape, data) in list)
+        // The header is written with Utf8JsonWriter: no reflection, so it works in trimmed builds.
+        var headerStream = new MemoryStream();
+        using (var w = new Utf8JsonWriter(headerStream))
         {
-            header[name] = new Dictionary<string, object>
+            w.WriteStartObject();
+            if (metadata != null)
             {
-                ["dtype"] = dtype == TensorDType.Bool ? "BOOL" : dtype.ToString(),
-                ["shape"] = shape,
-                ["data_offsets"] = new[] { offset, offset + data.LongLength },
-            };
-            offset += data.LongLength;
+                w.WriteStartObject("__metadata__");
+                foreach (var (key, value) in metadata) w.WriteString(key, value);
+                w.WriteEndObject();
+            }
+            long offset = 0;
+            foreach (var (name, dtype, shape, data) in list)
+            {
+                w.WriteStartObject(name);
+                w.WriteString("dtype", dtype == TensorDType.Bool ? "BOOL" : dtype.ToString());
+                w.WriteStartArray("shape");
+                foreach (long d in shape) w.WriteNumberValue(d);
+                w.WriteEndArray();
+                w.WriteStartArray("data_offsets");
+                w.WriteNumberValue(offset);
+                w.WriteNumberValue(offset + data.LongLength);
+                w.WriteEndArray();
+                w.WriteEndObject();
+                offset += data.LongLength;
+            }
+            w.WriteEndObject();
         }
-        byte[] json = JsonSerializer.SerializeToUtf8Bytes(header, SafetensorsJson.Default.DictionaryStringObject);
+        byte[] json = headerStream.ToArray();
         int pad = (8 - json.Length % 8) % 8; // align data to 8 bytes, padding with spaces as the reference writer does
         string tmp = path + ".partial";
         using (var f = File.Create(tmp))
