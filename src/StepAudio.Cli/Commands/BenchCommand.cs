@@ -54,7 +54,8 @@ public static class BenchCommand
                 var r = generator.Generate(Prompt(length), greedy with { MaxNewTokens = 1 });
                 Console.WriteLine($"prefill: {length,5} tokens  {r.PrefillTime.TotalMilliseconds,8:F2} ms  ({length / r.PrefillTime.TotalSeconds,9:F0} tok/s)");
             }
-            long weightBytesPerToken = WeightBytesPerToken(c);
+            // Every weight on the device is read once per token, except the embedding table: one row of it.
+            long weightBytesPerToken = c.TieWordEmbeddings ? llm.WeightBytes : llm.WeightBytes - (long)c.VocabSize * c.HiddenSize * 2 + c.HiddenSize * 2L;
             foreach (int ctx in ctxs)
             {
                 var r = generator.Generate(Prompt(ctx), greedy with { MaxNewTokens = n });
@@ -77,13 +78,6 @@ public static class BenchCommand
             return 0;
         });
         return command;
-    }
-
-    /// <summary>Bytes of weights read per decoded token: every linear, lm_head, and one embedding row.</summary>
-    public static long WeightBytesPerToken(Step1Config c)
-    {
-        long perLayer = (long)c.QkvDim * c.HiddenSize + (long)c.HiddenSize * c.HiddenSize + 3L * c.IntermediateSize * c.HiddenSize;
-        return 2 * (perLayer * c.NumHiddenLayers + (long)c.VocabSize * c.HiddenSize + c.HiddenSize);
     }
 
     static List<int> ParseList(string s) =>
