@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_linear.h"
 #include "errors.h"
 #include "nf4_common.h"
 #include "stepaudio_native.h"
@@ -55,20 +56,10 @@ SA_API sa_status sa_cpu_linear_nf4(const uint16_t *x, const uint8_t *qweight, co
     if (sa_status s = check_nf4_args("sa_cpu_linear_nf4", qweight, absmax, tables, n, k)) return s;
     if (!x || !y || m < 0) return fail(SA_E_INVALID_ARGUMENT, "sa_cpu_linear_nf4: bad activations");
     SA_GUARD_BEGIN
-    std::vector<float> xf((size_t)m * k);
-    for (size_t i = 0; i < xf.size(); ++i) xf[i] = sa_bf16_to_f32(x[i]);
-#pragma omp parallel for schedule(static)
-    for (int32_t j = 0; j < n; ++j) {
-        std::vector<float> wf(k);
-        dequantize_row_f32(qweight, absmax, tables, double_quant, k, j, wf.data());
-        for (int32_t i = 0; i < k; ++i) wf[i] = sa_round_bf16(wf[i]);  // the bf16 weight bitsandbytes hands to the matmul
-        for (int32_t r = 0; r < m; ++r) {
-            const float *xr = xf.data() + (int64_t)r * k;
-            float acc = 0.0f;
-            for (int32_t i = 0; i < k; ++i) acc += xr[i] * wf[i];
-            y[(int64_t)r * n + j] = sa_f32_to_bf16(acc);
-        }
-    }
+    sa::linear_from_rows(x, y, m, n, k, [&](int32_t j, float *row) {
+        dequantize_row_f32(qweight, absmax, tables, double_quant, k, j, row);
+        for (int32_t i = 0; i < k; ++i) row[i] = sa_round_bf16(row[i]);  // the bf16 weight bitsandbytes hands to the matmul
+    });
     return SA_OK;
     SA_GUARD_END
 }

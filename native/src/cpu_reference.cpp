@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu_linear.h"
 #include "errors.h"
 #include "sa_numeric.h"
 #include "stepaudio_native.h"
@@ -48,21 +49,10 @@ SA_API sa_status sa_cpu_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint1
 
 SA_API sa_status sa_cpu_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k) {
     if (!x || !w || !y || m < 0 || n <= 0 || k <= 0) return fail(SA_E_INVALID_ARGUMENT, "sa_cpu_linear_bf16: bad arguments");
-    // Convert the activations once; the weight rows are streamed.
-    std::vector<float> xf((size_t)m * k);
-    for (size_t i = 0; i < xf.size(); ++i) xf[i] = sa_bf16_to_f32(x[i]);
-#pragma omp parallel for schedule(static)
-    for (int32_t j = 0; j < n; ++j) {
+    sa::linear_from_rows(x, y, m, n, k, [&](int32_t j, float *row) {
         const uint16_t *wr = w + (int64_t)j * k;
-        std::vector<float> wf(k);
-        for (int32_t i = 0; i < k; ++i) wf[i] = sa_bf16_to_f32(wr[i]);
-        for (int32_t r = 0; r < m; ++r) {
-            const float *xr = xf.data() + (int64_t)r * k;
-            float acc = 0.0f;
-            for (int32_t i = 0; i < k; ++i) acc += xr[i] * wf[i];
-            y[(int64_t)r * n + j] = sa_f32_to_bf16(acc);
-        }
-    }
+        for (int32_t i = 0; i < k; ++i) row[i] = sa_bf16_to_f32(wr[i]);
+    });
     return SA_OK;
 }
 

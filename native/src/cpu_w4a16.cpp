@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_linear.h"
 #include "errors.h"
 #include "sa_numeric.h"
 #include "stepaudio_native.h"
@@ -69,22 +70,7 @@ SA_API sa_status sa_cpu_linear_w4a16(const uint16_t *x, const uint32_t *qweight,
     if (!x || !qweight || !scales || !y || m < 0) return fail(SA_E_INVALID_ARGUMENT, "sa_cpu_linear_w4a16: bad arguments");
     if (sa_status s = check_shape("sa_cpu_linear_w4a16", n, k)) return s;
     SA_GUARD_BEGIN
-    std::vector<float> xf((size_t)m * k);
-    for (size_t i = 0; i < xf.size(); ++i) xf[i] = sa_bf16_to_f32(x[i]);
-#pragma omp parallel
-    {
-        std::vector<float> wf(k);
-#pragma omp for schedule(static)
-        for (int32_t j = 0; j < n; ++j) {
-            dequant_row(qweight, scales, zeros, flags, j, k, wf.data());
-            for (int32_t r = 0; r < m; ++r) {
-                const float *xr = xf.data() + (int64_t)r * k;
-                float acc = 0.0f;
-                for (int32_t i = 0; i < k; ++i) acc += xr[i] * wf[i];
-                y[(int64_t)r * n + j] = sa_f32_to_bf16(acc);
-            }
-        }
-    }
+    sa::linear_from_rows(x, y, m, n, k, [&](int32_t j, float *row) { dequant_row(qweight, scales, zeros, flags, j, k, row); });
     return SA_OK;
     SA_GUARD_END
 }

@@ -116,26 +116,7 @@ def dequantize_f32(t, meta):
     return t[".quant_map"][q] * absmax[torch.arange(n) // meta["blocksize"]]
 
 
-def write_safetensors(path, tensors):
-    """safetensors written by hand from its description (u64 header length, JSON header, raw bytes)."""
-    header, offset, blobs = {}, 0, []
-    names = {BF: "BF16", torch.float32: "F32", torch.uint8: "U8"}
-    for name, t in tensors.items():
-        t = t.contiguous().cpu()
-        data = t.view(torch.uint8).numpy().tobytes() if t.dtype == BF else t.numpy().tobytes()
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    header["__metadata__"] = {"format": "pt"}
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
-
+from step1_oracle import write_safetensors  # noqa: E402  one writer for every oracle
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 

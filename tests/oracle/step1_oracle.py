@@ -117,13 +117,15 @@ def make_weights(cfg, gen, device="cpu"):
 
 
 def write_safetensors(path, tensors):
-    """The safetensors format written by hand from its description (u64 header length, JSON header, raw bytes)."""
+    """The safetensors format written by hand from its description (u64 header length, JSON header, raw bytes).
+    Shared by every oracle script in this folder."""
+    dtypes = {BF: "BF16", torch.float16: "F16", torch.float32: "F32", torch.int32: "I32", torch.int64: "I64",
+              torch.int8: "I8", torch.uint8: "U8"}
     header, offset, blobs = {}, 0, []
     for name, t in tensors.items():
         t = t.contiguous().cpu()
-        data = t.view(torch.uint8).numpy().tobytes() if t.dtype == BF else t.numpy().tobytes()
-        dtype = {BF: "BF16", torch.float32: "F32", torch.int32: "I32", torch.int64: "I64", torch.uint8: "U8"}[t.dtype]
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        data = t.view(torch.uint8).numpy().tobytes() if t.dtype in (BF, torch.float16) else t.numpy().tobytes()
+        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         blobs.append(data)
     header["__metadata__"] = {"format": "pt"}
