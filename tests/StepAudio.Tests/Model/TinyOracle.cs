@@ -10,11 +10,14 @@ public sealed class TinyOracle
     public required double[] GreedyMargins { get; init; }
     public required float[] Logits { get; init; } // [Prompt.Length, vocab]
 
-    public static TinyOracle Load()
+    /// <summary>The fixture folder's expected.json and logits file (step1-tiny by default; the quantized
+    /// fixtures use the same layout).</summary>
+    public static TinyOracle Load(string fixtureFolder = "step1-tiny")
     {
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(RepoPaths.Fixture("step1-tiny", "expected.json")));
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(RepoPaths.Fixture(fixtureFolder, "expected.json")));
         var r = doc.RootElement;
-        var bytes = File.ReadAllBytes(RepoPaths.Fixture("step1-tiny", r.GetProperty("logits_file").GetString()!));
+        string logitsFile = r.TryGetProperty("logits_file", out var lf) ? lf.GetString()! : "logits.f32";
+        var bytes = File.ReadAllBytes(RepoPaths.Fixture(fixtureFolder, logitsFile));
         var logits = new float[bytes.Length / 4];
         Buffer.BlockCopy(bytes, 0, logits, 0, bytes.Length);
         return new TinyOracle

@@ -137,21 +137,7 @@ public class Nf4Tests
         return (logits, greedy);
     }
 
-    static TinyOracle LoadOracle()
-    {
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(Fixture("expected.json")));
-        var r = doc.RootElement;
-        var bytes = File.ReadAllBytes(Fixture("logits.f32"));
-        var logits = new float[bytes.Length / 4];
-        Buffer.BlockCopy(bytes, 0, logits, 0, bytes.Length);
-        return new TinyOracle
-        {
-            Prompt = r.GetProperty("prompt").EnumerateArray().Select(e => e.GetInt32()).ToArray(),
-            GreedyTokens = r.GetProperty("greedy_tokens").EnumerateArray().Select(e => e.GetInt32()).ToArray(),
-            GreedyMargins = r.GetProperty("greedy_margins").EnumerateArray().Select(e => e.GetDouble()).ToArray(),
-            Logits = logits,
-        };
-    }
+    static TinyOracle LoadOracle() => TinyOracle.Load("nf4-tiny");
 
     [Fact]
     public void OracleNf4CheckpointMatchesTheOracleLogitsAndGreedyTokens()

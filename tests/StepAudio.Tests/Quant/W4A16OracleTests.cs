@@ -16,23 +16,13 @@ public class W4A16OracleTests
     // Same bound as the bf16 CPU oracle test: the weights are exact, only fp32 vs float64 accumulation differs.
     const double LogitsRelTolerance = 5e-3;
 
-    static (int[] Prompt, int[] Greedy, double[] Margins, float[] Logits) Expected(string fixture)
-    {
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(RepoPaths.Fixture(fixture, "expected.json")));
-        var r = doc.RootElement;
-        var bytes = File.ReadAllBytes(RepoPaths.Fixture(fixture, r.GetProperty("logits_file").GetString()!));
-        var logits = new float[bytes.Length / 4];
-        Buffer.BlockCopy(bytes, 0, logits, 0, bytes.Length);
-        int[] Ints(string key) => r.GetProperty(key).EnumerateArray().Select(e => e.GetInt32()).ToArray();
-        return (Ints("prompt"), Ints("greedy_tokens"), r.GetProperty("greedy_margins").EnumerateArray().Select(e => e.GetDouble()).ToArray(), logits);
-    }
-
     [Theory]
     [InlineData("w4a16-tiny")]
     [InlineData("autoawq-tiny")]
     public void PrefillLogitsMatchTheOracle(string fixture)
     {
-        var (prompt, _, _, expected) = Expected(fixture);
+        var oracle = TinyOracle.Load(fixture);
+        var (prompt, expected) = (oracle.Prompt, oracle.Logits);
         using var checkpoint = CheckpointFolder.Open(RepoPaths.Fixture(fixture));
         Assert.Equal(ModelVariant.CompressedTensorsW4A16, checkpoint.Variant);
         using var backend = new CpuBackend();
@@ -48,13 +38,13 @@ public class W4A16OracleTests
     [InlineData("autoawq-tiny")]
     public void GreedyTokensMatchTheOracle(string fixture)
     {
-        var (prompt, greedy, margins, _) = Expected(fixture);
+        var oracle = TinyOracle.Load(fixture);
+        var (prompt, greedy) = (oracle.Prompt, oracle.GreedyTokens);
         using var checkpoint = CheckpointFolder.Open(RepoPaths.Fixture(fixture));
         using var backend = new CpuBackend();
         using var model = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = 128, MaxTokensPerForward = 64, MaxLogitRows = 1 });
         var result = new Generator(model).Generate(prompt, new GenerationOptions { Greedy = true, MaxNewTokens = greedy.Length, IgnoreEos = true });
-        int comparable = 0;
-        while (comparable < margins.Length && margins[comparable] >= 0.06) comparable++; // see TinyOracle.ComparableGreedySteps
+        int comparable = oracle.ComparableGreedySteps();
         Assert.True(comparable >= 20, $"the fixture has only {comparable} well-separated greedy steps");
         Assert.Equal(greedy.Take(comparable), result.Tokens.Take(comparable));
     }
