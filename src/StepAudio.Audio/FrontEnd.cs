@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace StepAudio.Audio;
 
 /// <summary>Everything the host front end makes of one prompt (see the spec §0, §4.1–4.3, §5.2).</summary>
@@ -14,13 +16,29 @@ public sealed record FrontEndResult(
     FeatureMatrix VocoderMel,         // speech_feat, [T, 80]
     IReadOnlyList<string> Notes);
 
+/// <summary>Wall time per front-end stage, accumulated over calls (for the CLI benchmark's breakdown).</summary>
+public sealed class FrontEndTimings
+{
+    public static readonly string[] Stages = ["mono+peak", "resample 16k", "resample 24k", "norm+trim", "whisper mel", "paraformer", "speaker fbank", "vocoder mel"];
+    public double[] Milliseconds { get; } = new double[Stages.Length];
+    long _last = Stopwatch.GetTimestamp();
+    internal void Start() => _last = Stopwatch.GetTimestamp();
+    internal void Lap(int stage)
+    {
+        long now = Stopwatch.GetTimestamp();
+        Milliseconds[stage] += Stopwatch.GetElapsedTime(_last, now).TotalMilliseconds;
+        _last = now;
+    }
+}
+
 /// <summary>The reference's host-side preprocessing and features for a prompt, in one call.</summary>
 public static class FrontEnd
 {
     public const int TokenizerRate = 16000, VocoderRate = 24000;
 
-    public static FrontEndResult Run(AudioClip clip, Cmvn? cmvn = null)
+    public static FrontEndResult Run(AudioClip clip, Cmvn? cmvn = null, FrontEndTimings? timings = null)
     {
+        timings?.Start();
         var notes = new List<string>();
         var mono = Preprocess.MonoMix(clip);
         float peak = Preprocess.PeakNormalize(mono);
@@ -28,17 +46,25 @@ public static class FrontEnd
         if (peak > Preprocess.PeakTarget) notes.Add($"peak {peak:0.###} scaled to {Preprocess.PeakTarget}");
         if (clip.SampleRate < TokenizerRate)
             notes.Add($"source rate {clip.SampleRate} Hz is below 16 kHz: upsampled (the reference tokenizer rejects such input)");
+        timings?.Lap(0);
         var a16 = SincResampler.Resample(mono, clip.SampleRate, TokenizerRate);
+        timings?.Lap(1);
         var a24 = SincResampler.Resample(mono, clip.SampleRate, VocoderRate);
+        timings?.Lap(2);
         var norm = (float[])a16.Clone();
         Preprocess.EnergyNormalize(norm);
         var trim = Preprocess.TrimSilence(norm, TokenizerRate);
         if (trim.E <= trim.S) notes.Add("no non-silent audio found");
+        timings?.Lap(3);
         var whisper = WhisperLogMel.ComputeChunks(trim.Samples);
+        timings?.Lap(4);
         var (para, _) = ParaformerFrontEnd.Compute(trim.Samples, cmvn);
         if (cmvn is null) notes.Add("Paraformer features without CMVN (no am.mvn given)");
+        timings?.Lap(5);
         var spk = KaldiFbank.SpeakerFeatures(a16);
+        timings?.Lap(6);
         var voc = VocoderMel.Compute(a24);
+        timings?.Lap(7);
         return new FrontEndResult(clip, peak, mono, a16, a24, trim, whisper, para, spk, voc, notes);
     }
 }
