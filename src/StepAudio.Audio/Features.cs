@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace StepAudio.Audio;
 
 /// <summary>Whisper log-mel (openai-whisper log_mel_spectrogram, n_mels 128): the vq06 tokenizer's input.</summary>
@@ -18,30 +20,44 @@ public static class WhisperLogMel
             throw new ArgumentException($"whisper log-mel needs more than {NFft / 2} samples, got {audio16k.Length}", nameof(audio16k));
         int frames = audio16k.Length / Hop; // 1 + len/hop frames, the last one dropped
         var padded = Dsp.ReflectPad(audio16k, NFft / 2);
-        var window = Dsp.HannPeriodic(NFft);
+        var window = Window.Value;
         var fft = new RealFft(NFft);
         var bank = Filters.Value;
-        var log = new float[NMels * frames];
-        var frame = new double[NFft]; var power = new double[fft.Bins];
-        var re = new double[fft.Bins]; var im = new double[fft.Bins]; var mel = new double[NMels];
-        double max = double.NegativeInfinity;
+        int lanes = RealFft.Lanes;
+        var power = new Vector<double>[fft.Bins];
+        var mel = new Vector<double>[NMels];
         var logD = new double[NMels * frames];
-        for (int t = 0; t < frames; t++)
+        var floorV = new Vector<double>(PowerFloor);
+        double max = double.NegativeInfinity;
+        for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
         {
-            for (int i = 0; i < NFft; i++) frame[i] = padded[t * Hop + i] * window[i];
-            fft.Power(frame, power, re, im);
+            int used = Math.Min(lanes, frames - t0);
+            var x = fft.Input;
+            for (int l = 0; l < lanes; l++)
+                if (l < used) SimdLanes.Set(x, l, padded.AsSpan((t0 + l) * Hop, NFft));
+                else SimdLanes.Clear(x, l);
+            for (int i = 0; i < NFft; i++) x[i] *= window[i];
+            fft.Transform();
+            for (int k = 0; k < power.Length; k++) power[k] = fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k];
             bank.Apply(power, mel);
             for (int m = 0; m < NMels; m++)
             {
-                double v = Math.Log10(Math.Max(mel[m], PowerFloor));
-                logD[m * frames + t] = v;
-                if (v > max) max = v;
+                var v = Vector.Log(Vector.Max(mel[m], floorV)) * InvLn10;
+                for (int l = 0; l < used; l++)
+                {
+                    logD[m * frames + t0 + l] = v[l];
+                    if (v[l] > max) max = v[l];
+                }
             }
         }
         double floor = max - DynamicRangeLog10;
+        var log = new float[NMels * frames];
         for (int i = 0; i < log.Length; i++) log[i] = (float)((Math.Max(logD[i], floor) + 4.0) / 4.0);
         return new FeatureMatrix(NMels, frames, log);
     }
+
+    const double InvLn10 = 0.43429448190325182765; // log10(x) = ln(x)/ln(10)
+    static readonly Lazy<double[]> Window = new(() => Dsp.HannPeriodic(NFft));
 
     /// <summary>What get_vq06_code feeds the tokenizer: one log-mel per ≤ 30 s chunk (chunks under 480 samples dropped).</summary>
     public static List<FeatureMatrix> ComputeChunks(ReadOnlySpan<float> audio16k)
@@ -91,7 +107,7 @@ public sealed class KaldiFbank
     readonly double[] _window;
     readonly MelFilterBank _bank;
     readonly RealFft _fft;
-    readonly double[] _frame, _power, _re, _im, _mel;
+    readonly Vector<double>[] _power, _mel;
     readonly Random _rng;
 
     public KaldiFbank(KaldiFbankOptions options)
@@ -106,9 +122,8 @@ public sealed class KaldiFbank
         }
         _bank = MelFilterBank.Kaldi(options.NumMelBins, options.PaddedLength, options.SampleRate, options.LowFreq, options.HighFreq);
         _fft = new RealFft(options.PaddedLength);
-        _frame = new double[options.PaddedLength];
-        _power = new double[_fft.Bins]; _re = new double[_fft.Bins]; _im = new double[_fft.Bins];
-        _mel = new double[options.NumMelBins];
+        _power = new Vector<double>[_fft.Bins];
+        _mel = new Vector<double>[options.NumMelBins];
         _rng = new Random(options.DitherSeed);
     }
 
@@ -122,26 +137,42 @@ public sealed class KaldiFbank
     {
         int frames = FrameCount(wave.Length), bins = _o.NumMelBins, len = _o.FrameLength;
         var output = new float[frames * bins];
-        for (int t = 0; t < frames; t++)
+        int lanes = RealFft.Lanes;
+        var x = _fft.Input; // the frames, one per lane; all the per-frame arithmetic below runs on Lanes frames at once
+        var frameD = new double[len];
+        var floorV = new Vector<double>(LogFloor);
+        for (int t0 = 0; t0 < frames; t0 += lanes)
         {
-            var x = wave.Slice(t * _o.FrameShift, len);
-            double mean = 0;
-            for (int i = 0; i < len; i++)
+            int used = Math.Min(lanes, frames - t0);
+            for (int l = 0; l < lanes; l++)
             {
-                double v = x[i] * _o.InputScale;
-                if (_o.Dither != 0) v += _o.Dither * Gaussian();
-                _frame[i] = v; mean += v;
+                if (l >= used) { SimdLanes.Clear(x, l); continue; }
+                var w = wave.Slice((t0 + l) * _o.FrameShift, len);
+                for (int i = 0; i < len; i++)
+                {
+                    double v = w[i] * _o.InputScale; // float product, as torch scales the float32 waveform
+                    if (_o.Dither != 0) v += _o.Dither * Gaussian();
+                    frameD[i] = v;
+                }
+                SimdLanes.Set(x, l, frameD);
             }
+            var mean = Vector<double>.Zero;
+            for (int i = 0; i < len; i++) mean += x[i];
             mean /= len;
-            for (int i = 0; i < len; i++) _frame[i] -= mean;
+            for (int i = 0; i < len; i++) x[i] -= mean;
             // pre-emphasis, first sample against itself (replicate padding), from the end backwards
-            for (int i = len - 1; i > 0; i--) _frame[i] -= _o.Preemphasis * _frame[i - 1];
-            _frame[0] -= _o.Preemphasis * _frame[0];
-            for (int i = 0; i < len; i++) _frame[i] *= _window[i];
-            Array.Clear(_frame, len, _frame.Length - len);
-            _fft.Power(_frame, _power, _re, _im);
+            for (int i = len - 1; i > 0; i--) x[i] -= x[i - 1] * _o.Preemphasis;
+            x[0] -= x[0] * _o.Preemphasis;
+            for (int i = 0; i < len; i++) x[i] *= _window[i];
+            Array.Clear(x, len, x.Length - len);
+            _fft.Transform();
+            for (int k = 0; k < _power.Length; k++) _power[k] = _fft.Re[k] * _fft.Re[k] + _fft.Im[k] * _fft.Im[k];
             _bank.Apply(_power, _mel);
-            for (int m = 0; m < bins; m++) output[t * bins + m] = (float)Math.Log(Math.Max(_mel[m], LogFloor));
+            for (int m = 0; m < bins; m++)
+            {
+                var v = Vector.Log(Vector.Max(_mel[m], floorV));
+                for (int l = 0; l < used; l++) output[(t0 + l) * bins + m] = (float)v[l];
+            }
         }
         return new FeatureMatrix(frames, bins, output);
     }
@@ -182,22 +213,34 @@ public static class VocoderMel
             throw new ArgumentException($"vocoder mel needs more than {Pad} samples at 24 kHz, got {audio24k.Length}", nameof(audio24k));
         var padded = Dsp.ReflectPad(audio24k, Pad);
         int frames = (padded.Length - NFft) / Hop + 1;
-        var window = Dsp.HannPeriodic(NFft);
+        var window = Window.Value;
         var fft = new RealFft(NFft);
         var bank = Filters.Value;
-        var frame = new double[NFft]; var mag = new double[fft.Bins];
-        var re = new double[fft.Bins]; var im = new double[fft.Bins]; var mel = new double[NMels];
+        int lanes = RealFft.Lanes;
+        var mag = new Vector<double>[fft.Bins]; var mel = new Vector<double>[NMels];
+        var eps = new Vector<double>(MagnitudeEps); var floorV = new Vector<double>(LogFloor);
         var output = new float[frames * NMels];
-        for (int t = 0; t < frames; t++)
+        for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
         {
-            for (int i = 0; i < NFft; i++) frame[i] = padded[t * Hop + i] * window[i];
-            fft.Forward(frame, re, im);
-            for (int k = 0; k < mag.Length; k++) mag[k] = Math.Sqrt(re[k] * re[k] + im[k] * im[k] + MagnitudeEps);
+            int used = Math.Min(lanes, frames - t0);
+            var x = fft.Input;
+            for (int l = 0; l < lanes; l++)
+                if (l < used) SimdLanes.Set(x, l, padded.AsSpan((t0 + l) * Hop, NFft));
+                else SimdLanes.Clear(x, l);
+            for (int i = 0; i < NFft; i++) x[i] *= window[i];
+            fft.Transform();
+            for (int k = 0; k < mag.Length; k++) mag[k] = Vector.SquareRoot(fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k] + eps);
             bank.Apply(mag, mel);
-            for (int m = 0; m < NMels; m++) output[t * NMels + m] = (float)Math.Log(Math.Max(mel[m], LogFloor));
+            for (int m = 0; m < NMels; m++)
+            {
+                var v = Vector.Log(Vector.Max(mel[m], floorV));
+                for (int l = 0; l < used; l++) output[(t0 + l) * NMels + m] = (float)v[l];
+            }
         }
         return new FeatureMatrix(frames, NMels, output);
     }
+
+    static readonly Lazy<double[]> Window = new(() => Dsp.HannPeriodic(NFft));
 }
 
 /// <summary>Small shared DSP helpers.</summary>
@@ -212,11 +255,11 @@ public static class Dsp
     }
 
     /// <summary>Reflect padding (edge sample not repeated), as torch's mode="reflect"; needs pad &lt; length.</summary>
-    public static double[] ReflectPad(ReadOnlySpan<float> x, int pad)
+    public static float[] ReflectPad(ReadOnlySpan<float> x, int pad)
     {
         if (pad >= x.Length) throw new ArgumentException($"reflect padding of {pad} needs more than {pad} samples, got {x.Length}");
-        var y = new double[x.Length + 2 * pad];
-        for (int i = 0; i < x.Length; i++) y[pad + i] = x[i];
+        var y = new float[x.Length + 2 * pad];
+        x.CopyTo(y.AsSpan(pad));
         for (int i = 1; i <= pad; i++)
         {
             y[pad - i] = x[i];

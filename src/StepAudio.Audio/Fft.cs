@@ -1,164 +1,325 @@
+using System.Collections.Concurrent;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace StepAudio.Audio;
 
-/// <summary>Mixed-radix complex FFT (radices 4, 2, 3, 5, and any other prime by a direct butterfly) in double, for
-/// the non-power-of-two sizes the features need (400, 1920). Forward transform, no scaling: X[k] = Σ x[n]·e^(−2πikn/N).
-/// Not thread-safe (scratch buffers); make one per thread.</summary>
+/// <summary>Mixed-radix complex FFT in double (radix 4, 2, 3 and 5 butterflies; any other prime by a direct DFT),
+/// forward and unscaled: X[k] = Σ x[n]·e^(−2πikn/N). Stockham autosort: every pass reads one buffer and writes the
+/// other in order, so there is no bit/digit-reversal step. It transforms <see cref="Lanes"/> independent sequences at
+/// once, one per SIMD lane (element i of a buffer holds sample i of every sequence), so every butterfly is a vector
+/// operation whatever the size — the features hand it Lanes frames at a time. The plan (factors, per-pass twiddles)
+/// is immutable and cached per size, so it is thread-safe; callers own the buffers.</summary>
 public sealed class ComplexFft
 {
-    readonly int _n;
-    readonly int[] _factors;
-    readonly double[] _twRe, _twIm;
-    readonly double[] _tmpRe, _tmpIm;
+    public static int Lanes => Vector<double>.Count;
 
-    public ComplexFft(int n)
+    static readonly ConcurrentDictionary<int, ComplexFft> Plans = new();
+
+    /// <summary>The cached plan for size n.</summary>
+    public static ComplexFft Plan(int n) => Plans.GetOrAdd(n, static n => new ComplexFft(n));
+
+    /// <summary>One Stockham pass: radix r over blocks of length r·M at stride S. Twiddle (p, k) for p &lt; M,
+    /// 1 ≤ k &lt; r is W_(rM)^(pk), stored at [p·(r−1) + k − 1]. Dft is W_r^(jk) ([k·r + j]) for the generic radix.</summary>
+    sealed record Pass(int Radix, int M, int S, double[] TwRe, double[] TwIm, double[]? DftRe, double[]? DftIm);
+
+    readonly Pass[] _passes;
+
+    ComplexFft(int n)
     {
-        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n));
-        _n = n;
-        var f = new List<int>();
-        int m = n;
+        if (n < 1) throw new ArgumentOutOfRangeException(nameof(n), n, "FFT length must be positive");
+        Size = n;
+        var factors = new List<int>();
+        int rest = n;
         foreach (int p in new[] { 4, 2, 3, 5 })
-            while (m % p == 0) { f.Add(p); m /= p; }
-        for (int p = 7; m > 1; p += 2)
-            while (m % p == 0) { f.Add(p); m /= p; }
-        _factors = f.ToArray();
-        _twRe = new double[n]; _twIm = new double[n];
-        for (int i = 0; i < n; i++)
+            while (rest % p == 0) { factors.Add(p); rest /= p; }
+        for (int p = 7; rest > 1; p += 2)
+            while (rest % p == 0) { factors.Add(p); rest /= p; }
+        // e^(−2πij/N) from the exact angle of each j (no recurrence, so no accumulated rounding).
+        var cos = new double[n]; var sin = new double[n];
+        for (int j = 0; j < n; j++) { double a = -2 * Math.PI * j / n; cos[j] = Math.Cos(a); sin[j] = Math.Sin(a); }
+        var passes = new List<Pass>();
+        int len = n, stride = 1;
+        foreach (int r in factors)
         {
-            double a = -2 * Math.PI * i / n;
-            _twRe[i] = Math.Cos(a); _twIm[i] = Math.Sin(a);
-        }
-        int maxR = _factors.Length == 0 ? 1 : _factors.Max();
-        _tmpRe = new double[maxR]; _tmpIm = new double[maxR];
-        foreach (int r in _factors.Distinct())
-        {
-            var wr = new double[r * r]; var wi = new double[r * r];
-            for (int p = 0; p < r; p++)
-                for (int q = 0; q < r; q++) { int t = (q * p % r) * (n / r); wr[p * r + q] = _twRe[t]; wi[p * r + q] = _twIm[t]; }
-            _small[r] = (wr, wi);
-        }
-    }
-
-    // W_r^{pq} for each radix r, row-major [p, q], so the generic butterfly needs no modulo.
-    readonly Dictionary<int, (double[], double[])> _small = new();
-
-    public int Size => _n;
-
-    /// <summary>out = DFT(in); in and out must not overlap.</summary>
-    public void Forward(ReadOnlySpan<double> inRe, ReadOnlySpan<double> inIm, Span<double> outRe, Span<double> outIm)
-    {
-        if (_n == 1) { outRe[0] = inRe[0]; outIm[0] = inIm[0]; return; }
-        Recurse(inRe, inIm, 0, 1, outRe, outIm, 0, _n, 0);
-    }
-
-    void Recurse(ReadOnlySpan<double> inRe, ReadOnlySpan<double> inIm, int inOff, int stride,
-        Span<double> outRe, Span<double> outIm, int outOff, int n, int level)
-    {
-        int r = _factors[level], m = n / r;
-        if (m == 1)
-        {
-            for (int q = 0; q < r; q++) { outRe[outOff + q] = inRe[inOff + q * stride]; outIm[outOff + q] = inIm[inOff + q * stride]; }
-        }
-        else
-        {
-            for (int q = 0; q < r; q++)
-                Recurse(inRe, inIm, inOff + q * stride, stride * r, outRe, outIm, outOff + q * m, m, level + 1);
-        }
-        // Combine: X[k + p·m] = Σ_q (W_n^{qk} Y_q[k]) · W_r^{qp}; W_n^j = tw[j·stride].
-        for (int k = 0; k < m; k++)
-        {
-            for (int q = 0; q < r; q++)
-            {
-                int idx = outOff + q * m + k;
-                double xr = outRe[idx], xi = outIm[idx];
-                if (q != 0 && k != 0)
+            int m = len / r;
+            var twRe = new double[m * (r - 1)]; var twIm = new double[m * (r - 1)];
+            for (int p = 0; p < m; p++)
+                for (int k = 1; k < r; k++)
                 {
-                    int t = q * k * stride;
-                    double wr = _twRe[t], wi = _twIm[t];
-                    (xr, xi) = (xr * wr - xi * wi, xr * wi + xi * wr);
+                    int j = (int)((long)p * k * stride % n); // W_len^(pk) = W_N^(pk·stride)
+                    twRe[p * (r - 1) + k - 1] = cos[j]; twIm[p * (r - 1) + k - 1] = sin[j];
                 }
-                _tmpRe[q] = xr; _tmpIm[q] = xi;
+            double[]? dftRe = null, dftIm = null;
+            if (r > 5)
+            {
+                dftRe = new double[r * r]; dftIm = new double[r * r];
+                for (int k = 0; k < r; k++)
+                    for (int j = 0; j < r; j++) { int e = j * k % r * (n / r); dftRe[k * r + j] = cos[e]; dftIm[k * r + j] = sin[e]; }
             }
-            switch (r)
+            passes.Add(new Pass(r, m, stride, twRe, twIm, dftRe, dftIm));
+            len = m; stride *= r;
+        }
+        _passes = passes.ToArray();
+    }
+
+    public int Size { get; }
+
+    /// <summary>In-place transform of the Lanes sequences in re/im (length Size); work re/im are scratch of the same length.</summary>
+    public void Forward(Span<Vector<double>> re, Span<Vector<double>> im, Span<Vector<double>> workRe, Span<Vector<double>> workIm)
+    {
+        int n = Size;
+        if (re.Length < n || im.Length < n || workRe.Length < n || workIm.Length < n)
+            throw new ArgumentException($"FFT buffers must hold {n} elements");
+        Span<Vector<double>> xr = re, xi = im, yr = workRe, yi = workIm;
+        foreach (var p in _passes)
+        {
+            switch (p.Radix)
             {
-                case 2:
+                case 4: Radix4(p, xr, xi, yr, yi); break;
+                case 2: Radix2(p, xr, xi, yr, yi); break;
+                case 3: Radix3(p, xr, xi, yr, yi); break;
+                case 5: Radix5(p, xr, xi, yr, yi); break;
+                default: RadixGeneric(p, xr, xi, yr, yi); break;
+            }
+            var tr = xr; xr = yr; yr = tr;
+            var ti = xi; xi = yi; yi = ti;
+        }
+        if (_passes.Length % 2 == 1) { xr[..n].CopyTo(re); xi[..n].CopyTo(im); }
+    }
+
+    // Each radix-r pass: for block p < M and offset q < S, a_j = x[S·(p + j·M) + q], b = DFT_r(a),
+    // y[S·(r·p + k) + q] = b_k · W^(pk).
+
+    static void Radix2(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
+    {
+        ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
+        ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
+        int m = ps.M, s = ps.S;
+        for (int p = 0; p < m; p++)
+        {
+            double w1r = ps.TwRe[p], w1i = ps.TwIm[p];
+            int i0 = s * p, i1 = s * (p + m), o = s * 2 * p;
+            for (int q = 0; q < s; q++)
+            {
+                var ar = Unsafe.Add(ref xr, i0 + q); var ai = Unsafe.Add(ref xi, i0 + q);
+                var br = Unsafe.Add(ref xr, i1 + q); var bi = Unsafe.Add(ref xi, i1 + q);
+                Unsafe.Add(ref yr, o + q) = ar + br; Unsafe.Add(ref yi, o + q) = ai + bi;
+                var dr = ar - br; var di = ai - bi;
+                Unsafe.Add(ref yr, o + s + q) = dr * w1r - di * w1i; Unsafe.Add(ref yi, o + s + q) = dr * w1i + di * w1r;
+            }
+        }
+    }
+
+    static void Radix4(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
+    {
+        ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
+        ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
+        int m = ps.M, s = ps.S;
+        for (int p = 0; p < m; p++)
+        {
+            double w1r = ps.TwRe[3 * p], w1i = ps.TwIm[3 * p];
+            double w2r = ps.TwRe[3 * p + 1], w2i = ps.TwIm[3 * p + 1];
+            double w3r = ps.TwRe[3 * p + 2], w3i = ps.TwIm[3 * p + 2];
+            int i0 = s * p, i1 = s * (p + m), i2 = s * (p + 2 * m), i3 = s * (p + 3 * m), o = s * 4 * p;
+            for (int q = 0; q < s; q++)
+            {
+                var ar = Unsafe.Add(ref xr, i0 + q); var ai = Unsafe.Add(ref xi, i0 + q);
+                var br = Unsafe.Add(ref xr, i1 + q); var bi = Unsafe.Add(ref xi, i1 + q);
+                var cr = Unsafe.Add(ref xr, i2 + q); var ci = Unsafe.Add(ref xi, i2 + q);
+                var dr = Unsafe.Add(ref xr, i3 + q); var di = Unsafe.Add(ref xi, i3 + q);
+                var s0r = ar + cr; var s0i = ai + ci; var s1r = ar - cr; var s1i = ai - ci;
+                var s2r = br + dr; var s2i = bi + di; var s3r = br - dr; var s3i = bi - di;
+                Unsafe.Add(ref yr, o + q) = s0r + s2r; Unsafe.Add(ref yi, o + q) = s0i + s2i;
+                // k = 1: s1 − i·s3; k = 2: s0 − s2; k = 3: s1 + i·s3 (forward transform)
+                var t1r = s1r + s3i; var t1i = s1i - s3r;
+                var t2r = s0r - s2r; var t2i = s0i - s2i;
+                var t3r = s1r - s3i; var t3i = s1i + s3r;
+                Unsafe.Add(ref yr, o + s + q) = t1r * w1r - t1i * w1i; Unsafe.Add(ref yi, o + s + q) = t1r * w1i + t1i * w1r;
+                Unsafe.Add(ref yr, o + 2 * s + q) = t2r * w2r - t2i * w2i; Unsafe.Add(ref yi, o + 2 * s + q) = t2r * w2i + t2i * w2r;
+                Unsafe.Add(ref yr, o + 3 * s + q) = t3r * w3r - t3i * w3i; Unsafe.Add(ref yi, o + 3 * s + q) = t3r * w3i + t3i * w3r;
+            }
+        }
+    }
+
+    static void Radix3(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
+    {
+        ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
+        ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
+        const double s60 = 0.86602540378443864676; // sin(2π/3)
+        int m = ps.M, s = ps.S;
+        for (int p = 0; p < m; p++)
+        {
+            double w1r = ps.TwRe[2 * p], w1i = ps.TwIm[2 * p], w2r = ps.TwRe[2 * p + 1], w2i = ps.TwIm[2 * p + 1];
+            int i0 = s * p, i1 = s * (p + m), i2 = s * (p + 2 * m), o = s * 3 * p;
+            for (int q = 0; q < s; q++)
+            {
+                var ar = Unsafe.Add(ref xr, i0 + q); var ai = Unsafe.Add(ref xi, i0 + q);
+                var br = Unsafe.Add(ref xr, i1 + q); var bi = Unsafe.Add(ref xi, i1 + q);
+                var cr = Unsafe.Add(ref xr, i2 + q); var ci = Unsafe.Add(ref xi, i2 + q);
+                var tr = br + cr; var ti = bi + ci;
+                var mr = ar - tr * 0.5; var mi = ai - ti * 0.5;
+                var nr = (br - cr) * s60; var ni = (bi - ci) * s60;
+                Unsafe.Add(ref yr, o + q) = ar + tr; Unsafe.Add(ref yi, o + q) = ai + ti;
+                var t1r = mr + ni; var t1i = mi - nr; // m − i·n
+                var t2r = mr - ni; var t2i = mi + nr; // m + i·n
+                Unsafe.Add(ref yr, o + s + q) = t1r * w1r - t1i * w1i; Unsafe.Add(ref yi, o + s + q) = t1r * w1i + t1i * w1r;
+                Unsafe.Add(ref yr, o + 2 * s + q) = t2r * w2r - t2i * w2i; Unsafe.Add(ref yi, o + 2 * s + q) = t2r * w2i + t2i * w2r;
+            }
+        }
+    }
+
+    static void Radix5(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
+    {
+        ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
+        ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
+        const double c1 = 0.30901699437494742410, c2 = -0.80901699437494742410; // cos(2π/5), cos(4π/5)
+        const double s1 = 0.95105651629515357212, s2 = 0.58778525229247312917;  // sin(2π/5), sin(4π/5)
+        int m = ps.M, s = ps.S;
+        for (int p = 0; p < m; p++)
+        {
+            int w = 4 * p;
+            double w1r = ps.TwRe[w], w1i = ps.TwIm[w], w2r = ps.TwRe[w + 1], w2i = ps.TwIm[w + 1];
+            double w3r = ps.TwRe[w + 2], w3i = ps.TwIm[w + 2], w4r = ps.TwRe[w + 3], w4i = ps.TwIm[w + 3];
+            int i0 = s * p, i1 = s * (p + m), i2 = s * (p + 2 * m), i3 = s * (p + 3 * m), i4 = s * (p + 4 * m), o = s * 5 * p;
+            for (int q = 0; q < s; q++)
+            {
+                var a0r = Unsafe.Add(ref xr, i0 + q); var a0i = Unsafe.Add(ref xi, i0 + q);
+                var a1r = Unsafe.Add(ref xr, i1 + q); var a1i = Unsafe.Add(ref xi, i1 + q);
+                var a2r = Unsafe.Add(ref xr, i2 + q); var a2i = Unsafe.Add(ref xi, i2 + q);
+                var a3r = Unsafe.Add(ref xr, i3 + q); var a3i = Unsafe.Add(ref xi, i3 + q);
+                var a4r = Unsafe.Add(ref xr, i4 + q); var a4i = Unsafe.Add(ref xi, i4 + q);
+                var t1r = a1r + a4r; var t1i = a1i + a4i; var t2r = a2r + a3r; var t2i = a2i + a3i;
+                var t3r = a1r - a4r; var t3i = a1i - a4i; var t4r = a2r - a3r; var t4i = a2i - a3i;
+                Unsafe.Add(ref yr, o + q) = a0r + t1r + t2r; Unsafe.Add(ref yi, o + q) = a0i + t1i + t2i;
+                var m1r = a0r + t1r * c1 + t2r * c2; var m1i = a0i + t1i * c1 + t2i * c2;
+                var m2r = a0r + t1r * c2 + t2r * c1; var m2i = a0i + t1i * c2 + t2i * c1;
+                var n1r = t3r * s1 + t4r * s2; var n1i = t3i * s1 + t4i * s2;
+                var n2r = t3r * s2 - t4r * s1; var n2i = t3i * s2 - t4i * s1;
+                // b1 = m1 − i·n1, b4 = m1 + i·n1, b2 = m2 − i·n2, b3 = m2 + i·n2
+                var b1r = m1r + n1i; var b1i = m1i - n1r; var b4r = m1r - n1i; var b4i = m1i + n1r;
+                var b2r = m2r + n2i; var b2i = m2i - n2r; var b3r = m2r - n2i; var b3i = m2i + n2r;
+                Unsafe.Add(ref yr, o + s + q) = b1r * w1r - b1i * w1i; Unsafe.Add(ref yi, o + s + q) = b1r * w1i + b1i * w1r;
+                Unsafe.Add(ref yr, o + 2 * s + q) = b2r * w2r - b2i * w2i; Unsafe.Add(ref yi, o + 2 * s + q) = b2r * w2i + b2i * w2r;
+                Unsafe.Add(ref yr, o + 3 * s + q) = b3r * w3r - b3i * w3i; Unsafe.Add(ref yi, o + 3 * s + q) = b3r * w3i + b3i * w3r;
+                Unsafe.Add(ref yr, o + 4 * s + q) = b4r * w4r - b4i * w4i; Unsafe.Add(ref yi, o + 4 * s + q) = b4r * w4i + b4i * w4r;
+            }
+        }
+    }
+
+    static void RadixGeneric(Pass ps, Span<Vector<double>> xr, Span<Vector<double>> xi, Span<Vector<double>> yr, Span<Vector<double>> yi)
+    {
+        int r = ps.Radix, m = ps.M, s = ps.S;
+        var dRe = ps.DftRe!; var dIm = ps.DftIm!;
+        Span<Vector<double>> ar = r <= 64 ? stackalloc Vector<double>[r] : new Vector<double>[r];
+        Span<Vector<double>> ai = r <= 64 ? stackalloc Vector<double>[r] : new Vector<double>[r];
+        for (int p = 0; p < m; p++)
+            for (int q = 0; q < s; q++)
+            {
+                for (int j = 0; j < r; j++) { ar[j] = xr[s * (p + j * m) + q]; ai[j] = xi[s * (p + j * m) + q]; }
+                for (int k = 0; k < r; k++)
                 {
-                    double ar = _tmpRe[0], ai = _tmpIm[0], br = _tmpRe[1], bi = _tmpIm[1];
-                    outRe[outOff + k] = ar + br; outIm[outOff + k] = ai + bi;
-                    outRe[outOff + k + m] = ar - br; outIm[outOff + k + m] = ai - bi;
-                    break;
-                }
-                case 4:
-                {
-                    double ar = _tmpRe[0], ai = _tmpIm[0], br = _tmpRe[1], bi = _tmpIm[1];
-                    double cr = _tmpRe[2], ci = _tmpIm[2], dr = _tmpRe[3], di = _tmpIm[3];
-                    double s0r = ar + cr, s0i = ai + ci, s1r = ar - cr, s1i = ai - ci;
-                    double s2r = br + dr, s2i = bi + di, s3r = br - dr, s3i = bi - di;
-                    outRe[outOff + k] = s0r + s2r; outIm[outOff + k] = s0i + s2i;
-                    outRe[outOff + k + 2 * m] = s0r - s2r; outIm[outOff + k + 2 * m] = s0i - s2i;
-                    // −i·s3 for p = 1, +i·s3 for p = 3 (forward transform).
-                    outRe[outOff + k + m] = s1r + s3i; outIm[outOff + k + m] = s1i - s3r;
-                    outRe[outOff + k + 3 * m] = s1r - s3i; outIm[outOff + k + 3 * m] = s1i + s3r;
-                    break;
-                }
-                default:
-                    var (smallRe, smallIm) = _small[r];
-                    for (int p = 0; p < r; p++)
+                    var br = Vector<double>.Zero; var bi = Vector<double>.Zero;
+                    for (int j = 0; j < r; j++)
                     {
-                        double sr = 0, si = 0;
-                        for (int q = 0; q < r; q++)
-                        {
-                            double wr = smallRe[p * r + q], wi = smallIm[p * r + q];
-                            sr += _tmpRe[q] * wr - _tmpIm[q] * wi;
-                            si += _tmpRe[q] * wi + _tmpIm[q] * wr;
-                        }
-                        outRe[outOff + k + p * m] = sr; outIm[outOff + k + p * m] = si;
+                        double wr = dRe[k * r + j], wi = dIm[k * r + j];
+                        br += ar[j] * wr - ai[j] * wi; bi += ar[j] * wi + ai[j] * wr;
                     }
-                    break;
+                    if (k > 0)
+                    {
+                        double wr = ps.TwRe[p * (r - 1) + k - 1], wi = ps.TwIm[p * (r - 1) + k - 1];
+                        (br, bi) = (br * wr - bi * wi, br * wi + bi * wr);
+                    }
+                    yr[s * (r * p + k) + q] = br; yi[s * (r * p + k) + q] = bi;
+                }
             }
-        }
     }
 }
 
-/// <summary>FFT of a real sequence of even length N through one complex FFT of length N/2; returns bins 0..N/2.</summary>
+/// <summary>FFT of Lanes real sequences of even length N at once, through one complex FFT of length N/2 (even
+/// samples as the real part, odd as the imaginary part, then split); gives bins 0..N/2. Fill <see cref="Input"/>
+/// (element i = sample i of each lane's sequence), call <see cref="Transform"/>, read <see cref="Re"/>/<see cref="Im"/>.
+/// The buffers make an instance not thread-safe (one per thread); the plan underneath is shared.</summary>
 public sealed class RealFft
 {
-    readonly int _n, _h;
+    readonly int _h;
     readonly ComplexFft _fft;
-    readonly double[] _zr, _zi, _Zr, _Zi, _wr, _wi;
+    readonly double[] _wr, _wi;
+    readonly Vector<double>[] _zr, _zi, _workR, _workI;
 
     public RealFft(int n)
     {
         if (n < 2 || n % 2 != 0) throw new ArgumentOutOfRangeException(nameof(n), n, "real FFT length must be even");
-        _n = n; _h = n / 2;
-        _fft = new ComplexFft(_h);
-        _zr = new double[_h]; _zi = new double[_h]; _Zr = new double[_h]; _Zi = new double[_h];
+        Size = n; _h = n / 2;
+        _fft = ComplexFft.Plan(_h);
+        _zr = new Vector<double>[_h]; _zi = new Vector<double>[_h];
+        _workR = new Vector<double>[_h]; _workI = new Vector<double>[_h];
         _wr = new double[_h + 1]; _wi = new double[_h + 1];
         for (int k = 0; k <= _h; k++) { double a = -2 * Math.PI * k / n; _wr[k] = Math.Cos(a); _wi[k] = Math.Sin(a); }
+        Input = new Vector<double>[n];
+        Re = new Vector<double>[_h + 1]; Im = new Vector<double>[_h + 1];
     }
 
-    public int Size => _n;
+    public static int Lanes => ComplexFft.Lanes;
+    public int Size { get; }
     public int Bins => _h + 1;
+    /// <summary>Time-domain input, Size elements of Lanes sequences.</summary>
+    public Vector<double>[] Input { get; }
+    /// <summary>Bins 0..Size/2 of each lane's transform.</summary>
+    public Vector<double>[] Re { get; }
+    public Vector<double>[] Im { get; }
 
-    public void Forward(ReadOnlySpan<double> x, Span<double> re, Span<double> im)
+    public void Transform()
     {
-        for (int i = 0; i < _h; i++) { _zr[i] = x[2 * i]; _zi[i] = x[2 * i + 1]; }
-        _fft.Forward(_zr, _zi, _Zr, _Zi);
+        var x = Input;
+        for (int j = 0; j < _h; j++) { _zr[j] = x[2 * j]; _zi[j] = x[2 * j + 1]; }
+        _fft.Forward(_zr, _zi, _workR, _workI);
+        var half = new Vector<double>(0.5);
         for (int k = 0; k <= _h; k++)
         {
             int a = k == _h ? 0 : k, b = k == 0 ? 0 : _h - k;
-            double zr = _Zr[a], zi = _Zi[a], cr = _Zr[b], ci = -_Zi[b]; // c = conj(Z[h−k])
-            double er = 0.5 * (zr + cr), ei = 0.5 * (zi + ci);            // even part
-            double dr = zr - cr, di = zi - ci;                             // odd part = d / (2i) = (di, −dr)/2
-            double or_ = 0.5 * di, oi = -0.5 * dr;
-            re[k] = er + _wr[k] * or_ - _wi[k] * oi;
-            im[k] = ei + _wr[k] * oi + _wi[k] * or_;
+            var zr = _zr[a]; var zi = _zi[a]; var cr = _zr[b]; var ci = -_zi[b]; // c = conj(Z[h−k])
+            var er = half * (zr + cr); var ei = half * (zi + ci);               // even part
+            var odr = half * (zi - ci); var odi = -half * (zr - cr);           // odd part = (Z − c) / (2i)
+            double wr = _wr[k], wi = _wi[k];
+            Re[k] = er + odr * wr - odi * wi;
+            Im[k] = ei + odi * wr + odr * wi;
         }
     }
 
-    /// <summary>|X[k]|² for k = 0..N/2.</summary>
-    public void Power(ReadOnlySpan<double> x, Span<double> power, Span<double> scratchRe, Span<double> scratchIm)
+    /// <summary>One sequence (lane 0; the other lanes transform zeros): re/im get bins 0..Size/2.</summary>
+    public void Forward(ReadOnlySpan<double> x, Span<double> re, Span<double> im)
     {
-        Forward(x, scratchRe, scratchIm);
-        for (int k = 0; k <= _h; k++) power[k] = scratchRe[k] * scratchRe[k] + scratchIm[k] * scratchIm[k];
+        if (x.Length != Size) throw new ArgumentException($"real FFT of size {Size} got {x.Length} samples", nameof(x));
+        Array.Clear(Input);
+        SimdLanes.Set(Input, 0, x);
+        Transform();
+        for (int k = 0; k < Bins; k++) { re[k] = Re[k][0]; im[k] = Im[k][0]; }
+    }
+}
+
+/// <summary>Moving data in and out of one lane of lane-interleaved buffers (element i, lane l at i·Lanes + l).</summary>
+public static class SimdLanes
+{
+    public static void Set(Span<Vector<double>> dst, int lane, ReadOnlySpan<double> src)
+    {
+        var d = MemoryMarshal.Cast<Vector<double>, double>(dst);
+        int w = Vector<double>.Count;
+        for (int i = 0; i < src.Length; i++) d[i * w + lane] = src[i];
+    }
+
+    public static void Set(Span<Vector<double>> dst, int lane, ReadOnlySpan<float> src)
+    {
+        var d = MemoryMarshal.Cast<Vector<double>, double>(dst);
+        int w = Vector<double>.Count;
+        for (int i = 0; i < src.Length; i++) d[i * w + lane] = src[i];
+    }
+
+    public static void Clear(Span<Vector<double>> dst, int lane)
+    {
+        var d = MemoryMarshal.Cast<Vector<double>, double>(dst);
+        int w = Vector<double>.Count;
+        for (int i = lane; i < d.Length; i += w) d[i] = 0;
     }
 }

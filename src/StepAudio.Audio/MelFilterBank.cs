@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace StepAudio.Audio;
 
 /// <summary>A triangular mel filter bank stored sparsely: filter m covers FFT bins [Start[m], Start[m]+Weights[m].Length).</summary>
@@ -19,6 +21,20 @@ public sealed class MelFilterBank
             var s = spectrum.Slice(Start[m], w.Length);
             double acc = 0;
             for (int k = 0; k < w.Length; k++) acc += w[k] * s[k];
+            mel[m] = acc;
+        }
+    }
+
+    /// <summary>The same product for Lanes spectra at once (lane-interleaved, as <see cref="RealFft"/> gives them);
+    /// only each filter's non-zero span is visited.</summary>
+    public void Apply(ReadOnlySpan<Vector<double>> spectrum, Span<Vector<double>> mel)
+    {
+        for (int m = 0; m < Start.Length; m++)
+        {
+            var w = Weights[m];
+            var s = spectrum.Slice(Start[m], w.Length);
+            var acc = Vector<double>.Zero;
+            for (int k = 0; k < w.Length; k++) acc += s[k] * w[k];
             mel[m] = acc;
         }
     }
