@@ -1,5 +1,8 @@
+using System.Buffers;
 using System.Collections.Concurrent;
-using System.Numerics.Tensors;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace StepAudio.Audio;
 
@@ -14,7 +17,10 @@ public static class SincResampler
     public const int LowpassFilterWidth = 6;
     public const double Rolloff = 0.99;
 
-    sealed record Kernel(int Orig, int New, int Width, float[][] Phases);
+    /// <summary>Phase i's non-zero taps (the Hann window is 0 beyond ±6 zero crossings, so most of the 2·width + orig
+    /// taps of a phase are zero when orig is large): Coef[i][t] multiplies input Tap[i][t] + j·orig − width of output
+    /// block j; Offset[i][t] is where that sample sits in the decimated layout (see Resample).</summary>
+    sealed record Kernel(int Orig, int New, int Width, float[][] Coef, int[][] Tap);
     static readonly ConcurrentDictionary<(int, int), Kernel> Kernels = new();
 
     public static float[] Resample(ReadOnlySpan<float> input, int origRate, int newRate)
@@ -25,19 +31,80 @@ public static class SincResampler
         int orig = k.Orig, nw = k.New, width = k.Width, taps = 2 * width + orig;
         long len = input.Length;
         int outLen = (int)((nw * len + orig - 1) / orig);
-        // Zero-padded copy: width before, width + orig after (as torch pads before its strided conv1d).
-        var padded = new float[input.Length + 2 * width + orig];
-        input.CopyTo(padded.AsSpan(width));
-        var output = new float[outLen];
-        int blocks = (outLen + nw - 1) / nw;
-        for (int j = 0; j < blocks; j++)
+        int blocks = (outLen + nw - 1) / nw; // output j·nw + i, i < nw
+        // Decimated copy of the zero-padded input (width zeros before, as torch pads before its strided conv1d):
+        // stream r holds padded[u·orig + r] at r·S + u, so the sample tap t of block j needs, padded[j·orig + t], is
+        // at (t mod orig)·S + t/orig + j — consecutive blocks read consecutive floats and the dot products of
+        // Vector<float>.Count blocks run side by side, one block per lane.
+        int vl = Vector<float>.Count;
+        int S = blocks + taps / orig + 4 * vl + 1;
+        var dec = ArrayPool<float>.Shared.Rent(orig * S); // scratch: every element is written below
+        try
         {
-            var window = padded.AsSpan(j * orig, taps);
-            int baseIdx = j * nw;
-            int phases = Math.Min(nw, outLen - baseIdx);
-            for (int i = 0; i < phases; i++) output[baseIdx + i] = TensorPrimitives.Dot(window, k.Phases[i]);
+            Decimate(input, width, orig, S, dec);
+            var output = new float[outLen];
+            // Blocks in chunks, so that the outputs of all phases for one chunk stay in cache while they interleave.
+            int chunk = nw == 1 ? blocks : Math.Max(4 * vl, 16384 / nw / (4 * vl) * (4 * vl));
+            var acc = new float[Math.Min(chunk, blocks) + 4 * vl];
+            var off = new int[2 * width + orig];
+            for (int j0 = 0; j0 < blocks; j0 += chunk)
+            {
+                int nb = Math.Min(chunk, blocks - j0);
+                for (int i = 0; i < nw; i++)
+                {
+                    var tap = k.Tap[i];
+                    for (int t = 0; t < tap.Length; t++) off[t] = tap[t] % orig * S + tap[t] / orig + j0;
+                    DotBlocks(dec, k.Coef[i], off, acc, nb);
+                    int end = Math.Min(nb, (outLen - i + nw - 1) / nw - j0); // blocks whose phase i is in range
+                    if (nw == 1) acc.AsSpan(0, end).CopyTo(output.AsSpan(j0));
+                    else for (int j = 0; j < end; j++) output[(j0 + j) * nw + i] = acc[j];
+                }
+            }
+            return output;
         }
-        return output;
+        finally { ArrayPool<float>.Shared.Return(dec); }
+    }
+
+    /// <summary>dec[r·S + u] = padded[u·orig + r], padded being the input with width zeros in front and zeros after.</summary>
+    static void Decimate(ReadOnlySpan<float> input, int width, int orig, int S, float[] dec)
+    {
+        int len = input.Length;
+        ref float src = ref MemoryMarshal.GetReference(input);
+        ref float d = ref MemoryMarshal.GetArrayDataReference(dec);
+        for (int u = 0; u < S; u++)
+        {
+            long b = (long)u * orig - width;
+            if (b >= 0 && b + orig <= len)
+                for (int r = 0; r < orig; r++) Unsafe.Add(ref d, r * S + u) = Unsafe.Add(ref src, (int)b + r);
+            else
+                for (int r = 0; r < orig; r++) { long x = b + r; dec[r * S + u] = x >= 0 && x < len ? input[(int)x] : 0f; }
+        }
+    }
+
+    /// <summary>acc[j] = Σ_t coef[t]·dec[off[t] + j] for j &lt; blocks (rounded up to whole vectors), four vectors of
+    /// blocks at a time so that four independent sums hide the multiply-add latency.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void DotBlocks(float[] dec, float[] coef, int[] off, float[] acc, int blocks)
+    {
+        int vl = Vector<float>.Count, nt = coef.Length;
+        ref float d = ref MemoryMarshal.GetArrayDataReference(dec);
+        ref float a = ref MemoryMarshal.GetArrayDataReference(acc);
+        int j = 0;
+        for (; j < blocks; j += 4 * vl)
+        {
+            Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+            for (int t = 0; t < nt; t++)
+            {
+                var c = new Vector<float>(coef[t]);
+                ref float p = ref Unsafe.Add(ref d, off[t] + j);
+                s0 = Vector.FusedMultiplyAdd(c, Vector.LoadUnsafe(ref p), s0);
+                s1 = Vector.FusedMultiplyAdd(c, Vector.LoadUnsafe(ref p, (nuint)vl), s1);
+                s2 = Vector.FusedMultiplyAdd(c, Vector.LoadUnsafe(ref p, (nuint)(2 * vl)), s2);
+                s3 = Vector.FusedMultiplyAdd(c, Vector.LoadUnsafe(ref p, (nuint)(3 * vl)), s3);
+            }
+            s0.StoreUnsafe(ref a, (nuint)j); s1.StoreUnsafe(ref a, (nuint)(j + vl));
+            s2.StoreUnsafe(ref a, (nuint)(j + 2 * vl)); s3.StoreUnsafe(ref a, (nuint)(j + 3 * vl));
+        }
     }
 
     static Kernel Build(int origRate, int newRate)
@@ -47,10 +114,10 @@ public static class SincResampler
         double baseFreq = Math.Min(orig, nw) * Rolloff;
         int width = (int)Math.Ceiling(LowpassFilterWidth * orig / baseFreq);
         double scale = baseFreq / orig;
-        var phases = new float[nw][];
+        var coef = new float[nw][]; var taps = new int[nw][];
+        var row = new float[2 * width + orig];
         for (int i = 0; i < nw; i++)
         {
-            var row = phases[i] = new float[2 * width + orig];
             for (int j = 0; j < row.Length; j++)
             {
                 double t = (-(double)i / nw + (double)(j - width) / orig) * baseFreq;
@@ -61,8 +128,13 @@ public static class SincResampler
                 double sinc = t == 0 ? 1.0 : Math.Sin(t) / t;
                 row[j] = (float)(sinc * window * scale);
             }
+            int first = 0, last = row.Length - 1;
+            while (first < last && row[first] == 0) first++;
+            while (last > first && row[last] == 0) last--;
+            coef[i] = row[first..(last + 1)];
+            taps[i] = Enumerable.Range(first, last - first + 1).ToArray();
         }
-        return new Kernel(orig, nw, width, phases);
+        return new Kernel(orig, nw, width, coef, taps);
     }
 
     static int Gcd(int a, int b) { while (b != 0) (a, b) = (b, a % b); return a; }
