@@ -1,4 +1,6 @@
 using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 
 namespace StepAudio.Audio;
 
@@ -14,6 +16,7 @@ public static class WhisperLogMel
 
     /// <summary>STFT (periodic Hann 400, hop 160, centre reflect-pad 200), |X|², last frame dropped, Slaney mel,
     /// log10(max(·,1e-10)), max(·, max−8), (·+4)/4. Returns [128, len/160] (mel-major, as whisper).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static FeatureMatrix Compute(ReadOnlySpan<float> audio16k)
     {
         if (audio16k.Length <= NFft / 2)
@@ -33,9 +36,7 @@ public static class WhisperLogMel
         {
             int used = Math.Min(lanes, frames - t0);
             var x = fft.Input;
-            for (int l = 0; l < lanes; l++)
-                if (l < used) SimdLanes.Set(x, l, padded.AsSpan((t0 + l) * Hop, NFft));
-                else SimdLanes.Clear(x, l);
+            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft);
             for (int i = 0; i < NFft; i++) x[i] *= window[i];
             fft.Transform();
             for (int k = 0; k < power.Length; k++) power[k] = fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k];
@@ -133,6 +134,7 @@ public sealed class KaldiFbank
     public int FrameCount(int samples) => samples < _o.FrameLength ? 0 : 1 + (samples - _o.FrameLength) / _o.FrameShift;
 
     /// <summary>[frames, NumMelBins] log mel energies.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public FeatureMatrix Compute(ReadOnlySpan<float> wave)
     {
         int frames = FrameCount(wave.Length), bins = _o.NumMelBins, len = _o.FrameLength;
@@ -140,30 +142,36 @@ public sealed class KaldiFbank
         int lanes = RealFft.Lanes;
         var x = _fft.Input; // the frames, one per lane; all the per-frame arithmetic below runs on Lanes frames at once
         var frameD = new double[len];
+        // float product, as torch scales the float32 waveform
+        ReadOnlySpan<float> scaled = wave;
+        if (_o.InputScale != 1f)
+        {
+            var copy = new float[wave.Length];
+            TensorPrimitives.Multiply(wave, _o.InputScale, copy);
+            scaled = copy;
+        }
         var floorV = new Vector<double>(LogFloor);
         for (int t0 = 0; t0 < frames; t0 += lanes)
         {
             int used = Math.Min(lanes, frames - t0);
-            for (int l = 0; l < lanes; l++)
-            {
-                if (l >= used) { SimdLanes.Clear(x, l); continue; }
-                var w = wave.Slice((t0 + l) * _o.FrameShift, len);
-                for (int i = 0; i < len; i++)
+            if (_o.Dither == 0) SimdLanes.SetFrames(x, scaled, t0, _o.FrameShift, used, len);
+            else
+                for (int l = 0; l < lanes; l++)
                 {
-                    double v = w[i] * _o.InputScale; // float product, as torch scales the float32 waveform
-                    if (_o.Dither != 0) v += _o.Dither * Gaussian();
-                    frameD[i] = v;
+                    if (l >= used) { SimdLanes.Clear(x, l); continue; }
+                    var w = scaled.Slice((t0 + l) * _o.FrameShift, len);
+                    for (int i = 0; i < len; i++) frameD[i] = w[i] + _o.Dither * Gaussian(); // frame by frame, as torch draws
+                    SimdLanes.Set(x, l, frameD);
                 }
-                SimdLanes.Set(x, l, frameD);
-            }
             var mean = Vector<double>.Zero;
             for (int i = 0; i < len; i++) mean += x[i];
             mean /= len;
-            for (int i = 0; i < len; i++) x[i] -= mean;
-            // pre-emphasis, first sample against itself (replicate padding), from the end backwards
-            for (int i = len - 1; i > 0; i--) x[i] -= x[i - 1] * _o.Preemphasis;
-            x[0] -= x[0] * _o.Preemphasis;
-            for (int i = 0; i < len; i++) x[i] *= _window[i];
+            // DC removal, pre-emphasis (first sample against itself: replicate padding) and window in one pass from
+            // the end backwards; the same operations as three separate passes
+            double pre = _o.Preemphasis;
+            for (int i = len - 1; i > 0; i--) x[i] = ((x[i] - mean) - (x[i - 1] - mean) * pre) * _window[i];
+            var x0 = x[0] - mean;
+            x[0] = (x0 - x0 * pre) * _window[0];
             Array.Clear(x, len, x.Length - len);
             _fft.Transform();
             for (int k = 0; k < _power.Length; k++) _power[k] = _fft.Re[k] * _fft.Re[k] + _fft.Im[k] * _fft.Im[k];
@@ -207,6 +215,7 @@ public static class VocoderMel
 
     /// <summary>Reflect-pad 720, STFT (periodic Hann 1920, hop 480, no centring), sqrt(|X|²+1e-9), Slaney mel 80 bins
     /// 0–8 kHz, ln(max(·,1e-5)). Returns [frames, 80], 50 frames per second.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static FeatureMatrix Compute(ReadOnlySpan<float> audio24k)
     {
         if (audio24k.Length <= Pad)
@@ -224,9 +233,7 @@ public static class VocoderMel
         {
             int used = Math.Min(lanes, frames - t0);
             var x = fft.Input;
-            for (int l = 0; l < lanes; l++)
-                if (l < used) SimdLanes.Set(x, l, padded.AsSpan((t0 + l) * Hop, NFft));
-                else SimdLanes.Clear(x, l);
+            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft);
             for (int i = 0; i < NFft; i++) x[i] *= window[i];
             fft.Transform();
             for (int k = 0; k < mag.Length; k++) mag[k] = Vector.SquareRoot(fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k] + eps);

@@ -2,6 +2,8 @@ using System.Collections.Concurrent;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace StepAudio.Audio;
 
@@ -92,6 +94,7 @@ public sealed class ComplexFft
     // Each radix-r pass: for block p < M and offset q < S, a_j = x[S·(p + j·M) + q], b = DFT_r(a),
     // y[S·(r·p + k) + q] = b_k · W^(pk).
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Radix2(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
     {
         ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
@@ -112,6 +115,7 @@ public sealed class ComplexFft
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Radix4(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
     {
         ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
@@ -143,6 +147,7 @@ public sealed class ComplexFft
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Radix3(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
     {
         ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
@@ -170,6 +175,7 @@ public sealed class ComplexFft
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Radix5(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
     {
         ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
@@ -270,6 +276,7 @@ public sealed class RealFft
     public Vector<double>[] Re { get; }
     public Vector<double>[] Im { get; }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Transform()
     {
         var x = Input;
@@ -299,9 +306,47 @@ public sealed class RealFft
     }
 }
 
-/// <summary>Moving data in and out of one lane of lane-interleaved buffers (element i, lane l at i·Lanes + l).</summary>
+/// <summary>Moving data in and out of lane-interleaved buffers (element i, lane l at i·Lanes + l).</summary>
 public static class SimdLanes
 {
+    /// <summary>dst[i] lane l = src[(first + l)·hop + i] for i &lt; n, l &lt; count; lanes ≥ count are zeroed — Lanes
+    /// overlapping frames of a signal, transposed into lane order (4×4 blocks with AVX, else one sample at a time).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void SetFrames(Span<Vector<double>> dst, ReadOnlySpan<float> src, int first, int hop, int count, int n)
+    {
+        int w = Vector<double>.Count;
+        if (count == w && w == 4 && Avx.IsSupported && (long)(first + 3) * hop + n <= src.Length && dst.Length >= n)
+        {
+            ref float s0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(src), first * hop);
+            ref float s1 = ref Unsafe.Add(ref s0, hop);
+            ref float s2 = ref Unsafe.Add(ref s1, hop);
+            ref float s3 = ref Unsafe.Add(ref s2, hop);
+            ref var d = ref Unsafe.As<Vector<double>, Vector256<double>>(ref MemoryMarshal.GetReference(dst));
+            int i = 0;
+            for (; i + 4 <= n; i += 4)
+            {
+                var a = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref s0, (nuint)i)); // frame 0, samples i..i+3
+                var b = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref s1, (nuint)i));
+                var c = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref s2, (nuint)i));
+                var e = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref s3, (nuint)i));
+                var ab0 = Avx.UnpackLow(a, b);  // a0 b0 a2 b2
+                var ab1 = Avx.UnpackHigh(a, b); // a1 b1 a3 b3
+                var ce0 = Avx.UnpackLow(c, e);
+                var ce1 = Avx.UnpackHigh(c, e);
+                Unsafe.Add(ref d, i) = Avx.Permute2x128(ab0, ce0, 0x20);     // a0 b0 c0 e0
+                Unsafe.Add(ref d, i + 1) = Avx.Permute2x128(ab1, ce1, 0x20); // a1 b1 c1 e1
+                Unsafe.Add(ref d, i + 2) = Avx.Permute2x128(ab0, ce0, 0x31); // a2 b2 c2 e2
+                Unsafe.Add(ref d, i + 3) = Avx.Permute2x128(ab1, ce1, 0x31); // a3 b3 c3 e3
+            }
+            for (; i < n; i++)
+                Unsafe.Add(ref d, i) = Vector256.Create(Unsafe.Add(ref s0, i), Unsafe.Add(ref s1, i), Unsafe.Add(ref s2, i), (double)Unsafe.Add(ref s3, i));
+            return;
+        }
+        for (int l = 0; l < w; l++)
+            if (l < count) Set(dst, l, src.Slice((first + l) * hop, n));
+            else Clear(dst, l);
+    }
+
     public static void Set(Span<Vector<double>> dst, int lane, ReadOnlySpan<double> src)
     {
         var d = MemoryMarshal.Cast<Vector<double>, double>(dst);

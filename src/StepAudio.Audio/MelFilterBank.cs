@@ -27,6 +27,7 @@ public sealed class MelFilterBank
 
     /// <summary>The same product for Lanes spectra at once (lane-interleaved, as <see cref="RealFft"/> gives them);
     /// only each filter's non-zero span is visited.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public void Apply(ReadOnlySpan<Vector<double>> spectrum, Span<Vector<double>> mel)
     {
         for (int m = 0; m < Start.Length; m++)
