@@ -100,9 +100,10 @@ public sealed class ComplexFft
         ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
         ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
         int m = ps.M, s = ps.S;
+        double[] twRe = ps.TwRe, twIm = ps.TwIm;
         for (int p = 0; p < m; p++)
         {
-            double w1r = ps.TwRe[p], w1i = ps.TwIm[p];
+            double w1r = twRe[p], w1i = twIm[p];
             int i0 = s * p, i1 = s * (p + m), o = s * 2 * p;
             for (int q = 0; q < s; q++)
             {
@@ -121,11 +122,12 @@ public sealed class ComplexFft
         ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
         ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
         int m = ps.M, s = ps.S;
+        double[] twRe = ps.TwRe, twIm = ps.TwIm;
         for (int p = 0; p < m; p++)
         {
-            double w1r = ps.TwRe[3 * p], w1i = ps.TwIm[3 * p];
-            double w2r = ps.TwRe[3 * p + 1], w2i = ps.TwIm[3 * p + 1];
-            double w3r = ps.TwRe[3 * p + 2], w3i = ps.TwIm[3 * p + 2];
+            double w1r = twRe[3 * p], w1i = twIm[3 * p];
+            double w2r = twRe[3 * p + 1], w2i = twIm[3 * p + 1];
+            double w3r = twRe[3 * p + 2], w3i = twIm[3 * p + 2];
             int i0 = s * p, i1 = s * (p + m), i2 = s * (p + 2 * m), i3 = s * (p + 3 * m), o = s * 4 * p;
             for (int q = 0; q < s; q++)
             {
@@ -154,9 +156,10 @@ public sealed class ComplexFft
         ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
         const double s60 = 0.86602540378443864676; // sin(2π/3)
         int m = ps.M, s = ps.S;
+        double[] twRe = ps.TwRe, twIm = ps.TwIm;
         for (int p = 0; p < m; p++)
         {
-            double w1r = ps.TwRe[2 * p], w1i = ps.TwIm[2 * p], w2r = ps.TwRe[2 * p + 1], w2i = ps.TwIm[2 * p + 1];
+            double w1r = twRe[2 * p], w1i = twIm[2 * p], w2r = twRe[2 * p + 1], w2i = twIm[2 * p + 1];
             int i0 = s * p, i1 = s * (p + m), i2 = s * (p + 2 * m), o = s * 3 * p;
             for (int q = 0; q < s; q++)
             {
@@ -183,11 +186,12 @@ public sealed class ComplexFft
         const double c1 = 0.30901699437494742410, c2 = -0.80901699437494742410; // cos(2π/5), cos(4π/5)
         const double s1 = 0.95105651629515357212, s2 = 0.58778525229247312917;  // sin(2π/5), sin(4π/5)
         int m = ps.M, s = ps.S;
+        double[] twRe = ps.TwRe, twIm = ps.TwIm;
         for (int p = 0; p < m; p++)
         {
             int w = 4 * p;
-            double w1r = ps.TwRe[w], w1i = ps.TwIm[w], w2r = ps.TwRe[w + 1], w2i = ps.TwIm[w + 1];
-            double w3r = ps.TwRe[w + 2], w3i = ps.TwIm[w + 2], w4r = ps.TwRe[w + 3], w4i = ps.TwIm[w + 3];
+            double w1r = twRe[w], w1i = twIm[w], w2r = twRe[w + 1], w2i = twIm[w + 1];
+            double w3r = twRe[w + 2], w3i = twIm[w + 2], w4r = twRe[w + 3], w4i = twIm[w + 3];
             int i0 = s * p, i1 = s * (p + m), i2 = s * (p + 2 * m), i3 = s * (p + 3 * m), i4 = s * (p + 4 * m), o = s * 5 * p;
             for (int q = 0; q < s; q++)
             {

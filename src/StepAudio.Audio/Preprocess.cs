@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Numerics.Tensors;
 
 namespace StepAudio.Audio;
@@ -39,19 +40,24 @@ public static class Preprocess
     {
         float peak = Peak(x);
         if (peak > PeakTarget)
-        {
-            TensorPrimitives.Divide(x, peak, x); // x / peak · 0.6, the same float operations in the same order
-            TensorPrimitives.Multiply(x, PeakTarget, x);
-        }
+            DivideThenMultiply(x, peak, PeakTarget);
         return peak;
+    }
+
+    /// <summary>x[i] = x[i] / d · m in float, rounding after each operation as the reference does (vectorised).</summary>
+    static void DivideThenMultiply(Span<float> x, float d, float m)
+    {
+        int i = 0, w = Vector<float>.Count;
+        var dv = new Vector<float>(d); var mv = new Vector<float>(m);
+        for (; i + w <= x.Length; i += w) ((Vector.LoadUnsafe(ref x[i]) / dv) * mv).StoreUnsafe(ref x[i]);
+        for (; i < x.Length; i++) x[i] = x[i] / d * m;
     }
 
     /// <summary>x = x / max(peak, 0.01) · 0.999 (in place).</summary>
     public static void EnergyNormalize(Span<float> x)
     {
         float d = Math.Max(Peak(x), EnergyNormFloor);
-        TensorPrimitives.Divide(x, d, x);
-        TensorPrimitives.Multiply(x, EnergyNormScale, x);
+        DivideThenMultiply(x, d, EnergyNormScale);
     }
 
     /// <summary>librosa.effects.trim span: frame RMS over zero-padded (centre) 512-sample frames every 128 samples,
