@@ -1,15 +1,23 @@
 // linear_nf4.cu — y = x · Wᵀ with W a bitsandbytes NF4 weight in the kernel layout of stepaudio_native.h.
 //
-// Decode / skinny GEMM (M <= 16): one warp per output row streams the packed row once with 16-byte non-allocating
-// loads (32 weights each, half a 64-block), looks both nibbles of a byte up at once in a 256-entry shared-memory
-// pair table (quant_map[b>>4], quant_map[b&15]), decodes the double-quant absmax in-kernel
-// (nested_map[code]·nested_absmax + offset, as two rounded fp32 operations like bitsandbytes) and applies it once per
-// half block to the fp32 sum of quant_map[q]·x. So the kernel skips the per-weight bf16 rounding the reference
-// (sa_cpu_linear_nf4) applies: results differ from it by fp32/bf16 rounding only (checked in tests/native).
+// Decode / skinny GEMM (M <= 16), v2: the W4A16 kernel's structure (linear_w4a16.cu) on tensor cores.
+//  * work unit = (16-row tile, one 64-block). A block owns tiles blockIdx.x, +gridDim.x, ... (at most 2 blocks per
+//    SM); its 8 warps split each tile's 64-blocks and reduce in shared memory when the tile is done. Thread
+//    (lane = 4·g + t) loads 8 B of row g and 8 B of row g + 8 at byte 8t of the block: the 4 threads of a row
+//    cover exactly one 64-block, so each MMA's partial sum belongs to one absmax, applied once per block in fp32;
+//  * a batch of units (codes and absmax codes together) is loaded before the previous batch is multiplied;
+//  * lookup: a 256-entry table of bf16 pairs (quant_map[b >> 4], quant_map[b & 15]) for a byte b, replicated
+//    once per lane in shared memory ([byte][lane], 32 KB), so a warp's 32 lookups hit 32 different banks: one
+//    conflict-free LDS.32 gives two weights, straight into an MMA A register;
+//  * mma.m16n8k16 with W rows on the M side, tokens on the n = 8 side; as in linear_w4a16.cu the logical k slots
+//    of a thread are its own loaded k's, and x is loaded with the same mapping;
+//  * the double-quant absmax is decoded in-kernel (nested_map[code]·nested_absmax + offset, two rounded fp32
+//    operations like bitsandbytes), once per row and 64-block.
+// Numerics: the kernel multiplies bf16(quant_map[q]) by x on tensor cores and applies absmax to the fp32 sum;
+// the reference (sa_cpu_linear_nf4) rounds quant_map[q]·absmax to bf16 per weight. Both round each weight once
+// with a relative error below 2^-9, so results differ by a few bf16 ulps in relative L2 (checked in tests/native).
 // M > 16 (prefill) runs the same kernel over 16-row slices of x: correct, but it re-reads the weight per slice; a
 // dequantize-to-shared-memory tensor-core GEMM is the planned replacement.
-// Measured on H100 (tests/native/nf4_bench.cu): correct, but only 16-23% of copy bandwidth at M = 1 (86-128 registers,
-// conflicting pair-table lookups); far below the 75% target. Not tuned yet.
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -21,104 +29,185 @@
 
 namespace {
 
-constexpr int kWarps = 8;  // rows per 256-thread block
-constexpr int kUnroll = 4; // 16-byte chunks in flight per lane
+constexpr int kWarps = 8;
+constexpr int kBlocksPerSm = 2;
 
-__device__ __forceinline__ uint4 load_stream(const uint4 *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
+__device__ __forceinline__ uint2 load_stream8(const uint8_t *p) {
+    uint2 v;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
     return v;
 }
 
-__device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }
-__device__ __forceinline__ float bf16_hi(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
-__device__ __forceinline__ uint32_t word(const uint4 &v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+__device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 
-template <int MT, bool DQ>
-__global__ void __launch_bounds__(32 * kWarps) nf4_gemv(const uint16_t *__restrict__ x, const uint8_t *__restrict__ qweight,
-                                                         const void *__restrict__ absmax, const float *__restrict__ tables,
-                                                         uint16_t *__restrict__ y, int m, int n, int k) {
-    __shared__ float2 pair[256];
+// One batch of units: 8 code bytes of rows g and g + 8, and their absmax (u8 codes packed into sa, or fp32 bits).
+template <int kBatch>
+struct Batch {
+    uint2 qa[kBatch], qb[kBatch];
+    uint32_t sa[kBatch], sb[kBatch];
+};
+
+template <int Tiles, bool DQ>
+__global__ void __launch_bounds__(32 * kWarps, kBlocksPerSm)
+    nf4_gemv(const uint16_t *__restrict__ x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
+             const float *__restrict__ tables, uint16_t *__restrict__ y, int m, int n, int k) {
+    constexpr int kBatch = Tiles == 1 ? 4 : 3;
+    __shared__ uint32_t pair_lut[256 * 32];  // [byte][lane]: bf16 pair (quant_map[b >> 4] low, quant_map[b & 15] high)
     __shared__ float nested_map[256];
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
-        pair[i] = make_float2(tables[i >> 4], tables[i & 15]);  // element 2j is the high nibble
-        nested_map[i] = tables[16 + i];
+    __shared__ float partial[kWarps][16][16];  // [warp][row][token]
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int kb = k / SA_NF4_BLOCK, tiles = (n + 15) / 16;
+    const int upw = (kb + kWarps - 1) / kWarps;  // units per warp per tile
+    const int my_tiles = (tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
+    const int units = my_tiles * upw;  // block-uniform
+    const uint32_t *lut = pair_lut + lane;
+    const float2 *nested = reinterpret_cast<const float2 *>(tables + SA_NF4_TABLE_HEADER);
+
+    auto rows_of = [&](int unit, int &ra, int &rb) {
+        const int n0 = ((int)blockIdx.x + (unit / upw) * (int)gridDim.x) * 16;
+        ra = min(n0 + g, n - 1), rb = min(n0 + g + 8, n - 1);  // ragged rows load valid memory
+    };
+    auto load = [&](Batch<kBatch> &b, int u0) {
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int unit = u0 + u, blk = warp + (unit % upw) * kWarps;
+            if (unit < units && blk < kb) {
+                int ra, rb;
+                rows_of(unit, ra, rb);
+                const int64_t ba = (int64_t)ra * kb + blk, bb = (int64_t)rb * kb + blk;
+                b.qa[u] = load_stream8(qweight + ba * (SA_NF4_BLOCK / 2) + 8 * t);
+                b.qb[u] = load_stream8(qweight + bb * (SA_NF4_BLOCK / 2) + 8 * t);
+                if (DQ) {
+                    b.sa[u] = __ldg(static_cast<const uint8_t *>(absmax) + ba);
+                    b.sb[u] = __ldg(static_cast<const uint8_t *>(absmax) + bb);
+                } else {
+                    b.sa[u] = __float_as_uint(__ldg(static_cast<const float *>(absmax) + ba));
+                    b.sb[u] = __float_as_uint(__ldg(static_cast<const float *>(absmax) + bb));
+                }
+            }
+        }
+    };
+
+    float acc[Tiles][4];
+#pragma unroll
+    for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+
+    Batch<kBatch> cur, next;
+    load(cur, 0);  // the first batch is in flight while the tables are built
+    {
+        // Thread b builds the pair of byte b and writes its 32 copies rotated by b, so the 32 lanes of a store
+        // hit 32 different banks (blockDim is exactly 256).
+        const int b = threadIdx.x;
+        const uint32_t pair = (uint32_t)sa_f32_to_bf16(__ldg(tables + (b >> 4))) |
+                              (uint32_t)sa_f32_to_bf16(__ldg(tables + (b & 15))) << 16;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) pair_lut[b * 32 + ((j + b) & 31)] = pair;
+        nested_map[b] = __ldg(tables + 16 + b);
     }
     __syncthreads();
-    const int lane = threadIdx.x & 31;
-    const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
-    if (row >= n) return;
-
-    const int chunks = k / 32;  // 16-byte chunks of this row
-    const uint4 *wrow = reinterpret_cast<const uint4 *>(qweight + (int64_t)row * (k / 2));
-    const int64_t block0 = (int64_t)row * (k / SA_NF4_BLOCK);
-    float acc[MT];
+    for (int u0 = 0; u0 < units; u0 += kBatch) {
+        load(next, u0 + kBatch);
 #pragma unroll
-    for (int i = 0; i < MT; ++i) acc[i] = 0.0f;
-
-    for (int c0 = lane; c0 < chunks; c0 += 32 * kUnroll) {
-        uint4 wv[kUnroll];
-        float scale[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {  // issue every load of this step before using any
-            const int c = c0 + 32 * u;
-            if (c < chunks) {
-                wv[u] = load_stream(wrow + c);
-                const int64_t b = block0 + c / 2;
+        for (int u = 0; u < kBatch; ++u) {
+            const int unit = u0 + u;
+            if (unit >= units) break;  // block-uniform
+            const int slot = unit % upw, blk = warp + slot * kWarps;
+            if (blk < kb) {
+                int ra, rb;
+                rows_of(unit, ra, rb);
+                float sa, sb;
                 if (DQ) {
-                    const uint8_t code = __ldg(static_cast<const uint8_t *>(absmax) + b);
-                    const float2 g = __ldg(reinterpret_cast<const float2 *>(tables + SA_NF4_TABLE_HEADER) + b / SA_NF4_NESTED_BLOCK);
-                    scale[u] = __fadd_rn(__fmul_rn(nested_map[code], g.x), g.y);
+                    const float2 na = __ldg(nested + ((int64_t)ra * kb + blk) / SA_NF4_NESTED_BLOCK);
+                    const float2 nb = __ldg(nested + ((int64_t)rb * kb + blk) / SA_NF4_NESTED_BLOCK);
+                    sa = __fadd_rn(__fmul_rn(nested_map[cur.sa[u]], na.x), na.y);
+                    sb = __fadd_rn(__fmul_rn(nested_map[cur.sb[u]], nb.x), nb.y);
                 } else {
-                    scale[u] = __ldg(static_cast<const float *>(absmax) + b);
+                    sa = __uint_as_float(cur.sa[u]);
+                    sb = __uint_as_float(cur.sb[u]);
                 }
-            }
-        }
+                // x of this thread: k = blk·64 + 16t .. +15 (8 bf16 pairs), for tokens g and g + 8.
+                uint4 xv[Tiles][2];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int c = c0 + 32 * u;
-            if (c >= chunks) break;
-            float2 q[16];
+                for (int tt = 0; tt < Tiles; ++tt) {
+                    const int token = tt * 8 + g;
+                    const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)token * k + blk * SA_NF4_BLOCK + 16 * t);
+                    xv[tt][0] = token < m ? __ldg(xp) : make_uint4(0, 0, 0, 0);
+                    xv[tt][1] = token < m ? __ldg(xp + 1) : make_uint4(0, 0, 0, 0);
+                }
+                float part[Tiles][4];
 #pragma unroll
-            for (int j = 0; j < 16; ++j) q[j] = pair[(word(wv[u], j >> 2) >> (8 * (j & 3))) & 0xff];
+                for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
 #pragma unroll
-            for (int r = 0; r < MT; ++r) {
-                if (r >= m) break;
-                const uint4 *xr = reinterpret_cast<const uint4 *>(x + (int64_t)r * k + (int64_t)c * 32);
-                float part = 0.0f;
+                for (int s = 0; s < 4; ++s) {
+                    // MMA step s: code bytes 2s, 2s+1 (weights 16t + 4s .. +3) of rows g and g + 8.
+                    const uint32_t wa = (s < 2 ? cur.qa[u].x : cur.qa[u].y) >> (16 * (s & 1));
+                    const uint32_t wb = (s < 2 ? cur.qb[u].x : cur.qb[u].y) >> (16 * (s & 1));
+                    const uint32_t a0 = lut[(wa & 0xffu) * 32], a2 = lut[((wa >> 8) & 0xffu) * 32];
+                    const uint32_t a1 = lut[(wb & 0xffu) * 32], a3 = lut[((wb >> 8) & 0xffu) * 32];
 #pragma unroll
-                for (int h = 0; h < 4; ++h) {
-                    const uint4 xv = __ldg(xr + h);
-#pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                        const uint32_t xw = word(xv, j);
-                        part = fmaf(q[4 * h + j].x, bf16_lo(xw), part);
-                        part = fmaf(q[4 * h + j].y, bf16_hi(xw), part);
+                    for (int tt = 0; tt < Tiles; ++tt) {
+                        const uint4 &xq = xv[tt][s >> 1];
+                        const uint32_t b0 = (s & 1) ? xq.z : xq.x, b1 = (s & 1) ? xq.w : xq.y;
+                        mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
                     }
                 }
-                acc[r] = fmaf(part, scale[u], acc[r]);
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row g, tokens 2t, 2t+1; c2,c3: row g + 8
+                    acc[tt][0] = fmaf(part[tt][0], sa, acc[tt][0]);
+                    acc[tt][1] = fmaf(part[tt][1], sa, acc[tt][1]);
+                    acc[tt][2] = fmaf(part[tt][2], sb, acc[tt][2]);
+                    acc[tt][3] = fmaf(part[tt][3], sb, acc[tt][3]);
+                }
+            }
+            if (slot == upw - 1) {  // tile done: reduce the warps' partial sums, write y once in bf16
+                const int tile_i = unit / upw;
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) {
+                    partial[warp][g][tt * 8 + 2 * t] = acc[tt][0];
+                    partial[warp][g][tt * 8 + 2 * t + 1] = acc[tt][1];
+                    partial[warp][g + 8][tt * 8 + 2 * t] = acc[tt][2];
+                    partial[warp][g + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
+                    acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+                }
+                __syncthreads();
+                const int row = threadIdx.x / 16, token = threadIdx.x % 16;
+                const int n0 = ((int)blockIdx.x + tile_i * (int)gridDim.x) * 16;
+                if (token < m && token < Tiles * 8 && n0 + row < n) {
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
+                    y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+                }
+                __syncthreads();  // one buffer (the 32 KB table leaves no room for two): read before rewritten
             }
         }
-    }
-#pragma unroll
-    for (int r = 0; r < MT; ++r) {
-        float v = acc[r];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && r < m) y[(int64_t)r * n + row] = sa_f32_to_bf16(v);
+        cur = next;
     }
 }
 
-template <int MT>
+int resident_blocks() {
+    int dev = 0, sms = 132;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        sms = 132;
+    return kBlocksPerSm * sms;
+}
+
+template <int Tiles>
 void launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, bool dq, uint16_t *y, int m,
             int n, int k, cudaStream_t s) {
-    dim3 grid((n + kWarps - 1) / kWarps), block(32 * kWarps);
+    const int tiles = (n + 15) / 16, resident = resident_blocks();
+    dim3 grid((unsigned)(tiles < resident ? tiles : resident)), block(32 * kWarps);
     if (dq)
-        nf4_gemv<MT, true><<<grid, block, 0, s>>>(x, qw, absmax, tables, y, m, n, k);
+        nf4_gemv<Tiles, true><<<grid, block, 0, s>>>(x, qw, absmax, tables, y, m, n, k);
     else
-        nf4_gemv<MT, false><<<grid, block, 0, s>>>(x, qw, absmax, tables, y, m, n, k);
+        nf4_gemv<Tiles, false><<<grid, block, 0, s>>>(x, qw, absmax, tables, y, m, n, k);
 }
 
 }  // namespace
@@ -137,11 +226,8 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
         const int mm = m - r0 < 16 ? m - r0 : 16;
         const uint16_t *xs = x + (int64_t)r0 * k;
         uint16_t *ys = y + (int64_t)r0 * n;
-        if (mm == 1) launch<1>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
-        else if (mm == 2) launch<2>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
-        else if (mm <= 4) launch<4>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
-        else if (mm <= 8) launch<8>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
-        else launch<16>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
+        if (mm <= 8) launch<1>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
+        else launch<2>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
         cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess)
             return sa::fail(SA_E_CUDA, std::string("nf4_gemv: launch failed with ") + cudaGetErrorName(err) + " (" +

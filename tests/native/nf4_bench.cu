@@ -1,37 +1,69 @@
-// nf4_bench.cu — micro-benchmark of sa_cuda_linear_nf4 at batch 1 (not a test): measured copy bandwidth, NF4 GEMV
-// time and bandwidth counting packed bytes (nibbles + u8 absmax codes + nested pairs), and the 32-layer Step1
-// linear stack (fused QKV, O, fused gate+up, down) replayed as one CUDA graph. Weights rotate over enough copies
-// that the 50 MB L2 never holds them. Build: nvcc -O3 -arch=sm_90a -Inative/include -Inative/src ... (see report).
+// nf4_bench.cu — checks and micro-benchmark of sa_cuda_linear_nf4 (not a test): first the GPU-vs-CPU checks of
+// gpu_checks_nf4.inc, then measured copy bandwidth, NF4 GEMV time (one CUDA graph of launches over rotating weight
+// copies, median of 20 replays) and bandwidth counting packed bytes (nibbles + u8 absmax codes + nested pairs), and
+// the 32-layer Step1 linear stack (fused QKV, O, fused gate+up, down) replayed as one CUDA graph. Weights rotate over
+// enough copies that the 50 MB L2 never holds them. Built by CMake in a CUDA build (target nf4_bench), or by hand:
+//   nvcc -O3 -std=c++17 -arch=sm_90a -Inative/include -Inative/src tests/native/nf4_bench.cu kernels/linear_nf4.cu \
+//        native/src/cpu_nf4.cpp native/src/api.cpp -Xcompiler -fopenmp -o nf4_bench
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "nf4_common.h"
 #include "stepaudio_native.h"
 
+struct Check {
+    std::string name;
+    std::function<std::string()> run;
+};
+static std::vector<Check> &registry() {
+    static std::vector<Check> checks;
+    return checks;
+}
+#include "gpu_checks_nf4.inc"
+
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::printf("CUDA %s at %d\n", cudaGetErrorName(e_), __LINE__); return 1; } } while (0)
 
 struct DevW { uint8_t *q, *a; float *t; int n, k; double bytes; };
 
+__global__ void fill_random(uint32_t *p, size_t n, uint32_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13; h *= 3266489917u; h ^= h >> 16;
+        p[i] = h;
+    }
+}
+
+// Random nibbles and absmax codes filled on the device (fast for GBs of copies), random tables from the host.
 static DevW make(int n, int k, std::mt19937 &rng) {
     DevW w{nullptr, nullptr, nullptr, n, k, 0};
     int64_t blocks = (int64_t)n * k / 64, groups = (blocks + 255) / 256;
-    std::vector<uint8_t> q((size_t)n * k / 2), a(blocks);
-    for (auto &b : q) b = (uint8_t)rng();
-    for (auto &b : a) b = (uint8_t)rng();
+    size_t qbytes = (size_t)n * k / 2;
     std::vector<float> t(SA_NF4_TABLE_HEADER + 2 * groups);
     for (size_t i = 0; i < t.size(); ++i) t[i] = (float)((rng() % 1000) / 1000.0 - 0.5);
-    cudaMalloc(&w.q, q.size()); cudaMalloc(&w.a, a.size()); cudaMalloc(&w.t, t.size() * 4);
-    cudaMemcpy(w.q, q.data(), q.size(), cudaMemcpyHostToDevice);
-    cudaMemcpy(w.a, a.data(), a.size(), cudaMemcpyHostToDevice);
+    cudaMalloc(&w.q, qbytes); cudaMalloc(&w.a, (blocks + 3) / 4 * 4); cudaMalloc(&w.t, t.size() * 4);
+    fill_random<<<1024, 256>>>((uint32_t *)w.q, qbytes / 4, (uint32_t)rng());
+    fill_random<<<1024, 256>>>((uint32_t *)w.a, (blocks + 3) / 4, (uint32_t)rng());
     cudaMemcpy(w.t, t.data(), t.size() * 4, cudaMemcpyHostToDevice);
-    w.bytes = (double)q.size() + a.size() + 8.0 * groups;
+    w.bytes = (double)qbytes + blocks + 8.0 * groups;
     return w;
 }
 
 int main() {
+    int passed = 0, failed = 0;
+    register_nf4_gpu_checks();
+    for (auto &c : registry()) {
+        std::string e = c.run();
+        if (e.empty()) ++passed; else { ++failed; std::printf("[FAIL] %s: %s\n", c.name.c_str(), e.c_str()); }
+    }
+    std::printf("checks: %d passed, %d failed\n", passed, failed);
     std::mt19937 rng(1);
     cudaStream_t s;
     CK(cudaStreamCreate(&s));
@@ -60,11 +92,21 @@ int main() {
         std::vector<DevW> ws;
         for (int c = 0; c < copies; ++c) ws.push_back(make(n, k, rng));
         for (int mrows : {1, 4, 16}) {
-            int iters = 20 * copies;
+            cudaGraph_t g; cudaGraphExec_t ge;
+            CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
             for (auto &w : ws) sa_cuda_linear_nf4(x, w.q, w.a, w.t, 1, y, mrows, n, k, s);
-            cudaEventRecord(e0, s);
-            for (int i = 0; i < iters; ++i) { auto &w = ws[i % copies]; sa_cuda_linear_nf4(x, w.q, w.a, w.t, 1, y, mrows, n, k, s); }
-            cudaEventRecord(e1, s); cudaEventSynchronize(e1); cudaEventElapsedTime(&ms, e0, e1);
+            CK(cudaStreamEndCapture(s, &g));
+            CK(cudaGraphInstantiate(&ge, g, 0));
+            std::vector<float> times;
+            for (int r = 0; r < 23; ++r) {
+                cudaEventRecord(e0, s); cudaGraphLaunch(ge, s); cudaEventRecord(e1, s); cudaEventSynchronize(e1);
+                cudaEventElapsedTime(&ms, e0, e1);
+                if (r >= 3) times.push_back(ms);
+            }
+            cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
+            std::sort(times.begin(), times.end());
+            ms = times[times.size() / 2];
+            const int iters = copies;
             double us = ms * 1e3 / iters, bw = ws[0].bytes / (us * 1e-6);
             std::printf("nf4 gemv M=%2d N=%5d K=%5d: %7.2f us, %6.0f GB/s packed = %5.1f%% of copy\n", mrows, n, k, us, bw / 1e9, 100 * bw / copy_bw);
         }
@@ -96,5 +138,5 @@ int main() {
     std::printf("estimate with the bf16 lm_head (%.2f GB) at 84%% of copy: %.3f ms/token -> %.0f tok/s upper bound on linears\n",
                 lm / 1e9, per + lm / (0.84 * copy_bw) * 1e3, 1e3 / (per + lm / (0.84 * copy_bw) * 1e3));
     CK(cudaGetLastError());
-    return 0;
+    return failed ? 1 : 0;
 }

@@ -1,4 +1,5 @@
-// w4a16_bench.cu — W4A16 kernel checks and micro-benchmark on the GPU machine (not a test; built by hand):
+// w4a16_bench.cu — W4A16 kernel checks and micro-benchmark on the GPU machine (not a test). Built by CMake in a CUDA
+// build (target w4a16_bench), or by hand against any version of the kernel file:
 //   nvcc -O3 -std=c++17 -arch=sm_90a -Inative/include -Inative/src tests/native/w4a16_bench.cu kernels/linear_w4a16.cu \
 //        native/src/cpu_w4a16.cpp native/src/api.cpp -lcublas -Xcompiler -fopenmp -o w4a16_bench
 // 1. runs tests/native/gpu_checks_w4a16.inc (GPU vs CPU reference);
@@ -53,6 +54,25 @@ static W4 make_w4(int n, int k, uint32_t seed) {
     return w;
 }
 
+// µs per launch: one CUDA graph of `launches` back-to-back launches (rotating weight copies), median of 20 replays.
+static float graph_us(cudaStream_t s, int launches, const std::function<void(int)> &launch) {
+    cudaGraph_t g; cudaGraphExec_t ge;
+    cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
+    for (int i = 0; i < launches; ++i) launch(i);
+    cudaStreamEndCapture(s, &g);
+    cudaGraphInstantiate(&ge, g, 0);
+    cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
+    std::vector<float> times;
+    for (int r = 0; r < 23; ++r) {
+        cudaEventRecord(a, s); cudaGraphLaunch(ge, s); cudaEventRecord(b, s); cudaEventSynchronize(b);
+        float ms; cudaEventElapsedTime(&ms, a, b);
+        if (r >= 3) times.push_back(ms);
+    }
+    std::sort(times.begin(), times.end());
+    cudaEventDestroy(a); cudaEventDestroy(b); cudaGraphExecDestroy(ge); cudaGraphDestroy(g);
+    return times[times.size() / 2] * 1e3f / launches;
+}
+
 static float time_ms(cudaStream_t s, int iters, const std::function<void()> &body) {
     cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
     for (int i = 0; i < 3; ++i) body();
@@ -93,16 +113,13 @@ int main() {
         int bcopies = (int)std::max<size_t>(2, (size_t)400e6 / ((size_t)n * k * 2) + 1);
         for (int c = 0; c < bcopies; ++c) { uint16_t *b; cudaMalloc(&b, (size_t)n * k * 2); fill(b, (size_t)n * k * 2, 7 + c, 0x3f7f3f7fu); bf.push_back(b); }
         for (int m : {1, 4, 8, 16}) {
-            int it = 0;
-            float w4_ms = time_ms(st, 40, [&] {
-                W4 &w = ws[it++ % copies];
+            float w4_ms = 1e-3f * graph_us(st, copies, [&](int i) {
+                W4 &w = ws[i];
                 sa_cuda_linear_w4a16(x, w.q, w.s, nullptr, 0, y, m, n, k, st);
             });
-            it = 0;
             float alpha = 1, beta = 0;
-            float bf_ms = time_ms(st, 40, [&] {
-                uint16_t *b = bf[it++ % bcopies];
-                cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, y,
+            float bf_ms = 1e-3f * graph_us(st, bcopies, [&](int i) {
+                cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, bf[i], CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, y,
                              CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
             });
             double gbs = ws[0].bytes / w4_ms / 1e6;
