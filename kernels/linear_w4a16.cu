@@ -3,24 +3,19 @@
 //
 // One skinny tensor-core kernel for M <= 16 (decode), the same one over 16-token tiles for larger M (prefill; not a
 // dedicated prefill GEMM yet):
-//  * a block owns one 16-row tile; its 8 warps split the tile's 128-wide groups (group g goes to warp g % 8) and
-//    reduce in shared memory at the end. Matrices with fewer than two tiles per SM (qkv, o, down at Step1 shapes)
-//    split each tile over a thread-block cluster of 2 or 4 blocks instead (v3): the cluster's 16 or 32 warps split
-//    the groups and reduce in rank 0's shared memory through DSMEM, so no workspace is needed and y is rounded to
-//    bf16 once. A thread (lane = 4·r + t) loads, per group, 16 B of codes of row r and 16 B of row r + 8: the
-//    4 threads t of a row cover exactly one group, so the scale (and zero) is applied once per group to the fp32
-//    MMA partial sum;
-//  * software pipeline: a batch of kBatch groups — codes, scales and zeros together — is loaded before the previous
-//    batch is multiplied (v1 fetched the scales only after the codes had arrived: two DRAM round trips). v2 made
-//    blocks persistent (several tiles each, one barrier per tile) and was slower at K = 3072: see NOTES_QUANT.md;
+//  * a block owns 16 output rows; its 8 warps split the K groups (group g goes to warp g % 8) and reduce in shared
+//    memory at the end. A thread (lane = 4·r + t) loads, per group, 16 B of codes of row r and 16 B of row r + 8:
+//    the 4 threads t of a row cover exactly one 128-wide group, so the scale (and zero) is applied once per group
+//    to the fp32 MMA partial sum;
 //  * int4 → bf16 is the magic-number trick: (q >> 4i) & 0x000f000f | 0x43004300 is the bf16 pair 128 + c of
 //    elements (2i, 2i+1), and one packed fma subtracts 128 + z exactly — (c − z) is a small integer, so the MMA
 //    operand is exact and the only rounding is the fp32 accumulation and the final bf16;
 //  * mma.m16n8k16: W rows are the M=16 side, tokens the n=8 side (one or two 8-token tiles). A dot product does not
 //    care about the order of k, so each thread's logical k slots are mapped to the k of its own 16-byte load, and
 //    the same mapping is applied to x: both operands come straight from plain 16-byte loads;
-//  * codes are streamed with ld.global.nc.L1::no_allocate, so x (tiny) stays in L1.
-#include <cooperative_groups.h>
+//  * codes are streamed with ld.global.nc.L1::no_allocate, 4 groups (8 loads of 16 B per thread) in flight; the
+//    groups' scales and zeros are loaded in the same batch (v4; v1 loaded them only after the codes had arrived).
+//    Versions v2 (persistent blocks) and v3 (cluster split-K) were slower: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -33,14 +28,13 @@
 
 namespace {
 
-namespace cg = cooperative_groups;
 constexpr int kWarps = 8;
 constexpr int kGroup = SA_W4A16_GROUP;
-constexpr int kBlocksPerSm = 2;
+constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
 
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
     uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                  : "l"(p));
     return r;
@@ -65,76 +59,57 @@ __device__ __forceinline__ uint32_t dequant_pair(uint32_t q, int shift, uint32_t
 }
 
 template <bool Fp16Scales>
-__device__ __forceinline__ float scale_to_f32(uint32_t s) {
-    if constexpr (Fp16Scales) return __half2float(__ushort_as_half((unsigned short)s));
-    else return __uint_as_float(s << 16);
+__device__ __forceinline__ float scale_to_f32(uint16_t s) {
+    if constexpr (Fp16Scales) return __half2float(__ushort_as_half(s));
+    else return __uint_as_float((uint32_t)s << 16);
 }
 
 // -(128 + z) as a bf16 pair (bf16 128..143 are 0x4300 + z; the sign bit makes them negative).
-__device__ __forceinline__ uint32_t neg_magic(uint32_t z) { return (0xC300u + z) * 0x00010001u; }
+__device__ __forceinline__ uint32_t neg_magic(int z) { return (0xC300u + (uint32_t)z) * 0x00010001u; }
 
-// One batch of units in registers: codes of rows r and r + 8, their scales (row r low half, row r + 8 high half)
-// and zero codes (row r byte 0, row r + 8 byte 1).
-template <int kBatch>
-struct Batch {
-    uint4 qa[kBatch], qb[kBatch];
-    uint32_t s[kBatch], z[kBatch];
-};
-
-template <int Tiles, bool Fp16Scales, bool HasZeros, int Split>
-__global__ void __launch_bounds__(kWarps * 32, kBlocksPerSm)
-    w4a16_gemv(const uint16_t *__restrict__ x, const uint32_t *__restrict__ qweight,
-               const uint16_t *__restrict__ scales, const uint8_t *__restrict__ zeros, uint16_t *__restrict__ y,
-               int m, int n, int k) {
-    constexpr int kBatch = Tiles == 1 ? 3 : 2;  // units per batch; two batches in flight fit 128 registers
-    // [split rank · warp][row][token]; with Split > 1 only rank 0's copy is used: the others write into it.
-    __shared__ float partial[Split * kWarps][16][16];
+template <int Tiles, bool Fp16Scales, bool HasZeros>
+__global__ void __launch_bounds__(kWarps * 32)
+    w4a16_skinny(const uint16_t *__restrict__ x, const uint32_t *__restrict__ qweight,
+                 const uint16_t *__restrict__ scales, const uint8_t *__restrict__ zeros, uint16_t *__restrict__ y,
+                 int m, int n, int k) {
+    __shared__ float partial[kWarps][16][16];  // [warp][row][token]
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
-    const int rank = Split > 1 ? (int)cg::this_cluster().block_rank() : 0;
-    const int vwarp = rank * kWarps + warp;                       // the cluster's warps split the groups
-    const int groups = k / kGroup, kw = k / 8;
-    const int units = (groups + Split * kWarps - 1) / (Split * kWarps);  // groups per warp
-    const int n0 = (int)(blockIdx.x / Split) * 16;
-    const int ra = min(n0 + r, n - 1), rb = min(n0 + r + 8, n - 1);  // ragged rows load valid memory
-    const uint32_t *qa = qweight + (size_t)ra * kw + t * 4, *qb = qweight + (size_t)rb * kw + t * 4;
-    const uint16_t *sca = scales + (size_t)ra * groups, *scb = scales + (size_t)rb * groups;
-
-    auto load = [&](Batch<kBatch> &b, int u0) {
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int grp = vwarp + (u0 + u) * Split * kWarps;
-            if (u0 + u < units && grp < groups) {
-                b.qa[u] = ld_stream16(qa + grp * (kGroup / 8));
-                b.qb[u] = ld_stream16(qb + grp * (kGroup / 8));
-                b.s[u] = (uint32_t)__ldg(sca + grp) | (uint32_t)__ldg(scb + grp) << 16;
-                if (HasZeros)
-                    b.z[u] = (uint32_t)__ldg(zeros + (size_t)ra * groups + grp) |
-                             (uint32_t)__ldg(zeros + (size_t)rb * groups + grp) << 8;
-                else b.z[u] = 8u | 8u << 8;
-            }
-        }
-    };
+    const int n0 = blockIdx.x * 16, groups = k / kGroup, kw = k / 8;
+    const int row_a = min(n0 + r, n - 1), row_b = min(n0 + r + 8, n - 1);  // clamped: ragged rows load valid memory
+    const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4;
+    const uint32_t *qb = qweight + (size_t)row_b * kw + t * 4;
 
     float acc[Tiles][4];
 #pragma unroll
     for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
 
-    Batch<kBatch> cur, next;
-    load(cur, 0);
-    for (int u0 = 0; u0 < units; u0 += kBatch) {
-        load(next, u0 + kBatch);
+    for (int base = warp; base < groups; base += kWarps * kUnroll) {
+        uint4 wa[kUnroll], wb[kUnroll];
+        uint16_t sa_raw[kUnroll], sb_raw[kUnroll];
+        uint8_t za_raw[kUnroll], zb_raw[kUnroll];
 #pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int grp = vwarp + (u0 + u) * Split * kWarps;
-            if (u0 + u >= units || grp >= groups) break;
-            const float sa = scale_to_f32<Fp16Scales>(cur.s[u] & 0xffffu);
-            const float sb = scale_to_f32<Fp16Scales>(cur.s[u] >> 16);
-            const uint32_t za = neg_magic(cur.z[u] & 0xffu), zb = neg_magic((cur.z[u] >> 8) & 0xffu);
+        for (int u = 0; u < kUnroll; ++u) {  // codes, scales and zeros in one round trip
+            const int grp = base + u * kWarps;
+            if (grp < groups) {
+                wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
+                wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
+                sa_raw[u] = __ldg(scales + (size_t)row_a * groups + grp);
+                sb_raw[u] = __ldg(scales + (size_t)row_b * groups + grp);
+                za_raw[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
+                zb_raw[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int grp = base + u * kWarps;
+            if (grp >= groups) break;
+            const float sa = scale_to_f32<Fp16Scales>(sa_raw[u]), sb = scale_to_f32<Fp16Scales>(sb_raw[u]);
+            const uint32_t za = neg_magic(za_raw[u]), zb = neg_magic(zb_raw[u]);
             float part[Tiles][4];
 #pragma unroll
             for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
-            const uint32_t qwa[4] = {cur.qa[u].x, cur.qa[u].y, cur.qa[u].z, cur.qa[u].w};
-            const uint32_t qwb[4] = {cur.qb[u].x, cur.qb[u].y, cur.qb[u].z, cur.qb[u].w};
+            const uint32_t qwa[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
+            const uint32_t qwb[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
 #pragma unroll
             for (int w = 0; w < 4; ++w) {
                 // This thread's word w covers k = grp·128 + (4t + w)·8 + 0..7 for rows r and r + 8.
@@ -165,83 +140,32 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSm)
                 acc[tt][3] += part[tt][3] * sb;
             }
         }
-        cur = next;
     }
-
-    // Reduce the Split·8 warps' partial sums in rank 0's shared memory (other ranks write through DSMEM), then
-    // write y once in bf16.
-    float(*dst)[16][16] = partial;
-    if constexpr (Split > 1)
-        dst = reinterpret_cast<float(*)[16][16]>(cg::this_cluster().map_shared_rank(&partial[0][0][0], 0));
 #pragma unroll
     for (int tt = 0; tt < Tiles; ++tt) {
-        dst[vwarp][r][tt * 8 + 2 * t] = acc[tt][0];
-        dst[vwarp][r][tt * 8 + 2 * t + 1] = acc[tt][1];
-        dst[vwarp][r + 8][tt * 8 + 2 * t] = acc[tt][2];
-        dst[vwarp][r + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
+        partial[warp][r][tt * 8 + 2 * t] = acc[tt][0];
+        partial[warp][r][tt * 8 + 2 * t + 1] = acc[tt][1];
+        partial[warp][r + 8][tt * 8 + 2 * t] = acc[tt][2];
+        partial[warp][r + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
     }
-    if constexpr (Split > 1) cg::this_cluster().sync();  // rank 0 stays resident until every remote write landed
-    else __syncthreads();
-    if (rank != 0) return;
+    __syncthreads();
     const int row = threadIdx.x / 16, token = threadIdx.x % 16;
     if (token < m && token < Tiles * 8 && n0 + row < n) {
         float sum = 0.0f;
 #pragma unroll
-        for (int wi = 0; wi < Split * kWarps; ++wi) sum += partial[wi][row][token];
+        for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
         y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
     }
 }
 
-// Split > 1: a cluster of Split blocks (one per SM) shares one 16-row tile, splitting its groups.
-template <int Tiles, bool Fp16Scales, bool HasZeros, int Split>
-cudaError_t launch_split(int tiles, cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc,
-                         const uint8_t *z, uint16_t *y, int m, int n, int k) {
-    auto kernel = w4a16_gemv<Tiles, Fp16Scales, HasZeros, Split>;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(tiles * Split));
-    cfg.blockDim = dim3(kWarps * 32);
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = Split;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = Split > 1 ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, kernel, x, q, sc, z, y, m, n, k);
-}
-
-template <int Tiles, bool Fp16Scales, bool HasZeros>
-cudaError_t launch_tiles(int split, int tiles, cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc,
-                         const uint8_t *z, uint16_t *y, int m, int n, int k) {
-    if (split == 4) return launch_split<Tiles, Fp16Scales, HasZeros, 4>(tiles, s, x, q, sc, z, y, m, n, k);
-    if (split == 2) return launch_split<Tiles, Fp16Scales, HasZeros, 2>(tiles, s, x, q, sc, z, y, m, n, k);
-    return launch_split<Tiles, Fp16Scales, HasZeros, 1>(tiles, s, x, q, sc, z, y, m, n, k);
-}
-
 template <int Tiles, bool Fp16Scales>
-cudaError_t launch_zeros(bool has_zeros, int split, int tiles, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                         const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
-    if (has_zeros) return launch_tiles<Tiles, Fp16Scales, true>(split, tiles, s, x, q, sc, z, y, m, n, k);
-    return launch_tiles<Tiles, Fp16Scales, false>(split, tiles, s, x, q, sc, z, y, m, n, k);
+void launch_zeros(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc,
+                  const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    if (has_zeros) w4a16_skinny<Tiles, Fp16Scales, true><<<grid, kWarps * 32, 0, s>>>(x, q, sc, z, y, m, n, k);
+    else w4a16_skinny<Tiles, Fp16Scales, false><<<grid, kWarps * 32, 0, s>>>(x, q, sc, z, y, m, n, k);
 }
 
 bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-// SMs of the current device (a host query, legal inside stream capture).
-int sm_count() {
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        sms = 132;
-    return sms;
-}
-
-// Blocks per tile: matrices with fewer tiles than two per SM (qkv, o, down at Step1 shapes) split each tile's
-// groups over a cluster of 2 or 4 blocks, so every SM gets a similar share of the bytes.
-int split_for(int tiles, int groups) {
-    if (tiles >= 2 * sm_count()) return 1;
-    return groups >= 4 * 2 * kWarps ? 4 : groups >= 2 * kWarps ? 2 : 1;
-}
 
 }  // namespace
 
@@ -258,22 +182,22 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
     if (flags & ~SA_W4A16_FP16_SCALES)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: unknown flags " + std::to_string(flags));
     auto s = static_cast<cudaStream_t>(stream);
-    const int tiles = (n + 15) / 16, split = split_for(tiles, k / kGroup);
-    const bool fp16 = flags & SA_W4A16_FP16_SCALES, has_zeros = zeros != nullptr;
+    const dim3 grid((unsigned)((n + 15) / 16));
+    const bool fp16 = flags & SA_W4A16_FP16_SCALES;
     for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernel over 16-token tiles
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;
-        cudaError_t err;
-        if (mc <= 8)
-            err = fp16 ? launch_zeros<1, true>(has_zeros, split, tiles, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                       : launch_zeros<1, false>(has_zeros, split, tiles, s, xc, qweight, scales, zeros, yc, mc, n, k);
-        else
-            err = fp16 ? launch_zeros<2, true>(has_zeros, split, tiles, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                       : launch_zeros<2, false>(has_zeros, split, tiles, s, xc, qweight, scales, zeros, yc, mc, n, k);
-        if (err == cudaSuccess) err = cudaGetLastError();
+        if (mc <= 8) {
+            if (fp16) launch_zeros<1, true>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
+            else launch_zeros<1, false>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
+        } else {
+            if (fp16) launch_zeros<2, true>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
+            else launch_zeros<2, false>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
+        }
+        cudaError_t err = cudaGetLastError();
         if (err != cudaSuccess)
-            return sa::fail(SA_E_CUDA, std::string("w4a16_gemv: launch failed with ") + cudaGetErrorName(err) + " (" +
+            return sa::fail(SA_E_CUDA, std::string("w4a16_skinny: launch failed with ") + cudaGetErrorName(err) + " (" +
                                            cudaGetErrorString(err) + ")");
     }
     return SA_OK;
