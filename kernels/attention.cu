@@ -73,6 +73,8 @@ __device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int
 // kR = accumulators per thread (queries x D / 128, rounded up to 8 or 32).
 template <int D, int kR>
 __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
+    pdl_launch_dependents();
+    pdl_wait();  // qkv, the caches and *seq_len come from earlier kernels
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int heads_per_group = a.n_heads / a.n_kv;
     const int group = blockIdx.y, split = blockIdx.z;
@@ -248,6 +250,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 // weights exp(m_s - M) in shared memory; then every thread sums its element over the splits with independent
 // loads (unrolled, so they are in flight together rather than one L2 round trip per split).
 __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
+    pdl_launch_dependents();
+    pdl_wait();
     __shared__ float weight_s[kMaxSplits];
     __shared__ float sum_s;
     const int tok = blockIdx.x / a.n_heads, h = blockIdx.x % a.n_heads, d = threadIdx.x;
@@ -304,14 +308,8 @@ float *scratch_pointer() {
 
 template <int D>
 sa_status launch_attention(const AttnArgs &a, dim3 grid, int accumulators, cudaStream_t stream) {
-    if (accumulators <= 8) {
-        attention_kernel<D, 8><<<grid, kThreads, 0, stream>>>(a);
-        SA_CHECK_LAUNCH("attention_kernel<8>");
-    } else {
-        attention_kernel<D, 32><<<grid, kThreads, 0, stream>>>(a);
-        SA_CHECK_LAUNCH("attention_kernel<32>");
-    }
-    return SA_OK;
+    if (accumulators <= 8) return sa_cuda::launch_pdl("attention_kernel<8>", &attention_kernel<D, 8>, grid, dim3(kThreads), 0, stream, a);
+    return sa_cuda::launch_pdl("attention_kernel<32>", &attention_kernel<D, 32>, grid, dim3(kThreads), 0, stream, a);
 }
 
 }  // namespace
@@ -370,8 +368,8 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
                            : launch_attention<128>(a, grid, accumulators, s);
     if (st != SA_OK) return st;
     if (a.n_splits > 1) {
-        attention_combine_kernel<<<T * H, D, 0, s>>>(a, D);
-        SA_CHECK_LAUNCH("attention_combine_kernel");
+        st = launch_pdl("attention_combine_kernel", &attention_combine_kernel, dim3(T * H), dim3(D), 0, s, a, D);
+        if (st != SA_OK) return st;
     }
     return SA_OK;
     SA_GUARD_END

@@ -7,7 +7,9 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "errors.h"
 #include "sa_numeric.h"
@@ -30,6 +32,62 @@ inline bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 
 
 inline sa_status invalid(const std::string &message) { return sa::fail(SA_E_INVALID_ARGUMENT, message); }
 
+// What the launches need to know about the device, queried once per process (the library serves one GPU model).
+//  pdl: programmatic dependent launch (sm_90+). Each kernel launched with launch_pdl() may start while its
+//       predecessor in the stream is still running; it runs its independent prologue (weight prefetch), then
+//       pdl_wait() blocks until the predecessor has completed and its writes are visible. STEPAUDIO_NO_PDL=1 turns
+//       it off (plain stream order; used by the decode-step benchmark to measure what PDL buys).
+//  sms: multiprocessor count (sizes the GEMV's first-wave L2 prefetch).
+//  gemv_prefetch_bytes: L2 prefetch per first-wave GEMV block before its wait (STEPAUDIO_GEMV_PREFETCH_KB, a tuning
+//       knob of the benchmark; default 64 KB, 0 when PDL is off since there is nothing to overlap).
+struct DeviceTraits {
+    bool pdl = false;
+    int sms = 0;
+    int gemv_prefetch_bytes = 0;
+};
+inline const DeviceTraits &device_traits() {
+    static const DeviceTraits traits = [] {
+        DeviceTraits t;
+        int dev = 0, major = 0, sms = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
+            const char *off = std::getenv("STEPAUDIO_NO_PDL");
+            t.pdl = major >= 9 && !(off && off[0] && off[0] != '0');
+            t.sms = sms;
+            const char *kb = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
+            t.gemv_prefetch_bytes = t.pdl ? (kb && kb[0] ? std::atoi(kb) : 64) * 1024 : 0;
+            if (t.gemv_prefetch_bytes < 0) t.gemv_prefetch_bytes = 0;
+        }
+        (void)cudaGetLastError();  // a failed query must not surface as the next launch's error
+        return t;
+    }();
+    return traits;
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) with the programmatic-stream-serialization attribute
+// when PDL is on. The kernel must call pdl_wait() before it reads anything an earlier kernel wrote, and before it
+// writes anything (an earlier kernel may still be reading it). SA_OK or SA_E_CUDA naming the kernel.
+template <typename... KernelArgs, typename... Args>
+sa_status launch_pdl(const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                     cudaStream_t stream, Args &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = device_traits().pdl ? 1 : 0;
+    const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+    if (err == cudaSuccess) return check_launch(name);
+    (void)cudaGetLastError();
+    return sa::fail(SA_E_CUDA, std::string(name) + ": launch failed with " + cudaGetErrorName(err) + " (" +
+                                   cudaGetErrorString(err) + ")");
+}
+
 }  // namespace sa_cuda
 
 // Use right after a <<<>>> launch inside a function returning sa_status.
@@ -40,6 +98,22 @@ inline sa_status invalid(const std::string &message) { return sa::fail(SA_E_INVA
     } while (0)
 
 // ---- device helpers ----
+
+// Programmatic dependent launch (no-ops before sm_90, where the host never sets the attribute).
+// pdl_wait: returns once every earlier kernel in the stream has completed and its memory is visible.
+// pdl_launch_dependents: lets the next kernel in the stream be scheduled now (its blocks then sit in their own
+// pdl_wait, or run their independent prologue). Every kernel calls it first: the next grid can only start once all
+// blocks of this one are resident, which bounds how far launches run ahead.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 // Two bf16 packed in a 32-bit word (low half = lower address) -> two floats.
 __device__ __forceinline__ float bf16_lo(uint32_t w) { return __uint_as_float(w << 16); }

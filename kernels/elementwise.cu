@@ -6,6 +6,10 @@
 // otherwise turn / and sqrtf into approximations. The only unavoidable differences are the order of the RMSNorm
 // sum of squares and __expf in SiLU, which can flip a bf16 rounding by one ulp on rare elements.
 // 16-byte vector paths are used when the row length is a multiple of 8 and the pointers are 16-byte aligned.
+// Every kernel is launched with programmatic dependent launch (cuda_common.cuh): it lets its successor launch, then
+// waits for its predecessor before touching memory.
+// add_rmsnorm fuses the residual add with the following RMSNorm (x += y; out = rmsnorm(x)): one launch instead of
+// two in every half-layer of the decode step, with the rounding points of sa_cpu_add_bf16 then sa_cpu_rmsnorm_bf16.
 #include "cuda_common.cuh"
 
 namespace {
@@ -23,6 +27,8 @@ inline int grid_for(int64_t items) {
 template <bool kVec>
 __global__ void embed_kernel(const uint16_t *__restrict__ table, int64_t vocab, int dim, const int32_t *__restrict__ ids,
                              uint16_t *__restrict__ out) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int row = blockIdx.x;
     const int32_t id = ids[row];
     if (id < 0 || id >= vocab) return;
@@ -37,17 +43,10 @@ __global__ void embed_kernel(const uint16_t *__restrict__ table, int64_t vocab, 
 }
 
 // ---- RMSNorm: one block per row ----
-__global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ out,
-                               int dim, float eps) {
+// 1 / sqrt(mean(x^2) + eps) of the row from each thread's partial sum of squares (block of kThreads threads).
+__device__ float block_inv_rms(float sum_sq, int dim, float eps) {
     __shared__ float warp_sums[kThreads / 32];
     __shared__ float inv_shared;
-    const uint16_t *xr = x + (int64_t)blockIdx.x * dim;
-    uint16_t *orow = out + (int64_t)blockIdx.x * dim;
-    float sum_sq = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = sa_bf16_to_f32(xr[i]);
-        sum_sq = fmaf(v, v, sum_sq);
-    }
     sum_sq = warp_sum(sum_sq);
     if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = sum_sq;
     __syncthreads();
@@ -57,7 +56,26 @@ __global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *_
         inv_shared = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)dim), eps)));
     }
     __syncthreads();
-    const float inv = inv_shared;
+    return inv_shared;
+}
+
+// bf16(bf16(v * inv) * w): the CPU reference's two rounding points.
+__device__ __forceinline__ float rms_scale(float v, float inv, float w) {
+    return __fmul_rn(sa_round_bf16(__fmul_rn(v, inv)), w);
+}
+
+__global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ out,
+                               int dim, float eps) {
+    pdl_launch_dependents();
+    pdl_wait();
+    const uint16_t *xr = x + (int64_t)blockIdx.x * dim;
+    uint16_t *orow = out + (int64_t)blockIdx.x * dim;
+    float sum_sq = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = sa_bf16_to_f32(xr[i]);
+        sum_sq = fmaf(v, v, sum_sq);
+    }
+    const float inv = block_inv_rms(sum_sq, dim, eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float normed = sa_round_bf16(__fmul_rn(sa_bf16_to_f32(xr[i]), inv));
         orow[i] = sa_f32_to_bf16(__fmul_rn(normed, sa_bf16_to_f32(w[i])));
@@ -72,6 +90,8 @@ __device__ __forceinline__ float swiglu_one(float g, float u) {
 
 template <bool kVec>
 __global__ void swiglu_kernel(const uint16_t *__restrict__ gate_up, uint16_t *__restrict__ out, int m, int f) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     if (kVec) {
         const int64_t groups = (int64_t)m * (f / 8);
@@ -103,6 +123,8 @@ __device__ __forceinline__ uint32_t add_bf16x2(uint32_t a, uint32_t b) {
 
 template <bool kVec>
 __global__ void add_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict__ y, int64_t n) {
+    pdl_launch_dependents();
+    pdl_wait();
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     if (kVec) {
         for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < n / 8; v += stride) {
@@ -120,9 +142,63 @@ __global__ void add_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict_
     }
 }
 
+// ---- residual add + RMSNorm: x[r] = bf16(x[r] + y[r]); out[r] = rmsnorm(x[r]) * w; one block per row ----
+// The second pass re-reads the row of x this block has just written (same thread, same elements).
+template <bool kVec>
+__global__ void add_rmsnorm_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict__ y,
+                                   const uint16_t *__restrict__ w, uint16_t *__restrict__ out, int dim, float eps) {
+    pdl_launch_dependents();
+    pdl_wait();
+    uint16_t *xr = x + (int64_t)blockIdx.x * dim;
+    const uint16_t *yr = y + (int64_t)blockIdx.x * dim;
+    uint16_t *orow = out + (int64_t)blockIdx.x * dim;
+    float sum_sq = 0.0f;
+    if (kVec) {
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) {
+            uint4 a = reinterpret_cast<const uint4 *>(xr)[c];
+            const uint4 b = reinterpret_cast<const uint4 *>(yr)[c];
+            a.x = add_bf16x2(a.x, b.x);
+            a.y = add_bf16x2(a.y, b.y);
+            a.z = add_bf16x2(a.z, b.z);
+            a.w = add_bf16x2(a.w, b.w);
+            reinterpret_cast<uint4 *>(xr)[c] = a;
+            const uint32_t words[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                sum_sq = fmaf(bf16_lo(words[j]), bf16_lo(words[j]), sum_sq);
+                sum_sq = fmaf(bf16_hi(words[j]), bf16_hi(words[j]), sum_sq);
+            }
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            const uint16_t s = sa_f32_to_bf16(__fadd_rn(sa_bf16_to_f32(xr[i]), sa_bf16_to_f32(yr[i])));
+            xr[i] = s;
+            const float v = sa_bf16_to_f32(s);
+            sum_sq = fmaf(v, v, sum_sq);
+        }
+    }
+    const float inv = block_inv_rms(sum_sq, dim, eps);
+    if (kVec) {
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) {
+            const uint4 a = reinterpret_cast<const uint4 *>(xr)[c];
+            const uint4 g = reinterpret_cast<const uint4 *>(w)[c];
+            uint4 o;
+            o.x = pack_bf16x2(rms_scale(bf16_lo(a.x), inv, bf16_lo(g.x)), rms_scale(bf16_hi(a.x), inv, bf16_hi(g.x)));
+            o.y = pack_bf16x2(rms_scale(bf16_lo(a.y), inv, bf16_lo(g.y)), rms_scale(bf16_hi(a.y), inv, bf16_hi(g.y)));
+            o.z = pack_bf16x2(rms_scale(bf16_lo(a.z), inv, bf16_lo(g.z)), rms_scale(bf16_hi(a.z), inv, bf16_hi(g.z)));
+            o.w = pack_bf16x2(rms_scale(bf16_lo(a.w), inv, bf16_lo(g.w)), rms_scale(bf16_hi(a.w), inv, bf16_hi(g.w)));
+            reinterpret_cast<uint4 *>(orow)[c] = o;
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x)
+            orow[i] = sa_f32_to_bf16(rms_scale(sa_bf16_to_f32(xr[i]), inv, sa_bf16_to_f32(w[i])));
+    }
+}
+
 }  // namespace
 
 using sa_cuda::aligned16;
+using sa_cuda::launch_pdl;
 using sa_cuda::as_stream;
 using sa_cuda::invalid;
 
@@ -132,13 +208,9 @@ SA_API sa_status sa_cuda_embed_bf16(const uint16_t *table, int64_t vocab, int32_
     if (!table || !ids || !out || vocab <= 0 || dim <= 0 || n < 0)
         return invalid("sa_cuda_embed_bf16: null pointer or non-positive vocab/dim/negative n");
     if (n == 0) return SA_OK;
-    if (dim % 8 == 0 && aligned16(table) && aligned16(out)) {
-        embed_kernel<true><<<n, kThreads, 0, as_stream(stream)>>>(table, vocab, dim, ids, out);
-    } else {
-        embed_kernel<false><<<n, kThreads, 0, as_stream(stream)>>>(table, vocab, dim, ids, out);
-    }
-    SA_CHECK_LAUNCH("embed_kernel");
-    return SA_OK;
+    const bool vec = dim % 8 == 0 && aligned16(table) && aligned16(out);
+    return launch_pdl("embed_kernel", vec ? &embed_kernel<true> : &embed_kernel<false>, dim3(n), dim3(kThreads), 0,
+                      as_stream(stream), table, vocab, dim, ids, out);
     SA_GUARD_END
 }
 
@@ -148,9 +220,8 @@ SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint
     if (!x || !w || !out || rows < 0 || dim <= 0)
         return invalid("sa_cuda_rmsnorm_bf16: null pointer, negative rows or non-positive dim");
     if (rows == 0) return SA_OK;
-    rmsnorm_kernel<<<rows, kThreads, 0, as_stream(stream)>>>(x, w, out, dim, eps);
-    SA_CHECK_LAUNCH("rmsnorm_kernel");
-    return SA_OK;
+    return launch_pdl("rmsnorm_kernel", rmsnorm_kernel, dim3(rows), dim3(kThreads), 0, as_stream(stream), x, w, out, dim,
+                      eps);
     SA_GUARD_END
 }
 
@@ -158,13 +229,10 @@ SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int
     SA_GUARD_BEGIN
     if (!gate_up || !out || m < 0 || f <= 0) return invalid("sa_cuda_swiglu_bf16: null pointer, negative m or f <= 0");
     if (m == 0) return SA_OK;
-    if (f % 8 == 0 && aligned16(gate_up) && aligned16(out)) {
-        swiglu_kernel<true><<<grid_for((int64_t)m * f / 8), kThreads, 0, as_stream(stream)>>>(gate_up, out, m, f);
-    } else {
-        swiglu_kernel<false><<<grid_for((int64_t)m * f), kThreads, 0, as_stream(stream)>>>(gate_up, out, m, f);
-    }
-    SA_CHECK_LAUNCH("swiglu_kernel");
-    return SA_OK;
+    const bool vec = f % 8 == 0 && aligned16(gate_up) && aligned16(out);
+    return launch_pdl("swiglu_kernel", vec ? &swiglu_kernel<true> : &swiglu_kernel<false>,
+                      dim3(grid_for(vec ? (int64_t)m * f / 8 : (int64_t)m * f)), dim3(kThreads), 0, as_stream(stream),
+                      gate_up, out, m, f);
     SA_GUARD_END
 }
 
@@ -172,12 +240,21 @@ SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, voi
     SA_GUARD_BEGIN
     if (!x || !y || n < 0) return invalid("sa_cuda_add_bf16: null pointer or negative n");
     if (n == 0) return SA_OK;
-    if (n % 8 == 0 && aligned16(x) && aligned16(y)) {
-        add_kernel<true><<<grid_for(n / 8), kThreads, 0, as_stream(stream)>>>(x, y, n);
-    } else {
-        add_kernel<false><<<grid_for(n), kThreads, 0, as_stream(stream)>>>(x, y, n);
-    }
-    SA_CHECK_LAUNCH("add_kernel");
-    return SA_OK;
+    const bool vec = n % 8 == 0 && aligned16(x) && aligned16(y);
+    return launch_pdl("add_kernel", vec ? &add_kernel<true> : &add_kernel<false>, dim3(grid_for(vec ? n / 8 : n)),
+                      dim3(kThreads), 0, as_stream(stream), x, y, n);
+    SA_GUARD_END
+}
+
+SA_API sa_status sa_cuda_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const uint16_t *w, uint16_t *out, int32_t rows,
+                                          int32_t dim, float eps, void *stream) {
+    SA_GUARD_BEGIN
+    if (!x || !y || !w || !out || rows < 0 || dim <= 0)
+        return invalid("sa_cuda_add_rmsnorm_bf16: null pointer, negative rows or non-positive dim");
+    if (out == x || out == y) return invalid("sa_cuda_add_rmsnorm_bf16: out must not alias x or y");
+    if (rows == 0) return SA_OK;
+    const bool vec = dim % 8 == 0 && aligned16(x) && aligned16(y) && aligned16(w) && aligned16(out);
+    return launch_pdl("add_rmsnorm_kernel", vec ? &add_rmsnorm_kernel<true> : &add_rmsnorm_kernel<false>, dim3(rows),
+                      dim3(kThreads), 0, as_stream(stream), x, y, w, out, dim, eps);
     SA_GUARD_END
 }

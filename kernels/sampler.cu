@@ -36,6 +36,8 @@ __device__ __forceinline__ float key16_to_float(uint32_t key) {
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const uint16_t *__restrict__ logits, int vocab, int32_t *history, int32_t *history_len,
                   sa_sample_params params, uint64_t *step, int32_t *out_id) {
+    pdl_launch_dependents();
+    pdl_wait();  // logits, history and the counters come from earlier kernels
     __shared__ int banned_s, kth_bin_s, rank_s, chosen_s, last_nonzero_s;
     __shared__ float v_min_s;
     __shared__ unsigned histogram[256];
@@ -239,9 +241,7 @@ SA_API sa_status sa_cuda_sample_bf16(const uint16_t *logits, int32_t vocab, int3
     SA_GUARD_BEGIN
     if (!logits || vocab <= 0 || !history || !history_len || !params || !step || !out_id)
         return sa_cuda::invalid("sa_cuda_sample_bf16: null pointer or vocab <= 0");
-    sample_kernel<<<1, kThreads, 0, sa_cuda::as_stream(stream)>>>(logits, vocab, history, history_len, *params, step,
-                                                                   out_id);
-    SA_CHECK_LAUNCH("sample_kernel");
-    return SA_OK;
+    return sa_cuda::launch_pdl("sample_kernel", &sample_kernel, dim3(1), dim3(kThreads), 0, sa_cuda::as_stream(stream),
+                               logits, vocab, history, history_len, *params, step, out_id);
     SA_GUARD_END
 }

@@ -6,7 +6,9 @@
  *  - bf16 values are passed as uint16_t bit patterns (the upper half of an IEEE fp32);
  *  - matrices are row-major; linear weights are [N out, K in] exactly as PyTorch stores them;
  *  - sa_cpu_* take host pointers and are the plain reference implementation (the oracle for GPU kernels);
- *  - sa_cuda_* take device pointers and a CUstream (void*), launch asynchronously and check the launch.
+ *  - sa_cuda_* take device pointers and a CUstream (void*), launch asynchronously and check the launch. On sm_90+
+ *    the bf16-path kernels use programmatic dependent launch (each may start before its predecessor in the stream
+ *    has finished, and waits for it before touching activations); STEPAUDIO_NO_PDL=1 in the environment turns it off.
  */
 #ifndef STEPAUDIO_NATIVE_H
 #define STEPAUDIO_NATIVE_H
@@ -72,6 +74,10 @@ SA_API sa_status sa_cpu_linear_bf16(const uint16_t *x, const uint16_t *w, uint16
 SA_API sa_status sa_cpu_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f);
 /* x[i] = bf16(x[i] + y[i]) — the residual add. */
 SA_API sa_status sa_cpu_add_bf16(uint16_t *x, const uint16_t *y, int64_t n);
+/* The residual add followed by the next RMSNorm, x and y [rows, dim]: sa_cpu_add_bf16(x, y, rows*dim), then
+ * sa_cpu_rmsnorm_bf16(x, w, out, rows, dim, eps). out must not alias x or y. */
+SA_API sa_status sa_cpu_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const uint16_t *w, uint16_t *out, int32_t rows,
+                                         int32_t dim, float eps);
 /* One attention layer call. qkv [n_new, (n_heads + 2 n_kv_heads) * head_dim] is the fused projection output
  * (q | k | v). *seq_len is the sequence length including the n_new tokens (a pointer so that a captured GPU graph
  * reads it from device memory each replay); the new tokens sit at positions pos0 = *seq_len − n_new onwards.
@@ -94,6 +100,9 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
                                      void *stream);
 SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f, void *stream);
 SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, void *stream);
+/* sa_cpu_add_rmsnorm_bf16 in one kernel (one block per row). */
+SA_API sa_status sa_cuda_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const uint16_t *w, uint16_t *out, int32_t rows,
+                                          int32_t dim, float eps, void *stream);
 SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16_t *qkv, uint16_t *k_cache,
                                         uint16_t *v_cache, const int32_t *seq_len, const float *slopes, uint16_t *out,
                                         void *stream);

@@ -73,6 +73,15 @@ SA_API sa_status sa_cpu_add_bf16(uint16_t *x, const uint16_t *y, int64_t n) {
     return SA_OK;
 }
 
+SA_API sa_status sa_cpu_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const uint16_t *w, uint16_t *out, int32_t rows,
+                                         int32_t dim, float eps) {
+    if (!x || !y || !w || !out || rows < 0 || dim <= 0 || out == x || out == y)
+        return fail(SA_E_INVALID_ARGUMENT, "sa_cpu_add_rmsnorm_bf16: bad arguments (null, negative size or out aliasing x/y)");
+    const sa_status st = sa_cpu_add_bf16(x, y, (int64_t)rows * dim);
+    if (st != SA_OK) return st;
+    return sa_cpu_rmsnorm_bf16(x, w, out, rows, dim, eps);
+}
+
 SA_API sa_status sa_cpu_attention_bf16(const sa_attn_shape *s, const uint16_t *qkv, uint16_t *k_cache, uint16_t *v_cache,
                                        const int32_t *seq_len, const float *slopes, uint16_t *out) {
     if (!s || !qkv || !k_cache || !v_cache || !seq_len || !slopes || !out)

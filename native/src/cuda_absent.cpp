@@ -22,6 +22,10 @@ SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *, uint16_t *, int32_t, int3
     return no_cuda("sa_cuda_swiglu_bf16");
 }
 SA_API sa_status sa_cuda_add_bf16(uint16_t *, const uint16_t *, int64_t, void *) { return no_cuda("sa_cuda_add_bf16"); }
+SA_API sa_status sa_cuda_add_rmsnorm_bf16(uint16_t *, const uint16_t *, const uint16_t *, uint16_t *, int32_t, int32_t, float,
+                                          void *) {
+    return no_cuda("sa_cuda_add_rmsnorm_bf16");
+}
 SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *, const uint16_t *, uint16_t *, uint16_t *, const int32_t *,
                                         const float *, uint16_t *, void *) {
     return no_cuda("sa_cuda_attention_bf16");

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "stepaudio_native.h"
@@ -89,13 +90,168 @@ double copy_bandwidth_gbs(cudaStream_t stream) {
     return 2.0 * bytes / (us * 1e3);
 }
 
+// The Step1 decode step exactly as Step1Model.Forward + Generator issue it (embed, 32 layers, final norm, lm_head,
+// greedy sampler), captured once as a CUDA graph and replayed; weights are constant patterns (the speed does not
+// depend on their values). fused: the residual add and the next RMSNorm as one kernel (the model's path); else the
+// separate add + rmsnorm of the previous version. The context is *seq_len, fixed during the replays. Returns ms/token
+// (median of 40 replays, one graph launch each).
+double decode_step_ms(cudaStream_t stream, bool fused, int context) {
+    const int H = 48, G = 4, D = 64, hidden = 3072, inter = 8192, vocab = 74752, layers = 32, max_ctx = 4096;
+    const int qkv_n = (H + 2 * G) * D, kvw = G * D;
+    const float eps = 1e-5f;
+    struct Layer {
+        uint16_t *in_norm, *qkv, *o, *post_norm, *gate_up, *down, *kc, *vc;
+    };
+    auto alloc = [](size_t elems, int byte) {
+        uint16_t *p;
+        ok(cudaMalloc(&p, elems * 2), "malloc");
+        cudaMemset(p, byte, elems * 2);
+        return p;
+    };
+    std::vector<Layer> ls(layers);
+    for (auto &l : ls) {
+        l.in_norm = alloc(hidden, 0x3f);  // bf16 0x3f3f ~ 0.75
+        l.post_norm = alloc(hidden, 0x3f);
+        l.qkv = alloc((size_t)qkv_n * hidden, 0x3c);  // bf16 0x3c3c ~ 0.0115
+        l.o = alloc((size_t)hidden * hidden, 0x3c);
+        l.gate_up = alloc((size_t)2 * inter * hidden, 0x3c);
+        l.down = alloc((size_t)hidden * inter, 0x3c);
+        l.kc = alloc((size_t)max_ctx * kvw, 0x3c);
+        l.vc = alloc((size_t)max_ctx * kvw, 0x3c);
+    }
+    uint16_t *lm = alloc((size_t)vocab * hidden, 0x3c), *final_norm = alloc(hidden, 0x3f);
+    uint16_t *x = alloc(hidden, 0), *norm = alloc(hidden, 0), *qkv = alloc(qkv_n, 0), *att = alloc(H * D, 0),
+             *tmp = alloc(hidden, 0), *gu = alloc(2 * inter, 0), *act = alloc(inter, 0), *logits = alloc(vocab, 0);
+    float *slopes;
+    int32_t *history, *len, *next;
+    uint64_t *step;
+    ok(cudaMalloc(&slopes, H * 4), "malloc");
+    ok(cudaMalloc(&history, (max_ctx + 1) * 4), "malloc");
+    ok(cudaMalloc(&len, 4), "malloc");
+    ok(cudaMalloc(&next, 4), "malloc");
+    ok(cudaMalloc(&step, 8), "malloc");
+    std::vector<float> hs(H);
+    sa_alibi_slopes(H, hs.data());
+    cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
+    cudaMemset(history, 0, (max_ctx + 1) * 4);
+    cudaMemset(next, 0, 4);
+    cudaMemset(step, 0, 8);
+    const sa_sample_params greedy{0.0f, 1, 10, 1};
+    const sa_attn_shape shape{H, G, D, 1, max_ctx};
+    // As in Generator, *seq_len is the history length, which includes the token being decoded.
+    auto run_step = [&] {
+        sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, next, 1, x, stream), "embed");
+        for (int l = 0; l < layers; ++l) {
+            const Layer &L = ls[l];
+            auto norm_into = [&](const uint16_t *w) {
+                if (l == 0 && w == L.in_norm) sa_ok(sa_cuda_rmsnorm_bf16(x, w, norm, 1, hidden, eps, stream), "rmsnorm");
+                else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, w, norm, 1, hidden, eps, stream), "add_rmsnorm");
+                else {
+                    sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
+                    sa_ok(sa_cuda_rmsnorm_bf16(x, w, norm, 1, hidden, eps, stream), "rmsnorm");
+                }
+            };
+            norm_into(L.in_norm);
+            sa_ok(sa_cuda_linear_bf16(norm, L.qkv, qkv, 1, qkv_n, hidden, stream), "qkv");
+            sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
+            sa_ok(sa_cuda_linear_bf16(att, L.o, tmp, 1, hidden, H * D, stream), "o");
+            norm_into(L.post_norm);
+            sa_ok(sa_cuda_linear_bf16(norm, L.gate_up, gu, 1, 2 * inter, hidden, stream), "gate_up");
+            sa_ok(sa_cuda_swiglu_bf16(gu, act, 1, inter, stream), "swiglu");
+            sa_ok(sa_cuda_linear_bf16(act, L.down, tmp, 1, hidden, inter, stream), "down");
+        }
+        if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
+        else {
+            sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
+            sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
+        }
+        sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, stream), "lm_head");
+        sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
+    };
+    // The sampler appends one id per step, so *len grows by one per replay: reset it before each timed replay to
+    // keep the attention context fixed.
+    auto set_len = [&] { ok(cudaMemcpyAsync(len, &context, 4, cudaMemcpyHostToDevice, stream), "len"); };
+    set_len();
+    run_step();  // eager once: lazy module loads, scratch address
+    ok(cudaStreamSynchronize(stream), "eager step");
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+    run_step();
+    ok(cudaStreamEndCapture(stream, &graph), "end capture");
+    ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    size_t nodes = 0;
+    cudaGraphGetNodes(graph, nullptr, &nodes);
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    std::vector<double> ms;
+    for (int i = 0; i < 45; ++i) {
+        set_len();
+        cudaEventRecord(a, stream);
+        ok(cudaGraphLaunch(exec, stream), "graph launch");
+        cudaEventRecord(b, stream);
+        ok(cudaEventSynchronize(b), "sync");
+        float t = 0;
+        cudaEventElapsedTime(&t, a, b);
+        if (i >= 5) ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    int32_t id = -2;
+    cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
+    std::printf("decode step %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)\n",
+                fused ? "fused" : "unfused", context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    for (auto &l : ls)
+        for (uint16_t *p : {l.in_norm, l.qkv, l.o, l.post_norm, l.gate_up, l.down, l.kc, l.vc}) cudaFree(p);
+    for (uint16_t *p : {lm, final_norm, x, norm, qkv, att, tmp, gu, act, logits}) cudaFree(p);
+    cudaFree(slopes), cudaFree(history), cudaFree(len), cudaFree(next), cudaFree(step);
+    return ms[ms.size() / 2];
+}
+
+// µs per launch of the small decode kernels (M = 1, Step1 sizes), graph of 10 launches.
+void small_kernels(cudaStream_t stream) {
+    const int hidden = 3072, inter = 8192;
+    uint16_t *x, *y, *w, *out, *gu;
+    ok(cudaMalloc(&x, hidden * 2), "malloc");
+    ok(cudaMalloc(&y, hidden * 2), "malloc");
+    ok(cudaMalloc(&w, hidden * 2), "malloc");
+    ok(cudaMalloc(&out, inter * 2), "malloc");
+    ok(cudaMalloc(&gu, 2 * inter * 2), "malloc");
+    cudaMemset(x, 0x3c, hidden * 2), cudaMemset(y, 0x3c, hidden * 2), cudaMemset(w, 0x3f, hidden * 2);
+    cudaMemset(gu, 0x3c, 2 * inter * 2);
+    ok(cudaStreamSynchronize(stream), "sync");
+    const double rms = time_graph(stream, [&](int) { sa_ok(sa_cuda_rmsnorm_bf16(x, w, out, 1, hidden, 1e-5f, stream), "rmsnorm"); });
+    const double add = time_graph(stream, [&](int) { sa_ok(sa_cuda_add_bf16(x, y, hidden, stream), "add"); });
+    const double fused = time_graph(stream, [&](int) {
+        sa_ok(sa_cuda_add_rmsnorm_bf16(x, y, w, out, 1, hidden, 1e-5f, stream), "add_rmsnorm");
+    });
+    const double swiglu = time_graph(stream, [&](int) { sa_ok(sa_cuda_swiglu_bf16(gu, out, 1, inter, stream), "swiglu"); });
+    std::printf("small kernels, M=1, us per launch: rmsnorm %.2f, add %.2f, add_rmsnorm %.2f, swiglu %.2f\n", rms, add,
+                fused, swiglu);
+    cudaFree(x), cudaFree(y), cudaFree(w), cudaFree(out), cudaFree(gu);
+}
+
 }  // namespace
 
-int main() {
+// kernel_bench            every benchmark
+// kernel_bench decode     only the decode step and the small kernels (for sweeps over STEPAUDIO_* settings)
+int main(int argc, char **argv) {
+    const bool decode_only = argc > 1 && std::string(argv[1]) == "decode";
     cudaDeviceProp prop;
     ok(cudaGetDeviceProperties(&prop, 0), "device");
     cudaStream_t stream;
     ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    const char *pdl_off = std::getenv("STEPAUDIO_NO_PDL"), *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
+    std::printf("settings: PDL %s, GEMV L2 prefetch %s KB\n", pdl_off && pdl_off[0] && pdl_off[0] != '0' ? "off" : "on",
+                prefetch ? prefetch : "default");
+    for (int context : {64, 1024})
+        for (bool fused : {false, true}) decode_step_ms(stream, fused, context);
+    small_kernels(stream);
+    if (decode_only) return 0;
     const double copy_gbs = copy_bandwidth_gbs(stream);
     std::printf("device %s, %d SMs; D2D copy %.0f GB/s (read+write)\n", prop.name, prop.multiProcessorCount, copy_gbs);
     std::printf("%-8s %6s %6s %5s %10s %9s %8s %8s %9s\n", "linear", "N", "K", "M", "us", "GB/s", "%3.0TB/s",
@@ -157,7 +313,7 @@ int main() {
         std::vector<float> hs(H);
         sa_alibi_slopes(H, hs.data());
         cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
-        for (int seq : {1000, 4097, 8192}) {
+        for (int seq : {64, 1000, 4097, 8192}) {
             for (int n_new : {1, 4}) {
                 cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
                 sa_attn_shape shape{H, G, D, n_new, max_ctx};

@@ -61,6 +61,8 @@ public sealed unsafe class CpuBackend : IComputeBackend
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CpuSwiGlu(gateUp, output, m, f));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CpuAdd(x, y, n));
+    public void AddRmsNorm(nint x, nint y, nint weight, nint output, int rows, int dim, float eps) =>
+        NativeException.Check(NativeMethods.CpuAddRmsNorm(x, y, weight, output, rows, dim, eps));
 
     public void Attention(in AttentionShape s, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output)
     {

@@ -153,6 +153,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CudaSwiGlu(gateUp, output, m, f, S));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CudaAdd(x, y, n, S));
+    public void AddRmsNorm(nint x, nint y, nint weight, nint output, int rows, int dim, float eps) =>
+        NativeException.Check(NativeMethods.CudaAddRmsNorm(x, y, weight, output, rows, dim, eps, S));
 
     public void Attention(in AttentionShape s, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output)
     {

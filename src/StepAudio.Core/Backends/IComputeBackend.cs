@@ -36,6 +36,9 @@ public interface IComputeBackend : IDisposable
     void Linear(nint x, LinearWeight w, nint y, int m);
     void SwiGlu(nint gateUp, nint output, int m, int f);
     void Add(nint x, nint y, long n);
+    /// <summary>The residual add and the RMSNorm after it: x += y (n = rows·dim elements), then
+    /// output = RmsNorm(x, weight). Same results as Add then RmsNorm; one kernel on the GPU. output must not alias x or y.</summary>
+    void AddRmsNorm(nint x, nint y, nint weight, nint output, int rows, int dim, float eps);
     void Attention(in AttentionShape shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output);
     /// <summary>One sampling step; appends the chosen id to history, increments *historyLen and *step, writes *outId.</summary>
     void Sample(nint logits, int vocab, nint history, nint historyLen, in SamplingParams p, nint step, nint outId);

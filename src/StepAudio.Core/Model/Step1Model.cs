@@ -160,24 +160,34 @@ public sealed unsafe class Step1Model : IDisposable
         long layerKv = (long)Options.MaxContext * c.KvDim * 2;
         var shape = new AttentionShape(c.NumAttentionHeads, c.NumAttentionGroups, c.HeadDim, n, Options.MaxContext);
 
+        // Each residual add is fused with the RMSNorm that follows it: _tmp holds a projection output not yet added
+        // into _x whenever residualPending is set.
+        bool residualPending = false;
+        void NormInto(DeviceBuffer weight)
+        {
+            if (residualPending) b.AddRmsNorm(_x.Pointer, _tmp.Pointer, weight.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
+            else b.RmsNorm(_x.Pointer, weight.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
+            residualPending = false;
+        }
+
         b.Embed(_embed.Pointer, c.VocabSize, h, ids, n, _x.Pointer);
         for (int i = 0; i < _layers.Length; i++)
         {
             var l = _layers[i];
-            b.RmsNorm(_x.Pointer, l.InputNorm.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
+            NormInto(l.InputNorm);
             b.Linear(_norm.Pointer, l.Qkv, _qkv.Pointer, n);
             b.Attention(shape, _qkv.Pointer, _kCache.At(i * layerKv), _vCache.At(i * layerKv), seqLen, _slopes.Pointer, _att.Pointer);
             b.Linear(_att.Pointer, l.O, _tmp.Pointer, n);
-            b.Add(_x.Pointer, _tmp.Pointer, (long)n * h);
-            b.RmsNorm(_x.Pointer, l.PostNorm.Pointer, _norm.Pointer, n, h, c.RmsNormEps);
+            residualPending = true;
+            NormInto(l.PostNorm);
             b.Linear(_norm.Pointer, l.GateUp, _gateUp.Pointer, n);
             b.SwiGlu(_gateUp.Pointer, _act.Pointer, n, f);
             b.Linear(_act.Pointer, l.Down, _tmp.Pointer, n);
-            b.Add(_x.Pointer, _tmp.Pointer, (long)n * h);
+            residualPending = true;
         }
-        nint lastRows = _x.At((long)(n - logitRows) * h * 2);
-        b.RmsNorm(lastRows, _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
-        b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
+        // The final norm runs over all n rows (the residual add must anyway); lm_head takes the last logitRows.
+        NormInto(_finalNorm);
+        b.Linear(_norm.At((long)(n - logitRows) * h * 2), _lmHead, _logits.Pointer, logitRows);
     }
 
     /// <summary>Reads logits rows back to the host as fp32.</summary>

@@ -39,6 +39,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library, EntryPoint = "sa_cpu_linear_bf16")] internal static partial int CpuLinear(nint x, nint w, nint y, int m, int n, int k);
     [LibraryImport(Library, EntryPoint = "sa_cpu_swiglu_bf16")] internal static partial int CpuSwiGlu(nint gateUp, nint output, int m, int f);
     [LibraryImport(Library, EntryPoint = "sa_cpu_add_bf16")] internal static partial int CpuAdd(nint x, nint y, long n);
+    [LibraryImport(Library, EntryPoint = "sa_cpu_add_rmsnorm_bf16")] internal static partial int CpuAddRmsNorm(nint x, nint y, nint w, nint output, int rows, int dim, float eps);
     [LibraryImport(Library, EntryPoint = "sa_cpu_attention_bf16")] internal static partial int CpuAttention(AttnShape* shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output);
     [LibraryImport(Library, EntryPoint = "sa_cpu_sample_bf16")] internal static partial int CpuSample(nint logits, int vocab, nint history, int historyLen, SampleParams* p, ulong step, int* outId);
 
@@ -51,6 +52,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library, EntryPoint = "sa_cuda_linear_bf16")] internal static partial int CudaLinear(nint x, nint w, nint y, int m, int n, int k, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_swiglu_bf16")] internal static partial int CudaSwiGlu(nint gateUp, nint output, int m, int f, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_bf16")] internal static partial int CudaAdd(nint x, nint y, long n, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_add_rmsnorm_bf16")] internal static partial int CudaAddRmsNorm(nint x, nint y, nint w, nint output, int rows, int dim, float eps, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_attention_bf16")] internal static partial int CudaAttention(AttnShape* shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_linear_w4a16")] internal static partial int CudaLinearW4A16(nint x, nint qweight, nint scales, nint zeros, int flags, nint y, int m, int n, int k, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_sample_bf16")] internal static partial int CudaSample(nint logits, int vocab, nint history, nint historyLen, SampleParams* p, nint step, nint outId, nint stream);
