@@ -66,7 +66,8 @@ inline const DeviceTraits &device_traits() {
 }
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...) with the programmatic-stream-serialization attribute
-// when PDL is on. The kernel must call pdl_wait() before it reads anything an earlier kernel wrote, and before it
+// when PDL is on and the stream is a created one (the legacy default stream, which the kernel checks use, keeps
+// plain ordering). The kernel must call pdl_wait() before it reads anything an earlier kernel wrote, and before it
 // writes anything (an earlier kernel may still be reading it). SA_OK or SA_E_CUDA naming the kernel.
 template <typename... KernelArgs, typename... Args>
 sa_status launch_pdl(const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
@@ -80,7 +81,7 @@ sa_status launch_pdl(const char *name, void (*kernel)(KernelArgs...), dim3 grid,
     config.dynamicSmemBytes = smem;
     config.stream = stream;
     config.attrs = attr;
-    config.numAttrs = device_traits().pdl ? 1 : 0;
+    config.numAttrs = device_traits().pdl && stream != nullptr ? 1 : 0;
     const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
     if (err == cudaSuccess) return check_launch(name);
     (void)cudaGetLastError();
