@@ -64,6 +64,26 @@ __device__ __forceinline__ float rms_scale(float v, float inv, float w) {
     return __fmul_rn(sa_round_bf16(__fmul_rn(v, inv)), w);
 }
 
+// out = rmsnorm(x) * w for 8 consecutive elements (16-byte vectors).
+__device__ __forceinline__ uint4 rms_scale8(uint4 a, uint4 g, float inv) {
+    uint4 o;
+    o.x = pack_bf16x2(rms_scale(bf16_lo(a.x), inv, bf16_lo(g.x)), rms_scale(bf16_hi(a.x), inv, bf16_hi(g.x)));
+    o.y = pack_bf16x2(rms_scale(bf16_lo(a.y), inv, bf16_lo(g.y)), rms_scale(bf16_hi(a.y), inv, bf16_hi(g.y)));
+    o.z = pack_bf16x2(rms_scale(bf16_lo(a.z), inv, bf16_lo(g.z)), rms_scale(bf16_hi(a.z), inv, bf16_hi(g.z)));
+    o.w = pack_bf16x2(rms_scale(bf16_lo(a.w), inv, bf16_lo(g.w)), rms_scale(bf16_hi(a.w), inv, bf16_hi(g.w)));
+    return o;
+}
+__device__ __forceinline__ float sum_sq8(uint4 a, float sum_sq) {
+    const uint32_t words[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        sum_sq = fmaf(bf16_lo(words[j]), bf16_lo(words[j]), sum_sq);
+        sum_sq = fmaf(bf16_hi(words[j]), bf16_hi(words[j]), sum_sq);
+    }
+    return sum_sq;
+}
+
+template <bool kVec>
 __global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ out,
                                int dim, float eps) {
     pdl_launch_dependents();
@@ -71,14 +91,22 @@ __global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *_
     const uint16_t *xr = x + (int64_t)blockIdx.x * dim;
     uint16_t *orow = out + (int64_t)blockIdx.x * dim;
     float sum_sq = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = sa_bf16_to_f32(xr[i]);
-        sum_sq = fmaf(v, v, sum_sq);
+    if (kVec) {
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) sum_sq = sum_sq8(reinterpret_cast<const uint4 *>(xr)[c], sum_sq);
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            float v = sa_bf16_to_f32(xr[i]);
+            sum_sq = fmaf(v, v, sum_sq);
+        }
     }
     const float inv = block_inv_rms(sum_sq, dim, eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float normed = sa_round_bf16(__fmul_rn(sa_bf16_to_f32(xr[i]), inv));
-        orow[i] = sa_f32_to_bf16(__fmul_rn(normed, sa_bf16_to_f32(w[i])));
+    if (kVec) {
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x)
+            reinterpret_cast<uint4 *>(orow)[c] =
+                rms_scale8(reinterpret_cast<const uint4 *>(xr)[c], reinterpret_cast<const uint4 *>(w)[c], inv);
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x)
+            orow[i] = sa_f32_to_bf16(rms_scale(sa_bf16_to_f32(xr[i]), inv, sa_bf16_to_f32(w[i])));
     }
 }
 
@@ -162,12 +190,7 @@ __global__ void add_rmsnorm_kernel(uint16_t *__restrict__ x, const uint16_t *__r
             a.z = add_bf16x2(a.z, b.z);
             a.w = add_bf16x2(a.w, b.w);
             reinterpret_cast<uint4 *>(xr)[c] = a;
-            const uint32_t words[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                sum_sq = fmaf(bf16_lo(words[j]), bf16_lo(words[j]), sum_sq);
-                sum_sq = fmaf(bf16_hi(words[j]), bf16_hi(words[j]), sum_sq);
-            }
+            sum_sq = sum_sq8(a, sum_sq);
         }
     } else {
         for (int i = threadIdx.x; i < dim; i += blockDim.x) {
@@ -179,16 +202,9 @@ __global__ void add_rmsnorm_kernel(uint16_t *__restrict__ x, const uint16_t *__r
     }
     const float inv = block_inv_rms(sum_sq, dim, eps);
     if (kVec) {
-        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) {
-            const uint4 a = reinterpret_cast<const uint4 *>(xr)[c];
-            const uint4 g = reinterpret_cast<const uint4 *>(w)[c];
-            uint4 o;
-            o.x = pack_bf16x2(rms_scale(bf16_lo(a.x), inv, bf16_lo(g.x)), rms_scale(bf16_hi(a.x), inv, bf16_hi(g.x)));
-            o.y = pack_bf16x2(rms_scale(bf16_lo(a.y), inv, bf16_lo(g.y)), rms_scale(bf16_hi(a.y), inv, bf16_hi(g.y)));
-            o.z = pack_bf16x2(rms_scale(bf16_lo(a.z), inv, bf16_lo(g.z)), rms_scale(bf16_hi(a.z), inv, bf16_hi(g.z)));
-            o.w = pack_bf16x2(rms_scale(bf16_lo(a.w), inv, bf16_lo(g.w)), rms_scale(bf16_hi(a.w), inv, bf16_hi(g.w)));
-            reinterpret_cast<uint4 *>(orow)[c] = o;
-        }
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x)
+            reinterpret_cast<uint4 *>(orow)[c] =
+                rms_scale8(reinterpret_cast<const uint4 *>(xr)[c], reinterpret_cast<const uint4 *>(w)[c], inv);
     } else {
         for (int i = threadIdx.x; i < dim; i += blockDim.x)
             orow[i] = sa_f32_to_bf16(rms_scale(sa_bf16_to_f32(xr[i]), inv, sa_bf16_to_f32(w[i])));
@@ -220,8 +236,9 @@ SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint
     if (!x || !w || !out || rows < 0 || dim <= 0)
         return invalid("sa_cuda_rmsnorm_bf16: null pointer, negative rows or non-positive dim");
     if (rows == 0) return SA_OK;
-    return launch_pdl("rmsnorm_kernel", rmsnorm_kernel, dim3(rows), dim3(kThreads), 0, as_stream(stream), x, w, out, dim,
-                      eps);
+    const bool vec = dim % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(out);
+    return launch_pdl("rmsnorm_kernel", vec ? &rmsnorm_kernel<true> : &rmsnorm_kernel<false>, dim3(rows), dim3(kThreads),
+                      0, as_stream(stream), x, w, out, dim, eps);
     SA_GUARD_END
 }
 
