@@ -2,7 +2,7 @@
 //
 // The sequence length lives in device memory (*seq_len, so a captured graph replays for every position); the host
 // never reads it. Hence nothing launched here depends on it: grids are sized from the shape and max_ctx only,
-// and blocks whose key range turns out empty on the device return at once (the merge counts only the active splits).
+// and blocks whose key range turns out empty on the device return at once (the combine kernel skips them).
 //
 //  1. attention_kernel: one block = one KV group x a few new tokens x one split of the key range. Its queries are
 //     all (token, head) pairs of that group (12 heads in Step1), so every K/V byte is read once per block.
@@ -12,11 +12,8 @@
 //     into registers while it computes on the current one.
 //     The blocks of split 0 also append the new tokens' k, v rows to the caches at pos0 = *seq_len - n_new;
 //     every block takes keys at positions >= pos0 from qkv itself, so no second kernel or ordering is needed.
-//  2. The split blocks of one (token block, group) count themselves in on a device counter once their partials are
-//     written; the last to arrive merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights and
-//     resets the counter (no second kernel: at decode the combine launch and its dependency gap cost as much as
-//     the merge). A split covers at least kMinTilesPerSplit tiles, so short contexts have one active split, and
-//     a block that is the only active split (or the only split: long prefill) normalises and writes bf16 itself.
+//  2. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights.
+// With one split (long prefill) the attention kernel normalises and writes bf16 itself.
 //
 // Split partials go to one module-level scratch buffer (8 MB; the API has no workspace argument and the functions
 // must not allocate). So calls must be serialised — one stream, as the decode graph is — never concurrent.
@@ -34,16 +31,12 @@ constexpr int kThreads = 128;             // 4 warps
 constexpr int kKeyTile = 32;              // keys per tile: one per lane in the score phase
 constexpr int kMaxQueries = 64;           // (token, head) queries per block
 constexpr int kMaxQueryElems = 4096;      // queries x head_dim per block: 32 fp32 accumulators per thread
-constexpr int kMaxSplits = 128;           // the merge handles up to 128 (four per lane)
-constexpr int kMinTilesPerSplit = 2;      // 64 keys: shorter contexts are one split, with no merge
-constexpr int kMaxCounters = 1024;        // (token block, group) pairs of a multi-split call (< kTargetBlocks)
+constexpr int kMaxSplits = 128;         // the combine kernel handles up to 128 (four per lane)
 constexpr int kTargetBlocks = 4 * 132;    // enough blocks for four per SM on an H100 (short blocks, latency-bound)
 constexpr int64_t kScratchFloats = 1 << 21;
 constexpr uint16_t kBf16NaN = 0x7fc0;
 
 __device__ float g_attention_scratch[kScratchFloats];
-// Arrival counters of the split blocks, per (token block, group); zero between calls (the last block resets its own).
-__device__ int g_attention_arrivals[kMaxCounters];
 
 struct AttnArgs {
     const uint16_t *qkv;
@@ -63,13 +56,13 @@ __device__ __forceinline__ bool seq_len_valid(int len, int n_new, int max_ctx) {
 }
 
 // Keys [begin, end) of one split: the causal range [0, causal_end) of a block's last token, cut into n_splits
-// shares of whole tiles (at least kMinTilesPerSplit each); splits from active_splits on see no key.
+// shares of whole tiles. The combine kernel recomputes it to skip the splits that saw no key.
 struct KeyRange {
     int begin, end, active_splits;
 };
 __device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int split) {
     const int tiles = (causal_end + kKeyTile - 1) / kKeyTile;
-    const int tiles_per_split = max((tiles + n_splits - 1) / n_splits, kMinTilesPerSplit);
+    const int tiles_per_split = (tiles + n_splits - 1) / n_splits;
     KeyRange r;
     r.begin = split * tiles_per_split * kKeyTile;
     r.end = min(causal_end, r.begin + tiles_per_split * kKeyTile);
@@ -115,7 +108,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     }
 
     const KeyRange keys = split_keys(pos0 + t0 + n_tok, a.n_splits, split);
-    if (keys.begin >= keys.end) return;  // nothing to do; the merge counts only the active splits
+    if (keys.begin >= keys.end) return;  // nothing to do; the combine kernel skips this split
     const int key_begin = keys.begin, key_end = keys.end;
 
     __shared__ uint32_t q_s[kMaxQueries][D / 2];      // bf16 pairs
@@ -123,8 +116,6 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     __shared__ __align__(16) uint16_t v_s[kKeyTile][D];
     __shared__ float p_s[kMaxQueries][kKeyTile];
     __shared__ float m_s[kMaxQueries], l_s[kMaxQueries], alpha_s[kMaxQueries];
-    __shared__ float weight_s[kThreads / 32][kMaxSplits];
-    __shared__ int last_s;
 
     for (int e = tid; e < n_q * (D / 2); e += kThreads) {
         const int q = e / (D / 2), c = e % (D / 2);
@@ -225,7 +216,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         __syncthreads();
     }
 
-    if (keys.active_splits == 1) {  // the only split that saw keys: normalise and write
+    if (a.n_splits == 1) {
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
             const int e = tid + kThreads * r;
@@ -252,58 +243,59 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
             partial_ml[(split_base + (int64_t)tok * a.n_heads + h) * 2 + 0] = m_s[q];
             partial_ml[(split_base + (int64_t)tok * a.n_heads + h) * 2 + 1] = l_s[q];
         }
-
-        // Count in; the last active split of this (token block, group) merges. The fences order this block's
-        // partial writes before its arrival, and the other blocks' partials before the last block's reads (which
-        // go through L2, __ldcg, never a stale L1 line).
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) {
-            int *arrivals = g_attention_arrivals + blockIdx.x * a.n_kv + group;
-            const bool last = atomicAdd(arrivals, 1) + 1 == keys.active_splits;
-            if (last) *arrivals = 0;  // ready for the next call
-            last_s = last;
-        }
-        __syncthreads();
-        if (!last_s) return;
-        __threadfence();
-        const int n_active = keys.active_splits;
-        const int64_t stride = (int64_t)a.n_new * a.n_heads;  // between splits, in (token, head) rows
-        constexpr int kPerLane = kMaxSplits / 32;
-        // Warp w merges queries w, w+4, ...: lanes over the splits for the weights, then over d for the sums.
-        for (int q = warp; q < n_q; q += kThreads / 32) {
-            const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
-            const int64_t row = (int64_t)tok * a.n_heads + h;
-            float m[kPerLane], l[kPerLane];
-#pragma unroll
-            for (int i = 0; i < kPerLane; ++i) {
-                const int sp = lane + 32 * i;
-                m[i] = sp < n_active ? __ldcg(partial_ml + (sp * stride + row) * 2) : -INFINITY;
-                l[i] = sp < n_active ? __ldcg(partial_ml + (sp * stride + row) * 2 + 1) : 0.0f;
-            }
-            float m_max = m[0];
-#pragma unroll
-            for (int i = 1; i < kPerLane; ++i) m_max = fmaxf(m_max, m[i]);
-            m_max = warp_max(m_max);
-            float sum = 0.0f;
-#pragma unroll
-            for (int i = 0; i < kPerLane; ++i) {
-                const float weight = m[i] == -INFINITY ? 0.0f : __expf(m[i] - m_max);  // -inf: split saw no key
-                weight_s[warp][lane + 32 * i] = weight;
-                sum = fmaf(weight, l[i], sum);
-            }
-            sum = warp_sum(sum);
-            __syncwarp();
-            for (int d = lane; d < D; d += 32) {
-                float o = 0.0f;
-#pragma unroll 8
-                for (int sp = 0; sp < n_active; ++sp)
-                    o = fmaf(weight_s[warp][sp], __ldcg(a.partial_out + (sp * stride + row) * D + d), o);
-                a.out[row * D + d] = sa_f32_to_bf16(__fdiv_rn(o, sum));
-            }
-            __syncwarp();  // weight_s[warp] is rewritten for the next query
-        }
     }
+}
+
+// One block per (token, head), one thread per output element. Warp 0 turns the splits' (max, sum) pairs into
+// weights exp(m_s - M) in shared memory; then every thread sums its element over the splits with independent
+// loads (unrolled, so they are in flight together rather than one L2 round trip per split).
+__global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
+    pdl_launch_dependents();
+    pdl_wait();
+    __shared__ float weight_s[kMaxSplits];
+    __shared__ float sum_s;
+    const int tok = blockIdx.x / a.n_heads, h = blockIdx.x % a.n_heads, d = threadIdx.x;
+    uint16_t *dst = a.out + (int64_t)tok * a.n_heads * head_dim + h * head_dim + d;
+    if (!seq_len_valid(*a.seq_len, a.n_new, a.max_ctx)) {
+        *dst = kBf16NaN;
+        return;
+    }
+    const float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_new * a.n_heads * head_dim;
+    const int64_t stride = (int64_t)a.n_new * a.n_heads;  // between splits, in (token, head) rows
+    const int64_t row = (int64_t)tok * a.n_heads + h;
+    const int t0 = tok / a.tokens_per_block * a.tokens_per_block;
+    const int pos0 = *a.seq_len - a.n_new;
+    const int n_active =
+        split_keys(pos0 + t0 + min(a.tokens_per_block, a.n_new - t0), a.n_splits, 0).active_splits;
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        constexpr int kPerLane = kMaxSplits / 32;
+        float m[kPerLane], l[kPerLane];
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) {
+            const int s = lane + 32 * i;
+            m[i] = s < n_active ? partial_ml[(s * stride + row) * 2] : -INFINITY;
+            l[i] = s < n_active ? partial_ml[(s * stride + row) * 2 + 1] : 0.0f;
+        }
+        float m_max = m[0];
+#pragma unroll
+        for (int i = 1; i < kPerLane; ++i) m_max = fmaxf(m_max, m[i]);
+        m_max = warp_max(m_max);
+        float sum = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) {
+            const float weight = m[i] == -INFINITY ? 0.0f : __expf(m[i] - m_max);  // -inf: split saw no key
+            weight_s[lane + 32 * i] = weight;
+            sum = fmaf(weight, l[i], sum);
+        }
+        sum = warp_sum(sum);
+        if (lane == 0) sum_s = sum;
+    }
+    __syncthreads();
+    float o = 0.0f;
+#pragma unroll 16
+    for (int s = 0; s < n_active; ++s) o = fmaf(weight_s[s], a.partial_out[(s * stride + row) * head_dim + d], o);
+    *dst = sa_f32_to_bf16(__fdiv_rn(o, sum_s));
 }
 
 float *scratch_pointer() {
@@ -368,14 +360,17 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     splits = std::min<int64_t>(splits, (shape->max_ctx + kKeyTile - 1) / kKeyTile);
     splits = (int)std::min<int64_t>(splits, kScratchFloats / partial_per_split);
     a.n_splits = std::max(splits, 1);
-    if (a.n_splits > 1 && token_blocks * G > kMaxCounters)  // cannot happen: > 1 split means < kTargetBlocks pairs
-        return sa::fail(SA_E_INTERNAL, "sa_cuda_attention_bf16: too many (token block, group) pairs for the merge counters");
 
     const dim3 grid(token_blocks, G, a.n_splits);
     const int accumulators = (a.tokens_per_block * hpg * D + kThreads - 1) / kThreads;
     sa_status st = D == 32 ? launch_attention<32>(a, grid, accumulators, s)
                  : D == 64 ? launch_attention<64>(a, grid, accumulators, s)
                            : launch_attention<128>(a, grid, accumulators, s);
-    return st;
+    if (st != SA_OK) return st;
+    if (a.n_splits > 1) {
+        st = launch_pdl("attention_combine_kernel", &attention_combine_kernel, dim3(T * H), dim3(D), 0, s, a, D);
+        if (st != SA_OK) return st;
+    }
+    return SA_OK;
     SA_GUARD_END
 }
