@@ -34,20 +34,30 @@ inline sa_status invalid(const std::string &message) { return sa::fail(SA_E_INVA
 
 // What the launches need to know about the device, queried once per process (the library serves one GPU model).
 //  pdl: programmatic dependent launch (sm_90+). Each kernel launched with launch_pdl() may start while its
-//       predecessor in the stream is still running; it runs its independent prologue (a GEMV's first W loads), then
+//       predecessor in the stream is still running; it runs its independent prologue (weight prefetch), then
 //       pdl_wait() blocks until the predecessor has completed and its writes are visible. STEPAUDIO_NO_PDL=1 turns
 //       it off (plain stream order; used by the decode-step benchmark to measure what PDL buys).
+//  sms: multiprocessor count (sizes the GEMV's first-wave L2 prefetch).
+//  gemv_prefetch_bytes: L2 prefetch per first-wave GEMV block before its wait (STEPAUDIO_GEMV_PREFETCH_KB, a tuning
+//       knob of the benchmark; default 32 KB, 0 when PDL is off since there is nothing to overlap).
 struct DeviceTraits {
     bool pdl = false;
+    int sms = 0;
+    int gemv_prefetch_bytes = 0;
 };
 inline const DeviceTraits &device_traits() {
     static const DeviceTraits traits = [] {
         DeviceTraits t;
-        int dev = 0, major = 0;
+        int dev = 0, major = 0, sms = 0;
         if (cudaGetDevice(&dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess) {
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
             const char *off = std::getenv("STEPAUDIO_NO_PDL");
             t.pdl = major >= 9 && !(off && off[0] && off[0] != '0');
+            t.sms = sms;
+            const char *kb = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
+            t.gemv_prefetch_bytes = t.pdl ? (kb && kb[0] ? std::atoi(kb) : 32) * 1024 : 0;
+            if (t.gemv_prefetch_bytes < 0) t.gemv_prefetch_bytes = 0;
         }
         (void)cudaGetLastError();  // a failed query must not surface as the next launch's error
         return t;

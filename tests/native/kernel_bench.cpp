@@ -245,8 +245,9 @@ int main(int argc, char **argv) {
     ok(cudaGetDeviceProperties(&prop, 0), "device");
     cudaStream_t stream;
     ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
-    const char *pdl_off = std::getenv("STEPAUDIO_NO_PDL");
-    std::printf("settings: PDL %s\n", pdl_off && pdl_off[0] && pdl_off[0] != '0' ? "off" : "on");
+    const char *pdl_off = std::getenv("STEPAUDIO_NO_PDL"), *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
+    std::printf("settings: PDL %s, GEMV L2 prefetch %s KB\n", pdl_off && pdl_off[0] && pdl_off[0] != '0' ? "off" : "on",
+                prefetch ? prefetch : "default");
     for (int context : {64, 1024})
         for (bool fused : {false, true}) decode_step_ms(stream, fused, context);
     small_kernels(stream);
