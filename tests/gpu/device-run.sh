@@ -50,6 +50,8 @@ ts.sort(); print(f"{2 * x.numel() / (ts[5] * 1e-3) / 1e9:.0f}")
 PY
 copy=$(cat "$out/copy-bw.txt"); echo "device-to-device copy: $copy GB/s (read + write)"
 [ -x build/kernel_bench ] && build/kernel_bench > "$out/kernel-bench.txt" 2>&1
+[ -x build/w4a16_bench ] && timeout 90 build/w4a16_bench > "$out/w4a16-bench.txt" 2>&1
+[ -x build/nf4_bench ] && timeout 90 build/nf4_bench > "$out/nf4-bench.txt" 2>&1
 [ -f tests/native/bench_torch.py ] && python3 tests/native/bench_torch.py > "$out/cublas-bench.txt" 2>&1
 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --copy-gbps "$copy" > "$out/bench.txt" 2>&1
 python3 tests/oracle/step1_oracle.py bench /tmp/step1-full > "$out/torch-reference.txt" 2>&1
@@ -61,8 +63,9 @@ timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda 
   --copy-gbps "$copy" > "$out/bench-w4a16.txt" 2>&1 || echo "W4A16 quantize/bench failed or timed out (rc $?)" >> "$out/bench-w4a16.txt"
 
 stage "summary"
-echo "--- kernels (ours) ---"; tail -n 30 "$out/kernel-bench.txt" 2>/dev/null
+echo "--- kernels (ours) ---"; tail -n 40 "$out/kernel-bench.txt" 2>/dev/null
 echo "--- cuBLAS via PyTorch ---"; tail -n 25 "$out/cublas-bench.txt" 2>/dev/null
+echo "--- W4A16 / NF4 kernels ---"; tail -n 14 "$out/w4a16-bench.txt" 2>/dev/null; tail -n 14 "$out/nf4-bench.txt" 2>/dev/null
 echo "--- model bf16 ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
 echo "--- model NF4 ---"; tail -n 8 "$out/bench-nf4.txt"
 echo "--- model W4A16 ---"; tail -n 3 "$out/quantize-w4a16.txt"; tail -n 8 "$out/bench-w4a16.txt"
