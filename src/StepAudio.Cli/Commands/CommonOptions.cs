@@ -42,6 +42,15 @@ public static class CommonOptions
         _ => throw new ArgumentException($"--variant '{variant}' is not one of: base, bnb"),
     };
 
+    /// <summary>Progress on one rewritten stderr line when stderr is a terminal; when it is redirected (logs, CI),
+    /// only every tenth report gets its own line, so a log stays readable.</summary>
+    public static IProgress<string> StatusLine()
+    {
+        if (!Console.IsErrorRedirected) return new Progress<string>(s => Console.Error.Write($"\r  {s,-78}"));
+        int count = 0;
+        return new Progress<string>(s => { if (count++ % 10 == 0) Console.Error.WriteLine($"  {s}"); });
+    }
+
     /// <summary>An explicit folder, else the tiny model bundled in the repository (models/tiny-step1).</summary>
     public static string ResolveModelFolder(string? folder)
     {

@@ -57,8 +57,8 @@ public static class GenerateCommand
             Console.Error.WriteLine($"loading {checkpoint.Folder} ({checkpoint.Variant}, {checkpoint.TotalBytes / 1e9:F2} GB) on {backend.Name} ...");
             int context = Math.Min(parse.GetValue(maxContext), options.MaxLength);
             using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = context, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!) },
-                new Progress<string>(s => Console.Error.Write($"\r  {s}   ")));
-            Console.Error.WriteLine($"\rloaded in {llm.LoadTime.TotalSeconds:F2} s ({llm.WeightBytes / 1e9:F2} GB of weights)      ");
+                CommonOptions.StatusLine());
+            Console.Error.WriteLine((Console.IsErrorRedirected ? "" : "\r") + $"loaded in {llm.LoadTime.TotalSeconds:F2} s ({llm.WeightBytes / 1e9:F2} GB of weights)".PadRight(80));
 
             var result = new Generator(llm).Generate(prompt, options);
             if (fromText != null)

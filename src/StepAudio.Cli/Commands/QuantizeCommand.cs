@@ -27,7 +27,7 @@ public static class QuantizeCommand
             using var source = CheckpointFolder.Open(parse.GetValue(input)!);
             if (source.Variant != ModelVariant.Base)
                 throw new CheckpointException($"quantize takes a base (bf16) checkpoint; this one is {source.Variant}", source.Folder);
-            quantizer.Write(source, outFolder, new Progress<string>(s => Console.Error.Write($"\r  {s}          ")));
+            quantizer.Write(source, outFolder, CommonOptions.StatusLine());
             Console.Error.WriteLine();
             Console.WriteLine($"wrote {outFolder} ({quantizer.Format})");
             return 0;
