@@ -61,6 +61,8 @@ timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-full --variant bnb -
 timeout 150 .publish/cli/stepaudio quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16 > "$out/quantize-w4a16.txt" 2>&1 &&
 timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --contexts 64,1024 --prefill-lengths 32 \
   --copy-gbps "$copy" > "$out/bench-w4a16.txt" 2>&1 || echo "W4A16 quantize/bench failed or timed out (rc $?)" >> "$out/bench-w4a16.txt"
+timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --quantize-lm-head --contexts 64 --prefill-lengths 32 \
+  --copy-gbps "$copy" > "$out/bench-w4a16-lmhead.txt" 2>&1 || echo "W4A16 lm_head bench failed or timed out (rc $?)" >> "$out/bench-w4a16-lmhead.txt"
 
 stage "summary"
 echo "--- kernels (ours) ---"; tail -n 40 "$out/kernel-bench.txt" 2>/dev/null
@@ -69,5 +71,6 @@ echo "--- W4A16 / NF4 kernels ---"; tail -n 14 "$out/w4a16-bench.txt" 2>/dev/nul
 echo "--- model bf16 ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
 echo "--- model NF4 ---"; tail -n 8 "$out/bench-nf4.txt"
 echo "--- model W4A16 ---"; tail -n 3 "$out/quantize-w4a16.txt"; tail -n 8 "$out/bench-w4a16.txt"
+echo "--- model W4A16 with a W4A16 lm_head ---"; tail -n 5 "$out/bench-w4a16-lmhead.txt"
 echo "--- tests ---"; tail -n 1 "$out/tests.txt"
 exit $tests_rc

@@ -16,12 +16,16 @@ public static class BenchCommand
         var model = CommonOptions.Model();
         var device = CommonOptions.Device();
         var variant = CommonOptions.Variant();
+        var quantizeLmHead = new Option<bool>("--quantize-lm-head")
+        {
+            Description = "Also RTN-quantize lm_head to W4A16 at load (off by default; every released variant keeps it bf16), and report its logit error against the bf16 lm_head",
+        };
         var contexts = new Option<string>("--contexts") { Description = "Context lengths at which to time decoding", DefaultValueFactory = _ => "64,1024,4096" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "Tokens decoded per measurement", DefaultValueFactory = _ => 128 };
         var prefills = new Option<string>("--prefill-lengths") { Description = "Prompt lengths at which to time prefill", DefaultValueFactory = _ => "32,1000" };
         var copyBandwidth = new Option<double>("--copy-gbps") { Description = "Measured device copy bandwidth (GB/s) to report % of", DefaultValueFactory = _ => 3000 };
         var command = new Command("bench", "Benchmark the Step1 LLM on a checkpoint (use a full-size one for real figures): load, prefill, decode tok/s and effective bandwidth.")
-        { model, device, contexts, decodeTokens, prefills, copyBandwidth, variant };
+        { model, device, contexts, decodeTokens, prefills, copyBandwidth, variant, quantizeLmHead };
 
         command.SetAction(parse =>
         {
@@ -35,7 +39,7 @@ public static class BenchCommand
             int maxCtx = Math.Max(ctxs.Max() + n + 1, pre.Max() + 64);
             long freeBefore = (backend as CudaBackend)?.Context.MemoryInfo().Free ?? 0;
             var wall = Stopwatch.StartNew();
-            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = maxCtx, MaxTokensPerForward = 1024, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!) });
+            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = maxCtx, MaxTokensPerForward = 1024, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!), QuantizeLmHead = parse.GetValue(quantizeLmHead) });
             double loadSeconds = wall.Elapsed.TotalSeconds;
             long used = backend is CudaBackend cb ? freeBefore - cb.Context.MemoryInfo().Free : 0;
             Console.WriteLine($"backend: {backend.Name}");
@@ -75,9 +79,31 @@ public static class BenchCommand
             }
             timings.Sort();
             Console.WriteLine($"seed-form: greedy, 50 new tokens from a 12-token prompt: {timings[2]:F1} ms wall (median of 5, incl. prefill)");
+            if (parse.GetValue(quantizeLmHead))
+            {
+                // The logit error of the 4-bit lm_head, against the same model with its bf16 lm_head.
+                var prompt = Prompt(32);
+                var quantized = LastLogits(llm, prompt);
+                llm.Dispose();
+                using var reference = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = 64, MaxTokensPerForward = 64,
+                    QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!) });
+                var exact = LastLogits(reference, prompt);
+                double num = 0, den = 0;
+                for (int i = 0; i < exact.Length; i++) { num += Math.Pow(quantized[i] - exact[i], 2); den += (double)exact[i] * exact[i]; }
+                bool sameTop = Array.IndexOf(exact, exact.Max()) == Array.IndexOf(quantized, quantized.Max());
+                Console.WriteLine($"lm_head W4A16: logits relative L2 error {Math.Sqrt(num / den):E2} vs the bf16 lm_head (32-token prompt), top-1 {(sameTop ? "same" : "differs")}");
+            }
             return 0;
         });
         return command;
+    }
+
+    static unsafe float[] LastLogits(Step1Model model, int[] prompt)
+    {
+        fixed (int* p = prompt) model.Backend.Upload(model.History, (nint)p, prompt.Length * 4L);
+        model.WriteInt(model.PrefillLength, prompt.Length);
+        model.Forward(model.History, prompt.Length, model.PrefillLength);
+        return model.ReadLogits();
     }
 
     static List<int> ParseList(string s) =>

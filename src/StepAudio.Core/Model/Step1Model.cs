@@ -18,6 +18,9 @@ public sealed record ModelOptions
     /// <summary>Quantize a base (bf16) checkpoint's transformer linears at load (Nf4: bitsandbytes NF4, blocksize 64,
     /// double quant — the existing server's "bnb" variant). Bf16 keeps them as they are; quantized checkpoints ignore it.</summary>
     public WeightFormat QuantizeAtLoad { get; init; } = WeightFormat.Bf16;
+    /// <summary>Quantize lm_head to W4A16 at load (round-to-nearest, symmetric, group 128). Off by default: every
+    /// released variant keeps lm_head bf16; this trades a small logit error for ~0.34 GB less read per token.</summary>
+    public bool QuantizeLmHead { get; init; }
 }
 
 /// <summary>The Step1 LLM on one compute backend: weights (QKV and gate/up fused at load), the KV cache, the
@@ -77,8 +80,9 @@ public sealed unsafe class Step1Model : IDisposable
                 LoadLinear(checkpoint, Step1Layout.DownModule(i), Step1Layout.DownModule(i)));
         }
         _finalNorm = Upload(checkpoint, Step1Layout.FinalNorm);
-        _lmHead = c.TieWordEmbeddings ? new LinearWeight(WeightFormat.Bf16, c.VocabSize, c.HiddenSize, _embed)
-                                      : new Bf16LinearLoader().Load(checkpoint, backend, Step1Layout.LmHead, [Step1Layout.LmHeadModule], Own);
+        _lmHead = options.QuantizeLmHead ? QuantizedLmHead(checkpoint, c)
+                : c.TieWordEmbeddings ? new LinearWeight(WeightFormat.Bf16, c.VocabSize, c.HiddenSize, _embed)
+                : new Bf16LinearLoader().Load(checkpoint, backend, Step1Layout.LmHead, [Step1Layout.LmHeadModule], Own);
         WeightBytes = _owned.Sum(b => b.Bytes);
 
         var slopes = new float[c.NumAttentionHeads];
@@ -125,6 +129,18 @@ public sealed unsafe class Step1Model : IDisposable
     }
 
     DeviceBuffer Upload(CheckpointFolder checkpoint, string name) => UploadConcatenated(checkpoint, name, name);
+
+    /// <summary>lm_head (or the tied embedding) RTN-quantized to W4A16 on the host, then uploaded in the kernel layout.</summary>
+    LinearWeight QuantizedLmHead(CheckpointFolder checkpoint, Step1Config c)
+    {
+        var info = checkpoint.Info(c.TieWordEmbeddings ? Step1Layout.Embed : Step1Layout.LmHead);
+        var bf16 = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(checkpoint.Bytes(info));
+        var (packed, scales) = StepAudio.Quant.W4A16Quantizer.Quantize(bf16, c.VocabSize, c.HiddenSize);
+        var weight = StepAudio.Quant.W4A16Weight.FromCompressedTensors(c.VocabSize, c.HiddenSize,
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(packed), System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(scales).ToArray(),
+            zeros: null, fp16Scales: false);
+        return StepAudio.Quant.W4A16LinearLoader.Upload(weight, Backend, "lm_head (W4A16)", Own);
+    }
 
     /// <summary>A transformer-block linear in the checkpoint's format; several modules are fused along the output
     /// dimension (QKV, gate+up). lm_head, embeddings and norms stay bf16 in every released variant.</summary>
