@@ -235,12 +235,55 @@ void small_kernels(cudaStream_t stream) {
     cudaFree(x), cudaFree(y), cudaFree(w), cudaFree(out), cudaFree(gu);
 }
 
+// Decode attention, Step1 shape, rotating over 32 layers' caches (STEPAUDIO_ATTN_MIN_TILES sets the keys per split).
+void attention_bench(cudaStream_t stream) {
+    const int H = 48, G = 4, D = 64, max_ctx = 8192, layers = 32;
+    const size_t cache = (size_t)max_ctx * G * D;
+    std::vector<uint16_t *> kc(layers), vc(layers);
+    for (int l = 0; l < layers; ++l) {
+        ok(cudaMalloc(&kc[l], cache * 2), "malloc k");
+        ok(cudaMalloc(&vc[l], cache * 2), "malloc v");
+        cudaMemset(kc[l], 0x3c, cache * 2);
+        cudaMemset(vc[l], 0x3c, cache * 2);
+    }
+    uint16_t *qkv, *out;
+    float *slopes;
+    int32_t *len;
+    ok(cudaMalloc(&qkv, (size_t)(H + 2 * G) * D * 2 * 16), "malloc");
+    ok(cudaMalloc(&out, (size_t)H * D * 2 * 16), "malloc");
+    ok(cudaMalloc(&slopes, H * 4), "malloc");
+    ok(cudaMalloc(&len, 4), "malloc");
+    cudaMemset(qkv, 0x3c, (size_t)(H + 2 * G) * D * 2 * 16);
+    std::vector<float> hs(H);
+    sa_alibi_slopes(H, hs.data());
+    cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
+    for (int seq : {64, 256, 1000, 4097, 8192}) {
+        for (int n_new : {1, 4}) {
+            cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
+            sa_attn_shape shape{H, G, D, n_new, max_ctx};
+            sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, stream), "attention");
+            ok(cudaStreamSynchronize(stream), "sync");
+            const double us = time_graph(stream, [&](int i) {
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, stream),
+                      "attention");
+            });
+            const double bytes = 2.0 * seq * G * D * 2;
+            std::printf("attention decode seq_len %5d n_new %d: %8.2f us, KV %6.0f GB/s\n", seq, n_new, us,
+                        bytes / (us * 1e3));
+        }
+    }
+    for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
+    cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
+}
+
 }  // namespace
 
 // kernel_bench            every benchmark
 // kernel_bench decode     only the decode step and the small kernels (for sweeps over STEPAUDIO_* settings)
+// kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
 int main(int argc, char **argv) {
-    const bool decode_only = argc > 1 && std::string(argv[1]) == "decode";
+    const std::string mode = argc > 1 ? argv[1] : "";
+    const bool decode_only = mode == "decode";
     cudaDeviceProp prop;
     ok(cudaGetDeviceProperties(&prop, 0), "device");
     cudaStream_t stream;
@@ -248,6 +291,13 @@ int main(int argc, char **argv) {
     const char *pdl_off = std::getenv("STEPAUDIO_NO_PDL"), *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
     std::printf("settings: PDL %s, GEMV L2 prefetch %s KB\n", pdl_off && pdl_off[0] && pdl_off[0] != '0' ? "off" : "on",
                 prefetch ? prefetch : "default");
+    if (mode == "attention") {
+        const char *tiles = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
+        std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
+        attention_bench(stream);
+        for (int context : {64, 1024, 4000}) decode_step_ms(stream, true, context);
+        return 0;
+    }
     for (int context : {64, 1024})
         for (bool fused : {false, true}) decode_step_ms(stream, fused, context);
     small_kernels(stream);
@@ -289,47 +339,6 @@ int main(int argc, char **argv) {
             cudaFree(y);
         }
         for (auto &w : ws) cudaFree(w);
-    }
-
-    // Decode attention, Step1 shape, rotating over 32 layers' caches.
-    {
-        const int H = 48, G = 4, D = 64, max_ctx = 8192, layers = 32;
-        const size_t cache = (size_t)max_ctx * G * D;
-        std::vector<uint16_t *> kc(layers), vc(layers);
-        for (int l = 0; l < layers; ++l) {
-            ok(cudaMalloc(&kc[l], cache * 2), "malloc k");
-            ok(cudaMalloc(&vc[l], cache * 2), "malloc v");
-            cudaMemset(kc[l], 0x3c, cache * 2);
-            cudaMemset(vc[l], 0x3c, cache * 2);
-        }
-        uint16_t *qkv, *out;
-        float *slopes;
-        int32_t *len;
-        ok(cudaMalloc(&qkv, (size_t)(H + 2 * G) * D * 2 * 16), "malloc");
-        ok(cudaMalloc(&out, (size_t)H * D * 2 * 16), "malloc");
-        ok(cudaMalloc(&slopes, H * 4), "malloc");
-        ok(cudaMalloc(&len, 4), "malloc");
-        cudaMemset(qkv, 0x3c, (size_t)(H + 2 * G) * D * 2 * 16);
-        std::vector<float> hs(H);
-        sa_alibi_slopes(H, hs.data());
-        cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
-        for (int seq : {64, 1000, 4097, 8192}) {
-            for (int n_new : {1, 4}) {
-                cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
-                sa_attn_shape shape{H, G, D, n_new, max_ctx};
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, stream), "attention");
-                ok(cudaStreamSynchronize(stream), "sync");
-                const double us = time_graph(stream, [&](int i) {
-                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, stream),
-                          "attention");
-                });
-                const double bytes = 2.0 * seq * G * D * 2;
-                std::printf("attention decode seq_len %5d n_new %d: %8.2f us, KV %6.0f GB/s\n", seq, n_new, us,
-                            bytes / (us * 1e3));
-            }
-        }
-        for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
-        cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
     }
 
     // Sampler, Step1 vocabulary.
