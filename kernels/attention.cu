@@ -7,13 +7,18 @@
 //  1. attention_kernel: one block = one KV group x a few new tokens x one split of the key range. Its queries are
 //     all (token, head) pairs of that group (12 heads in Step1), so every K/V byte is read once per block.
 //     Keys stream through shared memory in tiles of 32 with an online (flash) softmax; scores, softmax and the
-//     accumulators are fp32. Decode (1 token) uses up to 128 splits of the sequence (flash-decoding) so that
-//     4 groups still fill the GPU; each block covers a contiguous share of whole tiles, and fetches the next tile
-//     into registers while it computes on the current one.
+//     accumulators are fp32. Decode (1 token) launches up to 128 splits of the sequence (flash-decoding) so that
+//     4 groups still fill the GPU at long context; each block covers a contiguous share of whole tiles, and fetches
+//     the next tile into registers while it computes on the current one. How many splits are used is decided on
+//     the device from *seq_len: each split gets at least min_split_tiles tiles (STEPAUDIO_ATTN_MIN_TILES, default
+//     2 = 64 keys), the blocks beyond the used count return at once, and when one split covers all keys (short
+//     context) that block normalises and writes the bf16 output itself.
+//     Per tile, a warp scores 3 queries at once (independent FMA chains, batched shuffles), and each thread's
+//     accumulators share one output column d, so one V element feeds all of them.
 //     The blocks of split 0 also append the new tokens' k, v rows to the caches at pos0 = *seq_len - n_new;
 //     every block takes keys at positions >= pos0 from qkv itself, so no second kernel or ordering is needed.
-//  2. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights.
-// With one split (long prefill) the attention kernel normalises and writes bf16 itself.
+//  2. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights. It is
+//     launched whenever more than one split may be used (the graph is fixed) and returns at once when only one was.
 //
 // Split partials go to one module-level scratch buffer (8 MB; the API has no workspace argument and the functions
 // must not allocate). So calls must be serialised — one stream, as the decode graph is — never concurrent.
@@ -21,6 +26,7 @@
 // the output is filled with NaN so the failure is loud downstream.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
 
 #include "cuda_common.cuh"
@@ -33,6 +39,8 @@ constexpr int kMaxQueries = 64;           // (token, head) queries per block
 constexpr int kMaxQueryElems = 4096;      // queries x head_dim per block: 32 fp32 accumulators per thread
 constexpr int kMaxSplits = 128;         // the combine kernel handles up to 128 (four per lane)
 constexpr int kTargetBlocks = 4 * 132;    // enough blocks for four per SM on an H100 (short blocks, latency-bound)
+constexpr int kDefaultMinSplitTiles = 2;  // keys per split >= 64: one split (no merge) up to 64 keys
+constexpr int kQueryBatch = 3;            // queries a warp scores together; Step1 decode: 12 = 4 warps x 3
 constexpr int64_t kScratchFloats = 1 << 21;
 constexpr uint16_t kBf16NaN = 0x7fc0;
 
@@ -47,7 +55,7 @@ struct AttnArgs {
     uint16_t *out;
     float *partial_out;  // [splits][n_new][n_heads][D], then partial_ml [splits][n_new][n_heads][2]
     int n_heads, n_kv, n_new, max_ctx;
-    int tokens_per_block, n_splits;
+    int tokens_per_block, n_splits, min_split_tiles;
     float scale;
 };
 
@@ -55,14 +63,15 @@ __device__ __forceinline__ bool seq_len_valid(int len, int n_new, int max_ctx) {
     return len - n_new >= 0 && len <= max_ctx;
 }
 
-// Keys [begin, end) of one split: the causal range [0, causal_end) of a block's last token, cut into n_splits
-// shares of whole tiles. The combine kernel recomputes it to skip the splits that saw no key.
+// Keys [begin, end) of one split: the causal range [0, causal_end) of a block's last token, cut into at most
+// n_splits shares of whole tiles, each at least min_tiles long. The combine kernel recomputes it to skip the
+// splits that saw no key (and to exit when there was only one).
 struct KeyRange {
     int begin, end, active_splits;
 };
-__device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int split) {
+__device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int min_tiles, int split) {
     const int tiles = (causal_end + kKeyTile - 1) / kKeyTile;
-    const int tiles_per_split = (tiles + n_splits - 1) / n_splits;
+    const int tiles_per_split = max((tiles + n_splits - 1) / n_splits, min_tiles);
     KeyRange r;
     r.begin = split * tiles_per_split * kKeyTile;
     r.end = min(causal_end, r.begin + tiles_per_split * kKeyTile);
@@ -107,29 +116,16 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         }
     }
 
-    const KeyRange keys = split_keys(pos0 + t0 + n_tok, a.n_splits, split);
+    const KeyRange keys = split_keys(pos0 + t0 + n_tok, a.n_splits, a.min_split_tiles, split);
     if (keys.begin >= keys.end) return;  // nothing to do; the combine kernel skips this split
     const int key_begin = keys.begin, key_end = keys.end;
 
-    __shared__ uint32_t q_s[kMaxQueries][D / 2];      // bf16 pairs
-    __shared__ uint32_t k_s[kKeyTile][D / 2 + 1];     // +1 word: lanes reading different keys hit different banks
+    __shared__ __align__(16) uint32_t q_s[kMaxQueries][D / 2];  // bf16 pairs
+    __shared__ uint32_t k_s[kKeyTile][D / 2 + 1];  // +1 word: lanes reading different keys hit different banks
     __shared__ __align__(16) uint16_t v_s[kKeyTile][D];
-    __shared__ float p_s[kMaxQueries][kKeyTile];
-    __shared__ float m_s[kMaxQueries], l_s[kMaxQueries], alpha_s[kMaxQueries];
-
-    for (int e = tid; e < n_q * (D / 2); e += kThreads) {
-        const int q = e / (D / 2), c = e % (D / 2);
-        const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
-        q_s[q][c] = reinterpret_cast<const uint32_t *>(a.qkv + (int64_t)tok * qkv_row + h * D)[c];
-    }
-    for (int q = tid; q < n_q; q += kThreads) {
-        m_s[q] = -INFINITY;
-        l_s[q] = 0.0f;
-    }
-    float acc[kR];
-#pragma unroll
-    for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
-    __syncthreads();
+    __shared__ __align__(16) float p_s[kMaxQueries][kKeyTile];
+    __shared__ float m_s[kMaxQueries], l_s[kMaxQueries], alpha_s[kMaxQueries], slope_s[kMaxQueries];
+    __shared__ int pos_s[kMaxQueries];  // absolute position of the query's token
 
     // K/V tiles are fetched into registers one tile ahead, so the next tile's loads overlap this tile's math.
     constexpr int kChunks = kKeyTile * (D / 8);  // 16-byte chunks per K (or V) tile; a multiple of kThreads
@@ -151,7 +147,27 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
             }
         }
     };
-    if (key_begin < key_end) fetch(key_begin);
+    fetch(key_begin);  // first, so the first tile is in flight while the queries load
+
+    for (int e = tid; e < n_q * (D / 8); e += kThreads) {
+        const int q = e / (D / 8), c = e % (D / 8);
+        const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
+        reinterpret_cast<uint4 *>(&q_s[q][0])[c] =
+            reinterpret_cast<const uint4 *>(a.qkv + (int64_t)tok * qkv_row + h * D)[c];
+    }
+    for (int q = tid; q < n_q; q += kThreads) {
+        m_s[q] = -INFINITY;
+        l_s[q] = 0.0f;
+        slope_s[q] = a.slopes[group * heads_per_group + q % heads_per_group];
+        pos_s[q] = pos0 + t0 + q / heads_per_group;
+    }
+    // Thread tid owns output elements e = tid + 128 r, i.e. column d = tid % D of queries q_first + kQueryStride r.
+    constexpr int kQueryStride = kThreads / D;
+    const int d = tid % D, q_first = tid / D;
+    float acc[kR];
+#pragma unroll
+    for (int r = 0; r < kR; ++r) acc[r] = 0.0f;
+    __syncthreads();
 
     for (int j0 = key_begin; j0 < key_end; j0 += kKeyTile) {
 #pragma unroll
@@ -166,62 +182,110 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         __syncthreads();
         if (j0 + kKeyTile < key_end) fetch(j0 + kKeyTile);
 
-        // Scores and the online-softmax update: lane = key, warp w takes queries w, w+4, ...
+        // Scores and the online-softmax update: lane = key; warp w takes queries [3w, 3w + 3), then + 12, ...
+        // The batch's dot products (two partial sums each) and reductions are independent, so they overlap.
         {
             const int j = j0 + lane;
             uint32_t k_row[D / 2];
 #pragma unroll
             for (int c = 0; c < D / 2; ++c) k_row[c] = k_s[lane][c];
-            for (int q = warp; q < n_q; q += kThreads / 32) {
-                const int p = pos0 + t0 + q / heads_per_group;  // absolute position of the query token
-                const int h = group * heads_per_group + q % heads_per_group;
-                float dot = 0.0f;
+            for (int qb = warp * kQueryBatch; qb < n_q; qb += (kThreads / 32) * kQueryBatch) {
+                int qi[kQueryBatch];
+                float dot_lo[kQueryBatch], dot_hi[kQueryBatch];
 #pragma unroll
-                for (int c = 0; c < D / 2; ++c) {
-                    const uint32_t qw = q_s[q][c];
-                    dot = fmaf(bf16_lo(qw), bf16_lo(k_row[c]), dot);
-                    dot = fmaf(bf16_hi(qw), bf16_hi(k_row[c]), dot);
+                for (int b = 0; b < kQueryBatch; ++b) {
+                    qi[b] = min(qb + b, n_q - 1);  // past n_q: a duplicate, computed but never stored
+                    dot_lo[b] = dot_hi[b] = 0.0f;
                 }
-                const float score = (j < key_end && j <= p)
-                                        ? dot * a.scale - a.slopes[h] * sqrtf((float)(p - j))
-                                        : -INFINITY;
-                const float m_old = m_s[q];
-                const float m_new = fmaxf(m_old, warp_max(score));
-                const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: keep exp() finite
-                const float prob = __expf(score - m_use);
-                const float prob_sum = warp_sum(prob);
-                p_s[q][lane] = prob;
-                if (lane == 0) {
-                    const float alpha = __expf(m_old - m_use);
-                    alpha_s[q] = alpha;
-                    l_s[q] = l_s[q] * alpha + prob_sum;
-                    m_s[q] = m_new;
+#pragma unroll
+                for (int c4 = 0; c4 < D / 8; ++c4) {
+#pragma unroll
+                    for (int b = 0; b < kQueryBatch; ++b) {
+                        const uint4 qw = reinterpret_cast<const uint4 *>(&q_s[qi[b]][0])[c4];
+                        const uint32_t w[4] = {qw.x, qw.y, qw.z, qw.w};
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) {
+                            dot_lo[b] = fmaf(bf16_lo(w[i]), bf16_lo(k_row[4 * c4 + i]), dot_lo[b]);
+                            dot_hi[b] = fmaf(bf16_hi(w[i]), bf16_hi(k_row[4 * c4 + i]), dot_hi[b]);
+                        }
+                    }
+                }
+                float score[kQueryBatch], m_max[kQueryBatch];
+#pragma unroll
+                for (int b = 0; b < kQueryBatch; ++b) {
+                    const int p = pos_s[qi[b]];
+                    score[b] = (j < key_end && j <= p)
+                                   ? (dot_lo[b] + dot_hi[b]) * a.scale - slope_s[qi[b]] * sqrtf((float)(p - j))
+                                   : -INFINITY;
+                    m_max[b] = score[b];
+                }
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+                    for (int b = 0; b < kQueryBatch; ++b)
+                        m_max[b] = fmaxf(m_max[b], __shfl_xor_sync(0xffffffffu, m_max[b], o));
+                float m_old[kQueryBatch], m_new[kQueryBatch], m_use[kQueryBatch], prob[kQueryBatch], sum[kQueryBatch];
+#pragma unroll
+                for (int b = 0; b < kQueryBatch; ++b) {
+                    m_old[b] = m_s[qi[b]];
+                    m_new[b] = fmaxf(m_old[b], m_max[b]);
+                    m_use[b] = m_new[b] == -INFINITY ? 0.0f : m_new[b];  // all masked so far: keep exp() finite
+                    prob[b] = __expf(score[b] - m_use[b]);
+                    sum[b] = prob[b];
+                }
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+                    for (int b = 0; b < kQueryBatch; ++b) sum[b] += __shfl_xor_sync(0xffffffffu, sum[b], o);
+#pragma unroll
+                for (int b = 0; b < kQueryBatch; ++b) {
+                    if (qb + b < n_q) {
+                        const int q = qb + b;
+                        p_s[q][lane] = prob[b];
+                        if (lane == 0) {
+                            const float alpha = __expf(m_old[b] - m_use[b]);
+                            alpha_s[q] = alpha;
+                            l_s[q] = l_s[q] * alpha + sum[b];
+                            m_s[q] = m_new[b];
+                        }
+                    }
                 }
             }
         }
         __syncthreads();
 
-        // acc[q][d] = acc[q][d] * alpha_q + sum_j p[q][j] v[j][d]; thread owns elements tid + 128 r.
+        // acc[q][d] = acc[q][d] * alpha_q + sum_j p[q][j] v[j][d]: four keys at a time, each V element (one per
+        // key, this thread's column) feeding all of the thread's accumulators.
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
-            const int e = tid + kThreads * r;
-            if (e < n_q * D) {
-                const int q = e / D, d = e % D;
-                float s = acc[r] * alpha_s[q];
-#pragma unroll 8
-                for (int jj = 0; jj < kKeyTile; ++jj) s = fmaf(p_s[q][jj], sa_bf16_to_f32(v_s[jj][d]), s);
-                acc[r] = s;
+            const int q = q_first + kQueryStride * r;
+            if (q < n_q) acc[r] *= alpha_s[q];
+        }
+#pragma unroll
+        for (int jj = 0; jj < kKeyTile; jj += 4) {
+            float v[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) v[i] = sa_bf16_to_f32(v_s[jj + i][d]);
+#pragma unroll
+            for (int r = 0; r < kR; ++r) {
+                const int q = q_first + kQueryStride * r;
+                if (q < n_q) {
+                    const float4 p = *reinterpret_cast<const float4 *>(&p_s[q][jj]);
+                    acc[r] = fmaf(p.x, v[0], acc[r]);
+                    acc[r] = fmaf(p.y, v[1], acc[r]);
+                    acc[r] = fmaf(p.z, v[2], acc[r]);
+                    acc[r] = fmaf(p.w, v[3], acc[r]);
+                }
             }
         }
         __syncthreads();
     }
 
-    if (a.n_splits == 1) {
+    if (keys.active_splits == 1) {  // the whole key range was this block's: normalise and write the output
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
-            const int e = tid + kThreads * r;
-            if (e < n_q * D) {
-                const int q = e / D, d = e % D;
+            const int q = q_first + kQueryStride * r;
+            if (q < n_q) {
                 const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
                 a.out[(int64_t)tok * out_row + h * D + d] = sa_f32_to_bf16(__fdiv_rn(acc[r], l_s[q]));
             }
@@ -231,9 +295,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_new * a.n_heads * D;
 #pragma unroll
         for (int r = 0; r < kR; ++r) {
-            const int e = tid + kThreads * r;
-            if (e < n_q * D) {
-                const int q = e / D, d = e % D;
+            const int q = q_first + kQueryStride * r;
+            if (q < n_q) {
                 const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
                 a.partial_out[(split_base + (int64_t)tok * a.n_heads + h) * D + d] = acc[r];
             }
@@ -265,8 +328,9 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     const int64_t row = (int64_t)tok * a.n_heads + h;
     const int t0 = tok / a.tokens_per_block * a.tokens_per_block;
     const int pos0 = *a.seq_len - a.n_new;
-    const int n_active =
-        split_keys(pos0 + t0 + min(a.tokens_per_block, a.n_new - t0), a.n_splits, 0).active_splits;
+    const int n_active = split_keys(pos0 + t0 + min(a.tokens_per_block, a.n_new - t0), a.n_splits,
+                                    a.min_split_tiles, 0).active_splits;
+    if (n_active == 1) return;  // that split's block wrote the output itself
     if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
         constexpr int kPerLane = kMaxSplits / 32;
@@ -304,6 +368,15 @@ float *scratch_pointer() {
     static cudaError_t err = cudaSuccess;
     std::call_once(once, [] { err = cudaGetSymbolAddress(reinterpret_cast<void **>(&ptr), g_attention_scratch); });
     return err == cudaSuccess ? ptr : nullptr;
+}
+
+// Tiles per split at least (STEPAUDIO_ATTN_MIN_TILES, a benchmark knob; default kDefaultMinSplitTiles).
+int min_split_tiles() {
+    static const int tiles = [] {
+        const char *env = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
+        return std::max(env && env[0] ? std::atoi(env) : kDefaultMinSplitTiles, 1);
+    }();
+    return tiles;
 }
 
 template <int D>
@@ -352,12 +425,15 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.scale = 1.0f / std::sqrt((float)D);  // the CPU reference's scale, bit for bit
     a.tokens_per_block = std::min({T, kMaxQueries / hpg, kMaxQueryElems / (hpg * D)});
     const int token_blocks = (T + a.tokens_per_block - 1) / a.tokens_per_block;
-    // Splits of the key range: enough blocks to fill the GPU, no more than the cache has tiles, and the partials
-    // must fit the scratch buffer.
+    // Splits of the key range: enough blocks to fill the GPU at long context, no more than a full cache can give
+    // min_split_tiles tiles each, and the partials must fit the scratch buffer. The device uses only as many as
+    // *seq_len needs.
+    a.min_split_tiles = min_split_tiles();
     const int64_t partial_per_split = (int64_t)T * H * (D + 2);
+    const int64_t cache_tiles = (shape->max_ctx + kKeyTile - 1) / kKeyTile;
     int splits = (kTargetBlocks + token_blocks * G - 1) / (token_blocks * G);
     splits = std::min<int64_t>(splits, kMaxSplits);
-    splits = std::min<int64_t>(splits, (shape->max_ctx + kKeyTile - 1) / kKeyTile);
+    splits = std::min<int64_t>(splits, (cache_tiles + a.min_split_tiles - 1) / a.min_split_tiles);
     splits = (int)std::min<int64_t>(splits, kScratchFloats / partial_per_split);
     a.n_splits = std::max(splits, 1);
 

@@ -36,7 +36,9 @@ std::vector<Check> &registry() {
 #include "gpu_checks_nf4.inc"
 #endif
 
-int main() {
+// native_kernel_tests [substring]: every check, or only those whose name contains the substring.
+int main(int argc, char **argv) {
+    const std::string only = argc > 1 ? argv[1] : "";
     int passed = 0, failed = 0, skipped = 0;
     std::string skip_reason;
     if (!sa_has_cuda()) skip_reason = "library built without CUDA";
@@ -53,6 +55,7 @@ int main() {
         return 0;
     }
     for (auto &c : registry()) {
+        if (c.name.find(only) == std::string::npos) continue;
         std::string err;
         try {
             err = c.run();
