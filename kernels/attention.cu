@@ -7,11 +7,11 @@
 //  1. attention_kernel: one block = one KV group x a few new tokens x one split of the key range. Its queries are
 //     all (token, head) pairs of that group (12 heads in Step1), so every K/V byte is read once per block.
 //     Keys stream through shared memory in tiles of 32 with an online (flash) softmax; scores, softmax and the
-//     accumulators are fp32. Decode (1 token) launches up to 128 splits of the sequence (flash-decoding) so that
+//     accumulators are fp32. Decode (1 token) launches up to 64 splits of the sequence (flash-decoding) so that
 //     4 groups still fill the GPU at long context; each block covers a contiguous share of whole tiles, and fetches
 //     the next tile into registers while it computes on the current one. How many splits are used is decided on
 //     the device from *seq_len: each split gets at least min_split_tiles tiles (STEPAUDIO_ATTN_MIN_TILES, default
-//     2 = 64 keys), the blocks beyond the used count return at once, and when one split covers all keys (short
+//     1 = 32 keys), the blocks beyond the used count return at once, and when one split covers all keys (short
 //     context) that block normalises and writes the bf16 output itself.
 //     Per tile, a warp scores 3 queries at once (independent FMA chains, batched shuffles), and each thread's
 //     accumulators share one output column d, so one V element feeds all of them.
@@ -38,8 +38,8 @@ constexpr int kKeyTile = 32;              // keys per tile: one per lane in the 
 constexpr int kMaxQueries = 64;           // (token, head) queries per block
 constexpr int kMaxQueryElems = 4096;      // queries x head_dim per block: 32 fp32 accumulators per thread
 constexpr int kMaxSplits = 128;         // the combine kernel handles up to 128 (four per lane)
-constexpr int kTargetBlocks = 4 * 132;    // enough blocks for four per SM on an H100 (short blocks, latency-bound)
-constexpr int kDefaultMinSplitTiles = 2;  // keys per split >= 64: one split (no merge) up to 64 keys
+constexpr int kTargetBlocks = 2 * 132;    // two blocks per H100 SM: 64 splits per group for Step1 (see NOTES.md)
+constexpr int kDefaultMinSplitTiles = 1;  // one tile per split until the splits run out (measured best, NOTES.md)
 constexpr int kQueryBatch = 3;            // queries a warp scores together; Step1 decode: 12 = 4 warps x 3
 constexpr int64_t kScratchFloats = 1 << 21;
 constexpr uint16_t kBf16NaN = 0x7fc0;
