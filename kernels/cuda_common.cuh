@@ -37,11 +37,14 @@ inline sa_status invalid(const std::string &message) { return sa::fail(SA_E_INVA
 //       predecessor in the stream is still running; it runs its independent prologue (weight prefetch), then
 //       pdl_wait() blocks until the predecessor has completed and its writes are visible. STEPAUDIO_NO_PDL=1 turns
 //       it off (plain stream order; used by the decode-step benchmark to measure what PDL buys).
+//  quant_pdl: PDL for the W4A16 and NF4 linears too: pdl, unless STEPAUDIO_NO_QUANT_PDL=1 (a benchmark knob: the
+//       quantized decode step with those kernels launched plainly, as before, next to PDL everywhere else).
 //  sms: multiprocessor count (sizes the GEMV's first-wave L2 prefetch).
 //  gemv_prefetch_bytes: L2 prefetch per first-wave GEMV block before its wait (STEPAUDIO_GEMV_PREFETCH_KB, a tuning
 //       knob of the benchmark; default 32 KB, 0 when PDL is off since there is nothing to overlap).
 struct DeviceTraits {
     bool pdl = false;
+    bool quant_pdl = false;
     int sms = 0;
     int gemv_prefetch_bytes = 0;
 };
@@ -54,6 +57,8 @@ inline const DeviceTraits &device_traits() {
             cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
             const char *off = std::getenv("STEPAUDIO_NO_PDL");
             t.pdl = major >= 9 && !(off && off[0] && off[0] != '0');
+            const char *quant_off = std::getenv("STEPAUDIO_NO_QUANT_PDL");
+            t.quant_pdl = t.pdl && !(quant_off && quant_off[0] && quant_off[0] != '0');
             t.sms = sms;
             const char *kb = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
             t.gemv_prefetch_bytes = t.pdl ? (kb && kb[0] ? std::atoi(kb) : 32) * 1024 : 0;
@@ -66,12 +71,12 @@ inline const DeviceTraits &device_traits() {
 }
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...) with the programmatic-stream-serialization attribute
-// when PDL is on and the stream is a created one (the legacy default stream, which the kernel checks use, keeps
+// when `allow` is set and the stream is a created one (the legacy default stream, which the kernel checks use, keeps
 // plain ordering). The kernel must call pdl_wait() before it reads anything an earlier kernel wrote, and before it
 // writes anything (an earlier kernel may still be reading it). SA_OK or SA_E_CUDA naming the kernel.
 template <typename... KernelArgs, typename... Args>
-sa_status launch_pdl(const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                     cudaStream_t stream, Args &&...args) {
+sa_status launch_pdl_if(bool allow, const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                        size_t smem, cudaStream_t stream, Args &&...args) {
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
@@ -81,12 +86,19 @@ sa_status launch_pdl(const char *name, void (*kernel)(KernelArgs...), dim3 grid,
     config.dynamicSmemBytes = smem;
     config.stream = stream;
     config.attrs = attr;
-    config.numAttrs = device_traits().pdl && stream != nullptr ? 1 : 0;
+    config.numAttrs = allow && stream != nullptr ? 1 : 0;
     const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
     if (err == cudaSuccess) return check_launch(name);
     (void)cudaGetLastError();
     return sa::fail(SA_E_CUDA, std::string(name) + ": launch failed with " + cudaGetErrorName(err) + " (" +
                                    cudaGetErrorString(err) + ")");
+}
+
+// launch_pdl_if with PDL as the device allows (the bf16-path kernels).
+template <typename... KernelArgs, typename... Args>
+sa_status launch_pdl(const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                     cudaStream_t stream, Args &&...args) {
+    return launch_pdl_if(device_traits().pdl, name, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 }  // namespace sa_cuda
@@ -113,6 +125,13 @@ __device__ __forceinline__ void pdl_wait() {
 __device__ __forceinline__ void pdl_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Asks L2 to fetch [p, p + bytes) (16-byte aligned, bytes a multiple of 16); sm_90 bulk prefetch, no-op before.
+__device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
 #endif
 }
 

@@ -18,19 +18,24 @@
 // with a relative error below 2^-9, so results differ by a few bf16 ulps in relative L2 (checked in tests/native).
 // M > 16 (prefill) runs the same kernel over 16-row slices of x: correct, but it re-reads the weight per slice; a
 // dequantize-to-shared-memory tensor-core GEMM is the planned replacement.
-#include <cuda_runtime.h>
-#include <stdint.h>
-
+// v3: programmatic dependent launch (kernels/cuda_common.cuh), as the bf16 GEMV: the first batch of codes and absmax
+// and the lookup tables are loaded before pdl_wait() (they never depend on the previous kernel); x is read and y
+// written only after it. x and y are not __restrict__ and x is read with plain loads: x was written by the previous
+// kernel, so it must not go through the non-coherent path.
 #include <string>
 
-#include "errors.h"
+#include "cuda_common.cuh"
 #include "nf4_common.h"
-#include "stepaudio_native.h"
 
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kBlocksPerSm = 2;
+// Resident blocks per SM (the persistent grid's size and the register budget); a build-time knob for the register
+// pressure experiment of NOTES_QUANT.md.
+#ifndef SA_NF4_BLOCKS_PER_SM
+#define SA_NF4_BLOCKS_PER_SM 2
+#endif
+constexpr int kBlocksPerSm = SA_NF4_BLOCKS_PER_SM;
 
 __device__ __forceinline__ uint2 load_stream8(const uint8_t *p) {
     uint2 v;
@@ -56,8 +61,9 @@ struct Batch {
 
 template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(32 * kWarps, kBlocksPerSm)
-    nf4_gemv(const uint16_t *__restrict__ x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
-             const float *__restrict__ tables, uint16_t *__restrict__ y, int m, int n, int k) {
+    nf4_gemv(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
+             const float *__restrict__ tables, uint16_t *y, int m, int n, int k) {
+    pdl_launch_dependents();
     constexpr int kBatch = Tiles == 1 ? 6 : 4;  // 8-byte loads: more units in flight than W4A16
     __shared__ uint32_t pair_lut[256 * 32];  // [byte][lane]: bf16 pair (quant_map[b >> 4] low, quant_map[b & 15] high)
     __shared__ float nested_map[256];
@@ -100,7 +106,7 @@ __global__ void __launch_bounds__(32 * kWarps, kBlocksPerSm)
     for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
 
     Batch<kBatch> cur, next;
-    load(cur, 0);  // the first batch is in flight while the tables are built
+    load(cur, 0);  // the first batch is in flight while the tables are built (and the previous kernel finishes)
     {
         // Thread b builds the pair of byte b and writes its 32 copies rotated by b, so the 32 lanes of a store
         // hit 32 different banks (blockDim is exactly 256).
@@ -112,6 +118,7 @@ __global__ void __launch_bounds__(32 * kWarps, kBlocksPerSm)
         nested_map[b] = __ldg(tables + 16 + b);
     }
     __syncthreads();
+    pdl_wait();
     for (int u0 = 0; u0 < units; u0 += kBatch) {
         load(next, u0 + kBatch);
 #pragma unroll
@@ -138,8 +145,8 @@ __global__ void __launch_bounds__(32 * kWarps, kBlocksPerSm)
                 for (int tt = 0; tt < Tiles; ++tt) {
                     const int token = tt * 8 + g;
                     const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)token * k + blk * SA_NF4_BLOCK + 16 * t);
-                    xv[tt][0] = token < m ? __ldg(xp) : make_uint4(0, 0, 0, 0);
-                    xv[tt][1] = token < m ? __ldg(xp + 1) : make_uint4(0, 0, 0, 0);
+                    xv[tt][0] = token < m ? xp[0] : make_uint4(0, 0, 0, 0);
+                    xv[tt][1] = token < m ? xp[1] : make_uint4(0, 0, 0, 0);
                 }
                 float part[Tiles][4];
 #pragma unroll
@@ -192,22 +199,15 @@ __global__ void __launch_bounds__(32 * kWarps, kBlocksPerSm)
     }
 }
 
-int resident_blocks() {
-    int dev = 0, sms = 132;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-        sms = 132;
-    return kBlocksPerSm * sms;
-}
-
 template <int Tiles>
-void launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, bool dq, uint16_t *y, int m,
-            int n, int k, cudaStream_t s) {
-    const int tiles = (n + 15) / 16, resident = resident_blocks();
-    dim3 grid((unsigned)(tiles < resident ? tiles : resident)), block(32 * kWarps);
-    if (dq)
-        nf4_gemv<Tiles, true><<<grid, block, 0, s>>>(x, qw, absmax, tables, y, m, n, k);
-    else
-        nf4_gemv<Tiles, false><<<grid, block, 0, s>>>(x, qw, absmax, tables, y, m, n, k);
+sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, bool dq, uint16_t *y,
+                 int m, int n, int k, cudaStream_t s) {
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    const int tiles = (n + 15) / 16, resident = kBlocksPerSm * (dev.sms > 0 ? dev.sms : 132);
+    const dim3 grid((unsigned)(tiles < resident ? tiles : resident)), block(32 * kWarps);
+    auto kernel = dq ? &nf4_gemv<Tiles, true> : &nf4_gemv<Tiles, false>;
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "nf4_gemv", kernel, grid, block, 0, s, x, qw, absmax, tables, y, m,
+                                  n, k);
 }
 
 }  // namespace
@@ -226,12 +226,9 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
         const int mm = m - r0 < 16 ? m - r0 : 16;
         const uint16_t *xs = x + (int64_t)r0 * k;
         uint16_t *ys = y + (int64_t)r0 * n;
-        if (mm <= 8) launch<1>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
-        else launch<2>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
-        cudaError_t err = cudaGetLastError();
-        if (err != cudaSuccess)
-            return sa::fail(SA_E_CUDA, std::string("nf4_gemv: launch failed with ") + cudaGetErrorName(err) + " (" +
-                                           cudaGetErrorString(err) + ")");
+        const sa_status st = mm <= 8 ? launch<1>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s)
+                                     : launch<2>(xs, qweight, absmax, tables, dq, ys, mm, n, k, s);
+        if (st != SA_OK) return st;
     }
     return SA_OK;
 }

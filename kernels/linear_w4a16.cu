@@ -15,22 +15,24 @@
 //    the same mapping is applied to x: both operands come straight from plain 16-byte loads;
 //  * codes are streamed with ld.global.nc.L1::no_allocate, 4 groups (8 loads of 16 B per thread) in flight; the
 //    groups' scales and zeros are loaded in the same batch (v4; v1 loaded them only after the codes had arrived).
-//    Versions v2 (persistent blocks) and v3 (cluster split-K) were slower: kernels/NOTES_QUANT.md.
+//    Versions v2 (persistent blocks) and v3 (cluster split-K) were slower: kernels/NOTES_QUANT.md;
+//  * v5: programmatic dependent launch, as the bf16 GEMV (see the kernel's comment).
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <stdint.h>
 
 #include <string>
 
-#include "errors.h"
-#include "sa_numeric.h"
-#include "stepaudio_native.h"
+#include "cuda_common.cuh"
 
 namespace {
 
 constexpr int kWarps = 8;
 constexpr int kGroup = SA_W4A16_GROUP;
 constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
+// Blocks per SM ptxas must fit (the register budget: 1 = up to 255 registers); a build-time knob for the register
+// pressure experiment of NOTES_QUANT.md.
+#ifndef SA_W4A16_MIN_BLOCKS
+#define SA_W4A16_MIN_BLOCKS 1
+#endif
 
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
     uint4 r;
@@ -67,49 +69,76 @@ __device__ __forceinline__ float scale_to_f32(uint16_t s) {
 // -(128 + z) as a bf16 pair (bf16 128..143 are 0x4300 + z; the sign bit makes them negative).
 __device__ __forceinline__ uint32_t neg_magic(int z) { return (0xC300u + (uint32_t)z) * 0x00010001u; }
 
+// One batch: kUnroll groups of this warp (codes of rows r and r + 8, their scales and zero codes).
+struct Batch {
+    uint4 wa[kUnroll], wb[kUnroll];
+    uint16_t sa[kUnroll], sb[kUnroll];
+    uint8_t za[kUnroll], zb[kUnroll];
+};
+
+// Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
+// block issues its first batch (codes, scales, zeros) and, in the first wave, an L2 prefetch of the rest of its
+// rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the prefetch
+// branch between the first batch and the wait: with nothing there ptxas hoists the wait above the loads (NOTES.md).
+// x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so it must not
+// go through the non-coherent path.
 template <int Tiles, bool Fp16Scales, bool HasZeros>
-__global__ void __launch_bounds__(kWarps * 32)
-    w4a16_skinny(const uint16_t *__restrict__ x, const uint32_t *__restrict__ qweight,
-                 const uint16_t *__restrict__ scales, const uint8_t *__restrict__ zeros, uint16_t *__restrict__ y,
-                 int m, int n, int k) {
+__global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
+    w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
+                 const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
+                 int prefetch_bytes) {
+    pdl_launch_dependents();
     __shared__ float partial[kWarps][16][16];  // [warp][row][token]
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
     const int n0 = blockIdx.x * 16, groups = k / kGroup, kw = k / 8;
     const int row_a = min(n0 + r, n - 1), row_b = min(n0 + r + 8, n - 1);  // clamped: ragged rows load valid memory
     const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4;
     const uint32_t *qb = qweight + (size_t)row_b * kw + t * 4;
+    constexpr int kStride = kWarps * kUnroll;  // groups the block covers per batch
+
+    auto load = [&](Batch &b, int base) {  // codes, scales and zeros in one round trip
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int grp = base + u * kWarps;
+            if (grp < groups) {
+                b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
+                b.wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
+                b.sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
+                b.sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
+                b.za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
+                b.zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
+            }
+        }
+    };
 
     float acc[Tiles][4];
 #pragma unroll
     for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
 
-    for (int base = warp; base < groups; base += kWarps * kUnroll) {
-        uint4 wa[kUnroll], wb[kUnroll];
-        uint16_t sa_raw[kUnroll], sb_raw[kUnroll];
-        uint8_t za_raw[kUnroll], zb_raw[kUnroll];
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {  // codes, scales and zeros in one round trip
-            const int grp = base + u * kWarps;
-            if (grp < groups) {
-                wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
-                wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
-                sa_raw[u] = __ldg(scales + (size_t)row_a * groups + grp);
-                sb_raw[u] = __ldg(scales + (size_t)row_b * groups + grp);
-                za_raw[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
-                zb_raw[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
-            }
+    Batch b;
+    load(b, warp);
+    if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of row n0 + i, into L2
+        const int row = n0 + threadIdx.x, row_bytes = k / 2, first = kStride * kGroup / 2;
+        if (row < n && first < row_bytes) {
+            const int bytes = min(row_bytes - first, prefetch_bytes / 16) & ~15;
+            if (bytes > 0)
+                prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)row * row_bytes + first, (uint32_t)bytes);
         }
+    }
+    pdl_wait();
+
+    for (int base = warp; base < groups; base += kStride) {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
             const int grp = base + u * kWarps;
             if (grp >= groups) break;
-            const float sa = scale_to_f32<Fp16Scales>(sa_raw[u]), sb = scale_to_f32<Fp16Scales>(sb_raw[u]);
-            const uint32_t za = neg_magic(za_raw[u]), zb = neg_magic(zb_raw[u]);
+            const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
+            const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
             float part[Tiles][4];
 #pragma unroll
             for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
-            const uint32_t qwa[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w};
-            const uint32_t qwb[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
+            const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
+            const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
 #pragma unroll
             for (int w = 0; w < 4; ++w) {
                 // This thread's word w covers k = grp·128 + (4t + w)·8 + 0..7 for rows r and r + 8.
@@ -118,7 +147,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
                 for (int tt = 0; tt < Tiles; ++tt) {
                     const int token = tt * 8 + r;
-                    xv[tt] = token < m ? __ldg(reinterpret_cast<const uint4 *>(x + (size_t)token * k + kx))
+                    xv[tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + kx)
                                        : make_uint4(0, 0, 0, 0);
                 }
 #pragma unroll
@@ -140,6 +169,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                 acc[tt][3] += part[tt][3] * sb;
             }
         }
+        load(b, base + kStride);  // the next batch (nothing past the last group)
     }
 #pragma unroll
     for (int tt = 0; tt < Tiles; ++tt) {
@@ -159,13 +189,15 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <int Tiles, bool Fp16Scales>
-void launch_zeros(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc,
-                  const uint8_t *z, uint16_t *y, int m, int n, int k) {
-    if (has_zeros) w4a16_skinny<Tiles, Fp16Scales, true><<<grid, kWarps * 32, 0, s>>>(x, q, sc, z, y, m, n, k);
-    else w4a16_skinny<Tiles, Fp16Scales, false><<<grid, kWarps * 32, 0, s>>>(x, q, sc, z, y, m, n, k);
+sa_status launch_zeros(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                       const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
+    const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
+    auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true> : &w4a16_skinny<Tiles, Fp16Scales, false>;
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
+                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
 }
-
-bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace
 
@@ -177,7 +209,7 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
     if (k % kGroup != 0)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: K=" + std::to_string(k) +
                                                    " is not a multiple of the group size 128");
-    if (!aligned16(x) || !aligned16(qweight))
+    if (!sa_cuda::aligned16(x) || !sa_cuda::aligned16(qweight))
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: x and qweight must be 16-byte aligned");
     if (flags & ~SA_W4A16_FP16_SCALES)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: unknown flags " + std::to_string(flags));
@@ -188,17 +220,13 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;
-        if (mc <= 8) {
-            if (fp16) launch_zeros<1, true>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
-            else launch_zeros<1, false>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
-        } else {
-            if (fp16) launch_zeros<2, true>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
-            else launch_zeros<2, false>(zeros != nullptr, grid, s, xc, qweight, scales, zeros, yc, mc, n, k);
-        }
-        cudaError_t err = cudaGetLastError();
-        if (err != cudaSuccess)
-            return sa::fail(SA_E_CUDA, std::string("w4a16_skinny: launch failed with ") + cudaGetErrorName(err) + " (" +
-                                           cudaGetErrorString(err) + ")");
+        const bool z = zeros != nullptr;
+        const sa_status st =
+            mc <= 8 ? (fp16 ? launch_zeros<1, true>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                            : launch_zeros<1, false>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
+                    : (fp16 ? launch_zeros<2, true>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                            : launch_zeros<2, false>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
+        if (st != SA_OK) return st;
     }
     return SA_OK;
 }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -90,17 +91,65 @@ double copy_bandwidth_gbs(cudaStream_t stream) {
     return 2.0 * bytes / (us * 1e3);
 }
 
+// Weight format of the layers' linears in the decode step (lm_head stays bf16, as in the quantized checkpoints).
+enum class Weights { bf16, w4a16, nf4 };
+const char *weights_name(Weights w) { return w == Weights::bf16 ? "bf16" : w == Weights::w4a16 ? "w4a16" : "nf4"; }
+
+// One N x K linear of a layer in the chosen format; constant-pattern contents (the speed does not depend on them).
+// W4A16: symmetric (no zeros), bf16 scales. NF4: double quant, the bitsandbytes default.
+struct DecodeLinear {
+    Weights format;
+    int n, k;
+    void *w = nullptr, *scales = nullptr;  // bf16 W | W4A16 codes + scales | NF4 codes + absmax codes
+    float *tables = nullptr;               // NF4 quant map, nested map, nested (scale, offset) pairs
+    DecodeLinear(Weights f, int n_, int k_) : format(f), n(n_), k(k_) {
+        const size_t elems = (size_t)n * k;
+        if (format == Weights::bf16) {
+            ok(cudaMalloc(&w, elems * 2), "malloc");
+            cudaMemset(w, 0x3c, elems * 2);  // bf16 0x3c3c ~ 0.0115
+        } else if (format == Weights::w4a16) {
+            ok(cudaMalloc(&w, elems / 2), "malloc");
+            cudaMemset(w, 0x9a, elems / 2);  // codes 9 and 10: weights 1 and 2 scales
+            ok(cudaMalloc(&scales, elems / SA_W4A16_GROUP * 2), "malloc");
+            cudaMemset(scales, 0x3c, elems / SA_W4A16_GROUP * 2);
+        } else {
+            const size_t blocks = elems / 64, pairs = (blocks + 255) / 256;
+            ok(cudaMalloc(&w, elems / 2), "malloc");
+            cudaMemset(w, 0x9a, elems / 2);
+            ok(cudaMalloc(&scales, blocks), "malloc");
+            cudaMemset(scales, 0x90, blocks);
+            std::vector<float> t(16 + 256 + 2 * pairs);
+            for (int i = 0; i < 16; ++i) t[i] = (i - 7.5f) / 7.5f;
+            for (int i = 0; i < 256; ++i) t[16 + i] = (i - 127.5f) / 128.0f;
+            for (size_t p = 0; p < pairs; ++p) t[272 + 2 * p] = 0.02f, t[273 + 2 * p] = 0.01f;
+            ok(cudaMalloc(&tables, t.size() * 4), "malloc");
+            cudaMemcpy(tables, t.data(), t.size() * 4, cudaMemcpyHostToDevice);
+        }
+    }
+    DecodeLinear(const DecodeLinear &) = delete;
+    DecodeLinear &operator=(const DecodeLinear &) = delete;
+    ~DecodeLinear() { cudaFree(w), cudaFree(scales), cudaFree(tables); }
+    void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what) const {
+        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, stream), what);
+        else if (format == Weights::w4a16)
+            sa_ok(sa_cuda_linear_w4a16(x, (const uint32_t *)w, (const uint16_t *)scales, nullptr, 0, y, 1, n, k, stream), what);
+        else sa_ok(sa_cuda_linear_nf4(x, (const uint8_t *)w, scales, tables, 1, y, 1, n, k, stream), what);
+    }
+};
+
 // The Step1 decode step exactly as Step1Model.Forward + Generator issue it (embed, 32 layers, final norm, lm_head,
 // greedy sampler), captured once as a CUDA graph and replayed; weights are constant patterns (the speed does not
 // depend on their values). fused: the residual add and the next RMSNorm as one kernel (the model's path); else the
-// separate add + rmsnorm of the previous version. The context is *seq_len, fixed during the replays. Returns ms/token
-// (median of 40 replays, one graph launch each).
-double decode_step_ms(cudaStream_t stream, bool fused, int context) {
+// separate add + rmsnorm of the previous version. weights: the format of the layers' qkv / o / gate_up / down (lm_head
+// is bf16). The context is *seq_len, fixed during the replays. Returns ms/token (median of 40 replays, one graph
+// launch each).
+double decode_step_ms(cudaStream_t stream, bool fused, int context, Weights weights = Weights::bf16) {
     const int H = 48, G = 4, D = 64, hidden = 3072, inter = 8192, vocab = 74752, layers = 32, max_ctx = 4096;
     const int qkv_n = (H + 2 * G) * D, kvw = G * D;
     const float eps = 1e-5f;
     struct Layer {
-        uint16_t *in_norm, *qkv, *o, *post_norm, *gate_up, *down, *kc, *vc;
+        uint16_t *in_norm, *post_norm, *kc, *vc;
+        std::unique_ptr<DecodeLinear> qkv, o, gate_up, down;
     };
     auto alloc = [](size_t elems, int byte) {
         uint16_t *p;
@@ -112,11 +161,11 @@ double decode_step_ms(cudaStream_t stream, bool fused, int context) {
     for (auto &l : ls) {
         l.in_norm = alloc(hidden, 0x3f);  // bf16 0x3f3f ~ 0.75
         l.post_norm = alloc(hidden, 0x3f);
-        l.qkv = alloc((size_t)qkv_n * hidden, 0x3c);  // bf16 0x3c3c ~ 0.0115
-        l.o = alloc((size_t)hidden * hidden, 0x3c);
-        l.gate_up = alloc((size_t)2 * inter * hidden, 0x3c);
-        l.down = alloc((size_t)hidden * inter, 0x3c);
-        l.kc = alloc((size_t)max_ctx * kvw, 0x3c);
+        l.qkv = std::make_unique<DecodeLinear>(weights, qkv_n, hidden);
+        l.o = std::make_unique<DecodeLinear>(weights, hidden, H * D);
+        l.gate_up = std::make_unique<DecodeLinear>(weights, 2 * inter, hidden);
+        l.down = std::make_unique<DecodeLinear>(weights, hidden, inter);
+        l.kc = alloc((size_t)max_ctx * kvw, 0x3c);  // bf16 0x3c3c ~ 0.0115
         l.vc = alloc((size_t)max_ctx * kvw, 0x3c);
     }
     uint16_t *lm = alloc((size_t)vocab * hidden, 0x3c), *final_norm = alloc(hidden, 0x3f);
@@ -152,13 +201,13 @@ double decode_step_ms(cudaStream_t stream, bool fused, int context) {
                 }
             };
             norm_into(L.in_norm);
-            sa_ok(sa_cuda_linear_bf16(norm, L.qkv, qkv, 1, qkv_n, hidden, stream), "qkv");
+            L.qkv->run(norm, qkv, stream, "qkv");
             sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
-            sa_ok(sa_cuda_linear_bf16(att, L.o, tmp, 1, hidden, H * D, stream), "o");
+            L.o->run(att, tmp, stream, "o");
             norm_into(L.post_norm);
-            sa_ok(sa_cuda_linear_bf16(norm, L.gate_up, gu, 1, 2 * inter, hidden, stream), "gate_up");
+            L.gate_up->run(norm, gu, stream, "gate_up");
             sa_ok(sa_cuda_swiglu_bf16(gu, act, 1, inter, stream), "swiglu");
-            sa_ok(sa_cuda_linear_bf16(act, L.down, tmp, 1, hidden, inter, stream), "down");
+            L.down->run(act, tmp, stream, "down");
         }
         if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
         else {
@@ -199,14 +248,14 @@ double decode_step_ms(cudaStream_t stream, bool fused, int context) {
     std::sort(ms.begin(), ms.end());
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
-    std::printf("decode step %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)\n",
-                fused ? "fused" : "unfused", context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id);
+    std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)\n",
+                weights_name(weights), fused ? "fused" : "unfused", context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id);
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     for (auto &l : ls)
-        for (uint16_t *p : {l.in_norm, l.qkv, l.o, l.post_norm, l.gate_up, l.down, l.kc, l.vc}) cudaFree(p);
+        for (uint16_t *p : {l.in_norm, l.post_norm, l.kc, l.vc}) cudaFree(p);
     for (uint16_t *p : {lm, final_norm, x, norm, qkv, att, tmp, gu, act, logits}) cudaFree(p);
     cudaFree(slopes), cudaFree(history), cudaFree(len), cudaFree(next), cudaFree(step);
     return ms[ms.size() / 2];
@@ -279,18 +328,30 @@ void attention_bench(cudaStream_t stream) {
 }  // namespace
 
 // kernel_bench            every benchmark
-// kernel_bench decode     only the decode step and the small kernels (for sweeps over STEPAUDIO_* settings)
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
+// kernel_bench decode [bf16|w4a16|nf4]...
+//     only the decode steps (of the formats named, default all three) and, with bf16, the small kernels; for sweeps
+//     over STEPAUDIO_* settings (STEPAUDIO_NO_PDL=1, STEPAUDIO_NO_QUANT_PDL=1, STEPAUDIO_GEMV_PREFETCH_KB)
 int main(int argc, char **argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
     const bool decode_only = mode == "decode";
+    auto wanted = [&](Weights w) {
+        if (argc <= 2) return true;
+        for (int i = 2; i < argc; ++i)
+            if (std::string(argv[i]) == weights_name(w)) return true;
+        return false;
+    };
     cudaDeviceProp prop;
     ok(cudaGetDeviceProperties(&prop, 0), "device");
     cudaStream_t stream;
     ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
-    const char *pdl_off = std::getenv("STEPAUDIO_NO_PDL"), *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
-    std::printf("settings: PDL %s, GEMV L2 prefetch %s KB\n", pdl_off && pdl_off[0] && pdl_off[0] != '0' ? "off" : "on",
-                prefetch ? prefetch : "default");
+    auto set = [](const char *name) {
+        const char *v = std::getenv(name);
+        return v && v[0] && v[0] != '0';
+    };
+    const char *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
+    std::printf("settings: PDL %s, W4A16/NF4 PDL %s, GEMV L2 prefetch %s KB\n", set("STEPAUDIO_NO_PDL") ? "off" : "on",
+                set("STEPAUDIO_NO_PDL") || set("STEPAUDIO_NO_QUANT_PDL") ? "off" : "on", prefetch ? prefetch : "default");
     if (mode == "attention") {
         const char *tiles = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
         std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
@@ -298,9 +359,13 @@ int main(int argc, char **argv) {
         for (int context : {64, 1024, 4000}) decode_step_ms(stream, true, context);
         return 0;
     }
-    for (int context : {64, 1024})
-        for (bool fused : {false, true}) decode_step_ms(stream, fused, context);
-    small_kernels(stream);
+    if (wanted(Weights::bf16))
+        for (int context : {64, 1024})
+            for (bool fused : {false, true}) decode_step_ms(stream, fused, context);
+    for (Weights w : {Weights::w4a16, Weights::nf4})
+        if (wanted(w))
+            for (int context : {64, 1024}) decode_step_ms(stream, true, context, w);
+    if (wanted(Weights::bf16)) small_kernels(stream);
     if (decode_only) return 0;
     const double copy_gbs = copy_bandwidth_gbs(stream);
     std::printf("device %s, %d SMs; D2D copy %.0f GB/s (read+write)\n", prop.name, prop.multiProcessorCount, copy_gbs);
