@@ -92,26 +92,35 @@ double copy_bandwidth_gbs(cudaStream_t stream) {
 }
 
 // Weight format of the layers' linears in the decode step (lm_head stays bf16, as in the quantized checkpoints).
-enum class Weights { bf16, w4a16, nf4 };
-const char *weights_name(Weights w) { return w == Weights::bf16 ? "bf16" : w == Weights::w4a16 ? "w4a16" : "nf4"; }
+// w4a16: symmetric (no zero codes), bf16 scales; w4a16-awq: zero codes and fp16 scales, as AWQ / GPTQ checkpoints.
+enum class Weights { bf16, w4a16, w4a16_awq, nf4 };
+const char *weights_name(Weights w) {
+    return w == Weights::bf16 ? "bf16" : w == Weights::w4a16 ? "w4a16" : w == Weights::w4a16_awq ? "w4a16-awq" : "nf4";
+}
 
 // One N x K linear of a layer in the chosen format; constant-pattern contents (the speed does not depend on them).
-// W4A16: symmetric (no zeros), bf16 scales. NF4: double quant, the bitsandbytes default.
+// NF4: double quant, the bitsandbytes default.
 struct DecodeLinear {
     Weights format;
     int n, k;
     void *w = nullptr, *scales = nullptr;  // bf16 W | W4A16 codes + scales | NF4 codes + absmax codes
+    uint8_t *zeros = nullptr;              // W4A16 zero codes (w4a16-awq)
     float *tables = nullptr;               // NF4 quant map, nested map, nested (scale, offset) pairs
     DecodeLinear(Weights f, int n_, int k_) : format(f), n(n_), k(k_) {
         const size_t elems = (size_t)n * k;
         if (format == Weights::bf16) {
             ok(cudaMalloc(&w, elems * 2), "malloc");
             cudaMemset(w, 0x3c, elems * 2);  // bf16 0x3c3c ~ 0.0115
-        } else if (format == Weights::w4a16) {
+        } else if (format == Weights::w4a16 || format == Weights::w4a16_awq) {
+            const size_t groups = elems / SA_W4A16_GROUP;
             ok(cudaMalloc(&w, elems / 2), "malloc");
-            cudaMemset(w, 0x9a, elems / 2);  // codes 9 and 10: weights 1 and 2 scales
-            ok(cudaMalloc(&scales, elems / SA_W4A16_GROUP * 2), "malloc");
-            cudaMemset(scales, 0x3c, elems / SA_W4A16_GROUP * 2);
+            cudaMemset(w, 0x9a, elems / 2);  // codes 9 and 10: weights 1 and 2 scales (zero code 8)
+            ok(cudaMalloc(&scales, groups * 2), "malloc");
+            cudaMemset(scales, format == Weights::w4a16 ? 0x3c : 0x20, groups * 2);  // bf16 0.0115 | fp16 0.0081
+            if (format == Weights::w4a16_awq) {
+                ok(cudaMalloc(&zeros, groups), "malloc");
+                cudaMemset(zeros, 8, groups);
+            }
         } else {
             const size_t blocks = elems / 64, pairs = (blocks + 255) / 256;
             ok(cudaMalloc(&w, elems / 2), "malloc");
@@ -128,11 +137,12 @@ struct DecodeLinear {
     }
     DecodeLinear(const DecodeLinear &) = delete;
     DecodeLinear &operator=(const DecodeLinear &) = delete;
-    ~DecodeLinear() { cudaFree(w), cudaFree(scales), cudaFree(tables); }
+    ~DecodeLinear() { cudaFree(w), cudaFree(scales), cudaFree(zeros), cudaFree(tables); }
     void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what) const {
         if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, stream), what);
-        else if (format == Weights::w4a16)
-            sa_ok(sa_cuda_linear_w4a16(x, (const uint32_t *)w, (const uint16_t *)scales, nullptr, 0, y, 1, n, k, stream), what);
+        else if (format == Weights::w4a16 || format == Weights::w4a16_awq)
+            sa_ok(sa_cuda_linear_w4a16(x, (const uint32_t *)w, (const uint16_t *)scales, zeros,
+                                       zeros ? SA_W4A16_FP16_SCALES : 0, y, 1, n, k, stream), what);
         else sa_ok(sa_cuda_linear_nf4(x, (const uint8_t *)w, scales, tables, 1, y, 1, n, k, stream), what);
     }
 };
@@ -329,8 +339,8 @@ void attention_bench(cudaStream_t stream) {
 
 // kernel_bench            every benchmark
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
-// kernel_bench decode [bf16|w4a16|nf4]...
-//     only the decode steps (of the formats named, default all three) and, with bf16, the small kernels; for sweeps
+// kernel_bench decode [bf16|w4a16|w4a16-awq|nf4]...
+//     only the decode steps (of the formats named, default all) and, with bf16, the small kernels; for sweeps
 //     over STEPAUDIO_* settings (STEPAUDIO_NO_PDL=1, STEPAUDIO_NO_QUANT_PDL=1, STEPAUDIO_GEMV_PREFETCH_KB)
 int main(int argc, char **argv) {
     const std::string mode = argc > 1 ? argv[1] : "";
@@ -362,7 +372,7 @@ int main(int argc, char **argv) {
     if (wanted(Weights::bf16))
         for (int context : {64, 1024})
             for (bool fused : {false, true}) decode_step_ms(stream, fused, context);
-    for (Weights w : {Weights::w4a16, Weights::nf4})
+    for (Weights w : {Weights::w4a16, Weights::w4a16_awq, Weights::nf4})
         if (wanted(w))
             for (int context : {64, 1024}) decode_step_ms(stream, true, context, w);
     if (wanted(Weights::bf16)) small_kernels(stream);
