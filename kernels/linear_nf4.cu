@@ -43,15 +43,6 @@ __device__ __forceinline__ uint2 load_stream8(const uint8_t *p) {
     return v;
 }
 
-__device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // One batch of units: 8 code bytes of rows g and g + 8, and their absmax (u8 codes packed into sa, or fp32 bits).
 template <int kBatch>
 struct Batch {
