@@ -227,6 +227,7 @@ public static class VocoderMel
         var bank = Filters.Value;
         int lanes = RealFft.Lanes;
         var mag = new Vector<double>[fft.Bins]; var mel = new Vector<double>[NMels];
+        int usedBins = bank.UsedBins; // the bank stops at 8 kHz: the bins above are never read
         var eps = new Vector<double>(MagnitudeEps); var floorV = new Vector<double>(LogFloor);
         var output = new float[frames * NMels];
         for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
@@ -235,8 +236,8 @@ public static class VocoderMel
             var x = fft.Input;
             SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft);
             for (int i = 0; i < NFft; i++) x[i] *= window[i];
-            fft.Transform();
-            for (int k = 0; k < mag.Length; k++) mag[k] = Vector.SquareRoot(fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k] + eps);
+            fft.Transform(usedBins);
+            for (int k = 0; k < usedBins; k++) mag[k] = Vector.SquareRoot(fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k] + eps);
             bank.Apply(mag, mel);
             for (int m = 0; m < NMels; m++)
             {

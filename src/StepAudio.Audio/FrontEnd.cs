@@ -21,12 +21,16 @@ public sealed class FrontEndTimings
 {
     public static readonly string[] Stages = ["mono+peak", "resample 16k", "resample 24k", "norm+trim", "whisper mel", "paraformer", "speaker fbank", "vocoder mel"];
     public double[] Milliseconds { get; } = new double[Stages.Length];
+    /// <summary>The fastest single time of each stage (on a loaded machine the minimum is the steadier figure).</summary>
+    public double[] MinMilliseconds { get; } = Enumerable.Repeat(double.PositiveInfinity, Stages.Length).ToArray();
     long _last = Stopwatch.GetTimestamp();
     internal void Start() => _last = Stopwatch.GetTimestamp();
     internal void Lap(int stage)
     {
         long now = Stopwatch.GetTimestamp();
-        Milliseconds[stage] += Stopwatch.GetElapsedTime(_last, now).TotalMilliseconds;
+        double ms = Stopwatch.GetElapsedTime(_last, now).TotalMilliseconds;
+        Milliseconds[stage] += ms;
+        MinMilliseconds[stage] = Math.Min(MinMilliseconds[stage], ms);
         _last = now;
     }
 }

@@ -5,12 +5,18 @@ namespace StepAudio.Audio;
 /// <summary>A triangular mel filter bank stored sparsely: filter m covers FFT bins [Start[m], Start[m]+Weights[m].Length).</summary>
 public sealed class MelFilterBank
 {
-    MelFilterBank(int[] start, double[][] weights, int bins) { Start = start; Weights = weights; FftBins = bins; }
+    MelFilterBank(int[] start, double[][] weights, int bins)
+    {
+        Start = start; Weights = weights; FftBins = bins;
+        for (int m = 0; m < start.Length; m++) UsedBins = Math.Max(UsedBins, start[m] + weights[m].Length);
+    }
 
     public int[] Start { get; }
     public double[][] Weights { get; }
     public int Count => Start.Length;
     public int FftBins { get; }
+    /// <summary>Bins 0..UsedBins−1 are all any filter reads (the vocoder's 0–8 kHz bank needs 641 of 961).</summary>
+    public int UsedBins { get; }
 
     /// <summary>mel[m] = Σ_k W[m,k]·spectrum[k].</summary>
     public void Apply(ReadOnlySpan<double> spectrum, Span<double> mel)

@@ -68,6 +68,6 @@ public static class AudioInfoCommand
         Array.Sort(times);
         Console.WriteLine($"bench:           front end on {clip.DurationSeconds:0.0} s of {clip.SampleRate} Hz audio: median {times[runs / 2]:0.0} ms, min {times[0]:0.0} ms, max {times[^1]:0.0} ms over {runs} runs (one thread, {pinned})");
         for (int s = 0; s < FrontEndTimings.Stages.Length; s++)
-            Console.WriteLine($"  {FrontEndTimings.Stages[s],-14} {stages.Milliseconds[s] / runs,7:0.00} ms (mean)");
+            Console.WriteLine($"  {FrontEndTimings.Stages[s],-14} {stages.Milliseconds[s] / runs,7:0.00} ms (mean), {stages.MinMilliseconds[s],6:0.00} ms (min)");
     }
 }
