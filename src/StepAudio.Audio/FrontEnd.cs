@@ -44,8 +44,7 @@ public static class FrontEnd
     {
         timings?.Start();
         var notes = new List<string>();
-        var mono = Preprocess.MonoMix(clip);
-        float peak = Preprocess.PeakNormalize(mono);
+        var (mono, peak) = Preprocess.MonoPeakNormalized(clip);
         if (clip.Channels > 1) notes.Add($"mixed {clip.Channels} channels to mono");
         if (peak > Preprocess.PeakTarget) notes.Add($"peak {peak:0.###} scaled to {Preprocess.PeakTarget}");
         if (clip.SampleRate < TokenizerRate)
@@ -55,8 +54,7 @@ public static class FrontEnd
         timings?.Lap(1);
         var a24 = SincResampler.Resample(mono, clip.SampleRate, VocoderRate);
         timings?.Lap(2);
-        var norm = (float[])a16.Clone();
-        Preprocess.EnergyNormalize(norm);
+        var norm = Preprocess.EnergyNormalized(a16); // a16 itself stays unnormalised for the speaker encoder
         var trim = Preprocess.TrimSilence(norm, TokenizerRate);
         if (trim.E <= trim.S) notes.Add("no non-silent audio found");
         timings?.Lap(3);

@@ -163,7 +163,7 @@ public class AudioIoTests
 public class FftTests
 {
     /// <summary>The features transform Lanes frames at once, one per SIMD lane: every lane gets its own random
-    /// sequence and must match its own direct DFT (sizes: 4·2·5·5, 4⁴·2, 4³·3·5·2, 3·5·7·2).</summary>
+    /// sequence and must match its own direct DFT (complex sizes 200 = 8·5·5, 256 = 8·8·4, 960 = 8·8·3·5, 105 = 3·5·7).</summary>
     [Theory]
     [InlineData(400)]
     [InlineData(512)]
@@ -201,6 +201,8 @@ public class FftTests
     [InlineData(512)]
     [InlineData(1920)]
     [InlineData(14)]
+    [InlineData(32)]  // 16 = 8·2: radix 8 then 2
+    [InlineData(128)] // 64 = 8·8: radix 8 only
     [InlineData(98)] // 2·7·7: the generic prime butterfly
     public void RealFftMatchesDirectDft(int n)
     {
@@ -219,5 +221,41 @@ public class FftTests
             scale = Math.Max(scale, Math.Sqrt(sr * sr + si * si));
         }
         Assert.True(err <= 1e-12 * n * scale, $"n={n}: error {err:E2} (scale {scale:E2})");
+    }
+}
+
+/// <summary>The front end's fused preprocessing passes give bit for bit what the separate steps give.</summary>
+public class FusedPreprocessTests
+{
+    [Theory]
+    [InlineData(1, 0.9)] // scaled down to 0.6
+    [InlineData(1, 0.4)] // left as it is
+    [InlineData(2, 0.9)]
+    public void MonoPeakNormalizedEqualsMixThenNormalize(int channels, double amplitude)
+    {
+        var rng = new Random();
+        var samples = new float[channels * 4099];
+        for (int i = 0; i < samples.Length; i++) samples[i] = (float)((rng.NextDouble() * 2 - 1) * amplitude);
+        var clip = new AudioClip(samples, channels, 48000);
+        var want = Preprocess.MonoMix(clip);
+        float wantPeak = Preprocess.PeakNormalize(want);
+        var (got, peak) = Preprocess.MonoPeakNormalized(clip);
+        Assert.Equal(wantPeak, peak);
+        Assert.Equal(want, got);
+    }
+
+    [Theory]
+    [InlineData(0.9)]
+    [InlineData(0.003)] // below the 0.01 floor
+    public void EnergyNormalizedEqualsInPlace(double amplitude)
+    {
+        var rng = new Random();
+        var x = new float[3001];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)((rng.NextDouble() * 2 - 1) * amplitude);
+        var before = (float[])x.Clone();
+        var got = Preprocess.EnergyNormalized(x);
+        Assert.Equal(before, x); // input untouched
+        Preprocess.EnergyNormalize(x);
+        Assert.Equal(x, got);
     }
 }
