@@ -29,7 +29,7 @@ public static class WhisperLogMel
         int lanes = RealFft.Lanes;
         var power = new Vector<double>[fft.Bins];
         var mel = new Vector<double>[NMels];
-        var logD = new double[NMels * frames];
+        var logD = GC.AllocateUninitializedArray<double>(NMels * frames); // (fully written: here and below, no zeroing pass)
         var floorV = new Vector<double>(PowerFloor);
         double max = double.NegativeInfinity;
         for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
@@ -52,7 +52,7 @@ public static class WhisperLogMel
             }
         }
         double floor = max - DynamicRangeLog10;
-        var log = new float[NMels * frames];
+        var log = GC.AllocateUninitializedArray<float>(NMels * frames);
         for (int i = 0; i < log.Length; i++) log[i] = (float)((Math.Max(logD[i], floor) + 4.0) / 4.0);
         return new FeatureMatrix(NMels, frames, log);
     }
@@ -138,7 +138,7 @@ public sealed class KaldiFbank
     public FeatureMatrix Compute(ReadOnlySpan<float> wave)
     {
         int frames = FrameCount(wave.Length), bins = _o.NumMelBins, len = _o.FrameLength;
-        var output = new float[frames * bins];
+        var output = GC.AllocateUninitializedArray<float>(frames * bins); // every element is written below
         int lanes = RealFft.Lanes;
         var x = _fft.Input; // the frames, one per lane; all the per-frame arithmetic below runs on Lanes frames at once
         var frameD = new double[len];
@@ -146,7 +146,7 @@ public sealed class KaldiFbank
         ReadOnlySpan<float> scaled = wave;
         if (_o.InputScale != 1f)
         {
-            var copy = new float[wave.Length];
+            var copy = GC.AllocateUninitializedArray<float>(wave.Length);
             TensorPrimitives.Multiply(wave, _o.InputScale, copy);
             scaled = copy;
         }
@@ -229,7 +229,7 @@ public static class VocoderMel
         var mag = new Vector<double>[fft.Bins]; var mel = new Vector<double>[NMels];
         int usedBins = bank.UsedBins; // the bank stops at 8 kHz: the bins above are never read
         var eps = new Vector<double>(MagnitudeEps); var floorV = new Vector<double>(LogFloor);
-        var output = new float[frames * NMels];
+        var output = GC.AllocateUninitializedArray<float>(frames * NMels); // every element is written below
         for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
         {
             int used = Math.Min(lanes, frames - t0);
@@ -266,7 +266,7 @@ public static class Dsp
     public static float[] ReflectPad(ReadOnlySpan<float> x, int pad)
     {
         if (pad >= x.Length) throw new ArgumentException($"reflect padding of {pad} needs more than {pad} samples, got {x.Length}");
-        var y = new float[x.Length + 2 * pad];
+        var y = GC.AllocateUninitializedArray<float>(x.Length + 2 * pad); // every element is written below
         x.CopyTo(y.AsSpan(pad));
         for (int i = 1; i <= pad; i++)
         {

@@ -89,7 +89,7 @@ public sealed class ParaformerFrontEnd
             rows.AddRange(outRows);
             counts.Add(outRows.Count);
         }
-        var data = new float[rows.Count * LfrDim];
+        var data = GC.AllocateUninitializedArray<float>(rows.Count * LfrDim);
         for (int r = 0; r < rows.Count; r++) rows[r].CopyTo(data, r * LfrDim);
         return (new FeatureMatrix(rows.Count, LfrDim, data), counts);
     }

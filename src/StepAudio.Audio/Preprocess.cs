@@ -98,9 +98,10 @@ public static class Preprocess
         int n = y.Length, half = TrimFrameLength / 2;
         int frames = 1 + n / TrimHop;
         // prefix sums of y² (double) give each frame's mean square in O(1)
-        var prefix = new double[n + 1];
+        var prefix = GC.AllocateUninitializedArray<double>(n + 1); // (no zeroing pass: every element is written)
+        prefix[0] = 0;
         for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + (double)y[i] * y[i];
-        var ms = new double[frames];
+        var ms = GC.AllocateUninitializedArray<double>(frames);
         double maxMs = 0;
         for (int f = 0; f < frames; f++)
         {

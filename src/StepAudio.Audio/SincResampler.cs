@@ -42,7 +42,7 @@ public static class SincResampler
         try
         {
             Decimate(input, width, orig, S, dec);
-            var output = new float[outLen];
+            var output = GC.AllocateUninitializedArray<float>(outLen); // every element is written below
             // Blocks in chunks, so that the outputs of all phases for one chunk stay in cache while they interleave.
             int chunk = nw == 1 ? blocks : Math.Max(4 * vl, 16384 / nw / (4 * vl) * (4 * vl));
             var acc = new float[Math.Min(chunk, blocks) + 4 * vl];
