@@ -77,19 +77,53 @@ public sealed class ComplexFft
         Span<Vector<double>> xr = re, xi = im, yr = workRe, yi = workIm;
         foreach (var p in _passes)
         {
-            switch (p.Radix)
-            {
-                case 8: Radix8(p, xr, xi, yr, yi); break;
-                case 4: Radix4(p, xr, xi, yr, yi); break;
-                case 2: Radix2(p, xr, xi, yr, yi); break;
-                case 3: Radix3(p, xr, xi, yr, yi); break;
-                case 5: Radix5(p, xr, xi, yr, yi); break;
-                default: RadixGeneric(p, xr, xi, yr, yi); break;
-            }
+            RunPass(p, xr, xi, yr, yi);
             var tr = xr; xr = yr; yr = tr;
             var ti = xi; xi = yi; yi = ti;
         }
         if (_passes.Length % 2 == 1) { xr[..n].CopyTo(re); xi[..n].CopyTo(im); }
+    }
+
+    /// <summary>The transform of the Lanes sequences whose element i is (input[2i], input[2i+1]) (real, imaginary),
+    /// into re/im; work re/im are scratch. When the first pass is radix 8 it reads the interleaved input in place
+    /// (no deinterleaving copy: for the features' frames that copy costs as much as a pass).</summary>
+    public void ForwardInterleaved(ReadOnlySpan<Vector<double>> input, Span<Vector<double>> re, Span<Vector<double>> im,
+        Span<Vector<double>> workRe, Span<Vector<double>> workIm)
+    {
+        int n = Size;
+        if (input.Length < 2 * n || re.Length < n || im.Length < n || workRe.Length < n || workIm.Length < n)
+            throw new ArgumentException($"FFT buffers must hold {n} elements (the interleaved input {2 * n})");
+        ref var x = ref MemoryMarshal.GetReference(input);
+        if (_passes.Length == 0 || _passes[0].Radix != 8)
+        {
+            for (int j = 0; j < n; j++) { re[j] = Unsafe.Add(ref x, 2 * j); im[j] = Unsafe.Add(ref x, 2 * j + 1); }
+            Forward(re, im, workRe, workIm);
+            return;
+        }
+        // ping-pong so that the last pass lands in re/im
+        Span<Vector<double>> yr = _passes.Length % 2 == 1 ? re : workRe, yi = _passes.Length % 2 == 1 ? im : workIm;
+        Radix8(_passes[0], ref x, ref Unsafe.Add(ref x, 1), 2, ref MemoryMarshal.GetReference(yr), ref MemoryMarshal.GetReference(yi));
+        Span<Vector<double>> xr = yr, xi = yi;
+        yr = _passes.Length % 2 == 1 ? workRe : re; yi = _passes.Length % 2 == 1 ? workIm : im;
+        for (int i = 1; i < _passes.Length; i++)
+        {
+            RunPass(_passes[i], xr, xi, yr, yi);
+            var tr = xr; xr = yr; yr = tr;
+            var ti = xi; xi = yi; yi = ti;
+        }
+    }
+
+    static void RunPass(Pass p, Span<Vector<double>> xr, Span<Vector<double>> xi, Span<Vector<double>> yr, Span<Vector<double>> yi)
+    {
+        switch (p.Radix)
+        {
+            case 8: Radix8(p, ref MemoryMarshal.GetReference(xr), ref MemoryMarshal.GetReference(xi), 1, ref MemoryMarshal.GetReference(yr), ref MemoryMarshal.GetReference(yi)); break;
+            case 4: Radix4(p, xr, xi, yr, yi); break;
+            case 2: Radix2(p, xr, xi, yr, yi); break;
+            case 3: Radix3(p, xr, xi, yr, yi); break;
+            case 5: Radix5(p, xr, xi, yr, yi); break;
+            default: RadixGeneric(p, xr, xi, yr, yi); break;
+        }
     }
 
     // Each radix-r pass: for block p < M and offset q < S, a_j = x[S·(p + j·M) + q], b = DFT_r(a),
@@ -118,21 +152,19 @@ public sealed class ComplexFft
     }
 
     /// <summary>Radix 8 as two radix-4 DFTs (even and odd inputs) joined by W8^k: b_k = E_k + W8^k·O_k,
-    /// b_(k+4) = E_k − W8^k·O_k.</summary>
+    /// b_(k+4) = E_k − W8^k·O_k. Input element i is at xr/xi[i·stride] (stride 2: real and imaginary interleaved).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Radix8(Pass ps, Span<Vector<double>> xrS, Span<Vector<double>> xiS, Span<Vector<double>> yrS, Span<Vector<double>> yiS)
+    static void Radix8(Pass ps, ref Vector<double> xr, ref Vector<double> xi, int stride, ref Vector<double> yr, ref Vector<double> yi)
     {
-        ref var xr = ref MemoryMarshal.GetReference(xrS); ref var xi = ref MemoryMarshal.GetReference(xiS);
-        ref var yr = ref MemoryMarshal.GetReference(yrS); ref var yi = ref MemoryMarshal.GetReference(yiS);
         const double h = 0.70710678118654752440; // √½
-        int m = ps.M, s = ps.S;
+        int m = ps.M, s = ps.S, ms = s * m * stride;
         double[] twRe = ps.TwRe, twIm = ps.TwIm;
         for (int p = 0; p < m; p++)
         {
-            int i0 = s * p, ms = s * m, o = s * 8 * p, w = 7 * p;
+            int i0 = s * p, o = s * 8 * p, w = 7 * p;
             for (int q = 0; q < s; q++)
             {
-                ref var r0 = ref Unsafe.Add(ref xr, i0 + q); ref var j0 = ref Unsafe.Add(ref xi, i0 + q);
+                ref var r0 = ref Unsafe.Add(ref xr, (i0 + q) * stride); ref var j0 = ref Unsafe.Add(ref xi, (i0 + q) * stride);
                 // even half: DFT4(a0, a2, a4, a6)
                 var a0r = r0; var a0i = j0;
                 var a2r = Unsafe.Add(ref r0, 2 * ms); var a2i = Unsafe.Add(ref j0, 2 * ms);
@@ -346,20 +378,36 @@ public sealed class RealFft
     public void Transform(int bins)
     {
         if (bins < 0 || bins > Bins) throw new ArgumentOutOfRangeException(nameof(bins), bins, $"a real FFT of size {Size} has {Bins} bins");
-        var x = Input;
-        for (int j = 0; j < _h; j++) { _zr[j] = x[2 * j]; _zi[j] = x[2 * j + 1]; }
-        _fft.Forward(_zr, _zi, _workR, _workI);
+        int h = _h;
+        // z[j] = x[2j] + i·x[2j+1]: the input already is that complex sequence, interleaved
+        _fft.ForwardInterleaved(Input, _zr, _zi, _workR, _workI);
+        ref var zr = ref MemoryMarshal.GetArrayDataReference(_zr);
+        ref var zi = ref MemoryMarshal.GetArrayDataReference(_zi);
+        ref var re = ref MemoryMarshal.GetArrayDataReference(Re);
+        ref var im = ref MemoryMarshal.GetArrayDataReference(Im);
+        ref double wr = ref MemoryMarshal.GetArrayDataReference(_wr);
+        ref double wi = ref MemoryMarshal.GetArrayDataReference(_wi);
+        // bin k pairs Z[k] with conj(Z[h−k]); bins 0 and h both pair Z[0] with itself
+        if (bins > 0) Split(ref re, ref im, 0, Unsafe.Add(ref zr, 0), Unsafe.Add(ref zi, 0), Unsafe.Add(ref zr, 0), Unsafe.Add(ref zi, 0), wr, wi);
+        int inner = Math.Min(bins, h);
+        for (int k = 1; k < inner; k++)
+            Split(ref re, ref im, k, Unsafe.Add(ref zr, k), Unsafe.Add(ref zi, k), Unsafe.Add(ref zr, h - k), Unsafe.Add(ref zi, h - k),
+                Unsafe.Add(ref wr, k), Unsafe.Add(ref wi, k));
+        if (bins > h) Split(ref re, ref im, h, Unsafe.Add(ref zr, 0), Unsafe.Add(ref zi, 0), Unsafe.Add(ref zr, 0), Unsafe.Add(ref zi, 0), Unsafe.Add(ref wr, h), Unsafe.Add(ref wi, h));
+    }
+
+    /// <summary>Bin k of the real transform from Z = Z[k] and c = conj(Z[h−k]): even part (Z + c)/2, odd part
+    /// (Z − c)/(2i), X = even + W^k·odd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Split(ref Vector<double> re, ref Vector<double> im, int k, Vector<double> zr, Vector<double> zi,
+        Vector<double> yr, Vector<double> yi, double wr, double wi)
+    {
         var half = new Vector<double>(0.5);
-        for (int k = 0; k < bins; k++)
-        {
-            int a = k == _h ? 0 : k, b = k == 0 ? 0 : _h - k;
-            var zr = _zr[a]; var zi = _zi[a]; var cr = _zr[b]; var ci = -_zi[b]; // c = conj(Z[h−k])
-            var er = half * (zr + cr); var ei = half * (zi + ci);               // even part
-            var odr = half * (zi - ci); var odi = -half * (zr - cr);           // odd part = (Z − c) / (2i)
-            double wr = _wr[k], wi = _wi[k];
-            Re[k] = er + odr * wr - odi * wi;
-            Im[k] = ei + odi * wr + odr * wi;
-        }
+        var cr = yr; var ci = -yi; // c = conj(Z[h−k])
+        var er = half * (zr + cr); var ei = half * (zi + ci);
+        var odr = half * (zi - ci); var odi = -half * (zr - cr);
+        Unsafe.Add(ref re, k) = er + odr * wr - odi * wi;
+        Unsafe.Add(ref im, k) = ei + odi * wr + odr * wi;
     }
 
     /// <summary>One sequence (lane 0; the other lanes transform zeros): re/im get bins 0..Size/2.</summary>
