@@ -44,9 +44,22 @@ public static class SincResampler
             Decimate(input, width, orig, S, dec);
             var output = GC.AllocateUninitializedArray<float>(outLen); // every element is written below
             // Blocks in chunks, so that the outputs of all phases for one chunk stay in cache while they interleave.
-            int chunk = nw == 1 ? blocks : Math.Max(4 * vl, 16384 / nw / (4 * vl) * (4 * vl));
-            var acc = new float[Math.Min(chunk, blocks) + 4 * vl];
+            int chunk = Math.Max(4 * vl, 16384 / nw / (4 * vl) * (4 * vl));
             var off = new int[2 * width + orig];
+            if (nw == 1)
+            {
+                // one phase: the dot products go straight into the output, all but the last partial group of blocks
+                var tap = k.Tap[0];
+                for (int t = 0; t < tap.Length; t++) off[t] = tap[t] % orig * S + tap[t] / orig;
+                int whole = outLen / (4 * vl) * (4 * vl);
+                DotBlocks(dec, k.Coef[0], off, output, whole);
+                var tail = new float[4 * vl];
+                for (int t = 0; t < tap.Length; t++) off[t] += whole;
+                DotBlocks(dec, k.Coef[0], off, tail, outLen - whole);
+                tail.AsSpan(0, outLen - whole).CopyTo(output.AsSpan(whole));
+                return output;
+            }
+            var acc = new float[Math.Min(chunk, blocks) + 4 * vl];
             for (int j0 = 0; j0 < blocks; j0 += chunk)
             {
                 int nb = Math.Min(chunk, blocks - j0);
@@ -56,8 +69,7 @@ public static class SincResampler
                     for (int t = 0; t < tap.Length; t++) off[t] = tap[t] % orig * S + tap[t] / orig + j0;
                     DotBlocks(dec, k.Coef[i], off, acc, nb);
                     int end = Math.Min(nb, (outLen - i + nw - 1) / nw - j0); // blocks whose phase i is in range
-                    if (nw == 1) acc.AsSpan(0, end).CopyTo(output.AsSpan(j0));
-                    else for (int j = 0; j < end; j++) output[(j0 + j) * nw + i] = acc[j];
+                    for (int j = 0; j < end; j++) output[(j0 + j) * nw + i] = acc[j];
                 }
             }
             return output;
@@ -81,8 +93,8 @@ public static class SincResampler
         }
     }
 
-    /// <summary>acc[j] = Σ_t coef[t]·dec[off[t] + j] for j &lt; blocks (rounded up to whole vectors), four vectors of
-    /// blocks at a time so that four independent sums hide the multiply-add latency.</summary>
+    /// <summary>acc[j] = Σ_t coef[t]·dec[off[t] + j] for j &lt; blocks (rounded up to whole groups of four vectors, which
+    /// acc must hold), four vectors of blocks at a time so that four independent sums hide the multiply-add latency.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void DotBlocks(float[] dec, float[] coef, int[] off, float[] acc, int blocks)
     {
