@@ -38,8 +38,7 @@ public static class WhisperLogMel
             var x = fft.Input;
             SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft);
             for (int i = 0; i < NFft; i++) x[i] *= window[i];
-            fft.Transform();
-            for (int k = 0; k < power.Length; k++) power[k] = fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k];
+            fft.Power(power, power.Length);
             bank.Apply(power, mel);
             for (int m = 0; m < NMels; m++)
             {
@@ -173,8 +172,7 @@ public sealed class KaldiFbank
             var x0 = x[0] - mean;
             x[0] = (x0 - x0 * pre) * _window[0];
             Array.Clear(x, len, x.Length - len);
-            _fft.Transform();
-            for (int k = 0; k < _power.Length; k++) _power[k] = _fft.Re[k] * _fft.Re[k] + _fft.Im[k] * _fft.Im[k];
+            _fft.Power(_power, _power.Length);
             _bank.Apply(_power, _mel);
             for (int m = 0; m < bins; m++)
             {
@@ -236,8 +234,8 @@ public static class VocoderMel
             var x = fft.Input;
             SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft);
             for (int i = 0; i < NFft; i++) x[i] *= window[i];
-            fft.Transform(usedBins);
-            for (int k = 0; k < usedBins; k++) mag[k] = Vector.SquareRoot(fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k] + eps);
+            fft.Power(mag, usedBins);
+            for (int k = 0; k < usedBins; k++) mag[k] = Vector.SquareRoot(mag[k] + eps);
             bank.Apply(mag, mel);
             for (int m = 0; m < NMels; m++)
             {

@@ -396,6 +396,49 @@ public sealed class RealFft
         if (bins > h) Split(ref re, ref im, h, Unsafe.Add(ref zr, 0), Unsafe.Add(ref zi, 0), Unsafe.Add(ref zr, 0), Unsafe.Add(ref zi, 0), Unsafe.Add(ref wr, h), Unsafe.Add(ref wi, h));
     }
 
+    /// <summary>The power spectrum |X_k|² = Re² + Im² of bins 0..bins−1 (as Transform then squaring would give it, bit
+    /// for bit), without storing Re/Im; bins k and h−k share their loads and half sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Power(Span<Vector<double>> power, int bins)
+    {
+        if (bins < 0 || bins > Bins || power.Length < bins)
+            throw new ArgumentOutOfRangeException(nameof(bins), bins, $"a real FFT of size {Size} has {Bins} bins (power holds {power.Length})");
+        int h = _h;
+        _fft.ForwardInterleaved(Input, _zr, _zi, _workR, _workI);
+        ref var zr = ref MemoryMarshal.GetArrayDataReference(_zr);
+        ref var zi = ref MemoryMarshal.GetArrayDataReference(_zi);
+        ref double wr = ref MemoryMarshal.GetArrayDataReference(_wr);
+        ref double wi = ref MemoryMarshal.GetArrayDataReference(_wi);
+        ref var pw = ref MemoryMarshal.GetReference(power);
+        var half = new Vector<double>(0.5);
+        for (int k = 0; k <= h / 2; k++)
+        {
+            int k2 = h - k; // k = 0 pairs Z[0] with itself for both bin 0 and bin h
+            bool one = k < bins, two = k2 < bins && k2 != k;
+            if (!one && !two) continue;
+            var ar = Unsafe.Add(ref zr, k); var ai = Unsafe.Add(ref zi, k);
+            int b = k == 0 ? 0 : k2;
+            var br = Unsafe.Add(ref zr, b); var bi = Unsafe.Add(ref zi, b);
+            // bin k: even (Z[k] + conj Z[h−k])/2, odd (Z[k] − conj Z[h−k])/(2i); bin h−k has the same even real and
+            // odd real parts and the negated imaginary ones (exactly: IEEE sums commute and negate)
+            var er = half * (ar + br); var ei = half * (ai + -bi);
+            var odr = half * (ai - -bi); var odi = -half * (ar - br);
+            if (one)
+            {
+                double w1 = Unsafe.Add(ref wr, k), w2 = Unsafe.Add(ref wi, k);
+                var xr = er + odr * w1 - odi * w2; var xi = ei + odi * w1 + odr * w2;
+                Unsafe.Add(ref pw, k) = xr * xr + xi * xi;
+            }
+            if (two)
+            {
+                double w1 = Unsafe.Add(ref wr, k2), w2 = Unsafe.Add(ref wi, k2);
+                var nei = -ei; var nodi = -odi;
+                var xr = er + odr * w1 - nodi * w2; var xi = nei + nodi * w1 + odr * w2;
+                Unsafe.Add(ref pw, k2) = xr * xr + xi * xi;
+            }
+        }
+    }
+
     /// <summary>Bin k of the real transform from Z = Z[k] and c = conj(Z[h−k]): even part (Z + c)/2, odd part
     /// (Z − c)/(2i), X = even + W^k·odd.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

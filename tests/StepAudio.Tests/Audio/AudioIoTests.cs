@@ -196,6 +196,32 @@ public class FftTests
         }
     }
 
+    /// <summary>Power (bins k and h−k computed together) is bit for bit Re² + Im² of Transform, for all bins and for
+    /// a leading subset (the vocoder's 641 of 961).</summary>
+    [Theory]
+    [InlineData(400, 201)]
+    [InlineData(512, 257)]
+    [InlineData(1920, 961)]
+    [InlineData(1920, 641)]
+    [InlineData(30, 16)] // odd half size
+    [InlineData(30, 5)]
+    public void PowerIsTransformSquared(int n, int bins)
+    {
+        var rng = new Random();
+        var fft = new RealFft(n);
+        for (int i = 0; i < n; i++)
+        {
+            var v = new double[RealFft.Lanes];
+            for (int l = 0; l < v.Length; l++) v[l] = rng.NextDouble() * 2 - 1;
+            fft.Input[i] = new System.Numerics.Vector<double>(v);
+        }
+        var power = new System.Numerics.Vector<double>[bins];
+        fft.Power(power, bins);
+        fft.Transform();
+        for (int k = 0; k < bins; k++)
+            Assert.Equal(fft.Re[k] * fft.Re[k] + fft.Im[k] * fft.Im[k], power[k]);
+    }
+
     [Theory]
     [InlineData(400)]
     [InlineData(512)]
