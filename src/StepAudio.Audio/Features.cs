@@ -36,8 +36,7 @@ public static class WhisperLogMel
         {
             int used = Math.Min(lanes, frames - t0);
             var x = fft.Input;
-            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft);
-            for (int i = 0; i < NFft; i++) x[i] *= window[i];
+            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft, window); // windowed on the way in
             fft.Power(power, power.Length);
             bank.Apply(power, mel);
             for (int m = 0; m < NMels; m++)
@@ -232,8 +231,7 @@ public static class VocoderMel
         {
             int used = Math.Min(lanes, frames - t0);
             var x = fft.Input;
-            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft);
-            for (int i = 0; i < NFft; i++) x[i] *= window[i];
+            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft, window); // windowed on the way in
             fft.Power(mag, usedBins);
             for (int k = 0; k < usedBins; k++) mag[k] = Vector.SquareRoot(mag[k] + eps);
             bank.Apply(mag, mel);

@@ -469,10 +469,17 @@ public static class SimdLanes
 {
     /// <summary>dst[i] lane l = src[(first + l)·hop + i] for i &lt; n, l &lt; count; lanes ≥ count are zeroed — Lanes
     /// overlapping frames of a signal, transposed into lane order (4×4 blocks with AVX, else one sample at a time).</summary>
+    public static void SetFrames(Span<Vector<double>> dst, ReadOnlySpan<float> src, int first, int hop, int count, int n) =>
+        SetFrames(dst, src, first, hop, count, n, default);
+
+    /// <summary>SetFrames, each sample i multiplied by window[i] on the way (an empty window multiplies by nothing).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void SetFrames(Span<Vector<double>> dst, ReadOnlySpan<float> src, int first, int hop, int count, int n)
+    public static void SetFrames(Span<Vector<double>> dst, ReadOnlySpan<float> src, int first, int hop, int count, int n,
+        ReadOnlySpan<double> window)
     {
+        if (!window.IsEmpty && window.Length < n) throw new ArgumentException($"window has {window.Length} samples, frames {n}", nameof(window));
         int w = Vector<double>.Count;
+        bool windowed = !window.IsEmpty;
         if (count == w && w == 4 && Avx.IsSupported && (long)(first + 3) * hop + n <= src.Length && dst.Length >= n)
         {
             ref float s0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(src), first * hop);
@@ -491,18 +498,30 @@ public static class SimdLanes
                 var ab1 = Avx.UnpackHigh(a, b); // a1 b1 a3 b3
                 var ce0 = Avx.UnpackLow(c, e);
                 var ce1 = Avx.UnpackHigh(c, e);
-                Unsafe.Add(ref d, i) = Avx.Permute2x128(ab0, ce0, 0x20);     // a0 b0 c0 e0
-                Unsafe.Add(ref d, i + 1) = Avx.Permute2x128(ab1, ce1, 0x20); // a1 b1 c1 e1
-                Unsafe.Add(ref d, i + 2) = Avx.Permute2x128(ab0, ce0, 0x31); // a2 b2 c2 e2
-                Unsafe.Add(ref d, i + 3) = Avx.Permute2x128(ab1, ce1, 0x31); // a3 b3 c3 e3
+                var f0 = Avx.Permute2x128(ab0, ce0, 0x20); // a0 b0 c0 e0
+                var f1 = Avx.Permute2x128(ab1, ce1, 0x20); // a1 b1 c1 e1
+                var f2 = Avx.Permute2x128(ab0, ce0, 0x31); // a2 b2 c2 e2
+                var f3 = Avx.Permute2x128(ab1, ce1, 0x31); // a3 b3 c3 e3
+                if (windowed)
+                {
+                    f0 *= Vector256.Create(window[i]); f1 *= Vector256.Create(window[i + 1]);
+                    f2 *= Vector256.Create(window[i + 2]); f3 *= Vector256.Create(window[i + 3]);
+                }
+                Unsafe.Add(ref d, i) = f0; Unsafe.Add(ref d, i + 1) = f1;
+                Unsafe.Add(ref d, i + 2) = f2; Unsafe.Add(ref d, i + 3) = f3;
             }
             for (; i < n; i++)
-                Unsafe.Add(ref d, i) = Vector256.Create(Unsafe.Add(ref s0, i), Unsafe.Add(ref s1, i), Unsafe.Add(ref s2, i), (double)Unsafe.Add(ref s3, i));
+            {
+                var f = Vector256.Create(Unsafe.Add(ref s0, i), Unsafe.Add(ref s1, i), Unsafe.Add(ref s2, i), (double)Unsafe.Add(ref s3, i));
+                Unsafe.Add(ref d, i) = windowed ? f * Vector256.Create(window[i]) : f;
+            }
             return;
         }
         for (int l = 0; l < w; l++)
             if (l < count) Set(dst, l, src.Slice((first + l) * hop, n));
             else Clear(dst, l);
+        if (windowed)
+            for (int i = 0; i < n; i++) dst[i] *= window[i];
     }
 
     public static void Set(Span<Vector<double>> dst, int lane, ReadOnlySpan<double> src)
