@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
@@ -22,37 +23,44 @@ public static class WhisperLogMel
         if (audio16k.Length <= NFft / 2)
             throw new ArgumentException($"whisper log-mel needs more than {NFft / 2} samples, got {audio16k.Length}", nameof(audio16k));
         int frames = audio16k.Length / Hop; // 1 + len/hop frames, the last one dropped
-        var padded = Dsp.ReflectPad(audio16k, NFft / 2);
-        var window = Window.Value;
-        var fft = new RealFft(NFft);
-        var bank = Filters.Value;
-        int lanes = RealFft.Lanes;
-        var power = new Vector<double>[fft.Bins];
-        var mel = new Vector<double>[NMels];
-        var logD = GC.AllocateUninitializedArray<double>(NMels * frames); // (fully written: here and below, no zeroing pass)
-        var floorV = new Vector<double>(PowerFloor);
-        double max = double.NegativeInfinity;
-        for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
+        // padded signal and double log-mel are scratch: pooled, so 30 s does not fault in fresh pages every call
+        var paddedBuf = ArrayPool<float>.Shared.Rent(audio16k.Length + NFft);
+        var logD = ArrayPool<double>.Shared.Rent(NMels * frames);
+        try
         {
-            int used = Math.Min(lanes, frames - t0);
-            var x = fft.Input;
-            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft, window); // windowed on the way in
-            fft.Power(power, power.Length);
-            bank.Apply(power, mel);
-            for (int m = 0; m < NMels; m++)
+            var padded = paddedBuf.AsSpan(0, audio16k.Length + NFft);
+            Dsp.ReflectPad(audio16k, NFft / 2, padded);
+            var window = Window.Value;
+            var fft = new RealFft(NFft);
+            var bank = Filters.Value;
+            int lanes = RealFft.Lanes;
+            var power = new Vector<double>[fft.Bins];
+            var mel = new Vector<double>[NMels];
+            var floorV = new Vector<double>(PowerFloor);
+            double max = double.NegativeInfinity;
+            for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
             {
-                var v = Vector.Log(Vector.Max(mel[m], floorV)) * InvLn10;
-                for (int l = 0; l < used; l++)
+                int used = Math.Min(lanes, frames - t0);
+                var x = fft.Input;
+                SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft, window); // windowed on the way in
+                fft.Power(power, power.Length);
+                bank.Apply(power, mel);
+                for (int m = 0; m < NMels; m++)
                 {
-                    logD[m * frames + t0 + l] = v[l];
-                    if (v[l] > max) max = v[l];
+                    var v = Vector.Log(Vector.Max(mel[m], floorV)) * InvLn10;
+                    for (int l = 0; l < used; l++)
+                    {
+                        logD[m * frames + t0 + l] = v[l];
+                        if (v[l] > max) max = v[l];
+                    }
                 }
             }
+            double floor = max - DynamicRangeLog10;
+            var log = GC.AllocateUninitializedArray<float>(NMels * frames); // every element is written
+            for (int i = 0; i < log.Length; i++) log[i] = (float)((Math.Max(logD[i], floor) + 4.0) / 4.0);
+            return new FeatureMatrix(NMels, frames, log);
         }
-        double floor = max - DynamicRangeLog10;
-        var log = GC.AllocateUninitializedArray<float>(NMels * frames);
-        for (int i = 0; i < log.Length; i++) log[i] = (float)((Math.Max(logD[i], floor) + 4.0) / 4.0);
-        return new FeatureMatrix(NMels, frames, log);
+        finally { ArrayPool<float>.Shared.Return(paddedBuf); ArrayPool<double>.Shared.Return(logD); }
     }
 
     const double InvLn10 = 0.43429448190325182765; // log10(x) = ln(x)/ln(10)
@@ -217,31 +225,38 @@ public static class VocoderMel
     {
         if (audio24k.Length <= Pad)
             throw new ArgumentException($"vocoder mel needs more than {Pad} samples at 24 kHz, got {audio24k.Length}", nameof(audio24k));
-        var padded = Dsp.ReflectPad(audio24k, Pad);
-        int frames = (padded.Length - NFft) / Hop + 1;
-        var window = Window.Value;
-        var fft = new RealFft(NFft);
-        var bank = Filters.Value;
-        int lanes = RealFft.Lanes;
-        var mag = new Vector<double>[fft.Bins]; var mel = new Vector<double>[NMels];
-        int usedBins = bank.UsedBins; // the bank stops at 8 kHz: the bins above are never read
-        var eps = new Vector<double>(MagnitudeEps); var floorV = new Vector<double>(LogFloor);
-        var output = GC.AllocateUninitializedArray<float>(frames * NMels); // every element is written below
-        for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
+        int paddedLength = audio24k.Length + 2 * Pad;
+        var paddedBuf = ArrayPool<float>.Shared.Rent(paddedLength); // scratch, pooled
+        try
         {
-            int used = Math.Min(lanes, frames - t0);
-            var x = fft.Input;
-            SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft, window); // windowed on the way in
-            fft.Power(mag, usedBins);
-            for (int k = 0; k < usedBins; k++) mag[k] = Vector.SquareRoot(mag[k] + eps);
-            bank.Apply(mag, mel);
-            for (int m = 0; m < NMels; m++)
+            var padded = paddedBuf.AsSpan(0, paddedLength);
+            Dsp.ReflectPad(audio24k, Pad, padded);
+            int frames = (paddedLength - NFft) / Hop + 1;
+            var window = Window.Value;
+            var fft = new RealFft(NFft);
+            var bank = Filters.Value;
+            int lanes = RealFft.Lanes;
+            var mag = new Vector<double>[fft.Bins]; var mel = new Vector<double>[NMels];
+            int usedBins = bank.UsedBins; // the bank stops at 8 kHz: the bins above are never read
+            var eps = new Vector<double>(MagnitudeEps); var floorV = new Vector<double>(LogFloor);
+            var output = GC.AllocateUninitializedArray<float>(frames * NMels); // every element is written below
+            for (int t0 = 0; t0 < frames; t0 += lanes) // Lanes frames per transform
             {
-                var v = Vector.Log(Vector.Max(mel[m], floorV));
-                for (int l = 0; l < used; l++) output[(t0 + l) * NMels + m] = (float)v[l];
+                int used = Math.Min(lanes, frames - t0);
+                var x = fft.Input;
+                SimdLanes.SetFrames(x, padded, t0, Hop, used, NFft, window); // windowed on the way in
+                fft.Power(mag, usedBins);
+                for (int k = 0; k < usedBins; k++) mag[k] = Vector.SquareRoot(mag[k] + eps);
+                bank.Apply(mag, mel);
+                for (int m = 0; m < NMels; m++)
+                {
+                    var v = Vector.Log(Vector.Max(mel[m], floorV));
+                    for (int l = 0; l < used; l++) output[(t0 + l) * NMels + m] = (float)v[l];
+                }
             }
+            return new FeatureMatrix(frames, NMels, output);
         }
-        return new FeatureMatrix(frames, NMels, output);
+        finally { ArrayPool<float>.Shared.Return(paddedBuf); }
     }
 
     static readonly Lazy<double[]> Window = new(() => Dsp.HannPeriodic(NFft));
@@ -261,14 +276,21 @@ public static class Dsp
     /// <summary>Reflect padding (edge sample not repeated), as torch's mode="reflect"; needs pad &lt; length.</summary>
     public static float[] ReflectPad(ReadOnlySpan<float> x, int pad)
     {
-        if (pad >= x.Length) throw new ArgumentException($"reflect padding of {pad} needs more than {pad} samples, got {x.Length}");
         var y = GC.AllocateUninitializedArray<float>(x.Length + 2 * pad); // every element is written below
-        x.CopyTo(y.AsSpan(pad));
+        ReflectPad(x, pad, y);
+        return y;
+    }
+
+    /// <summary>ReflectPad into y[0 .. x.Length + 2·pad) (a pooled buffer may be longer).</summary>
+    public static void ReflectPad(ReadOnlySpan<float> x, int pad, Span<float> y)
+    {
+        if (pad >= x.Length) throw new ArgumentException($"reflect padding of {pad} needs more than {pad} samples, got {x.Length}");
+        if (y.Length < x.Length + 2 * pad) throw new ArgumentException($"padded buffer holds {y.Length} samples, needs {x.Length + 2 * pad}", nameof(y));
+        x.CopyTo(y[pad..]);
         for (int i = 1; i <= pad; i++)
         {
             y[pad - i] = x[i];
             y[pad + x.Length - 1 + i] = x[x.Length - 1 - i];
         }
-        return y;
     }
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
@@ -98,30 +99,34 @@ public static class Preprocess
         int n = y.Length, half = TrimFrameLength / 2;
         int frames = 1 + n / TrimHop;
         // prefix sums of y² (double) give each frame's mean square in O(1)
-        var prefix = GC.AllocateUninitializedArray<double>(n + 1); // (no zeroing pass: every element is written)
-        prefix[0] = 0;
-        for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + (double)y[i] * y[i];
-        var ms = GC.AllocateUninitializedArray<double>(frames);
-        double maxMs = 0;
-        for (int f = 0; f < frames; f++)
+        var prefix = ArrayPool<double>.Shared.Rent(n + 1); // scratch, pooled; elements 0..n are written
+        try
         {
-            int a = Math.Clamp(f * TrimHop - half, 0, n), b = Math.Clamp(f * TrimHop + half, 0, n);
-            ms[f] = (prefix[b] - prefix[a]) / TrimFrameLength;
-            maxMs = Math.Max(maxMs, ms[f]);
-        }
-        const double amin = 1e-10; // (1e-5)²
-        double refDb = 10 * Math.Log10(Math.Max(amin, maxMs));
-        int first = -1, last = -1;
-        for (int f = 0; f < frames; f++)
-        {
-            if (10 * Math.Log10(Math.Max(amin, ms[f])) - refDb > -TrimTopDb)
+            prefix[0] = 0;
+            for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + (double)y[i] * y[i];
+            var ms = GC.AllocateUninitializedArray<double>(frames);
+            double maxMs = 0;
+            for (int f = 0; f < frames; f++)
             {
-                if (first < 0) first = f;
-                last = f;
+                int a = Math.Clamp(f * TrimHop - half, 0, n), b = Math.Clamp(f * TrimHop + half, 0, n);
+                ms[f] = (prefix[b] - prefix[a]) / TrimFrameLength;
+                maxMs = Math.Max(maxMs, ms[f]);
             }
+            const double amin = 1e-10; // (1e-5)²
+            double refDb = 10 * Math.Log10(Math.Max(amin, maxMs));
+            int first = -1, last = -1;
+            for (int f = 0; f < frames; f++)
+            {
+                if (10 * Math.Log10(Math.Max(amin, ms[f])) - refDb > -TrimTopDb)
+                {
+                    if (first < 0) first = f;
+                    last = f;
+                }
+            }
+            if (first < 0) return (0, 0);
+            return (first * TrimHop, Math.Min(n, (last + 1) * TrimHop));
         }
-        if (first < 0) return (0, 0);
-        return (first * TrimHop, Math.Min(n, (last + 1) * TrimHop));
+        finally { ArrayPool<double>.Shared.Return(prefix); }
     }
 
     /// <summary>utils.trim_silence(audio, 16000): cut 0.05 s before the non-silent span (left-pad zeros if that is
