@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace StepAudio.Audio;
 
@@ -36,30 +37,29 @@ public static class SincResampler
         // stream r holds padded[u·orig + r] at r·S + u, so the sample tap t of block j needs, padded[j·orig + t], is
         // at (t mod orig)·S + t/orig + j — consecutive blocks read consecutive floats and the dot products of
         // Vector<float>.Count blocks run side by side, one block per lane.
-        int vl = Vector<float>.Count;
-        int S = blocks + taps / orig + 4 * vl + 1;
+        int S = blocks + taps / orig + Group + 1;
         var dec = ArrayPool<float>.Shared.Rent(orig * S); // scratch: every element is written below
         try
         {
             Decimate(input, width, orig, S, dec);
             var output = GC.AllocateUninitializedArray<float>(outLen); // every element is written below
             // Blocks in chunks, so that the outputs of all phases for one chunk stay in cache while they interleave.
-            int chunk = Math.Max(4 * vl, 16384 / nw / (4 * vl) * (4 * vl));
+            int chunk = Math.Max(Group, 16384 / nw / Group * Group);
             var off = new int[2 * width + orig];
             if (nw == 1)
             {
                 // one phase: the dot products go straight into the output, all but the last partial group of blocks
                 var tap = k.Tap[0];
                 for (int t = 0; t < tap.Length; t++) off[t] = tap[t] % orig * S + tap[t] / orig;
-                int whole = outLen / (4 * vl) * (4 * vl);
+                int whole = outLen / Group * Group;
                 DotBlocks(dec, k.Coef[0], off, output, whole);
-                var tail = new float[4 * vl];
+                var tail = new float[Group];
                 for (int t = 0; t < tap.Length; t++) off[t] += whole;
                 DotBlocks(dec, k.Coef[0], off, tail, outLen - whole);
                 tail.AsSpan(0, outLen - whole).CopyTo(output.AsSpan(whole));
                 return output;
             }
-            var acc = new float[Math.Min(chunk, blocks) + 4 * vl];
+            var acc = new float[Math.Min(chunk, blocks) + Group];
             for (int j0 = 0; j0 < blocks; j0 += chunk)
             {
                 int nb = Math.Min(chunk, blocks - j0);
@@ -93,16 +93,26 @@ public static class SincResampler
         }
     }
 
-    /// <summary>acc[j] = Σ_t coef[t]·dec[off[t] + j] for j &lt; blocks (rounded up to whole groups of four vectors, which
-    /// acc must hold), four vectors of blocks at a time so that four independent sums hide the multiply-add latency.</summary>
+    /// <summary>Blocks per step of DotBlocks: four vectors (of 16 floats where AVX-512 runs, else Vector&lt;float&gt;).</summary>
+    static readonly int Group = 4 * (Vector512.IsHardwareAccelerated ? Vector512<float>.Count : Vector<float>.Count);
+
+    /// <summary>acc[j] = Σ_t coef[t]·dec[off[t] + j] for j &lt; blocks (rounded up to whole groups, which acc must hold),
+    /// four vectors of blocks at a time so that four independent sums hide the multiply-add latency. Every lane sums
+    /// the same taps in the same order whatever the vector width, so the result does not depend on it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void DotBlocks(float[] dec, float[] coef, int[] off, float[] acc, int blocks)
+    {
+        if (Vector512.IsHardwareAccelerated) DotBlocks512(dec, coef, off, acc, blocks);
+        else DotBlocksVector(dec, coef, off, acc, blocks);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void DotBlocksVector(float[] dec, float[] coef, int[] off, float[] acc, int blocks)
     {
         int vl = Vector<float>.Count, nt = coef.Length;
         ref float d = ref MemoryMarshal.GetArrayDataReference(dec);
         ref float a = ref MemoryMarshal.GetArrayDataReference(acc);
-        int j = 0;
-        for (; j < blocks; j += 4 * vl)
+        for (int j = 0; j < blocks; j += 4 * vl)
         {
             Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
             for (int t = 0; t < nt; t++)
@@ -113,6 +123,30 @@ public static class SincResampler
                 s1 = Vector.FusedMultiplyAdd(c, Vector.LoadUnsafe(ref p, (nuint)vl), s1);
                 s2 = Vector.FusedMultiplyAdd(c, Vector.LoadUnsafe(ref p, (nuint)(2 * vl)), s2);
                 s3 = Vector.FusedMultiplyAdd(c, Vector.LoadUnsafe(ref p, (nuint)(3 * vl)), s3);
+            }
+            s0.StoreUnsafe(ref a, (nuint)j); s1.StoreUnsafe(ref a, (nuint)(j + vl));
+            s2.StoreUnsafe(ref a, (nuint)(j + 2 * vl)); s3.StoreUnsafe(ref a, (nuint)(j + 3 * vl));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void DotBlocks512(float[] dec, float[] coef, int[] off, float[] acc, int blocks)
+    {
+        const int vl = 16;
+        int nt = coef.Length;
+        ref float d = ref MemoryMarshal.GetArrayDataReference(dec);
+        ref float a = ref MemoryMarshal.GetArrayDataReference(acc);
+        for (int j = 0; j < blocks; j += 4 * vl)
+        {
+            Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+            for (int t = 0; t < nt; t++)
+            {
+                var c = Vector512.Create(coef[t]);
+                ref float p = ref Unsafe.Add(ref d, off[t] + j);
+                s0 = Vector512.FusedMultiplyAdd(c, Vector512.LoadUnsafe(ref p), s0);
+                s1 = Vector512.FusedMultiplyAdd(c, Vector512.LoadUnsafe(ref p, vl), s1);
+                s2 = Vector512.FusedMultiplyAdd(c, Vector512.LoadUnsafe(ref p, 2 * vl), s2);
+                s3 = Vector512.FusedMultiplyAdd(c, Vector512.LoadUnsafe(ref p, 3 * vl), s3);
             }
             s0.StoreUnsafe(ref a, (nuint)j); s1.StoreUnsafe(ref a, (nuint)(j + vl));
             s2.StoreUnsafe(ref a, (nuint)(j + 2 * vl)); s3.StoreUnsafe(ref a, (nuint)(j + 3 * vl));
