@@ -33,43 +33,36 @@ public static class SincResampler
         long len = input.Length;
         int outLen = (int)((nw * len + orig - 1) / orig);
         int blocks = (outLen + nw - 1) / nw; // output j·nw + i, i < nw
-        // Decimated copy of the zero-padded input (width zeros before, as torch pads before its strided conv1d):
-        // stream r holds padded[u·orig + r] at r·S + u, so the sample tap t of block j needs, padded[j·orig + t], is
-        // at (t mod orig)·S + t/orig + j — consecutive blocks read consecutive floats and the dot products of
-        // Vector<float>.Count blocks run side by side, one block per lane.
-        int S = blocks + taps / orig + Group + 1;
-        var dec = ArrayPool<float>.Shared.Rent(orig * S); // scratch: every element is written below
+        // Decimated copy of the zero-padded input (width zeros before, as torch pads before its strided conv1d),
+        // made one chunk of blocks at a time so that it is still in cache when the dot products read it: for the
+        // chunk from block j0, stream r holds padded[(j0 + u)·orig + r] at r·S + u, so the sample tap t of block
+        // j0 + j needs, padded[(j0 + j)·orig + t], is at (t mod orig)·S + t/orig + j — consecutive blocks read
+        // consecutive floats and the dot products of a vector's worth of blocks run side by side, one per lane.
+        // With several phases the chunk is smaller, so that all phases' outputs stay in cache while they interleave.
+        int chunk = Math.Min(nw == 1 ? 8192 : Math.Max(Group, 16384 / nw / Group * Group), (blocks + Group - 1) / Group * Group);
+        int S = chunk + taps / orig + Group + 1;
+        var dec = ArrayPool<float>.Shared.Rent(orig * S); // scratch: every element is written per chunk
         try
         {
-            Decimate(input, width, orig, S, dec);
             var output = GC.AllocateUninitializedArray<float>(outLen); // every element is written below
-            // Blocks in chunks, so that the outputs of all phases for one chunk stay in cache while they interleave.
-            int chunk = Math.Max(Group, 16384 / nw / Group * Group);
-            var off = new int[2 * width + orig];
-            if (nw == 1)
+            var acc = new float[chunk + Group];
+            var off = new int[nw][];
+            for (int i = 0; i < nw; i++)
             {
-                // one phase: the dot products go straight into the output, all but the last partial group of blocks
-                var tap = k.Tap[0];
-                for (int t = 0; t < tap.Length; t++) off[t] = tap[t] % orig * S + tap[t] / orig;
-                int whole = outLen / Group * Group;
-                DotBlocks(dec, k.Coef[0], off, output, whole);
-                var tail = new float[Group];
-                for (int t = 0; t < tap.Length; t++) off[t] += whole;
-                DotBlocks(dec, k.Coef[0], off, tail, outLen - whole);
-                tail.AsSpan(0, outLen - whole).CopyTo(output.AsSpan(whole));
-                return output;
+                var tap = k.Tap[i];
+                off[i] = new int[tap.Length];
+                for (int t = 0; t < tap.Length; t++) off[i][t] = tap[t] % orig * S + tap[t] / orig;
             }
-            var acc = new float[Math.Min(chunk, blocks) + Group];
             for (int j0 = 0; j0 < blocks; j0 += chunk)
             {
                 int nb = Math.Min(chunk, blocks - j0);
+                Decimate(input, width, orig, S, j0, dec);
                 for (int i = 0; i < nw; i++)
                 {
-                    var tap = k.Tap[i];
-                    for (int t = 0; t < tap.Length; t++) off[t] = tap[t] % orig * S + tap[t] / orig + j0;
-                    DotBlocks(dec, k.Coef[i], off, acc, nb);
+                    DotBlocks(dec, k.Coef[i], off[i], acc, nb);
                     int end = Math.Min(nb, (outLen - i + nw - 1) / nw - j0); // blocks whose phase i is in range
-                    for (int j = 0; j < end; j++) output[(j0 + j) * nw + i] = acc[j];
+                    if (nw == 1) acc.AsSpan(0, end).CopyTo(output.AsSpan(j0));
+                    else for (int j = 0; j < end; j++) output[(j0 + j) * nw + i] = acc[j];
                 }
             }
             return output;
@@ -77,15 +70,16 @@ public static class SincResampler
         finally { ArrayPool<float>.Shared.Return(dec); }
     }
 
-    /// <summary>dec[r·S + u] = padded[u·orig + r], padded being the input with width zeros in front and zeros after.</summary>
-    static void Decimate(ReadOnlySpan<float> input, int width, int orig, int S, float[] dec)
+    /// <summary>dec[r·S + u] = padded[(j0 + u)·orig + r] for u &lt; S, padded being the input with width zeros in front
+    /// and zeros after.</summary>
+    static void Decimate(ReadOnlySpan<float> input, int width, int orig, int S, int j0, float[] dec)
     {
         int len = input.Length;
         ref float src = ref MemoryMarshal.GetReference(input);
         ref float d = ref MemoryMarshal.GetArrayDataReference(dec);
         for (int u = 0; u < S; u++)
         {
-            long b = (long)u * orig - width;
+            long b = (long)(j0 + u) * orig - width;
             if (b >= 0 && b + orig <= len)
                 for (int r = 0; r < orig; r++) Unsafe.Add(ref d, r * S + u) = Unsafe.Add(ref src, (int)b + r);
             else
