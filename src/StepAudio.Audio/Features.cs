@@ -1,7 +1,9 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Numerics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace StepAudio.Audio;
 
@@ -119,19 +121,30 @@ public sealed class KaldiFbank
 
     public KaldiFbank(KaldiFbankOptions options)
     {
+        if (options.FrameLength < 1 || options.PaddedLength < options.FrameLength)
+            throw new ArgumentException($"fbank frame length {options.FrameLength} must be positive and fit the FFT length {options.PaddedLength}", nameof(options));
         _o = options;
-        _window = new double[options.FrameLength];
-        int n = options.FrameLength;
-        for (int i = 0; i < n; i++)
-        {
-            double c = Math.Cos(2 * Math.PI * i / (n - 1)); // symmetric (periodic=False) windows
-            _window[i] = options.Hamming ? 0.54 - 0.46 * c : Math.Pow(0.5 - 0.5 * c, 0.85);
-        }
-        _bank = MelFilterBank.Kaldi(options.NumMelBins, options.PaddedLength, options.SampleRate, options.LowFreq, options.HighFreq);
+        (_window, _bank) = Tables.GetOrAdd(options, static o => (MakeWindow(o), MelFilterBank.Kaldi(o.NumMelBins, o.PaddedLength, o.SampleRate, o.LowFreq, o.HighFreq)));
         _fft = new RealFft(options.PaddedLength);
         _power = new Vector<double>[_fft.Bins];
         _mel = new Vector<double>[options.NumMelBins];
         _rng = new Random(options.DitherSeed);
+    }
+
+    /// <summary>Window and filter bank per options (read-only once made; the Paraformer front end makes a KaldiFbank
+    /// per utterance).</summary>
+    static readonly ConcurrentDictionary<KaldiFbankOptions, (double[] Window, MelFilterBank Bank)> Tables = new();
+
+    static double[] MakeWindow(KaldiFbankOptions o)
+    {
+        int n = o.FrameLength;
+        var w = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            double c = Math.Cos(2 * Math.PI * i / (n - 1)); // symmetric (periodic=False) windows
+            w[i] = o.Hamming ? 0.54 - 0.46 * c : Math.Pow(0.5 - 0.5 * c, 0.85);
+        }
+        return w;
     }
 
     public KaldiFbankOptions Options => _o;
@@ -169,15 +182,23 @@ public sealed class KaldiFbank
                     for (int i = 0; i < len; i++) frameD[i] = w[i] + _o.Dither * Gaussian(); // frame by frame, as torch draws
                     SimdLanes.Set(x, l, frameD);
                 }
+            ref var xs = ref MemoryMarshal.GetArrayDataReference(x);
+            ref double win = ref MemoryMarshal.GetArrayDataReference(_window);
             var mean = Vector<double>.Zero;
-            for (int i = 0; i < len; i++) mean += x[i];
+            for (int i = 0; i < len; i++) mean += Unsafe.Add(ref xs, i);
             mean /= len;
             // DC removal, pre-emphasis (first sample against itself: replicate padding) and window in one pass from
             // the end backwards; the same operations as three separate passes
             double pre = _o.Preemphasis;
-            for (int i = len - 1; i > 0; i--) x[i] = ((x[i] - mean) - (x[i - 1] - mean) * pre) * _window[i];
-            var x0 = x[0] - mean;
-            x[0] = (x0 - x0 * pre) * _window[0];
+            var next = Unsafe.Add(ref xs, len - 1) - mean;
+            for (int i = len - 1; i > 0; i--)
+            {
+                var prev = Unsafe.Add(ref xs, i - 1) - mean;
+                Unsafe.Add(ref xs, i) = (next - prev * pre) * Unsafe.Add(ref win, i);
+                next = prev;
+            }
+            var x0 = Unsafe.Add(ref xs, 0) - mean;
+            Unsafe.Add(ref xs, 0) = (x0 - x0 * pre) * win;
             Array.Clear(x, len, x.Length - len);
             _fft.Power(_power, _power.Length);
             _bank.Apply(_power, _mel);
@@ -202,9 +223,17 @@ public sealed class KaldiFbank
         var f = new KaldiFbank(KaldiFbankOptions.Speaker).Compute(audio16k);
         if (f.Rows == 0) throw new ArgumentException($"speaker fbank needs at least 400 samples at 16 kHz, got {audio16k.Length}", nameof(audio16k));
         var mean = new double[f.Cols];
-        for (int t = 0; t < f.Rows; t++) for (int m = 0; m < f.Cols; m++) mean[m] += f.Data[t * f.Cols + m];
+        for (int t = 0; t < f.Rows; t++)
+        {
+            var row = f.Data.AsSpan(t * f.Cols, f.Cols);
+            for (int m = 0; m < row.Length; m++) mean[m] += row[m];
+        }
         for (int m = 0; m < f.Cols; m++) mean[m] /= f.Rows;
-        for (int t = 0; t < f.Rows; t++) for (int m = 0; m < f.Cols; m++) f.Data[t * f.Cols + m] = (float)(f.Data[t * f.Cols + m] - mean[m]);
+        for (int t = 0; t < f.Rows; t++)
+        {
+            var row = f.Data.AsSpan(t * f.Cols, f.Cols);
+            for (int m = 0; m < row.Length; m++) row[m] = (float)(row[m] - mean[m]);
+        }
         return f;
     }
 }
