@@ -138,10 +138,17 @@ public static class Preprocess
         int left = (int)(KeepLeftSeconds * sampleRate);
         int start = s - left;
         int outLen = (int)(numFrames * TrimOutputHop + (KeepLeftSeconds + KeepRightSeconds) * sampleRate);
-        var output = new float[outLen];
+        var output = GC.AllocateUninitializedArray<float>(outLen); // zeroed below outside the copied span
         // source index for output i is i + start (zeros outside the input)
         long from = Math.Max(0L, start), to = Math.Min((long)audio.Length, (long)start + outLen);
-        if (to > from) audio[(int)from..(int)to].CopyTo(output.AsSpan((int)(from - start)));
+        if (to > from)
+        {
+            int at = (int)(from - start), count = (int)(to - from);
+            output.AsSpan(0, at).Clear();
+            audio[(int)from..(int)to].CopyTo(output.AsSpan(at));
+            output.AsSpan(at + count).Clear();
+        }
+        else output.AsSpan().Clear();
         return new TrimResult(s, e, numFrames, start, outLen, output);
     }
 }
