@@ -10,7 +10,7 @@
 // waits for its predecessor before touching memory.
 // add_rmsnorm fuses the residual add with the following RMSNorm (x += y; out = rmsnorm(x)): one launch instead of
 // two in every half-layer of the decode step, with the rounding points of sa_cpu_add_bf16 then sa_cpu_rmsnorm_bf16.
-#include "cuda_common.cuh"
+#include "linear_fusion.cuh"  // the rounding helpers shared with the fused linears
 
 namespace {
 
@@ -53,34 +53,10 @@ __device__ float block_inv_rms(float sum_sq, int dim, float eps) {
     if (threadIdx.x == 0) {
         float total = 0.0f;
         for (int i = 0; i < kThreads / 32; ++i) total += warp_sums[i];
-        inv_shared = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(total, (float)dim), eps)));
+        inv_shared = rms_inverse(total, dim, eps);
     }
     __syncthreads();
     return inv_shared;
-}
-
-// bf16(bf16(v * inv) * w): the CPU reference's two rounding points.
-__device__ __forceinline__ float rms_scale(float v, float inv, float w) {
-    return __fmul_rn(sa_round_bf16(__fmul_rn(v, inv)), w);
-}
-
-// out = rmsnorm(x) * w for 8 consecutive elements (16-byte vectors).
-__device__ __forceinline__ uint4 rms_scale8(uint4 a, uint4 g, float inv) {
-    uint4 o;
-    o.x = pack_bf16x2(rms_scale(bf16_lo(a.x), inv, bf16_lo(g.x)), rms_scale(bf16_hi(a.x), inv, bf16_hi(g.x)));
-    o.y = pack_bf16x2(rms_scale(bf16_lo(a.y), inv, bf16_lo(g.y)), rms_scale(bf16_hi(a.y), inv, bf16_hi(g.y)));
-    o.z = pack_bf16x2(rms_scale(bf16_lo(a.z), inv, bf16_lo(g.z)), rms_scale(bf16_hi(a.z), inv, bf16_hi(g.z)));
-    o.w = pack_bf16x2(rms_scale(bf16_lo(a.w), inv, bf16_lo(g.w)), rms_scale(bf16_hi(a.w), inv, bf16_hi(g.w)));
-    return o;
-}
-__device__ __forceinline__ float sum_sq8(uint4 a, float sum_sq) {
-    const uint32_t words[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        sum_sq = fmaf(bf16_lo(words[j]), bf16_lo(words[j]), sum_sq);
-        sum_sq = fmaf(bf16_hi(words[j]), bf16_hi(words[j]), sum_sq);
-    }
-    return sum_sq;
 }
 
 template <bool kVec>
@@ -111,11 +87,6 @@ __global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *_
 }
 
 // ---- SwiGLU: out = bf16(bf16(silu(gate)) * up) ----
-__device__ __forceinline__ float swiglu_one(float g, float u) {
-    float silu = __fdiv_rn(g, __fadd_rn(1.0f, __expf(-g)));
-    return __fmul_rn(sa_round_bf16(silu), u);
-}
-
 template <bool kVec>
 __global__ void swiglu_kernel(const uint16_t *__restrict__ gate_up, uint16_t *__restrict__ out, int m, int f) {
     pdl_launch_dependents();
@@ -145,10 +116,6 @@ __global__ void swiglu_kernel(const uint16_t *__restrict__ gate_up, uint16_t *__
 }
 
 // ---- residual add: x = bf16(x + y) ----
-__device__ __forceinline__ uint32_t add_bf16x2(uint32_t a, uint32_t b) {
-    return pack_bf16x2(__fadd_rn(bf16_lo(a), bf16_lo(b)), __fadd_rn(bf16_hi(a), bf16_hi(b)));
-}
-
 template <bool kVec>
 __global__ void add_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict__ y, int64_t n) {
     pdl_launch_dependents();

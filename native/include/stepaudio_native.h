@@ -22,7 +22,7 @@
 #endif
 #define SA_API SA_EXTERN __attribute__((visibility("default")))
 
-#define SA_ABI_VERSION 1
+#define SA_ABI_VERSION 2
 
 typedef int32_t sa_status;
 enum {
@@ -50,6 +50,24 @@ typedef struct sa_sample_params {
     int32_t repetition_window; /* 10: RepetitionAwareLogitsProcessor window; 0 disables */
     uint64_t seed;          /* the uniform draw of step s is sa_uniform(seed, s) */
 } sa_sample_params;
+
+/* Decode fusions: the elementwise work of a decode step folded into the linear that consumes or produces it, so a
+ * Step1 layer is 5 launches (qkv, attention, o, gate_up, down) instead of 8. Semantics are exactly the CPU reference
+ * ops composed (same rounding points; only the order of the RMSNorm sum of squares may differ):
+ *  norm_weight != NULL  RMSNorm prologue: the linear multiplies sa_cpu_rmsnorm_bf16(x, norm_weight, norm_eps) instead
+ *                       of x (x is then the residual stream, [m, k], k % 8 == 0); the normalised rows live in shared
+ *                       memory only (m·k·2 bytes per block);
+ *  SA_EPILOGUE_ADD      y += x·W^T in place: sa_cpu_add_bf16(y, bf16(x·W^T)) — the residual add;
+ *  SA_EPILOGUE_SWIGLU   W holds gate rows [0, n/2) then up rows [n/2, n) (the fused gate+up; n % 16 == 0) and
+ *                       y [m, n/2] = sa_cpu_swiglu_bf16(bf16(x·W^T)).
+ * Fusions are for decode: m <= SA_FUSION_MAX_M; y must not alias x. */
+enum { SA_EPILOGUE_STORE = 0, SA_EPILOGUE_ADD = 1, SA_EPILOGUE_SWIGLU = 2 };
+#define SA_FUSION_MAX_M 16
+typedef struct sa_linear_fusion {
+    const uint16_t *norm_weight; /* [k] bf16, or NULL: no RMSNorm prologue */
+    float norm_eps;
+    int32_t epilogue;            /* SA_EPILOGUE_* */
+} sa_linear_fusion;
 
 SA_API const char *sa_last_error(void);
 SA_API int32_t sa_abi_version(void);
@@ -96,8 +114,9 @@ SA_API sa_status sa_cuda_embed_bf16(const uint16_t *table, int64_t vocab, int32_
                                     uint16_t *out, void *stream);
 SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint16_t *out, int32_t rows, int32_t dim,
                                       float eps, void *stream);
+/* y = bf16(x · W^T), or with `fusion` (may be NULL) the decode fusions described at sa_linear_fusion. */
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                     void *stream);
+                                     const sa_linear_fusion *fusion, void *stream);
 SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f, void *stream);
 SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, void *stream);
 /* sa_cpu_add_rmsnorm_bf16 in one kernel (one block per row). */

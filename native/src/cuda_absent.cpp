@@ -15,7 +15,8 @@ SA_API sa_status sa_cuda_embed_bf16(const uint16_t *, int64_t, int32_t, const in
 SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *, const uint16_t *, uint16_t *, int32_t, int32_t, float, void *) {
     return no_cuda("sa_cuda_rmsnorm_bf16");
 }
-SA_API sa_status sa_cuda_linear_bf16(const uint16_t *, const uint16_t *, uint16_t *, int32_t, int32_t, int32_t, void *) {
+SA_API sa_status sa_cuda_linear_bf16(const uint16_t *, const uint16_t *, uint16_t *, int32_t, int32_t, int32_t,
+                                     const sa_linear_fusion *, void *) {
     return no_cuda("sa_cuda_linear_bf16");
 }
 SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *, uint16_t *, int32_t, int32_t, void *) {

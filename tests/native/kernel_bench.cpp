@@ -138,8 +138,10 @@ struct DecodeLinear {
     DecodeLinear(const DecodeLinear &) = delete;
     DecodeLinear &operator=(const DecodeLinear &) = delete;
     ~DecodeLinear() { cudaFree(w), cudaFree(scales), cudaFree(zeros), cudaFree(tables); }
-    void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what) const {
-        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, stream), what);
+    // fusion: the decode fusions (bf16 only so far; nullptr for the other formats).
+    void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what,
+             const sa_linear_fusion *fusion = nullptr) const {
+        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, fusion, stream), what);
         else if (format == Weights::w4a16 || format == Weights::w4a16_awq)
             sa_ok(sa_cuda_linear_w4a16(x, (const uint32_t *)w, (const uint16_t *)scales, zeros,
                                        zeros ? SA_W4A16_FP16_SCALES : 0, y, 1, n, k, stream), what);
@@ -149,11 +151,17 @@ struct DecodeLinear {
 
 // The Step1 decode step exactly as Step1Model.Forward + Generator issue it (embed, 32 layers, final norm, lm_head,
 // greedy sampler), captured once as a CUDA graph and replayed; weights are constant patterns (the speed does not
-// depend on their values). fused: the residual add and the next RMSNorm as one kernel (the model's path); else the
-// separate add + rmsnorm of the previous version. weights: the format of the layers' qkv / o / gate_up / down (lm_head
+// depend on their values). Fusion::add_norm: the residual add and the next RMSNorm as one kernel; Fusion::none: the
+// separate add + rmsnorm of an earlier version; Fusion::linear: the decode fusions of sa_linear_fusion (RMSNorm in the
+// qkv / gate_up / lm_head prologue, the residual add in the o / down epilogue, SwiGLU in the gate_up epilogue: 5
+// launches per layer) — the model's path where the format has them. weights: the format of the layers' qkv / o / gate_up / down (lm_head
 // is bf16). The context is *seq_len, fixed during the replays. Returns ms/token (median of 40 replays, one graph
 // launch each).
-double decode_step_ms(cudaStream_t stream, bool fused, int context, Weights weights = Weights::bf16) {
+enum class Fusion { none, add_norm, linear };
+const char *fusion_name(Fusion f) { return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : "linear"; }
+
+double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16) {
+    const bool fused = fusion == Fusion::add_norm;
     const int H = 48, G = 4, D = 64, hidden = 3072, inter = 8192, vocab = 74752, layers = 32, max_ctx = 4096;
     const int qkv_n = (H + 2 * G) * D, kvw = G * D;
     const float eps = 1e-5f;
@@ -198,10 +206,21 @@ double decode_step_ms(cudaStream_t stream, bool fused, int context, Weights weig
     const sa_sample_params greedy{0.0f, 1, 10, 1};
     const sa_attn_shape shape{H, G, D, 1, max_ctx};
     // As in Generator, *seq_len is the history length, which includes the token being decoded.
+    const sa_linear_fusion add_into{nullptr, 0.0f, SA_EPILOGUE_ADD};
     auto run_step = [&] {
         sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, next, 1, x, stream), "embed");
         for (int l = 0; l < layers; ++l) {
             const Layer &L = ls[l];
+            if (fusion == Fusion::linear) {
+                const sa_linear_fusion in_norm{L.in_norm, eps, SA_EPILOGUE_STORE};
+                const sa_linear_fusion post_norm_swiglu{L.post_norm, eps, SA_EPILOGUE_SWIGLU};
+                L.qkv->run(x, qkv, stream, "qkv", &in_norm);
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
+                L.o->run(att, x, stream, "o", &add_into);
+                L.gate_up->run(x, act, stream, "gate_up", &post_norm_swiglu);
+                L.down->run(act, x, stream, "down", &add_into);
+                continue;
+            }
             auto norm_into = [&](const uint16_t *w) {
                 if (l == 0 && w == L.in_norm) sa_ok(sa_cuda_rmsnorm_bf16(x, w, norm, 1, hidden, eps, stream), "rmsnorm");
                 else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, w, norm, 1, hidden, eps, stream), "add_rmsnorm");
@@ -219,12 +238,17 @@ double decode_step_ms(cudaStream_t stream, bool fused, int context, Weights weig
             sa_ok(sa_cuda_swiglu_bf16(gu, act, 1, inter, stream), "swiglu");
             L.down->run(act, tmp, stream, "down");
         }
-        if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
-        else {
-            sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
-            sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
+        if (fusion == Fusion::linear) {
+            const sa_linear_fusion final_fusion{final_norm, eps, SA_EPILOGUE_STORE};
+            sa_ok(sa_cuda_linear_bf16(x, lm, logits, 1, vocab, hidden, &final_fusion, stream), "lm_head");
+        } else {
+            if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
+            else {
+                sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
+                sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
+            }
+            sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, nullptr, stream), "lm_head");
         }
-        sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, stream), "lm_head");
         sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
     };
     // The sampler appends one id per step, so *len grows by one per replay: reset it before each timed replay to
@@ -259,7 +283,7 @@ double decode_step_ms(cudaStream_t stream, bool fused, int context, Weights weig
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
     std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)\n",
-                weights_name(weights), fused ? "fused" : "unfused", context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id);
+                weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id);
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     cudaGraphExecDestroy(exec);
@@ -366,15 +390,15 @@ int main(int argc, char **argv) {
         const char *tiles = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
         std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
         attention_bench(stream);
-        for (int context : {64, 1024, 4000}) decode_step_ms(stream, true, context);
+        for (int context : {64, 1024, 4000}) decode_step_ms(stream, Fusion::linear, context);
         return 0;
     }
     if (wanted(Weights::bf16))
         for (int context : {64, 1024})
-            for (bool fused : {false, true}) decode_step_ms(stream, fused, context);
+            for (Fusion f : {Fusion::none, Fusion::add_norm, Fusion::linear}) decode_step_ms(stream, f, context);
     for (Weights w : {Weights::w4a16, Weights::w4a16_awq, Weights::nf4})
         if (wanted(w))
-            for (int context : {64, 1024}) decode_step_ms(stream, true, context, w);
+            for (int context : {64, 1024}) decode_step_ms(stream, Fusion::add_norm, context, w);
     if (wanted(Weights::bf16)) small_kernels(stream);
     if (decode_only) return 0;
     const double copy_gbs = copy_bandwidth_gbs(stream);
@@ -401,10 +425,10 @@ int main(int argc, char **argv) {
             ok(cudaMalloc(&x, (size_t)m * s.k * 2), "malloc x");
             ok(cudaMalloc(&y, (size_t)m * s.n * 2), "malloc y");
             cudaMemset(x, 0x3c, (size_t)m * s.k * 2);
-            sa_ok(sa_cuda_linear_bf16(x, ws[0], y, m, s.n, s.k, stream), "linear");  // lazy module load, eagerly
+            sa_ok(sa_cuda_linear_bf16(x, ws[0], y, m, s.n, s.k, nullptr, stream), "linear");  // lazy module load, eagerly
             ok(cudaStreamSynchronize(stream), "sync");
             const double us = time_graph(stream, [&](int i) {
-                sa_ok(sa_cuda_linear_bf16(x, ws[i % copies], y, m, s.n, s.k, stream), "linear");
+                sa_ok(sa_cuda_linear_bf16(x, ws[i % copies], y, m, s.n, s.k, nullptr, stream), "linear");
             });
             const double bytes = (double)w_bytes + 2.0 * m * s.k + 2.0 * m * s.n;
             const double gbs = bytes / (us * 1e3);

@@ -58,6 +58,33 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }
     }
+    /// <summary>The reference has no fused kernels: it composes the operations (same numbers by definition), so the
+    /// model's fused decode path runs, and is tested, on the CPU too.</summary>
+    public bool FusesLinear(WeightFormat format, int m) => m <= LinearFusion.MaxTokens;
+    public void LinearFused(nint x, LinearWeight w, nint y, int m, in LinearFusion fusion)
+    {
+        if (m > LinearFusion.MaxTokens) throw new ArgumentOutOfRangeException(nameof(m), $"fused linears take at most {LinearFusion.MaxTokens} tokens, got {m}");
+        if (x == y) throw new ArgumentException("a fused linear's output must not alias its input");
+        var normed = fusion.NormWeight != 0 ? new HostBuffer((long)m * w.K * 2, "fused linear: normalised input") : null;
+        var product = fusion.Epilogue != LinearEpilogue.Store ? new HostBuffer((long)m * w.N * 2, "fused linear: product") : null;
+        try
+        {
+            if (normed != null) RmsNorm(x, fusion.NormWeight, normed.Pointer, m, w.K, fusion.NormEps);
+            Linear(normed?.Pointer ?? x, w, product?.Pointer ?? y, m);
+            switch (fusion.Epilogue)
+            {
+                case LinearEpilogue.Store: break;
+                case LinearEpilogue.Add: Add(y, product!.Pointer, (long)m * w.N); break;
+                case LinearEpilogue.SwiGlu: SwiGlu(product!.Pointer, y, m, w.N / 2); break;
+                default: throw new ArgumentOutOfRangeException(nameof(fusion), $"unknown epilogue {fusion.Epilogue}");
+            }
+        }
+        finally
+        {
+            normed?.Dispose();
+            product?.Dispose();
+        }
+    }
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CpuSwiGlu(gateUp, output, m, f));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CpuAdd(x, y, n));

@@ -137,7 +137,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         switch (w.Format)
         {
             case WeightFormat.Bf16:
-                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, S));
+                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, null, S));
                 break;
             case WeightFormat.W4A16:
                 NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, S));
@@ -148,6 +148,20 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 break;
             default:
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
+        }
+    }
+    /// <summary>The decode kernels of these formats take sa_linear_fusion.</summary>
+    public bool FusesLinear(WeightFormat format, int m) => m <= LinearFusion.MaxTokens && format == WeightFormat.Bf16;
+    public void LinearFused(nint x, LinearWeight w, nint y, int m, in LinearFusion fusion)
+    {
+        var native = new NativeMethods.LinearFusion { NormWeight = fusion.NormWeight, NormEps = fusion.NormEps, Epilogue = (int)fusion.Epilogue };
+        switch (w.Format)
+        {
+            case WeightFormat.Bf16:
+                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, &native, S));
+                break;
+            default:
+                throw new NotSupportedException($"the {Name} backend has no fused {w.Format} linear (FusesLinear says so)");
         }
     }
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>

@@ -34,6 +34,15 @@ public interface IComputeBackend : IDisposable
     void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps);
     /// <summary>y[m, w.N] = x[m, w.K] · Wᵀ for any <see cref="WeightFormat"/> the backend supports.</summary>
     void Linear(nint x, LinearWeight w, nint y, int m);
+    /// <summary>Whether <see cref="LinearFused"/> is one kernel here for this weight format at m tokens; the model
+    /// issues the separate operations otherwise.</summary>
+    bool FusesLinear(WeightFormat format, int m);
+    /// <summary>The decode fusions of sa_linear_fusion (stepaudio_native.h), m ≤ 16: the linear multiplies
+    /// RmsNorm(x, fusion.NormWeight) when NormWeight ≠ 0 (x is then the residual stream), and its result is stored,
+    /// added into y in place (<see cref="LinearEpilogue.Add"/>: the residual add) or passed through SwiGLU
+    /// (<see cref="LinearEpilogue.SwiGlu"/>: W is the fused gate+up, y is [m, N/2]). Same numbers as RmsNorm, Linear
+    /// and Add / SwiGlu in sequence; y must not alias x.</summary>
+    void LinearFused(nint x, LinearWeight w, nint y, int m, in LinearFusion fusion);
     void SwiGlu(nint gateUp, nint output, int m, int f);
     void Add(nint x, nint y, long n);
     /// <summary>The residual add and the RMSNorm after it: x += y (n = rows·dim elements), then
@@ -44,6 +53,17 @@ public interface IComputeBackend : IDisposable
     void Sample(nint logits, int vocab, nint history, nint historyLen, in SamplingParams p, nint step, nint outId);
 
     IReplayableStep Prepare(Action step);
+}
+
+/// <summary>What a fused decode linear does around the product (sa_linear_fusion).</summary>
+public enum LinearEpilogue { Store = 0, Add = 1, SwiGlu = 2 }
+
+/// <summary>A fused decode linear's prologue (RMSNorm with NormWeight, a device address, or none when 0) and
+/// epilogue.</summary>
+public readonly record struct LinearFusion(nint NormWeight, float NormEps, LinearEpilogue Epilogue)
+{
+    /// <summary>The most tokens a fused linear takes (SA_FUSION_MAX_M).</summary>
+    public const int MaxTokens = 16;
 }
 
 public readonly record struct AttentionShape(int NHeads, int NKvHeads, int HeadDim, int NNew, int MaxCtx);

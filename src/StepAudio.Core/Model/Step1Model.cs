@@ -187,6 +187,20 @@ public sealed unsafe class Step1Model : IDisposable
         }
 
         b.Embed(_embed.Pointer, c.VocabSize, h, ids, n, _x.Pointer);
+        if (b.FusesLinear(_layers[0].Qkv.Format, n))
+        {
+            ForwardFusedLayers(n, shape, seqLen, layerKv);
+            // The final norm only over the rows lm_head reads (no residual add is pending on this path).
+            nint last = _x.At((long)(n - logitRows) * h * 2);
+            if (b.FusesLinear(_lmHead.Format, logitRows))
+                b.LinearFused(last, _lmHead, _logits.Pointer, logitRows, new LinearFusion(_finalNorm.Pointer, c.RmsNormEps, LinearEpilogue.Store));
+            else
+            {
+                b.RmsNorm(last, _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
+                b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
+            }
+            return;
+        }
         for (int i = 0; i < _layers.Length; i++)
         {
             var l = _layers[i];
@@ -204,6 +218,25 @@ public sealed unsafe class Step1Model : IDisposable
         // The final norm runs over all n rows (the residual add must anyway); lm_head takes the last logitRows.
         NormInto(_finalNorm);
         b.Linear(_norm.At((long)(n - logitRows) * h * 2), _lmHead, _logits.Pointer, logitRows);
+    }
+
+    /// <summary>The layers as decode runs them: 5 launches each, the elementwise work folded into the linears
+    /// (<see cref="IComputeBackend.LinearFused"/>): RMSNorm into qkv and gate_up, the residual adds into o and down,
+    /// SwiGLU into gate_up. _x is the residual stream throughout.</summary>
+    void ForwardFusedLayers(int n, AttentionShape shape, nint seqLen, long layerKv)
+    {
+        var b = Backend;
+        float eps = Config.RmsNormEps;
+        var addInto = new LinearFusion(0, 0, LinearEpilogue.Add);
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            var l = _layers[i];
+            b.LinearFused(_x.Pointer, l.Qkv, _qkv.Pointer, n, new LinearFusion(l.InputNorm.Pointer, eps, LinearEpilogue.Store));
+            b.Attention(shape, _qkv.Pointer, _kCache.At(i * layerKv), _vCache.At(i * layerKv), seqLen, _slopes.Pointer, _att.Pointer);
+            b.LinearFused(_att.Pointer, l.O, _x.Pointer, n, addInto);
+            b.LinearFused(_x.Pointer, l.GateUp, _act.Pointer, n, new LinearFusion(l.PostNorm.Pointer, eps, LinearEpilogue.SwiGlu));
+            b.LinearFused(_act.Pointer, l.Down, _x.Pointer, n, addInto);
+        }
     }
 
     /// <summary>Reads logits rows back to the host as fp32.</summary>
