@@ -10,7 +10,7 @@
 // waits for its predecessor before touching memory.
 // add_rmsnorm fuses the residual add with the following RMSNorm (x += y; out = rmsnorm(x)): one launch instead of
 // two in every half-layer of the decode step, with the rounding points of sa_cpu_add_bf16 then sa_cpu_rmsnorm_bf16.
-#include "linear_fusion.cuh"  // the rounding helpers shared with the fused linears
+#include "linear_epilogue.cuh"  // the rounding helpers shared with the fused linears
 
 namespace {
 

@@ -12,7 +12,7 @@
 //  * M > 16 (prefill): a classic tensor-core GEMM: 128 (or 64) x 128 x 64 block tiles, 8 warps, cp.async 3-stage
 //    pipeline with zero-fill for ragged edges, an XOR swizzle so ldmatrix is bank-conflict free, mma.m16n8k16.
 // Ragged M and N are handled by predication; K must be a multiple of 8 (every W row starts 16-byte aligned).
-#include "linear_fusion.cuh"
+#include "linear_epilogue.cuh"
 
 namespace {
 
@@ -27,11 +27,10 @@ __device__ __forceinline__ uint4 ld_stream16(const uint16_t *p) {
 }
 
 // Activations are written by the previous kernel, which (with PDL) may still be running when this one starts: read
-// them with a plain coherent load after pdl_wait(), never through the non-coherent path. Generic addressing: with
-// the RMSNorm prologue the same loads read the normalised copy in shared memory.
+// them with a plain coherent load after pdl_wait(), never through the non-coherent path.
 __device__ __forceinline__ uint4 ld_coherent16(const uint16_t *p) {
     uint4 r;
-    asm volatile("ld.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    asm volatile("ld.global.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
     return r;
 }
 
@@ -75,20 +74,18 @@ struct GemvBatch {
 // x is read after it. The weight stream thus starts while the previous kernel (a norm, attention) is finishing.
 // Keep the prefetch branch between load_w and pdl_wait: without code there, ptxas hoists the wait (ACQBULK) to the
 // kernel entry, above the W loads, and the overlap is lost (v6 notes: 3.12 instead of 2.85 ms per decode step).
-// Decode fusions (linear_fusion.cuh): with an RMSNorm prologue x is the residual stream and the loads of x read its
-// normalised copy in dynamic shared memory; rows come from sa_fusion::tile_row and y is written by sa_fusion::store.
+// Epilogues (linear_epilogue.cuh): rows come from sa_epilogue::tile_row and y is written by sa_epilogue::store.
 template <int kTokenTiles, int kRowTiles>
 __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     gemv_bf16_kernel(const uint16_t *x, const uint16_t *__restrict__ w, uint16_t *y, int m, int n, int k,
-                     int prefetch_blocks, int prefetch_bytes, sa_fusion::Args fusion) {
+                     int prefetch_blocks, int prefetch_bytes, int epi) {
     pdl_launch_dependents();
-    extern __shared__ __align__(16) uint16_t x_normed[];  // [m, k] with the RMSNorm prologue
     // Steps per batch, sized so two batches fit in 128 registers: (1,1) -> 4, (2 token tiles) -> 3, (2 row tiles) -> 2.
     constexpr int kUnroll = kRowTiles == 2 ? (kTokenTiles == 1 ? 2 : 1) : (kTokenTiles == 1 ? 4 : 3);
     constexpr int kStride = kGemvWarps * kUnroll;  // steps a warp advances per batch
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates
-    const int tile0 = blockIdx.x * kRowTiles, epi = fusion.epilogue;
+    const int tile0 = blockIdx.x * kRowTiles;
     // This lane reads k = 32*s + 8t .. +7 of tile rows g and g+8 of each of the block's 16-row tiles, and of x rows
     // (tokens) g, g+8.
     const uint16_t *w_lo[kRowTiles], *w_hi[kRowTiles];
@@ -96,18 +93,17 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
         const int tile = tile0 + rt;
-        lo_ok[rt] = sa_fusion::row_ok(tile, g, n, epi);
-        hi_ok[rt] = sa_fusion::row_ok(tile, g + 8, n, epi);
-        w_lo[rt] = w + (int64_t)(lo_ok[rt] ? sa_fusion::tile_row(tile, g, n, epi) : 0) * k + 8 * t;
-        w_hi[rt] = w + (int64_t)(hi_ok[rt] ? sa_fusion::tile_row(tile, g + 8, n, epi) : 0) * k + 8 * t;
+        lo_ok[rt] = sa_epilogue::row_ok(tile, g, n, epi);
+        hi_ok[rt] = sa_epilogue::row_ok(tile, g + 8, n, epi);
+        w_lo[rt] = w + (int64_t)(lo_ok[rt] ? sa_epilogue::tile_row(tile, g, n, epi) : 0) * k + 8 * t;
+        w_hi[rt] = w + (int64_t)(hi_ok[rt] ? sa_epilogue::tile_row(tile, g + 8, n, epi) : 0) * k + 8 * t;
     }
-    const uint16_t *x_src = fusion.norm_weight ? x_normed : x;
     const uint16_t *x_row[kTokenTiles];
     bool x_ok[kTokenTiles];
 #pragma unroll
     for (int mt = 0; mt < kTokenTiles; ++mt) {
         x_ok[mt] = g + 8 * mt < m;
-        x_row[mt] = x_src + (int64_t)(x_ok[mt] ? g + 8 * mt : 0) * k + 8 * t;
+        x_row[mt] = x + (int64_t)(x_ok[mt] ? g + 8 * mt : 0) * k + 8 * t;
     }
     const int steps = (k + 31) / 32;
     const uint4 zero = make_uint4(0, 0, 0, 0);
@@ -153,15 +149,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     constexpr int kBlockRows = kGemvRows * kRowTiles;
     if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < kBlockRows) {
         const int tile = tile0 + threadIdx.x / kGemvRows, tr = threadIdx.x % kGemvRows;
-        const int r = sa_fusion::tile_row(tile, tr, n, epi);
+        const int r = sa_epilogue::tile_row(tile, tr, n, epi);
         const int first = kStride * 32;  // k columns the first batch covers
-        if (sa_fusion::row_ok(tile, tr, n, epi) && first < k) {
+        if (sa_epilogue::row_ok(tile, tr, n, epi) && first < k) {
             const int bytes = min((k - first) * 2, prefetch_bytes / kBlockRows) & ~15;
             if (bytes > 0) prefetch_l2(w + (int64_t)r * k + first, (uint32_t)bytes);
         }
     }
     pdl_wait();
-    if (fusion.norm_weight) sa_fusion::stage_rmsnorm(x, fusion, m, k, x_normed);  // block-uniform branch
     load_x(cur, warp);
     for (int s0 = warp; s0 < steps; s0 += kStride) {
         load(next, s0 + kStride);
@@ -202,7 +197,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
             hi += partial[wv][i + 2][l];
         }
         const int tok = 8 * mt + 2 * (l & 3) + c;
-        if (tok < m) sa_fusion::store(y, fusion, n, tok, tile0 + rt, l >> 2, lo, hi);
+        if (tok < m) sa_epilogue::store(y, epi, n, tok, tile0 + rt, l >> 2, lo, hi);
     }
 }
 
@@ -342,7 +337,7 @@ sa_status launch_gemm(const uint16_t *x, const uint16_t *w, uint16_t *y, int m, 
 }  // namespace
 
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                     const sa_linear_fusion *fusion, void *stream) {
+                                     int32_t epilogue, void *stream) {
     SA_GUARD_BEGIN
     using namespace sa_cuda;
     if (!x || !w || !y || m < 0 || n <= 0 || k <= 0)
@@ -353,10 +348,8 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
                        " is not a multiple of 8 (the kernels read 16-byte rows)");
     if (!aligned16(x) || !aligned16(w) || (reinterpret_cast<uintptr_t>(y) & 3u) != 0)
         return invalid("sa_cuda_linear_bf16: x and W must be 16-byte aligned and y 4-byte aligned");
-    sa_fusion::Args fused;
-    size_t smem = 0;
-    const sa_status fusion_ok = sa_fusion::check_host_args("sa_cuda_linear_bf16", fusion, x, y, m, n, k, fused, smem);
-    if (fusion_ok != SA_OK) return fusion_ok;
+    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_bf16", epilogue, x, y, m, n);
+    if (epilogue_ok != SA_OK) return epilogue_ok;
     if (m == 0) return SA_OK;
     cudaStream_t s = as_stream(stream);
     if (m <= kMaxDecodeM) {
@@ -368,10 +361,8 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
         const DeviceTraits &dev = device_traits();
         const int prefetch_blocks = dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
         auto kernel = wide ? &gemv_bf16_kernel<1, 2> : m <= 8 ? &gemv_bf16_kernel<1, 1> : &gemv_bf16_kernel<2, 1>;
-        const sa_status reserved = sa_fusion::reserve_smem("sa_cuda_linear_bf16", kernel, smem);
-        if (reserved != SA_OK) return reserved;
-        return launch_pdl("gemv_bf16_kernel", kernel, dim3(blocks), dim3(kGemvWarps * 32), smem, s, x, w, y, m, n, k,
-                          prefetch_blocks, dev.gemv_prefetch_bytes, fused);
+        return launch_pdl("gemv_bf16_kernel", kernel, dim3(blocks), dim3(kGemvWarps * 32), 0, s, x, w, y, m, n, k,
+                          prefetch_blocks, dev.gemv_prefetch_bytes, (int)epilogue);
     }
     const int64_t blocks_128 = (int64_t)((n + kGemmBN - 1) / kGemmBN) * ((m + 127) / 128);
     return blocks_128 >= kTargetBlocks ? launch_gemm<128>(x, w, y, m, n, k, s) : launch_gemm<64>(x, w, y, m, n, k, s);

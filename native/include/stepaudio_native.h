@@ -51,23 +51,15 @@ typedef struct sa_sample_params {
     uint64_t seed;          /* the uniform draw of step s is sa_uniform(seed, s) */
 } sa_sample_params;
 
-/* Decode fusions: the elementwise work of a decode step folded into the linear that consumes or produces it, so a
- * Step1 layer is 5 launches (qkv, attention, o, gate_up, down) instead of 8. Semantics are exactly the CPU reference
- * ops composed (same rounding points; only the order of the RMSNorm sum of squares may differ):
- *  norm_weight != NULL  RMSNorm prologue: the linear multiplies sa_cpu_rmsnorm_bf16(x, norm_weight, norm_eps) instead
- *                       of x (x is then the residual stream, [m, k], k % 8 == 0); the normalised rows live in shared
- *                       memory only (m·k·2 bytes per block);
- *  SA_EPILOGUE_ADD      y += x·W^T in place: sa_cpu_add_bf16(y, bf16(x·W^T)) — the residual add;
- *  SA_EPILOGUE_SWIGLU   W holds gate rows [0, n/2) then up rows [n/2, n) (the fused gate+up; n % 16 == 0) and
- *                       y [m, n/2] = sa_cpu_swiglu_bf16(bf16(x·W^T)).
- * Fusions are for decode: m <= SA_FUSION_MAX_M; y must not alias x. */
+/* Linear epilogues: the decode step's elementwise work after a linear folded into the linear's final store (one
+ * launch fewer each; measured in BENCHMARKS.md). Semantics are exactly the CPU reference ops composed:
+ *  SA_EPILOGUE_STORE   y = bf16(x·W^T);
+ *  SA_EPILOGUE_ADD     y += x·W^T in place: sa_cpu_add_bf16(y, bf16(x·W^T)) — the residual add (o, down);
+ *  SA_EPILOGUE_SWIGLU  W holds gate rows [0, n/2) then up rows [n/2, n) (the fused gate+up; n % 16 == 0) and
+ *                      y [m, n/2] = sa_cpu_swiglu_bf16(bf16(x·W^T)).
+ * Epilogues other than STORE are for decode (m <= SA_EPILOGUE_MAX_M) and y must not alias x. */
 enum { SA_EPILOGUE_STORE = 0, SA_EPILOGUE_ADD = 1, SA_EPILOGUE_SWIGLU = 2 };
-#define SA_FUSION_MAX_M 16
-typedef struct sa_linear_fusion {
-    const uint16_t *norm_weight; /* [k] bf16, or NULL: no RMSNorm prologue */
-    float norm_eps;
-    int32_t epilogue;            /* SA_EPILOGUE_* */
-} sa_linear_fusion;
+#define SA_EPILOGUE_MAX_M 16
 
 SA_API const char *sa_last_error(void);
 SA_API int32_t sa_abi_version(void);
@@ -114,9 +106,9 @@ SA_API sa_status sa_cuda_embed_bf16(const uint16_t *table, int64_t vocab, int32_
                                     uint16_t *out, void *stream);
 SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint16_t *out, int32_t rows, int32_t dim,
                                       float eps, void *stream);
-/* y = bf16(x · W^T), or with `fusion` (may be NULL) the decode fusions described at sa_linear_fusion. */
+/* y = bf16(x · W^T) with one of the SA_EPILOGUE_* epilogues. */
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                     const sa_linear_fusion *fusion, void *stream);
+                                     int32_t epilogue, void *stream);
 SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f, void *stream);
 SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, void *stream);
 /* sa_cpu_add_rmsnorm_bf16 in one kernel (one block per row). */

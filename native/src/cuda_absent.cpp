@@ -16,7 +16,7 @@ SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *, const uint16_t *, uint16
     return no_cuda("sa_cuda_rmsnorm_bf16");
 }
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *, const uint16_t *, uint16_t *, int32_t, int32_t, int32_t,
-                                     const sa_linear_fusion *, void *) {
+                                     int32_t, void *) {
     return no_cuda("sa_cuda_linear_bf16");
 }
 SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *, uint16_t *, int32_t, int32_t, void *) {

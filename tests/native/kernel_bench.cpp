@@ -138,10 +138,9 @@ struct DecodeLinear {
     DecodeLinear(const DecodeLinear &) = delete;
     DecodeLinear &operator=(const DecodeLinear &) = delete;
     ~DecodeLinear() { cudaFree(w), cudaFree(scales), cudaFree(zeros), cudaFree(tables); }
-    // fusion: the decode fusions (bf16 only so far; nullptr for the other formats).
-    void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what,
-             const sa_linear_fusion *fusion = nullptr) const {
-        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, fusion, stream), what);
+    // epilogue: SA_EPILOGUE_* (bf16 only so far).
+    void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what, int epilogue = SA_EPILOGUE_STORE) const {
+        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, epilogue, stream), what);
         else if (format == Weights::w4a16 || format == Weights::w4a16_awq)
             sa_ok(sa_cuda_linear_w4a16(x, (const uint32_t *)w, (const uint16_t *)scales, zeros,
                                        zeros ? SA_W4A16_FP16_SCALES : 0, y, 1, n, k, stream), what);
@@ -152,13 +151,13 @@ struct DecodeLinear {
 // The Step1 decode step exactly as Step1Model.Forward + Generator issue it (embed, 32 layers, final norm, lm_head,
 // greedy sampler), captured once as a CUDA graph and replayed; weights are constant patterns (the speed does not
 // depend on their values). Fusion::add_norm: the residual add and the next RMSNorm as one kernel; Fusion::none: the
-// separate add + rmsnorm of an earlier version; Fusion::linear: the decode fusions of sa_linear_fusion (RMSNorm in the
-// qkv / gate_up / lm_head prologue, the residual add in the o / down epilogue, SwiGLU in the gate_up epilogue: 5
-// launches per layer) — the model's path where the format has them. weights: the format of the layers' qkv / o / gate_up / down (lm_head
+// separate add + rmsnorm of an earlier version; Fusion::epilogues: the residual adds in the o / down epilogues and
+// SwiGLU in the gate_up epilogue, the RMSNorms as their own kernels (7 launches per layer) — the model's path where
+// the format has epilogues. weights: the format of the layers' qkv / o / gate_up / down (lm_head
 // is bf16). The context is *seq_len, fixed during the replays. Returns ms/token (median of 40 replays, one graph
 // launch each).
-enum class Fusion { none, add_norm, linear };
-const char *fusion_name(Fusion f) { return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : "linear"; }
+enum class Fusion { none, add_norm, epilogues };
+const char *fusion_name(Fusion f) { return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : "epilog"; }
 
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16) {
     const bool fused = fusion == Fusion::add_norm;
@@ -206,19 +205,18 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     const sa_sample_params greedy{0.0f, 1, 10, 1};
     const sa_attn_shape shape{H, G, D, 1, max_ctx};
     // As in Generator, *seq_len is the history length, which includes the token being decoded.
-    const sa_linear_fusion add_into{nullptr, 0.0f, SA_EPILOGUE_ADD};
     auto run_step = [&] {
         sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, next, 1, x, stream), "embed");
         for (int l = 0; l < layers; ++l) {
             const Layer &L = ls[l];
-            if (fusion == Fusion::linear) {
-                const sa_linear_fusion in_norm{L.in_norm, eps, SA_EPILOGUE_STORE};
-                const sa_linear_fusion post_norm_swiglu{L.post_norm, eps, SA_EPILOGUE_SWIGLU};
-                L.qkv->run(x, qkv, stream, "qkv", &in_norm);
+            if (fusion == Fusion::epilogues) {
+                sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
+                L.qkv->run(norm, qkv, stream, "qkv");
                 sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
-                L.o->run(att, x, stream, "o", &add_into);
-                L.gate_up->run(x, act, stream, "gate_up", &post_norm_swiglu);
-                L.down->run(act, x, stream, "down", &add_into);
+                L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD);
+                sa_ok(sa_cuda_rmsnorm_bf16(x, L.post_norm, norm, 1, hidden, eps, stream), "rmsnorm");
+                L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU);
+                L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD);
                 continue;
             }
             auto norm_into = [&](const uint16_t *w) {
@@ -238,17 +236,13 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             sa_ok(sa_cuda_swiglu_bf16(gu, act, 1, inter, stream), "swiglu");
             L.down->run(act, tmp, stream, "down");
         }
-        if (fusion == Fusion::linear) {
-            const sa_linear_fusion final_fusion{final_norm, eps, SA_EPILOGUE_STORE};
-            sa_ok(sa_cuda_linear_bf16(x, lm, logits, 1, vocab, hidden, &final_fusion, stream), "lm_head");
-        } else {
-            if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
-            else {
-                sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
-                sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
-            }
-            sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, nullptr, stream), "lm_head");
+        if (fusion == Fusion::epilogues) sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
+        else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
+        else {
+            sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
+            sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
         }
+        sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, stream), "lm_head");
         sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
     };
     // The sampler appends one id per step, so *len grows by one per replay: reset it before each timed replay to
@@ -390,12 +384,12 @@ int main(int argc, char **argv) {
         const char *tiles = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
         std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
         attention_bench(stream);
-        for (int context : {64, 1024, 4000}) decode_step_ms(stream, Fusion::linear, context);
+        for (int context : {64, 1024, 4000}) decode_step_ms(stream, Fusion::epilogues, context);
         return 0;
     }
     if (wanted(Weights::bf16))
         for (int context : {64, 1024})
-            for (Fusion f : {Fusion::none, Fusion::add_norm, Fusion::linear}) decode_step_ms(stream, f, context);
+            for (Fusion f : {Fusion::none, Fusion::add_norm, Fusion::epilogues}) decode_step_ms(stream, f, context);
     for (Weights w : {Weights::w4a16, Weights::w4a16_awq, Weights::nf4})
         if (wanted(w))
             for (int context : {64, 1024}) decode_step_ms(stream, Fusion::add_norm, context, w);
@@ -425,10 +419,10 @@ int main(int argc, char **argv) {
             ok(cudaMalloc(&x, (size_t)m * s.k * 2), "malloc x");
             ok(cudaMalloc(&y, (size_t)m * s.n * 2), "malloc y");
             cudaMemset(x, 0x3c, (size_t)m * s.k * 2);
-            sa_ok(sa_cuda_linear_bf16(x, ws[0], y, m, s.n, s.k, nullptr, stream), "linear");  // lazy module load, eagerly
+            sa_ok(sa_cuda_linear_bf16(x, ws[0], y, m, s.n, s.k, SA_EPILOGUE_STORE, stream), "linear");  // lazy module load, eagerly
             ok(cudaStreamSynchronize(stream), "sync");
             const double us = time_graph(stream, [&](int i) {
-                sa_ok(sa_cuda_linear_bf16(x, ws[i % copies], y, m, s.n, s.k, nullptr, stream), "linear");
+                sa_ok(sa_cuda_linear_bf16(x, ws[i % copies], y, m, s.n, s.k, SA_EPILOGUE_STORE, stream), "linear");
             });
             const double bytes = (double)w_bytes + 2.0 * m * s.k + 2.0 * m * s.n;
             const double gbs = bytes / (us * 1e3);

@@ -34,7 +34,7 @@ std::vector<Check> &registry() {
 #include "gpu_checks.inc"
 #include "gpu_checks_w4a16.inc"
 #include "gpu_checks_nf4.inc"
-#include "gpu_checks_fusion.inc"
+#include "gpu_checks_epilogue.inc"
 #endif
 
 // native_kernel_tests [substring]: every check, or only those whose name contains the substring.
@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     if (skip_reason.empty()) register_gpu_checks();
     if (skip_reason.empty()) register_gpu_checks_w4a16();
     if (skip_reason.empty()) register_nf4_gpu_checks();
-    if (skip_reason.empty()) register_gpu_checks_fusion();
+    if (skip_reason.empty()) register_gpu_checks_epilogue();
 #endif
     if (!skip_reason.empty()) {
         std::printf("[SKIP] all GPU kernel checks: %s\n", skip_reason.c_str());

@@ -40,8 +40,13 @@ public sealed unsafe class CpuBackend : IComputeBackend
         NativeException.Check(NativeMethods.CpuEmbed(table, vocab, dim, ids, n, output));
     public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
         NativeException.Check(NativeMethods.CpuRmsNorm(x, weight, output, rows, dim, eps));
-    public void Linear(nint x, LinearWeight w, nint y, int m)
+    public void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store)
     {
+        if (epilogue != LinearEpilogue.Store)
+        {
+            LinearWithEpilogue(x, w, y, m, epilogue);
+            return;
+        }
         switch (w.Format)
         {
             case WeightFormat.Bf16:
@@ -58,31 +63,21 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }
     }
-    /// <summary>The reference has no fused kernels: it composes the operations (same numbers by definition), so the
-    /// model's fused decode path runs, and is tested, on the CPU too.</summary>
-    public bool FusesLinear(WeightFormat format, int m) => m <= LinearFusion.MaxTokens;
-    public void LinearFused(nint x, LinearWeight w, nint y, int m, in LinearFusion fusion)
+    /// <summary>The reference composes the epilogues from its own Add and SwiGlu (same numbers by definition), so the
+    /// model's decode path runs, and is tested, on the CPU too.</summary>
+    public bool HasEpilogues(WeightFormat format) => true;
+    void LinearWithEpilogue(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue)
     {
-        if (m > LinearFusion.MaxTokens) throw new ArgumentOutOfRangeException(nameof(m), $"fused linears take at most {LinearFusion.MaxTokens} tokens, got {m}");
-        if (x == y) throw new ArgumentException("a fused linear's output must not alias its input");
-        var normed = fusion.NormWeight != 0 ? new HostBuffer((long)m * w.K * 2, "fused linear: normalised input") : null;
-        var product = fusion.Epilogue != LinearEpilogue.Store ? new HostBuffer((long)m * w.N * 2, "fused linear: product") : null;
-        try
+        if (m > LinearEpilogues.MaxTokens)
+            throw new ArgumentOutOfRangeException(nameof(m), $"the {epilogue} epilogue is for decode: at most {LinearEpilogues.MaxTokens} tokens, got {m}");
+        if (x == y) throw new ArgumentException($"with the {epilogue} epilogue the output must not alias the input");
+        using var product = new HostBuffer((long)m * w.N * 2, "linear product before its epilogue");
+        Linear(x, w, product.Pointer, m);
+        switch (epilogue)
         {
-            if (normed != null) RmsNorm(x, fusion.NormWeight, normed.Pointer, m, w.K, fusion.NormEps);
-            Linear(normed?.Pointer ?? x, w, product?.Pointer ?? y, m);
-            switch (fusion.Epilogue)
-            {
-                case LinearEpilogue.Store: break;
-                case LinearEpilogue.Add: Add(y, product!.Pointer, (long)m * w.N); break;
-                case LinearEpilogue.SwiGlu: SwiGlu(product!.Pointer, y, m, w.N / 2); break;
-                default: throw new ArgumentOutOfRangeException(nameof(fusion), $"unknown epilogue {fusion.Epilogue}");
-            }
-        }
-        finally
-        {
-            normed?.Dispose();
-            product?.Dispose();
+            case LinearEpilogue.Add: Add(y, product.Pointer, (long)m * w.N); break;
+            case LinearEpilogue.SwiGlu: SwiGlu(product.Pointer, y, m, w.N / 2); break;
+            default: throw new ArgumentOutOfRangeException(nameof(epilogue), $"unknown epilogue {epilogue}");
         }
     }
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>

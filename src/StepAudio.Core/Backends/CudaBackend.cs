@@ -132,12 +132,14 @@ public sealed unsafe class CudaBackend : IComputeBackend
         NativeException.Check(NativeMethods.CudaEmbed(table, vocab, dim, ids, n, output, S));
     public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
         NativeException.Check(NativeMethods.CudaRmsNorm(x, weight, output, rows, dim, eps, S));
-    public void Linear(nint x, LinearWeight w, nint y, int m)
+    public void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store)
     {
+        if (epilogue != LinearEpilogue.Store && !HasEpilogues(w.Format))
+            throw new NotSupportedException($"the {Name} backend's {w.Format} linear has no {epilogue} epilogue (HasEpilogues says so)");
         switch (w.Format)
         {
             case WeightFormat.Bf16:
-                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, null, S));
+                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, (int)epilogue, S));
                 break;
             case WeightFormat.W4A16:
                 NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, S));
@@ -150,20 +152,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }
     }
-    /// <summary>The decode kernels of these formats take sa_linear_fusion.</summary>
-    public bool FusesLinear(WeightFormat format, int m) => m <= LinearFusion.MaxTokens && format == WeightFormat.Bf16;
-    public void LinearFused(nint x, LinearWeight w, nint y, int m, in LinearFusion fusion)
-    {
-        var native = new NativeMethods.LinearFusion { NormWeight = fusion.NormWeight, NormEps = fusion.NormEps, Epilogue = (int)fusion.Epilogue };
-        switch (w.Format)
-        {
-            case WeightFormat.Bf16:
-                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, &native, S));
-                break;
-            default:
-                throw new NotSupportedException($"the {Name} backend has no fused {w.Format} linear (FusesLinear says so)");
-        }
-    }
+    /// <summary>The formats whose CUDA kernels take the Add / SwiGlu epilogues.</summary>
+    public bool HasEpilogues(WeightFormat format) => format == WeightFormat.Bf16;
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CudaSwiGlu(gateUp, output, m, f, S));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CudaAdd(x, y, n, S));

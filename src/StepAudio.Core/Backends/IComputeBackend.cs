@@ -32,17 +32,15 @@ public interface IComputeBackend : IDisposable
 
     void Embed(nint table, long vocab, int dim, nint ids, int n, nint output);
     void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps);
-    /// <summary>y[m, w.N] = x[m, w.K] · Wᵀ for any <see cref="WeightFormat"/> the backend supports.</summary>
-    void Linear(nint x, LinearWeight w, nint y, int m);
-    /// <summary>Whether <see cref="LinearFused"/> is one kernel here for this weight format at m tokens; the model
-    /// issues the separate operations otherwise.</summary>
-    bool FusesLinear(WeightFormat format, int m);
-    /// <summary>The decode fusions of sa_linear_fusion (stepaudio_native.h), m ≤ 16: the linear multiplies
-    /// RmsNorm(x, fusion.NormWeight) when NormWeight ≠ 0 (x is then the residual stream), and its result is stored,
-    /// added into y in place (<see cref="LinearEpilogue.Add"/>: the residual add) or passed through SwiGLU
-    /// (<see cref="LinearEpilogue.SwiGlu"/>: W is the fused gate+up, y is [m, N/2]). Same numbers as RmsNorm, Linear
-    /// and Add / SwiGlu in sequence; y must not alias x.</summary>
-    void LinearFused(nint x, LinearWeight w, nint y, int m, in LinearFusion fusion);
+    /// <summary>y[m, w.N] = x[m, w.K] · Wᵀ for any <see cref="WeightFormat"/> the backend supports, finished by an
+    /// epilogue (SA_EPILOGUE_* of stepaudio_native.h): <see cref="LinearEpilogue.Add"/> adds the product into y in
+    /// place (the residual add), <see cref="LinearEpilogue.SwiGlu"/> treats W as the fused gate+up and writes
+    /// SwiGLU of the product, [m, w.N / 2]. Same numbers as Linear then Add / SwiGlu; these two are for decode
+    /// (m ≤ <see cref="LinearEpilogues.MaxTokens"/>, see <see cref="HasEpilogues"/>) and y must not alias x.</summary>
+    void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store);
+    /// <summary>Whether <see cref="Linear"/> takes the Add / SwiGlu epilogues for this weight format; the model
+    /// issues separate Add / SwiGlu operations otherwise.</summary>
+    bool HasEpilogues(WeightFormat format);
     void SwiGlu(nint gateUp, nint output, int m, int f);
     void Add(nint x, nint y, long n);
     /// <summary>The residual add and the RMSNorm after it: x += y (n = rows·dim elements), then
@@ -55,14 +53,12 @@ public interface IComputeBackend : IDisposable
     IReplayableStep Prepare(Action step);
 }
 
-/// <summary>What a fused decode linear does around the product (sa_linear_fusion).</summary>
+/// <summary>What a linear does with its product (SA_EPILOGUE_*).</summary>
 public enum LinearEpilogue { Store = 0, Add = 1, SwiGlu = 2 }
 
-/// <summary>A fused decode linear's prologue (RMSNorm with NormWeight, a device address, or none when 0) and
-/// epilogue.</summary>
-public readonly record struct LinearFusion(nint NormWeight, float NormEps, LinearEpilogue Epilogue)
+public static class LinearEpilogues
 {
-    /// <summary>The most tokens a fused linear takes (SA_FUSION_MAX_M).</summary>
+    /// <summary>The most tokens a linear with an Add / SwiGlu epilogue takes (SA_EPILOGUE_MAX_M).</summary>
     public const int MaxTokens = 16;
 }
 

@@ -187,18 +187,12 @@ public sealed unsafe class Step1Model : IDisposable
         }
 
         b.Embed(_embed.Pointer, c.VocabSize, h, ids, n, _x.Pointer);
-        if (b.FusesLinear(_layers[0].Qkv.Format, n))
+        if (n <= LinearEpilogues.MaxTokens && b.HasEpilogues(_layers[0].Qkv.Format))
         {
-            ForwardFusedLayers(n, shape, seqLen, layerKv);
-            // The final norm only over the rows lm_head reads (no residual add is pending on this path).
-            nint last = _x.At((long)(n - logitRows) * h * 2);
-            if (b.FusesLinear(_lmHead.Format, logitRows))
-                b.LinearFused(last, _lmHead, _logits.Pointer, logitRows, new LinearFusion(_finalNorm.Pointer, c.RmsNormEps, LinearEpilogue.Store));
-            else
-            {
-                b.RmsNorm(last, _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
-                b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
-            }
+            ForwardDecodeLayers(n, shape, seqLen, layerKv);
+            // The final norm only over the rows lm_head reads.
+            b.RmsNorm(_x.At((long)(n - logitRows) * h * 2), _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
+            b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
             return;
         }
         for (int i = 0; i < _layers.Length; i++)
@@ -220,22 +214,23 @@ public sealed unsafe class Step1Model : IDisposable
         b.Linear(_norm.At((long)(n - logitRows) * h * 2), _lmHead, _logits.Pointer, logitRows);
     }
 
-    /// <summary>The layers as decode runs them: 5 launches each, the elementwise work folded into the linears
-    /// (<see cref="IComputeBackend.LinearFused"/>): RMSNorm into qkv and gate_up, the residual adds into o and down,
-    /// SwiGLU into gate_up. _x is the residual stream throughout.</summary>
-    void ForwardFusedLayers(int n, AttentionShape shape, nint seqLen, long layerKv)
+    /// <summary>The layers as decode runs them: 7 launches each, the residual adds folded into the o and down
+    /// linears and SwiGLU into gate_up (their epilogues); _x is the residual stream throughout.</summary>
+    void ForwardDecodeLayers(int n, AttentionShape shape, nint seqLen, long layerKv)
     {
         var b = Backend;
+        int h = Config.HiddenSize;
         float eps = Config.RmsNormEps;
-        var addInto = new LinearFusion(0, 0, LinearEpilogue.Add);
         for (int i = 0; i < _layers.Length; i++)
         {
             var l = _layers[i];
-            b.LinearFused(_x.Pointer, l.Qkv, _qkv.Pointer, n, new LinearFusion(l.InputNorm.Pointer, eps, LinearEpilogue.Store));
+            b.RmsNorm(_x.Pointer, l.InputNorm.Pointer, _norm.Pointer, n, h, eps);
+            b.Linear(_norm.Pointer, l.Qkv, _qkv.Pointer, n);
             b.Attention(shape, _qkv.Pointer, _kCache.At(i * layerKv), _vCache.At(i * layerKv), seqLen, _slopes.Pointer, _att.Pointer);
-            b.LinearFused(_att.Pointer, l.O, _x.Pointer, n, addInto);
-            b.LinearFused(_x.Pointer, l.GateUp, _act.Pointer, n, new LinearFusion(l.PostNorm.Pointer, eps, LinearEpilogue.SwiGlu));
-            b.LinearFused(_act.Pointer, l.Down, _x.Pointer, n, addInto);
+            b.Linear(_att.Pointer, l.O, _x.Pointer, n, LinearEpilogue.Add);
+            b.RmsNorm(_x.Pointer, l.PostNorm.Pointer, _norm.Pointer, n, h, eps);
+            b.Linear(_norm.Pointer, l.GateUp, _act.Pointer, n, LinearEpilogue.SwiGlu);
+            b.Linear(_act.Pointer, l.Down, _x.Pointer, n, LinearEpilogue.Add);
         }
     }
 

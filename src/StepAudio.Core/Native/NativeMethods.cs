@@ -18,15 +18,6 @@ internal static unsafe partial class NativeMethods
         public int NHeads, NKvHeads, HeadDim, NNew, MaxCtx;
     }
 
-    /// <summary>sa_linear_fusion.</summary>
-    [StructLayout(LayoutKind.Sequential)]
-    internal struct LinearFusion
-    {
-        public nint NormWeight;
-        public float NormEps;
-        public int Epilogue;
-    }
-
     [StructLayout(LayoutKind.Sequential)]
     internal struct SampleParams
     {
@@ -58,7 +49,7 @@ internal static unsafe partial class NativeMethods
     // CUDA kernels (device pointers, CUstream)
     [LibraryImport(Library, EntryPoint = "sa_cuda_embed_bf16")] internal static partial int CudaEmbed(nint table, long vocab, int dim, nint ids, int n, nint output, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_rmsnorm_bf16")] internal static partial int CudaRmsNorm(nint x, nint w, nint output, int rows, int dim, float eps, nint stream);
-    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_bf16")] internal static partial int CudaLinear(nint x, nint w, nint y, int m, int n, int k, LinearFusion* fusion, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_bf16")] internal static partial int CudaLinear(nint x, nint w, nint y, int m, int n, int k, int epilogue, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_swiglu_bf16")] internal static partial int CudaSwiGlu(nint gateUp, nint output, int m, int f, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_bf16")] internal static partial int CudaAdd(nint x, nint y, long n, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_rmsnorm_bf16")] internal static partial int CudaAddRmsNorm(nint x, nint y, nint w, nint output, int rows, int dim, float eps, nint stream);
