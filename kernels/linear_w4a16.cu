@@ -3,191 +3,333 @@
 //
 // One skinny tensor-core kernel for M <= 16 (decode), the same one over 16-token tiles for larger M (prefill; not a
 // dedicated prefill GEMM yet):
-//  * a block owns 16 output rows; its 8 warps split the K groups (group g goes to warp g % 8) and reduce in shared
-//    memory at the end. A thread (lane = 4·r + t) loads, per group, 16 B of codes of row r and 16 B of row r + 8:
-//    the 4 threads t of a row cover exactly one 128-wide group, so the scale (and zero) is applied once per group
-//    to the fp32 MMA partial sum;
-//  * int4 → bf16 is the magic-number trick: (q >> 4i) & 0x000f000f | 0x43004300 is the bf16 pair 128 + c of
-//    elements (2i, 2i+1), and one packed fma subtracts 128 + z exactly — (c − z) is a small integer, so the MMA
-//    operand is exact and the only rounding is the fp32 accumulation and the final bf16;
+//  * a block owns 16 · RowTiles output rows (RowTiles = 1; 2 or 4 for M > 4 when N still gives every SM a block);
+//    its 8 warps split the K groups (group g goes to warp g % 8) and reduce in shared memory at the end. A thread
+//    (lane = 4·r + t) handles, per group and row tile, 16 B of codes of row r and 16 B of row r + 8: the 4 threads
+//    t of a row cover exactly one 128-wide group, so the scale (and zero) is applied once per group to the fp32 MMA
+//    partial sum;
+//  * int4 → bf16 is the magic-number trick (w4a16_dequant.cuh): (q >> 4i) & 0x000f000f | 0x43004300 is the bf16
+//    pair 128 + c of elements (2i, 2i+1), and one packed fma subtracts 128 + z exactly — (c − z) is a small integer,
+//    so the MMA operand is exact and the only rounding is the fp32 accumulation and the final bf16;
 //  * mma.m16n8k16: W rows are the M=16 side, tokens the n=8 side (one or two 8-token tiles). A dot product does not
-//    care about the order of k, so each thread's logical k slots are mapped to the k of its own 16-byte load, and
-//    the same mapping is applied to x: both operands come straight from plain 16-byte loads;
-//  * codes are streamed with ld.global.nc.L1::no_allocate, 4 groups (8 loads of 16 B per thread) in flight; the
-//    groups' scales and zeros are loaded in the same batch (v4; v1 loaded them only after the codes had arrived).
-//    Versions v2 (persistent blocks) and v3 (cluster split-K) were slower: kernels/NOTES_QUANT.md;
-//  * v5: programmatic dependent launch, as the bf16 GEMV (see the kernel's comment).
+//    care about the order of k, so each thread's logical k slots are mapped to the k of its own 16-byte chunk, and
+//    the same mapping is applied to x: both operands come straight from 16-byte words;
+//  * v6: codes stream through a per-thread cp.async ring in shared memory (Stages groups per warp in flight: 4 for
+//    16-row blocks, 2 for wider ones). Each thread copies exactly the chunks it will multiply, so no barrier guards
+//    the ring: cp.async.wait_group orders a thread's own copies, and a slot is refilled right after its group is
+//    multiplied. Bytes in flight no longer cost registers (v1–v5 held them in registers: one batch per warp, load
+//    then multiply, 2 blocks per SM), so 3–4 blocks fit per SM and loads overlap the multiplies. The block's group
+//    scales (and zero codes) are staged in shared memory once, [group][row], before the loop;
+//  * v6: for M > 4, 32- or 64-row blocks: one x fragment (loaded per group) feeds 2 or 4 row tiles. At M = 16 the
+//    x loads (16 tokens × 8 scattered 16-byte chunks per instruction) were what bound v5, not the weights;
+//  * programmatic dependent launch, as the bf16 GEMV: the first Stages groups' codes and the scales are requested
+//    before pdl_wait, x is read and y written after it.
+//  Versions v2 (persistent blocks), v3 (cluster split-K) and 80-register caps were slower: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 
 #include <string>
 
 #include "cuda_common.cuh"
+#include "w4a16_dequant.cuh"
 
 namespace {
 
+using sa_w4a16::dequant_pair;
+using sa_w4a16::neg_magic;
+using sa_w4a16::scale_to_f32;
+
 constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
 constexpr int kGroup = SA_W4A16_GROUP;
-constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
-// Blocks per SM ptxas must fit (the register budget: 1 = up to 255 registers); a build-time knob for the register
-// pressure experiment of NOTES_QUANT.md.
-#ifndef SA_W4A16_MIN_BLOCKS
-#define SA_W4A16_MIN_BLOCKS 1
+constexpr int kStageChunk = 8;  // scale (and zero) elements per thread per round trip when staging them
+
+// Build-time knobs for the measurements of NOTES_QUANT.md: groups per warp in flight (16-row blocks / wider
+// blocks) and the widest block (row tiles; 1 turns the wide blocks off).
+#ifndef SA_W4A16_STAGES
+#define SA_W4A16_STAGES 4
+#endif
+#ifndef SA_W4A16_WIDE_STAGES
+#define SA_W4A16_WIDE_STAGES 2
+#endif
+#ifndef SA_W4A16_MAX_ROW_TILES
+#define SA_W4A16_MAX_ROW_TILES 4
 #endif
 
-__device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-                 : "l"(p));
-    return r;
+__host__ __device__ constexpr int stages_for(int row_tiles) {
+    return row_tiles == 1 ? SA_W4A16_STAGES : SA_W4A16_WIDE_STAGES;
+}
+// Blocks per SM ptxas must fit (register budget): 4 (64 registers) for the lean variant, fewer as the
+// accumulators and x fragments grow with tokens × row tiles.
+__host__ __device__ constexpr int min_blocks_for(int tiles, int row_tiles) {
+    return tiles * row_tiles <= 1 ? 4 : tiles * row_tiles <= 2 ? 3 : 2;
+}
+// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), then the staged
+// scales [group][row] (uint16) and zero codes [group][row] (uint8). The final reduction reuses the ring.
+__host__ __device__ constexpr size_t ring_bytes(int row_tiles) {
+    return (size_t)stages_for(row_tiles) * row_tiles * 2 * kThreads * 16;
+}
+__host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool has_zeros) {
+    return ring_bytes(row_tiles) + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
 }
 
-// Elements (2i, 2i+1) of a code word as the exact bf16 pair (c − z): lop3 gives 128 + c, fma adds −(128 + z).
-__device__ __forceinline__ uint32_t dequant_pair(uint32_t q, int shift, uint32_t neg_magic_z) {
-    uint32_t v;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(q >> shift), "r"(0x000f000fu), "r"(0x43004300u));
-    uint32_t r;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(v), "r"(0x3f803f80u), "r"(neg_magic_z));
-    return r;
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
-
-template <bool Fp16Scales>
-__device__ __forceinline__ float scale_to_f32(uint16_t s) {
-    if constexpr (Fp16Scales) return __half2float(__ushort_as_half(s));
-    else return __uint_as_float((uint32_t)s << 16);
+// 16-byte async copy global -> shared, cached in L2 only (the codes are read once).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
 }
-
-// -(128 + z) as a bf16 pair (bf16 128..143 are 0x4300 + z; the sign bit makes them negative).
-__device__ __forceinline__ uint32_t neg_magic(int z) { return (0xC300u + (uint32_t)z) * 0x00010001u; }
-
-// One batch: kUnroll groups of this warp (codes of rows r and r + 8, their scales and zero codes).
-struct Batch {
-    uint4 wa[kUnroll], wb[kUnroll];
-    uint16_t sa[kUnroll], sb[kUnroll];
-    uint8_t za[kUnroll], zb[kUnroll];
-};
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
-// block issues its first batch (codes, scales, zeros) and, in the first wave, an L2 prefetch of the rest of its
-// rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the prefetch
-// branch between the first batch and the wait: with nothing there ptxas hoists the wait above the loads (NOTES.md).
-// x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so it must not
-// go through the non-coherent path.
-template <int Tiles, bool Fp16Scales, bool HasZeros>
-__global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
+// block requests its first Stages groups of codes and its scales and, in the first wave, an L2 prefetch of the rest
+// of its rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the
+// prefetch branch between the first requests and the wait: with nothing there ptxas hoists the wait above the loads
+// (NOTES.md). x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so
+// it must not go through the non-coherent path.
+template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
+__global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes) {
+    constexpr int kStages = stages_for(RowTiles);
+    constexpr int kRows = 16 * RowTiles;  // output rows of the block
     pdl_launch_dependents();
-    __shared__ float partial[kWarps][16][16];  // [warp][row][token]
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
-    const int n0 = blockIdx.x * 16, groups = k / kGroup, kw = k / 8;
-    const int row_a = min(n0 + r, n - 1), row_b = min(n0 + r + 8, n - 1);  // clamped: ragged rows load valid memory
-    const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4;
-    const uint32_t *qb = qweight + (size_t)row_b * kw + t * 4;
-    constexpr int kStride = kWarps * kUnroll;  // groups the block covers per batch
+    extern __shared__ __align__(16) uint4 smem[];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, t = lane % 4;
+    const int n0 = blockIdx.x * kRows, groups = k / kGroup, kw = k / 8;
+    const int my_groups = (groups - warp + kWarps - 1) / kWarps;  // groups warp, warp + 8, ... below `groups`
+    uint4 *ring = smem;
+    uint16_t *sc = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [group][row]
+    uint8_t *zc = reinterpret_cast<uint8_t *>(sc + groups * kRows);                          // [group][row]
 
-    auto load = [&](Batch &b, int base) {  // codes, scales and zeros in one round trip
+    // Ring slot `slot` <- this thread's chunks of group `grp`: 16 B of rows r and r + 8 of every row tile.
+    auto request = [&](int slot, int grp) {
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int grp = base + u * kWarps;
-            if (grp < groups) {
-                b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
-                b.wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
-                b.sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
-                b.sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
-                b.za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
-                b.zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
+        for (int rt = 0; rt < RowTiles; ++rt)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = min(n0 + rt * 16 + half * 8 + r, n - 1);  // clamped: ragged rows copy valid memory
+                cp_async16(smem_u32(ring + ((slot * RowTiles + rt) * 2 + half) * kThreads + tid),
+                           qweight + (size_t)row * kw + grp * (kGroup / 8) + t * 4);
+            }
+    };
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) {  // one commit group per slot, empty ones included: the waits count them
+        if (s < my_groups) request(s, warp + s * kWarps);
+        cp_async_commit();
+    }
+
+    // Scales (and zero codes) of the block's rows into [group][row]: element i is row i % kRows of group i / kRows,
+    // kStageChunk per thread per round trip; the first round is requested before the wait.
+    const int staged = kRows * groups;
+    uint16_t s_val[kStageChunk];
+    uint8_t z_val[kStageChunk];
+    auto stage_load = [&](int round) {
+#pragma unroll
+        for (int e = 0; e < kStageChunk; ++e) {
+            const int i = (round * kStageChunk + e) * kThreads + tid;
+            if (i < staged) {
+                const size_t f = (size_t)min(n0 + i % kRows, n - 1) * groups + i / kRows;  // ragged rows: clamped
+                s_val[e] = __ldg(scales + f);
+                if constexpr (HasZeros) z_val[e] = __ldg(zeros + f);
             }
         }
     };
-
-    float acc[Tiles][4];
+    auto stage_store = [&](int round) {
 #pragma unroll
-    for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
-
-    Batch b;
-    load(b, warp);
-    if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of row n0 + i, into L2
-        const int row = n0 + threadIdx.x, row_bytes = k / 2, first = kStride * kGroup / 2;
+        for (int e = 0; e < kStageChunk; ++e) {
+            const int i = (round * kStageChunk + e) * kThreads + tid;
+            if (i < staged) {
+                sc[i] = s_val[e];
+                if constexpr (HasZeros) zc[i] = z_val[e];
+            }
+        }
+    };
+    stage_load(0);
+    if ((int)blockIdx.x < prefetch_blocks && tid < kRows) {  // thread i: the rest of row n0 + i, into L2
+        const int row = n0 + tid, row_bytes = k / 2, first = kStages * kWarps * kGroup / 2;
         if (row < n && first < row_bytes) {
-            const int bytes = min(row_bytes - first, prefetch_bytes / 16) & ~15;
+            const int bytes = min(row_bytes - first, prefetch_bytes / kRows) & ~15;
             if (bytes > 0)
                 prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)row * row_bytes + first, (uint32_t)bytes);
         }
     }
     pdl_wait();
+    stage_store(0);
+    for (int round = 1; round * kStageChunk * kThreads < staged; ++round) {
+        stage_load(round);
+        stage_store(round);
+    }
+    __syncthreads();
 
-    for (int base = warp; base < groups; base += kStride) {
+    float acc[RowTiles][Tiles][4];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int grp = base + u * kWarps;
-            if (grp >= groups) break;
-            const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
-            const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
-            float part[Tiles][4];
+    for (int rt = 0; rt < RowTiles; ++rt)
 #pragma unroll
-            for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
-            const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
-            const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
+        for (int tt = 0; tt < Tiles; ++tt) acc[rt][tt][0] = acc[rt][tt][1] = acc[rt][tt][2] = acc[rt][tt][3] = 0.0f;
+
+    for (int j0 = 0; j0 < my_groups; j0 += kStages) {
 #pragma unroll
-            for (int w = 0; w < 4; ++w) {
-                // This thread's word w covers k = grp·128 + (4t + w)·8 + 0..7 for rows r and r + 8.
-                const int kx = grp * kGroup + (t * 4 + w) * 8;
-                uint4 xv[Tiles];
+        for (int s = 0; s < kStages; ++s) {  // slot s holds this warp's group j0 + s
+            const int j = j0 + s;
+            if (j >= my_groups) break;
+            const int grp = warp + j * kWarps;
+            cp_async_wait<kStages - 1>();  // commit groups 0..j have landed (kStages + j were committed)
+            // x of this group: thread word w covers k = grp·128 + (4t + w)·8 + 0..7, token tt·8 + r.
+            uint4 xv[4][Tiles];
+#pragma unroll
+            for (int w = 0; w < 4; ++w)
 #pragma unroll
                 for (int tt = 0; tt < Tiles; ++tt) {
                     const int token = tt * 8 + r;
-                    xv[tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + kx)
-                                       : make_uint4(0, 0, 0, 0);
+                    xv[w][tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + grp * kGroup +
+                                                                             (t * 4 + w) * 8)
+                                          : make_uint4(0, 0, 0, 0);
                 }
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {  // MMA step h: elements 4h..4h+3 of the word
-                    const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
-                    const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
+            for (int rt = 0; rt < RowTiles; ++rt) {
+                const uint4 ca = ring[((s * RowTiles + rt) * 2 + 0) * kThreads + tid];
+                const uint4 cb = ring[((s * RowTiles + rt) * 2 + 1) * kThreads + tid];
+                const int ra = grp * kRows + rt * 16 + r;  // staged scale / zero of row r (row r + 8 is ra + 8)
+                const uint32_t za = neg_magic(HasZeros ? zc[ra] : 8), zb = neg_magic(HasZeros ? zc[ra + 8] : 8);
+                const uint32_t qwa[4] = {ca.x, ca.y, ca.z, ca.w}, qwb[4] = {cb.x, cb.y, cb.z, cb.w};
+                float part[Tiles][4];
 #pragma unroll
-                    for (int tt = 0; tt < Tiles; ++tt) {
-                        const uint32_t b0 = h == 0 ? xv[tt].x : xv[tt].z, b1 = h == 0 ? xv[tt].y : xv[tt].w;
-                        mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
+                for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
+#pragma unroll
+                for (int w = 0; w < 4; ++w)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {  // MMA step h: elements 4h..4h+3 of word w
+                        const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
+                        const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
+#pragma unroll
+                        for (int tt = 0; tt < Tiles; ++tt) {
+                            const uint32_t b0 = h == 0 ? xv[w][tt].x : xv[w][tt].z;
+                            const uint32_t b1 = h == 0 ? xv[w][tt].y : xv[w][tt].w;
+                            mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
+                        }
                     }
+                const float sa = scale_to_f32<Fp16Scales>(sc[ra]), sb = scale_to_f32<Fp16Scales>(sc[ra + 8]);
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
+                    acc[rt][tt][0] += part[tt][0] * sa;
+                    acc[rt][tt][1] += part[tt][1] * sa;
+                    acc[rt][tt][2] += part[tt][2] * sb;
+                    acc[rt][tt][3] += part[tt][3] * sb;
                 }
             }
-#pragma unroll
-            for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
-                acc[tt][0] += part[tt][0] * sa;
-                acc[tt][1] += part[tt][1] * sa;
-                acc[tt][2] += part[tt][2] * sb;
-                acc[tt][3] += part[tt][3] * sb;
-            }
+            if (j + kStages < my_groups) request(s, grp + kStages * kWarps);  // refill the slot just multiplied
+            cp_async_commit();
         }
-        load(b, base + kStride);  // the next batch (nothing past the last group)
     }
+
+    cp_async_wait<0>();
+    __syncthreads();  // every warp is done with the ring: it now holds the partial sums [warp][row][token]
+    float *partial = reinterpret_cast<float *>(smem);
 #pragma unroll
-    for (int tt = 0; tt < Tiles; ++tt) {
-        partial[warp][r][tt * 8 + 2 * t] = acc[tt][0];
-        partial[warp][r][tt * 8 + 2 * t + 1] = acc[tt][1];
-        partial[warp][r + 8][tt * 8 + 2 * t] = acc[tt][2];
-        partial[warp][r + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
-    }
+    for (int rt = 0; rt < RowTiles; ++rt)
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) {
+            float *pa = partial + (warp * kRows + rt * 16 + r) * 16 + tt * 8 + 2 * t;
+            pa[0] = acc[rt][tt][0];
+            pa[1] = acc[rt][tt][1];
+            pa[8 * 16] = acc[rt][tt][2];  // row r + 8
+            pa[8 * 16 + 1] = acc[rt][tt][3];
+        }
     __syncthreads();
-    const int row = threadIdx.x / 16, token = threadIdx.x % 16;
-    if (token < m && token < Tiles * 8 && n0 + row < n) {
-        float sum = 0.0f;
 #pragma unroll
-        for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
-        y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+    for (int i = tid; i < kRows * 16; i += kThreads) {
+        const int row = i / 16, token = i % 16;
+        if (token < m && token < Tiles * 8 && n0 + row < n) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int wi = 0; wi < kWarps; ++wi) sum += partial[(wi * kRows + row) * 16 + token];
+            y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+        }
     }
 }
 
-template <int Tiles, bool Fp16Scales>
-sa_status launch_zeros(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                       const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
+sa_status launch(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, const uint8_t *z,
+                 uint16_t *y, int m, int n, int k) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
-    // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
-    const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
-    auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true> : &w4a16_skinny<Tiles, Fp16Scales, false>;
-    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
+    // Blocks of the first wave may start early under PDL; only they prefetch into L2.
+    const int prefetch_blocks =
+        dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? min_blocks_for(Tiles, RowTiles) * dev.sms : 0;
+    const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", &w4a16_skinny<Tiles, RowTiles, Fp16Scales, HasZeros>,
+                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros), s, x, q, sc, z, y,
                                   m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+}
+
+template <int Tiles, int RowTiles>
+sa_status launch_scales(bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    if (fp16)
+        return has_zeros ? launch<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k)
+                         : launch<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k);
+    return has_zeros ? launch<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k)
+                     : launch<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k);
+}
+
+template <int Tiles>
+sa_status launch_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x,
+                      const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    if (row_tiles == 4) return launch_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+    if (row_tiles == 2) return launch_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+    return launch_scales<Tiles, 1>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+}
+
+// Every instantiation may use up to the device's opt-in shared memory (the wide blocks need more than the default
+// 48 KB; 16-row blocks only for K beyond ~40k). Done once per process; the result is the maximum, or -1 on error.
+template <int Tiles, int RowTiles>
+cudaError_t allow_smem_rows(int bytes) {
+    cudaError_t e = cudaSuccess;
+    auto set = [&](auto kernel) {
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    };
+    set(&w4a16_skinny<Tiles, RowTiles, false, false>);
+    set(&w4a16_skinny<Tiles, RowTiles, false, true>);
+    set(&w4a16_skinny<Tiles, RowTiles, true, false>);
+    set(&w4a16_skinny<Tiles, RowTiles, true, true>);
+    return e;
+}
+int max_dynamic_smem() {
+    static const int bytes = [] {
+        int dev = 0, optin = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return -1;
+        }
+        cudaError_t e = allow_smem_rows<1, 1>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<1, 2>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<1, 4>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<2, 1>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<2, 2>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<2, 4>(optin);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return -1;
+        }
+        return optin;
+    }();
+    return bytes;
+}
+
+// Row tiles per block: 1 up to 4 tokens (x is cheap there and N / 16 blocks spread best); for more tokens the widest
+// block that still gives every SM one (so one x fragment feeds 4 or 2 row tiles).
+int row_tiles_for(int m, int n, int groups, bool has_zeros, int smem_limit) {
+    if (m <= 4) return 1;
+    const int sms = sa_cuda::device_traits().sms;
+    for (int rt = SA_W4A16_MAX_ROW_TILES; rt > 1; rt /= 2)
+        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(rt, groups, has_zeros) <= (size_t)smem_limit) return rt;
+    return 1;
 }
 
 }  // namespace
@@ -204,19 +346,22 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: x and qweight must be 16-byte aligned");
     if (flags & ~SA_W4A16_FP16_SCALES)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: unknown flags " + std::to_string(flags));
+    const int smem_limit = max_dynamic_smem();
+    if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory staging");
+    const int groups = k / kGroup;
+    const bool has_zeros = zeros != nullptr;
+    if (smem_bytes(1, groups, has_zeros) > (size_t)smem_limit)
+        return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: K=" + std::to_string(k) +
+                                                   " stages more scales than shared memory holds");
     auto s = static_cast<cudaStream_t>(stream);
-    const dim3 grid((unsigned)((n + 15) / 16));
     const bool fp16 = flags & SA_W4A16_FP16_SCALES;
     for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernel over 16-token tiles
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;
-        const bool z = zeros != nullptr;
-        const sa_status st =
-            mc <= 8 ? (fp16 ? launch_zeros<1, true>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                            : launch_zeros<1, false>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
-                    : (fp16 ? launch_zeros<2, true>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                            : launch_zeros<2, false>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
+        const int rt = row_tiles_for(mc, n, groups, has_zeros, smem_limit);
+        const sa_status st = mc <= 8 ? launch_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                                     : launch_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k);
         if (st != SA_OK) return st;
     }
     return SA_OK;
