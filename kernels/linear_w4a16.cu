@@ -54,6 +54,17 @@ constexpr int kStageChunk = 8;  // scale (and zero) elements per thread per roun
 #ifndef SA_W4A16_MAX_ROW_TILES
 #define SA_W4A16_MAX_ROW_TILES 4
 #endif
+// Token count from which the wide blocks are considered (row_tiles_for).
+#ifndef SA_W4A16_WIDE_MIN_M
+#define SA_W4A16_WIDE_MIN_M 5
+#endif
+// 1: 16-row launches use the v5 register kernel (w4a16_regs) instead of the ring kernel.
+#ifndef SA_W4A16_V5_NARROW
+#define SA_W4A16_V5_NARROW 0
+#endif
+// x is copied into shared memory once per block when it is at most this big (m · K · 2 bytes): one round trip
+// after pdl_wait instead of one per group (x loads cannot be hoisted above the ring's waits).
+constexpr int kXStageBytes = 16 * 1024;
 
 __host__ __device__ constexpr int stages_for(int row_tiles) {
     return row_tiles == 1 ? SA_W4A16_STAGES : SA_W4A16_WIDE_STAGES;
@@ -63,13 +74,17 @@ __host__ __device__ constexpr int stages_for(int row_tiles) {
 __host__ __device__ constexpr int min_blocks_for(int tiles, int row_tiles) {
     return tiles * row_tiles <= 1 ? 4 : tiles * row_tiles <= 2 ? 3 : 2;
 }
-// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), then the staged
-// scales [group][row] (uint16) and zero codes [group][row] (uint8). The final reduction reuses the ring.
+// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), x [m][K] when staged,
+// then the staged scales [group][row] (uint16) and zero codes [group][row] (uint8). The final reduction reuses the
+// ring.
 __host__ __device__ constexpr size_t ring_bytes(int row_tiles) {
     return (size_t)stages_for(row_tiles) * row_tiles * 2 * kThreads * 16;
 }
-__host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool has_zeros) {
-    return ring_bytes(row_tiles) + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
+__host__ __device__ constexpr size_t x_stage_bytes(int m, int k) {
+    return (size_t)m * k * 2 <= (size_t)kXStageBytes ? (size_t)m * k * 2 : 0;
+}
+__host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool has_zeros, size_t x_bytes) {
+    return ring_bytes(row_tiles) + x_bytes + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
@@ -85,6 +100,149 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// ---- v5: the register kernel (SA_W4A16_V5_NARROW) ------------------------------------------------------------
+// One batch of kUnroll groups per warp held in registers, loaded before it is multiplied.
+constexpr int kUnroll = 4;
+
+__device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
+// One batch: kUnroll groups of this warp (codes of rows r and r + 8, their scales and zero codes).
+struct Batch {
+    uint4 wa[kUnroll], wb[kUnroll];
+    uint16_t sa[kUnroll], sb[kUnroll];
+    uint8_t za[kUnroll], zb[kUnroll];
+};
+
+// Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
+// block issues its first batch (codes, scales, zeros) and, in the first wave, an L2 prefetch of the rest of its
+// rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the prefetch
+// branch between the first batch and the wait: with nothing there ptxas hoists the wait above the loads (NOTES.md).
+// x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so it must not
+// go through the non-coherent path.
+template <int Tiles, bool Fp16Scales, bool HasZeros>
+__global__ void __launch_bounds__(kWarps * 32, 1)
+    w4a16_regs(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
+                 const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
+                 int prefetch_bytes) {
+    pdl_launch_dependents();
+    __shared__ float partial[kWarps][16][16];  // [warp][row][token]
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
+    const int n0 = blockIdx.x * 16, groups = k / kGroup, kw = k / 8;
+    const int row_a = min(n0 + r, n - 1), row_b = min(n0 + r + 8, n - 1);  // clamped: ragged rows load valid memory
+    const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4;
+    const uint32_t *qb = qweight + (size_t)row_b * kw + t * 4;
+    constexpr int kStride = kWarps * kUnroll;  // groups the block covers per batch
+
+    auto load = [&](Batch &b, int base) {  // codes, scales and zeros in one round trip
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int grp = base + u * kWarps;
+            if (grp < groups) {
+                b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
+                b.wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
+                b.sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
+                b.sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
+                b.za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
+                b.zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
+            }
+        }
+    };
+
+    float acc[Tiles][4];
+#pragma unroll
+    for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+
+    Batch b;
+    load(b, warp);
+    if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of row n0 + i, into L2
+        const int row = n0 + threadIdx.x, row_bytes = k / 2, first = kStride * kGroup / 2;
+        if (row < n && first < row_bytes) {
+            const int bytes = min(row_bytes - first, prefetch_bytes / 16) & ~15;
+            if (bytes > 0)
+                prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)row * row_bytes + first, (uint32_t)bytes);
+        }
+    }
+    pdl_wait();
+
+    for (int base = warp; base < groups; base += kStride) {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int grp = base + u * kWarps;
+            if (grp >= groups) break;
+            const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
+            const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
+            float part[Tiles][4];
+#pragma unroll
+            for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
+            const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
+            const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
+#pragma unroll
+            for (int w = 0; w < 4; ++w) {
+                // This thread's word w covers k = grp·128 + (4t + w)·8 + 0..7 for rows r and r + 8.
+                const int kx = grp * kGroup + (t * 4 + w) * 8;
+                uint4 xv[Tiles];
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) {
+                    const int token = tt * 8 + r;
+                    xv[tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + kx)
+                                       : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {  // MMA step h: elements 4h..4h+3 of the word
+                    const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
+                    const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
+#pragma unroll
+                    for (int tt = 0; tt < Tiles; ++tt) {
+                        const uint32_t b0 = h == 0 ? xv[tt].x : xv[tt].z, b1 = h == 0 ? xv[tt].y : xv[tt].w;
+                        mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
+                    }
+                }
+            }
+#pragma unroll
+            for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
+                acc[tt][0] += part[tt][0] * sa;
+                acc[tt][1] += part[tt][1] * sa;
+                acc[tt][2] += part[tt][2] * sb;
+                acc[tt][3] += part[tt][3] * sb;
+            }
+        }
+        load(b, base + kStride);  // the next batch (nothing past the last group)
+    }
+#pragma unroll
+    for (int tt = 0; tt < Tiles; ++tt) {
+        partial[warp][r][tt * 8 + 2 * t] = acc[tt][0];
+        partial[warp][r][tt * 8 + 2 * t + 1] = acc[tt][1];
+        partial[warp][r + 8][tt * 8 + 2 * t] = acc[tt][2];
+        partial[warp][r + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
+    }
+    __syncthreads();
+    const int row = threadIdx.x / 16, token = threadIdx.x % 16;
+    if (token < m && token < Tiles * 8 && n0 + row < n) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
+        y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+    }
+}
+
+template <int Tiles, bool Fp16Scales>
+sa_status launch_regs(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                       const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
+    const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
+    auto kernel = has_zeros ? &w4a16_regs<Tiles, Fp16Scales, true> : &w4a16_regs<Tiles, Fp16Scales, false>;
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_regs", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
+                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+}
+
+// ---- v6: the ring kernel ---------------------------------------------------------------------------------------
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
 // block requests its first Stages groups of codes and its scales and, in the first wave, an L2 prefetch of the rest
 // of its rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the
@@ -103,9 +261,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, t = lane % 4;
     const int n0 = blockIdx.x * kRows, groups = k / kGroup, kw = k / 8;
     const int my_groups = (groups - warp + kWarps - 1) / kWarps;  // groups warp, warp + 8, ... below `groups`
+    const bool x_staged = x_stage_bytes(m, k) != 0;  // uniform; the host sized the shared memory the same way
     uint4 *ring = smem;
-    uint16_t *sc = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [group][row]
-    uint8_t *zc = reinterpret_cast<uint8_t *>(sc + groups * kRows);                          // [group][row]
+    uint16_t *xs = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [m][K] if staged
+    uint16_t *sc = xs + (x_staged ? m * k : 0);                                             // [group][row]
+    uint8_t *zc = reinterpret_cast<uint8_t *>(sc + groups * kRows);                         // [group][row]
 
     // Ring slot `slot` <- this thread's chunks of group `grp`: 16 B of rows r and r + 8 of every row tile.
     auto request = [&](int slot, int grp) {
@@ -160,11 +320,16 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         }
     }
     pdl_wait();
+    if (x_staged) {  // x is contiguous [m][K]; it lands with (after) the first Stages groups of codes
+        for (int c = tid; c < m * k / 8; c += kThreads) cp_async16(smem_u32(xs + c * 8), x + c * 8);
+        cp_async_commit();
+    }
     stage_store(0);
     for (int round = 1; round * kStageChunk * kThreads < staged; ++round) {
         stage_load(round);
         stage_store(round);
     }
+    if (x_staged) cp_async_wait<0>();  // (the ring's later waits then count an already complete extra group)
     __syncthreads();
 
     float acc[RowTiles][Tiles][4];
@@ -179,18 +344,21 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
             const int j = j0 + s;
             if (j >= my_groups) break;
             const int grp = warp + j * kWarps;
-            cp_async_wait<kStages - 1>();  // commit groups 0..j have landed (kStages + j were committed)
-            // x of this group: thread word w covers k = grp·128 + (4t + w)·8 + 0..7, token tt·8 + r.
+            // x of this group, requested before the wait so its latency overlaps it: thread word w covers
+            // k = grp·128 + (4t + w)·8 + 0..7 of token tt·8 + r.
             uint4 xv[4][Tiles];
 #pragma unroll
             for (int w = 0; w < 4; ++w)
 #pragma unroll
                 for (int tt = 0; tt < Tiles; ++tt) {
                     const int token = tt * 8 + r;
-                    xv[w][tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + grp * kGroup +
-                                                                             (t * 4 + w) * 8)
-                                          : make_uint4(0, 0, 0, 0);
+                    const size_t at = (size_t)token * k + grp * kGroup + (t * 4 + w) * 8;
+                    xv[w][tt] = token >= m  ? make_uint4(0, 0, 0, 0)
+                                : x_staged ? *reinterpret_cast<const uint4 *>(xs + at)
+                                           : *reinterpret_cast<const uint4 *>(x + at);
                 }
+            // Commit groups 0..j have landed: kStages + j were committed before this wait (+1 complete x group).
+            cp_async_wait<kStages - 1>();
 #pragma unroll
             for (int rt = 0; rt < RowTiles; ++rt) {
                 const uint4 ca = ring[((s * RowTiles + rt) * 2 + 0) * kThreads + tid];
@@ -263,8 +431,8 @@ sa_status launch(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uin
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? min_blocks_for(Tiles, RowTiles) * dev.sms : 0;
     const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", &w4a16_skinny<Tiles, RowTiles, Fp16Scales, HasZeros>,
-                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros), s, x, q, sc, z, y,
-                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros, x_stage_bytes(m, k)),
+                                  s, x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
 }
 
 template <int Tiles, int RowTiles>
@@ -322,13 +490,15 @@ int max_dynamic_smem() {
     return bytes;
 }
 
-// Row tiles per block: 1 up to 4 tokens (x is cheap there and N / 16 blocks spread best); for more tokens the widest
-// block that still gives every SM one (so one x fragment feeds 4 or 2 row tiles).
-int row_tiles_for(int m, int n, int groups, bool has_zeros, int smem_limit) {
-    if (m <= 4) return 1;
+// Row tiles per block: 1 below SA_W4A16_WIDE_MIN_M tokens (x is cheap there and N / 16 blocks spread best); for
+// more tokens the widest block that still gives every SM one (so one x fragment feeds 4 or 2 row tiles).
+int row_tiles_for(int m, int n, int k, bool has_zeros, int smem_limit) {
+    if (m < SA_W4A16_WIDE_MIN_M) return 1;
     const int sms = sa_cuda::device_traits().sms;
     for (int rt = SA_W4A16_MAX_ROW_TILES; rt > 1; rt /= 2)
-        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(rt, groups, has_zeros) <= (size_t)smem_limit) return rt;
+        if ((n + 16 * rt - 1) / (16 * rt) >= sms &&
+            smem_bytes(rt, k / kGroup, has_zeros, x_stage_bytes(m, k)) <= (size_t)smem_limit)
+            return rt;
     return 1;
 }
 
@@ -350,7 +520,7 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
     if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory staging");
     const int groups = k / kGroup;
     const bool has_zeros = zeros != nullptr;
-    if (smem_bytes(1, groups, has_zeros) > (size_t)smem_limit)
+    if (smem_bytes(1, groups, has_zeros, x_stage_bytes(m < 16 ? m : 16, k)) > (size_t)smem_limit)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: K=" + std::to_string(k) +
                                                    " stages more scales than shared memory holds");
     auto s = static_cast<cudaStream_t>(stream);
@@ -359,9 +529,18 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;
-        const int rt = row_tiles_for(mc, n, groups, has_zeros, smem_limit);
-        const sa_status st = mc <= 8 ? launch_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                                     : launch_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k);
+        const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
+        sa_status st;
+        if (rt == 1 && SA_W4A16_V5_NARROW) {
+            const dim3 grid((unsigned)((n + 15) / 16));
+            st = mc <= 8 ? (fp16 ? launch_regs<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                                 : launch_regs<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
+                         : (fp16 ? launch_regs<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                                 : launch_regs<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
+        } else {
+            st = mc <= 8 ? launch_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                         : launch_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k);
+        }
         if (st != SA_OK) return st;
     }
     return SA_OK;
