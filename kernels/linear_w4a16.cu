@@ -1,30 +1,34 @@
 // linear_w4a16.cu — y[M,N] = bf16(x[M,K] · W^T) for W in the W4A16 kernel layout (stepaudio_native.h):
 // int4 codes [N, K/8] (nibbles interleaved 0,2,4,6,1,3,5,7), 16-bit group scales [N, K/128], optional zero codes.
 //
-// One skinny tensor-core kernel for M <= 16 (decode), the same one over 16-token tiles for larger M (prefill; not a
-// dedicated prefill GEMM yet):
-//  * a block owns 16 · RowTiles output rows (RowTiles = 1; 2 or 4 for M > 4 when N still gives every SM a block);
-//    its 8 warps split the K groups (group g goes to warp g % 8) and reduce in shared memory at the end. A thread
-//    (lane = 4·r + t) handles, per group and row tile, 16 B of codes of row r and 16 B of row r + 8: the 4 threads
-//    t of a row cover exactly one 128-wide group, so the scale (and zero) is applied once per group to the fp32 MMA
-//    partial sum;
+// Two skinny tensor-core kernels for M <= 16 (decode), run over 16-token tiles for larger M (prefill; not a
+// dedicated prefill GEMM yet). What they share:
+//  * a block owns 16 · RowTiles output rows; its 8 warps split the K groups (group g goes to warp g % 8) and reduce
+//    in shared memory at the end. A thread (lane = 4·r + t) handles, per group and 16-row tile, 16 B of codes of
+//    row r and 16 B of row r + 8: the 4 threads t of a row cover exactly one 128-wide group, so the scale (and
+//    zero) is applied once per group to the fp32 MMA partial sum;
 //  * int4 → bf16 is the magic-number trick (w4a16_dequant.cuh): (q >> 4i) & 0x000f000f | 0x43004300 is the bf16
 //    pair 128 + c of elements (2i, 2i+1), and one packed fma subtracts 128 + z exactly — (c − z) is a small integer,
 //    so the MMA operand is exact and the only rounding is the fp32 accumulation and the final bf16;
 //  * mma.m16n8k16: W rows are the M=16 side, tokens the n=8 side (one or two 8-token tiles). A dot product does not
 //    care about the order of k, so each thread's logical k slots are mapped to the k of its own 16-byte chunk, and
 //    the same mapping is applied to x: both operands come straight from 16-byte words;
-//  * v6: codes stream through a per-thread cp.async ring in shared memory (Stages groups per warp in flight: 4 for
-//    16-row blocks, 2 for wider ones). Each thread copies exactly the chunks it will multiply, so no barrier guards
-//    the ring: cp.async.wait_group orders a thread's own copies, and a slot is refilled right after its group is
-//    multiplied. Bytes in flight no longer cost registers (v1–v5 held them in registers: one batch per warp, load
-//    then multiply, 2 blocks per SM), so 3–4 blocks fit per SM and loads overlap the multiplies. The block's group
-//    scales (and zero codes) are staged in shared memory once, [group][row], before the loop;
-//  * v6: for M > 4, 32- or 64-row blocks: one x fragment (loaded per group) feeds 2 or 4 row tiles. At M = 16 the
-//    x loads (16 tokens × 8 scattered 16-byte chunks per instruction) were what bound v5, not the weights;
-//  * programmatic dependent launch, as the bf16 GEMV: the first Stages groups' codes and the scales are requested
-//    before pdl_wait, x is read and y written after it.
-//  Versions v2 (persistent blocks), v3 (cluster split-K) and 80-register caps were slower: kernels/NOTES_QUANT.md.
+//  * programmatic dependent launch (as the bf16 GEMV): weights are requested before pdl_wait, x is read and y
+//    written after it; x is read through the one pointer and y stored in one place.
+//
+// w4a16_skinny (v5, 16-row blocks; every M = 1..4 launch and the M > 4 launches whose N is too small for wider
+// blocks): each warp loads a batch of 4 groups (codes, scales, zeros) into registers, then multiplies it.
+//
+// w4a16_wide (v6, M > 4 with N / 32 >= SMs: 64- or 32-row blocks): one x fragment, loaded per group, feeds 4 or 2
+// row tiles (at M = 16 the x loads — 16 tokens × 8 scattered 16-byte chunks per instruction — bound v5, not the
+// weights). Codes stream through a per-thread cp.async ring in shared memory (WIDE_STAGES groups per warp in
+// flight; registers hold the accumulators and x): each thread copies exactly the chunks it multiplies, so no
+// barrier guards the ring — cp.async.wait_group orders a thread's own copies, and a slot is refilled right after
+// its group is multiplied. The block's group scales (and zero codes) are staged once in shared memory [group][row].
+//
+// The ring kernel was also measured for the 16-row launches (SA_W4A16_RING_NARROW=1; 4 groups in flight per warp,
+// 4 blocks per SM): no faster on the large shapes at M = 1 and 25–40% slower on qkv / o / down, so v5 stays there.
+// Versions v2 (persistent blocks), v3 (cluster split-K) and 80-register caps were slower too: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 
 #include <string>
@@ -41,10 +45,15 @@ using sa_w4a16::scale_to_f32;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kGroup = SA_W4A16_GROUP;
-constexpr int kStageChunk = 8;  // scale (and zero) elements per thread per round trip when staging them
 
-// Build-time knobs for the measurements of NOTES_QUANT.md: groups per warp in flight (16-row blocks / wider
-// blocks) and the widest block (row tiles; 1 turns the wide blocks off).
+// ---- build-time knobs (the measurements of NOTES_QUANT.md) ----
+// v5: blocks per SM ptxas must fit (the register budget: 1 = up to 255 registers).
+#ifndef SA_W4A16_MIN_BLOCKS
+#define SA_W4A16_MIN_BLOCKS 1
+#endif
+// Ring kernel: groups per warp in flight for 16-row blocks (experiment only) and for wider blocks; the widest block
+// (row tiles; 1 turns the wide kernel off); the token count from which it is used; 1: 16-row launches use the ring
+// kernel too (experiment); extra dynamic shared memory per ring block (an occupancy cap, experiment).
 #ifndef SA_W4A16_STAGES
 #define SA_W4A16_STAGES 4
 #endif
@@ -54,55 +63,19 @@ constexpr int kStageChunk = 8;  // scale (and zero) elements per thread per roun
 #ifndef SA_W4A16_MAX_ROW_TILES
 #define SA_W4A16_MAX_ROW_TILES 4
 #endif
-// Token count from which the wide blocks are considered (row_tiles_for).
 #ifndef SA_W4A16_WIDE_MIN_M
 #define SA_W4A16_WIDE_MIN_M 5
 #endif
-// 1: 16-row launches use the v5 register kernel (w4a16_regs) instead of the ring kernel.
-#ifndef SA_W4A16_V5_NARROW
-#define SA_W4A16_V5_NARROW 0
+#ifndef SA_W4A16_RING_NARROW
+#define SA_W4A16_RING_NARROW 0
 #endif
-// x is copied into shared memory once per block when it is at most this big (m · K · 2 bytes): one round trip
-// after pdl_wait instead of one per group (x loads cannot be hoisted above the ring's waits).
-constexpr int kXStageBytes = 16 * 1024;
+#ifndef SA_W4A16_RING_SMEM_PAD
+#define SA_W4A16_RING_SMEM_PAD 0
+#endif
+constexpr size_t kRingSmemPad = SA_W4A16_RING_SMEM_PAD;
 
-__host__ __device__ constexpr int stages_for(int row_tiles) {
-    return row_tiles == 1 ? SA_W4A16_STAGES : SA_W4A16_WIDE_STAGES;
-}
-// Blocks per SM ptxas must fit (register budget): 4 (64 registers) for the lean variant, fewer as the
-// accumulators and x fragments grow with tokens × row tiles.
-__host__ __device__ constexpr int min_blocks_for(int tiles, int row_tiles) {
-    return tiles * row_tiles <= 1 ? 4 : tiles * row_tiles <= 2 ? 3 : 2;
-}
-// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), x [m][K] when staged,
-// then the staged scales [group][row] (uint16) and zero codes [group][row] (uint8). The final reduction reuses the
-// ring.
-__host__ __device__ constexpr size_t ring_bytes(int row_tiles) {
-    return (size_t)stages_for(row_tiles) * row_tiles * 2 * kThreads * 16;
-}
-__host__ __device__ constexpr size_t x_stage_bytes(int m, int k) {
-    return (size_t)m * k * 2 <= (size_t)kXStageBytes ? (size_t)m * k * 2 : 0;
-}
-__host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool has_zeros, size_t x_bytes) {
-    return ring_bytes(row_tiles) + x_bytes + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
-}
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte async copy global -> shared, cached in L2 only (the codes are read once).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
-// ---- v5: the register kernel (SA_W4A16_V5_NARROW) ------------------------------------------------------------
-// One batch of kUnroll groups per warp held in registers, loaded before it is multiplied.
-constexpr int kUnroll = 4;
+// ==== v5: w4a16_skinny, the register kernel ====
+constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
 
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
     uint4 r;
@@ -126,8 +99,8 @@ struct Batch {
 // x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so it must not
 // go through the non-coherent path.
 template <int Tiles, bool Fp16Scales, bool HasZeros>
-__global__ void __launch_bounds__(kWarps * 32, 1)
-    w4a16_regs(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
+__global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
+    w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes) {
     pdl_launch_dependents();
@@ -232,28 +205,56 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 }
 
 template <int Tiles, bool Fp16Scales>
-sa_status launch_regs(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                       const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
-    auto kernel = has_zeros ? &w4a16_regs<Tiles, Fp16Scales, true> : &w4a16_regs<Tiles, Fp16Scales, false>;
-    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_regs", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
+    auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true> : &w4a16_skinny<Tiles, Fp16Scales, false>;
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
                                   m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
 }
 
-// ---- v6: the ring kernel ---------------------------------------------------------------------------------------
-// Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
-// block requests its first Stages groups of codes and its scales and, in the first wave, an L2 prefetch of the rest
-// of its rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the
-// prefetch branch between the first requests and the wait: with nothing there ptxas hoists the wait above the loads
-// (NOTES.md). x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so
-// it must not go through the non-coherent path.
+// ==== v6: w4a16_wide, the ring kernel ====
+constexpr int kStageChunk = 8;  // scale (and zero) elements per thread per round trip when staging them
+
+__host__ __device__ constexpr int stages_for(int row_tiles) {
+    return row_tiles == 1 ? SA_W4A16_STAGES : SA_W4A16_WIDE_STAGES;
+}
+// Blocks per SM ptxas must fit (register budget), fewer as the accumulators and x fragments grow with tokens × row
+// tiles: 4 (64 registers), 3 (80), 2 (128).
+__host__ __device__ constexpr int min_blocks_for(int tiles, int row_tiles) {
+    return tiles * row_tiles <= 1 ? 4 : tiles * row_tiles <= 2 ? 3 : 2;
+}
+// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), then the staged scales
+// [group][row] (uint16) and zero codes [group][row] (uint8). The final reduction reuses the ring.
+__host__ __device__ constexpr size_t ring_bytes(int row_tiles) {
+    return (size_t)stages_for(row_tiles) * row_tiles * 2 * kThreads * 16;
+}
+__host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool has_zeros) {
+    return ring_bytes(row_tiles) + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte async copy global -> shared, cached in L2 only (the codes are read once).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// The ring kernel. PDL as above: the first Stages groups of codes and the first round of scales are requested
+// before pdl_wait(), with the prefetch branch between them and the wait.
 template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
 __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
-    w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
-                 const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
-                 int prefetch_bytes) {
+    w4a16_wide(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
+               const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
+               int prefetch_bytes) {
     constexpr int kStages = stages_for(RowTiles);
     constexpr int kRows = 16 * RowTiles;  // output rows of the block
     pdl_launch_dependents();
@@ -261,11 +262,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, t = lane % 4;
     const int n0 = blockIdx.x * kRows, groups = k / kGroup, kw = k / 8;
     const int my_groups = (groups - warp + kWarps - 1) / kWarps;  // groups warp, warp + 8, ... below `groups`
-    const bool x_staged = x_stage_bytes(m, k) != 0;  // uniform; the host sized the shared memory the same way
     uint4 *ring = smem;
-    uint16_t *xs = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [m][K] if staged
-    uint16_t *sc = xs + (x_staged ? m * k : 0);                                             // [group][row]
-    uint8_t *zc = reinterpret_cast<uint8_t *>(sc + groups * kRows);                         // [group][row]
+    uint16_t *sc = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [group][row]
+    uint8_t *zc = reinterpret_cast<uint8_t *>(sc + groups * kRows);                          // [group][row]
 
     // Ring slot `slot` <- this thread's chunks of group `grp`: 16 B of rows r and r + 8 of every row tile.
     auto request = [&](int slot, int grp) {
@@ -320,16 +319,11 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         }
     }
     pdl_wait();
-    if (x_staged) {  // x is contiguous [m][K]; it lands with (after) the first Stages groups of codes
-        for (int c = tid; c < m * k / 8; c += kThreads) cp_async16(smem_u32(xs + c * 8), x + c * 8);
-        cp_async_commit();
-    }
     stage_store(0);
     for (int round = 1; round * kStageChunk * kThreads < staged; ++round) {
         stage_load(round);
         stage_store(round);
     }
-    if (x_staged) cp_async_wait<0>();  // (the ring's later waits then count an already complete extra group)
     __syncthreads();
 
     float acc[RowTiles][Tiles][4];
@@ -344,21 +338,19 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
             const int j = j0 + s;
             if (j >= my_groups) break;
             const int grp = warp + j * kWarps;
-            // x of this group, requested before the wait so its latency overlaps it: thread word w covers
-            // k = grp·128 + (4t + w)·8 + 0..7 of token tt·8 + r.
+            cp_async_wait<kStages - 1>();  // commit groups 0..j have landed (kStages + j were committed)
+            // x of this group, one fragment for every row tile: thread word w covers k = grp·128 + (4t + w)·8 + 0..7
+            // of token tt·8 + r. (Requested before the wait instead, it measured slower: 212 B of spills.)
             uint4 xv[4][Tiles];
 #pragma unroll
             for (int w = 0; w < 4; ++w)
 #pragma unroll
                 for (int tt = 0; tt < Tiles; ++tt) {
                     const int token = tt * 8 + r;
-                    const size_t at = (size_t)token * k + grp * kGroup + (t * 4 + w) * 8;
-                    xv[w][tt] = token >= m  ? make_uint4(0, 0, 0, 0)
-                                : x_staged ? *reinterpret_cast<const uint4 *>(xs + at)
-                                           : *reinterpret_cast<const uint4 *>(x + at);
+                    xv[w][tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + grp * kGroup +
+                                                                             (t * 4 + w) * 8)
+                                          : make_uint4(0, 0, 0, 0);
                 }
-            // Commit groups 0..j have landed: kStages + j were committed before this wait (+1 complete x group).
-            cp_async_wait<kStages - 1>();
 #pragma unroll
             for (int rt = 0; rt < RowTiles; ++rt) {
                 const uint4 ca = ring[((s * RowTiles + rt) * 2 + 0) * kThreads + tid];
@@ -423,48 +415,51 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
 }
 
 template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
-sa_status launch(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, const uint8_t *z,
-                 uint16_t *y, int m, int n, int k) {
+sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, const uint8_t *z,
+                      uint16_t *y, int m, int n, int k) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     // Blocks of the first wave may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks =
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? min_blocks_for(Tiles, RowTiles) * dev.sms : 0;
     const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
-    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", &w4a16_skinny<Tiles, RowTiles, Fp16Scales, HasZeros>,
-                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros, x_stage_bytes(m, k)),
-                                  s, x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_wide", &w4a16_wide<Tiles, RowTiles, Fp16Scales, HasZeros>,
+                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros) + kRingSmemPad, s,
+                                  x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
 }
 
 template <int Tiles, int RowTiles>
-sa_status launch_scales(bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+sa_status launch_wide_scales(bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                             const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
     if (fp16)
-        return has_zeros ? launch<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k)
-                         : launch<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k);
-    return has_zeros ? launch<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k)
-                     : launch<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k);
+        return has_zeros ? launch_wide<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k)
+                         : launch_wide<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k);
+    return has_zeros ? launch_wide<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k)
+                     : launch_wide<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k);
 }
 
 template <int Tiles>
-sa_status launch_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x,
-                      const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
-    if (row_tiles == 4) return launch_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
-    if (row_tiles == 2) return launch_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
-    return launch_scales<Tiles, 1>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x,
+                           const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    if (row_tiles == 4) return launch_wide_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+#if SA_W4A16_RING_NARROW
+    if (row_tiles == 1) return launch_wide_scales<Tiles, 1>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+#endif
+    return launch_wide_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
 }
 
-// Every instantiation may use up to the device's opt-in shared memory (the wide blocks need more than the default
-// 48 KB; 16-row blocks only for K beyond ~40k). Done once per process; the result is the maximum, or -1 on error.
+
+// The ring kernels may use up to the device's opt-in shared memory (64-row blocks need more than the default
+// 48 KB). Set once per process; the result is that limit, or -1 on error.
 template <int Tiles, int RowTiles>
 cudaError_t allow_smem_rows(int bytes) {
     cudaError_t e = cudaSuccess;
     auto set = [&](auto kernel) {
         if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     };
-    set(&w4a16_skinny<Tiles, RowTiles, false, false>);
-    set(&w4a16_skinny<Tiles, RowTiles, false, true>);
-    set(&w4a16_skinny<Tiles, RowTiles, true, false>);
-    set(&w4a16_skinny<Tiles, RowTiles, true, true>);
+    set(&w4a16_wide<Tiles, RowTiles, false, false>);
+    set(&w4a16_wide<Tiles, RowTiles, false, true>);
+    set(&w4a16_wide<Tiles, RowTiles, true, false>);
+    set(&w4a16_wide<Tiles, RowTiles, true, true>);
     return e;
 }
 int max_dynamic_smem() {
@@ -475,12 +470,14 @@ int max_dynamic_smem() {
             (void)cudaGetLastError();
             return -1;
         }
-        cudaError_t e = allow_smem_rows<1, 1>(optin);
-        if (e == cudaSuccess) e = allow_smem_rows<1, 2>(optin);
+        cudaError_t e = allow_smem_rows<1, 2>(optin);
         if (e == cudaSuccess) e = allow_smem_rows<1, 4>(optin);
-        if (e == cudaSuccess) e = allow_smem_rows<2, 1>(optin);
         if (e == cudaSuccess) e = allow_smem_rows<2, 2>(optin);
         if (e == cudaSuccess) e = allow_smem_rows<2, 4>(optin);
+#if SA_W4A16_RING_NARROW
+        if (e == cudaSuccess) e = allow_smem_rows<1, 1>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<2, 1>(optin);
+#endif
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             return -1;
@@ -490,14 +487,13 @@ int max_dynamic_smem() {
     return bytes;
 }
 
-// Row tiles per block: 1 below SA_W4A16_WIDE_MIN_M tokens (x is cheap there and N / 16 blocks spread best); for
-// more tokens the widest block that still gives every SM one (so one x fragment feeds 4 or 2 row tiles).
+// Row tiles per block: 1 (the v5 kernel) below SA_W4A16_WIDE_MIN_M tokens — x is cheap there, and N / 16 blocks
+// spread best — else the widest block that still gives every SM one, so one x fragment feeds 4 or 2 row tiles.
 int row_tiles_for(int m, int n, int k, bool has_zeros, int smem_limit) {
     if (m < SA_W4A16_WIDE_MIN_M) return 1;
     const int sms = sa_cuda::device_traits().sms;
     for (int rt = SA_W4A16_MAX_ROW_TILES; rt > 1; rt /= 2)
-        if ((n + 16 * rt - 1) / (16 * rt) >= sms &&
-            smem_bytes(rt, k / kGroup, has_zeros, x_stage_bytes(m, k)) <= (size_t)smem_limit)
+        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(rt, k / kGroup, has_zeros) + kRingSmemPad <= (size_t)smem_limit)
             return rt;
     return 1;
 }
@@ -517,29 +513,24 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
     if (flags & ~SA_W4A16_FP16_SCALES)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: unknown flags " + std::to_string(flags));
     const int smem_limit = max_dynamic_smem();
-    if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory staging");
-    const int groups = k / kGroup;
-    const bool has_zeros = zeros != nullptr;
-    if (smem_bytes(1, groups, has_zeros, x_stage_bytes(m < 16 ? m : 16, k)) > (size_t)smem_limit)
-        return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: K=" + std::to_string(k) +
-                                                   " stages more scales than shared memory holds");
+    if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory ring");
     auto s = static_cast<cudaStream_t>(stream);
-    const bool fp16 = flags & SA_W4A16_FP16_SCALES;
-    for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernel over 16-token tiles
+    const bool fp16 = flags & SA_W4A16_FP16_SCALES, has_zeros = zeros != nullptr;
+    for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernels over 16-token tiles
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;
         const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
         sa_status st;
-        if (rt == 1 && SA_W4A16_V5_NARROW) {
-            const dim3 grid((unsigned)((n + 15) / 16));
-            st = mc <= 8 ? (fp16 ? launch_regs<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                                 : launch_regs<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
-                         : (fp16 ? launch_regs<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                                 : launch_regs<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
+        if (rt > 1 || (SA_W4A16_RING_NARROW && smem_bytes(1, k / kGroup, has_zeros) + kRingSmemPad <= (size_t)smem_limit)) {
+            st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                         : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k);
         } else {
-            st = mc <= 8 ? launch_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                         : launch_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k);
+            const dim3 grid((unsigned)((n + 15) / 16));
+            st = mc <= 8 ? (fp16 ? launch_skinny<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                                 : launch_skinny<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
+                         : (fp16 ? launch_skinny<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                                 : launch_skinny<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
         }
         if (st != SA_OK) return st;
     }
