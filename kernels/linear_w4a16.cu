@@ -27,8 +27,10 @@
 // its group is multiplied. The block's group scales (and zero codes) are staged once in shared memory [group][row].
 //
 // The ring kernel was also measured for the 16-row launches (SA_W4A16_RING_NARROW=1; 4 groups in flight per warp,
-// 4 blocks per SM): no faster on the large shapes at M = 1 and 25–40% slower on qkv / o / down, so v5 stays there.
-// Versions v2 (persistent blocks), v3 (cluster split-K) and 80-register caps were slower too: kernels/NOTES_QUANT.md.
+// 4 blocks per SM): no faster on the large shapes at M = 1 and 25–40% slower on qkv / o / down in a PDL chain;
+// capped at 2 blocks per SM (SA_W4A16_RING_SMEM_PAD) it got most of that back but lost on the large shapes. So v5
+// stays there. Versions v2 (persistent blocks), v3 (cluster split-K) and 80-register caps were slower too; all of
+// it, with predictions and measurements: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 
 #include <string>
