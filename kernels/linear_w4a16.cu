@@ -1,38 +1,83 @@
 // linear_w4a16.cu — y[M,N] = bf16(x[M,K] · W^T) for W in the W4A16 kernel layout (stepaudio_native.h):
 // int4 codes [N, K/8] (nibbles interleaved 0,2,4,6,1,3,5,7), 16-bit group scales [N, K/128], optional zero codes.
 //
-// One skinny tensor-core kernel for M <= 16 (decode), the same one over 16-token tiles for larger M (prefill; not a
-// dedicated prefill GEMM yet):
-//  * a block owns 16 output rows; its 8 warps split the K groups (group g goes to warp g % 8) and reduce in shared
-//    memory at the end. A thread (lane = 4·r + t) loads, per group, 16 B of codes of row r and 16 B of row r + 8:
-//    the 4 threads t of a row cover exactly one 128-wide group, so the scale (and zero) is applied once per group
-//    to the fp32 MMA partial sum;
-//  * int4 → bf16 is the magic-number trick: (q >> 4i) & 0x000f000f | 0x43004300 is the bf16 pair 128 + c of
-//    elements (2i, 2i+1), and one packed fma subtracts 128 + z exactly — (c − z) is a small integer, so the MMA
-//    operand is exact and the only rounding is the fp32 accumulation and the final bf16;
+// Two skinny tensor-core kernels for M <= 16 (decode), run over 16-token tiles for larger M (prefill; not a
+// dedicated prefill GEMM yet). What they share:
+//  * a block owns 16 · RowTiles output rows; its 8 warps split the K groups (group g goes to warp g % 8) and reduce
+//    in shared memory at the end. A thread (lane = 4·r + t) handles, per group and 16-row tile, 16 B of codes of
+//    row r and 16 B of row r + 8: the 4 threads t of a row cover exactly one 128-wide group, so the scale (and
+//    zero) is applied once per group to the fp32 MMA partial sum;
+//  * int4 → bf16 is the magic-number trick (w4a16_dequant.cuh): (q >> 4i) & 0x000f000f | 0x43004300 is the bf16
+//    pair 128 + c of elements (2i, 2i+1), and one packed fma subtracts 128 + z exactly — (c − z) is a small integer,
+//    so the MMA operand is exact and the only rounding is the fp32 accumulation and the final bf16;
 //  * mma.m16n8k16: W rows are the M=16 side, tokens the n=8 side (one or two 8-token tiles). A dot product does not
-//    care about the order of k, so each thread's logical k slots are mapped to the k of its own 16-byte load, and
-//    the same mapping is applied to x: both operands come straight from plain 16-byte loads;
-//  * codes are streamed with ld.global.nc.L1::no_allocate, 4 groups (8 loads of 16 B per thread) in flight; the
-//    groups' scales and zeros are loaded in the same batch (v4; v1 loaded them only after the codes had arrived).
-//    Versions v2 (persistent blocks) and v3 (cluster split-K) were slower: kernels/NOTES_QUANT.md;
-//  * v5: programmatic dependent launch, as the bf16 GEMV (see the kernel's comment).
+//    care about the order of k, so each thread's logical k slots are mapped to the k of its own 16-byte chunk, and
+//    the same mapping is applied to x: both operands come straight from 16-byte words;
+//  * programmatic dependent launch (as the bf16 GEMV): weights are requested before pdl_wait, x is read and y
+//    written after it; x is read through the one pointer and y stored in one place.
+//
+// w4a16_skinny (v5, 16-row blocks; every M = 1..4 launch and the M > 4 launches whose N is too small for wider
+// blocks): each warp loads a batch of 4 groups (codes, scales, zeros) into registers, then multiplies it.
+//
+// w4a16_wide (v6, M > 4 with N / 32 >= SMs: 64- or 32-row blocks): one x fragment, loaded per group, feeds 4 or 2
+// row tiles (at M = 16 the x loads — 16 tokens × 8 scattered 16-byte chunks per instruction — bound v5, not the
+// weights). Codes stream through a per-thread cp.async ring in shared memory (WIDE_STAGES groups per warp in
+// flight; registers hold the accumulators and x): each thread copies exactly the chunks it multiplies, so no
+// barrier guards the ring — cp.async.wait_group orders a thread's own copies, and a slot is refilled right after
+// its group is multiplied. The block's group scales (and zero codes) are staged once in shared memory [group][row].
+//
+// The ring kernel was also measured for the 16-row launches (SA_W4A16_RING_NARROW=1; 4 groups in flight per warp,
+// 4 blocks per SM): no faster on the large shapes at M = 1 and 25–40% slower on qkv / o / down in a PDL chain;
+// capped at 2 blocks per SM (SA_W4A16_RING_SMEM_PAD) it got most of that back but lost on the large shapes. So v5
+// stays there. Versions v2 (persistent blocks), v3 (cluster split-K) and 80-register caps were slower too; all of
+// it, with predictions and measurements: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 
 #include <string>
 
 #include "cuda_common.cuh"
+#include "w4a16_dequant.cuh"
 
 namespace {
 
+using sa_w4a16::dequant_pair;
+using sa_w4a16::neg_magic;
+using sa_w4a16::scale_to_f32;
+
 constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
 constexpr int kGroup = SA_W4A16_GROUP;
-constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
-// Blocks per SM ptxas must fit (the register budget: 1 = up to 255 registers); a build-time knob for the register
-// pressure experiment of NOTES_QUANT.md.
+
+// ---- build-time knobs (the measurements of NOTES_QUANT.md) ----
+// v5: blocks per SM ptxas must fit (the register budget: 1 = up to 255 registers).
 #ifndef SA_W4A16_MIN_BLOCKS
 #define SA_W4A16_MIN_BLOCKS 1
 #endif
+// Ring kernel: groups per warp in flight for 16-row blocks (experiment only) and for wider blocks; the widest block
+// (row tiles; 1 turns the wide kernel off); the token count from which it is used; 1: 16-row launches use the ring
+// kernel too (experiment); extra dynamic shared memory per ring block (an occupancy cap, experiment).
+#ifndef SA_W4A16_STAGES
+#define SA_W4A16_STAGES 4
+#endif
+#ifndef SA_W4A16_WIDE_STAGES
+#define SA_W4A16_WIDE_STAGES 2
+#endif
+#ifndef SA_W4A16_MAX_ROW_TILES
+#define SA_W4A16_MAX_ROW_TILES 4
+#endif
+#ifndef SA_W4A16_WIDE_MIN_M
+#define SA_W4A16_WIDE_MIN_M 5
+#endif
+#ifndef SA_W4A16_RING_NARROW
+#define SA_W4A16_RING_NARROW 0
+#endif
+#ifndef SA_W4A16_RING_SMEM_PAD
+#define SA_W4A16_RING_SMEM_PAD 0
+#endif
+constexpr size_t kRingSmemPad = SA_W4A16_RING_SMEM_PAD;
+
+// ==== v5: w4a16_skinny, the register kernel ====
+constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
 
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
     uint4 r;
@@ -41,24 +86,6 @@ __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
                  : "l"(p));
     return r;
 }
-
-// Elements (2i, 2i+1) of a code word as the exact bf16 pair (c − z): lop3 gives 128 + c, fma adds −(128 + z).
-__device__ __forceinline__ uint32_t dequant_pair(uint32_t q, int shift, uint32_t neg_magic_z) {
-    uint32_t v;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(q >> shift), "r"(0x000f000fu), "r"(0x43004300u));
-    uint32_t r;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(v), "r"(0x3f803f80u), "r"(neg_magic_z));
-    return r;
-}
-
-template <bool Fp16Scales>
-__device__ __forceinline__ float scale_to_f32(uint16_t s) {
-    if constexpr (Fp16Scales) return __half2float(__ushort_as_half(s));
-    else return __uint_as_float((uint32_t)s << 16);
-}
-
-// -(128 + z) as a bf16 pair (bf16 128..143 are 0x4300 + z; the sign bit makes them negative).
-__device__ __forceinline__ uint32_t neg_magic(int z) { return (0xC300u + (uint32_t)z) * 0x00010001u; }
 
 // One batch: kUnroll groups of this warp (codes of rows r and r + 8, their scales and zero codes).
 struct Batch {
@@ -180,14 +207,297 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
 }
 
 template <int Tiles, bool Fp16Scales>
-sa_status launch_zeros(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                       const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
     auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true> : &w4a16_skinny<Tiles, Fp16Scales, false>;
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
                                   m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+}
+
+// ==== v6: w4a16_wide, the ring kernel ====
+constexpr int kStageChunk = 8;  // scale (and zero) elements per thread per round trip when staging them
+
+__host__ __device__ constexpr int stages_for(int row_tiles) {
+    return row_tiles == 1 ? SA_W4A16_STAGES : SA_W4A16_WIDE_STAGES;
+}
+// Blocks per SM ptxas must fit (register budget), fewer as the accumulators and x fragments grow with tokens × row
+// tiles: 4 (64 registers), 3 (80), 2 (128).
+__host__ __device__ constexpr int min_blocks_for(int tiles, int row_tiles) {
+    return tiles * row_tiles <= 1 ? 4 : tiles * row_tiles <= 2 ? 3 : 2;
+}
+// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), then the staged scales
+// [group][row] (uint16) and zero codes [group][row] (uint8). The final reduction reuses the ring.
+__host__ __device__ constexpr size_t ring_bytes(int row_tiles) {
+    return (size_t)stages_for(row_tiles) * row_tiles * 2 * kThreads * 16;
+}
+__host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool has_zeros) {
+    return ring_bytes(row_tiles) + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte async copy global -> shared, cached in L2 only (the codes are read once).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// The ring kernel. PDL as above: the first Stages groups of codes and the first round of scales are requested
+// before pdl_wait(), with the prefetch branch between them and the wait.
+template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
+__global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
+    w4a16_wide(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
+               const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
+               int prefetch_bytes) {
+    constexpr int kStages = stages_for(RowTiles);
+    constexpr int kRows = 16 * RowTiles;  // output rows of the block
+    pdl_launch_dependents();
+    extern __shared__ __align__(16) uint4 smem[];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, t = lane % 4;
+    const int n0 = blockIdx.x * kRows, groups = k / kGroup, kw = k / 8;
+    const int my_groups = (groups - warp + kWarps - 1) / kWarps;  // groups warp, warp + 8, ... below `groups`
+    uint4 *ring = smem;
+    uint16_t *sc = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [group][row]
+    uint8_t *zc = reinterpret_cast<uint8_t *>(sc + groups * kRows);                          // [group][row]
+
+    // Ring slot `slot` <- this thread's chunks of group `grp`: 16 B of rows r and r + 8 of every row tile.
+    auto request = [&](int slot, int grp) {
+#pragma unroll
+        for (int rt = 0; rt < RowTiles; ++rt)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = min(n0 + rt * 16 + half * 8 + r, n - 1);  // clamped: ragged rows copy valid memory
+                cp_async16(smem_u32(ring + ((slot * RowTiles + rt) * 2 + half) * kThreads + tid),
+                           qweight + (size_t)row * kw + grp * (kGroup / 8) + t * 4);
+            }
+    };
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) {  // one commit group per slot, empty ones included: the waits count them
+        if (s < my_groups) request(s, warp + s * kWarps);
+        cp_async_commit();
+    }
+
+    // Scales (and zero codes) of the block's rows into [group][row]: element i is row i % kRows of group i / kRows,
+    // kStageChunk per thread per round trip; the first round is requested before the wait.
+    const int staged = kRows * groups;
+    uint16_t s_val[kStageChunk];
+    uint8_t z_val[kStageChunk];
+    auto stage_load = [&](int round) {
+#pragma unroll
+        for (int e = 0; e < kStageChunk; ++e) {
+            const int i = (round * kStageChunk + e) * kThreads + tid;
+            if (i < staged) {
+                const size_t f = (size_t)min(n0 + i % kRows, n - 1) * groups + i / kRows;  // ragged rows: clamped
+                s_val[e] = __ldg(scales + f);
+                if constexpr (HasZeros) z_val[e] = __ldg(zeros + f);
+            }
+        }
+    };
+    auto stage_store = [&](int round) {
+#pragma unroll
+        for (int e = 0; e < kStageChunk; ++e) {
+            const int i = (round * kStageChunk + e) * kThreads + tid;
+            if (i < staged) {
+                sc[i] = s_val[e];
+                if constexpr (HasZeros) zc[i] = z_val[e];
+            }
+        }
+    };
+    stage_load(0);
+    if ((int)blockIdx.x < prefetch_blocks && tid < kRows) {  // thread i: the rest of row n0 + i, into L2
+        const int row = n0 + tid, row_bytes = k / 2, first = kStages * kWarps * kGroup / 2;
+        if (row < n && first < row_bytes) {
+            const int bytes = min(row_bytes - first, prefetch_bytes / kRows) & ~15;
+            if (bytes > 0)
+                prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)row * row_bytes + first, (uint32_t)bytes);
+        }
+    }
+    pdl_wait();
+    stage_store(0);
+    for (int round = 1; round * kStageChunk * kThreads < staged; ++round) {
+        stage_load(round);
+        stage_store(round);
+    }
+    __syncthreads();
+
+    float acc[RowTiles][Tiles][4];
+#pragma unroll
+    for (int rt = 0; rt < RowTiles; ++rt)
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) acc[rt][tt][0] = acc[rt][tt][1] = acc[rt][tt][2] = acc[rt][tt][3] = 0.0f;
+
+    for (int j0 = 0; j0 < my_groups; j0 += kStages) {
+#pragma unroll
+        for (int s = 0; s < kStages; ++s) {  // slot s holds this warp's group j0 + s
+            const int j = j0 + s;
+            if (j >= my_groups) break;
+            const int grp = warp + j * kWarps;
+            cp_async_wait<kStages - 1>();  // commit groups 0..j have landed (kStages + j were committed)
+            // x of this group, one fragment for every row tile: thread word w covers k = grp·128 + (4t + w)·8 + 0..7
+            // of token tt·8 + r. (Requested before the wait instead, it measured slower: 212 B of spills.)
+            uint4 xv[4][Tiles];
+#pragma unroll
+            for (int w = 0; w < 4; ++w)
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) {
+                    const int token = tt * 8 + r;
+                    xv[w][tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + grp * kGroup +
+                                                                             (t * 4 + w) * 8)
+                                          : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+            for (int rt = 0; rt < RowTiles; ++rt) {
+                const uint4 ca = ring[((s * RowTiles + rt) * 2 + 0) * kThreads + tid];
+                const uint4 cb = ring[((s * RowTiles + rt) * 2 + 1) * kThreads + tid];
+                const int ra = grp * kRows + rt * 16 + r;  // staged scale / zero of row r (row r + 8 is ra + 8)
+                const uint32_t za = neg_magic(HasZeros ? zc[ra] : 8), zb = neg_magic(HasZeros ? zc[ra + 8] : 8);
+                const uint32_t qwa[4] = {ca.x, ca.y, ca.z, ca.w}, qwb[4] = {cb.x, cb.y, cb.z, cb.w};
+                float part[Tiles][4];
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
+#pragma unroll
+                for (int w = 0; w < 4; ++w)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {  // MMA step h: elements 4h..4h+3 of word w
+                        const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
+                        const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
+#pragma unroll
+                        for (int tt = 0; tt < Tiles; ++tt) {
+                            const uint32_t b0 = h == 0 ? xv[w][tt].x : xv[w][tt].z;
+                            const uint32_t b1 = h == 0 ? xv[w][tt].y : xv[w][tt].w;
+                            mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
+                        }
+                    }
+                const float sa = scale_to_f32<Fp16Scales>(sc[ra]), sb = scale_to_f32<Fp16Scales>(sc[ra + 8]);
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
+                    acc[rt][tt][0] += part[tt][0] * sa;
+                    acc[rt][tt][1] += part[tt][1] * sa;
+                    acc[rt][tt][2] += part[tt][2] * sb;
+                    acc[rt][tt][3] += part[tt][3] * sb;
+                }
+            }
+            if (j + kStages < my_groups) request(s, grp + kStages * kWarps);  // refill the slot just multiplied
+            cp_async_commit();
+        }
+    }
+
+    cp_async_wait<0>();
+    __syncthreads();  // every warp is done with the ring: it now holds the partial sums [warp][row][token]
+    float *partial = reinterpret_cast<float *>(smem);
+#pragma unroll
+    for (int rt = 0; rt < RowTiles; ++rt)
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) {
+            float *pa = partial + (warp * kRows + rt * 16 + r) * 16 + tt * 8 + 2 * t;
+            pa[0] = acc[rt][tt][0];
+            pa[1] = acc[rt][tt][1];
+            pa[8 * 16] = acc[rt][tt][2];  // row r + 8
+            pa[8 * 16 + 1] = acc[rt][tt][3];
+        }
+    __syncthreads();
+#pragma unroll
+    for (int i = tid; i < kRows * 16; i += kThreads) {
+        const int row = i / 16, token = i % 16;
+        if (token < m && token < Tiles * 8 && n0 + row < n) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int wi = 0; wi < kWarps; ++wi) sum += partial[(wi * kRows + row) * 16 + token];
+            y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+        }
+    }
+}
+
+template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
+sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, const uint8_t *z,
+                      uint16_t *y, int m, int n, int k) {
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    // Blocks of the first wave may start early under PDL; only they prefetch into L2.
+    const int prefetch_blocks =
+        dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? min_blocks_for(Tiles, RowTiles) * dev.sms : 0;
+    const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_wide", &w4a16_wide<Tiles, RowTiles, Fp16Scales, HasZeros>,
+                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros) + kRingSmemPad, s,
+                                  x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+}
+
+template <int Tiles, int RowTiles>
+sa_status launch_wide_scales(bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                             const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    if (fp16)
+        return has_zeros ? launch_wide<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k)
+                         : launch_wide<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k);
+    return has_zeros ? launch_wide<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k)
+                     : launch_wide<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k);
+}
+
+template <int Tiles>
+sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x,
+                           const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+    if (row_tiles == 4) return launch_wide_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+#if SA_W4A16_RING_NARROW
+    if (row_tiles == 1) return launch_wide_scales<Tiles, 1>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+#endif
+    return launch_wide_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+}
+
+
+// The ring kernels may use up to the device's opt-in shared memory (64-row blocks need more than the default
+// 48 KB). Set once per process; the result is that limit, or -1 on error.
+template <int Tiles, int RowTiles>
+cudaError_t allow_smem_rows(int bytes) {
+    cudaError_t e = cudaSuccess;
+    auto set = [&](auto kernel) {
+        if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    };
+    set(&w4a16_wide<Tiles, RowTiles, false, false>);
+    set(&w4a16_wide<Tiles, RowTiles, false, true>);
+    set(&w4a16_wide<Tiles, RowTiles, true, false>);
+    set(&w4a16_wide<Tiles, RowTiles, true, true>);
+    return e;
+}
+int max_dynamic_smem() {
+    static const int bytes = [] {
+        int dev = 0, optin = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return -1;
+        }
+        cudaError_t e = allow_smem_rows<1, 2>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<1, 4>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<2, 2>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<2, 4>(optin);
+#if SA_W4A16_RING_NARROW
+        if (e == cudaSuccess) e = allow_smem_rows<1, 1>(optin);
+        if (e == cudaSuccess) e = allow_smem_rows<2, 1>(optin);
+#endif
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            return -1;
+        }
+        return optin;
+    }();
+    return bytes;
+}
+
+// Row tiles per block: 1 (the v5 kernel) below SA_W4A16_WIDE_MIN_M tokens — x is cheap there, and N / 16 blocks
+// spread best — else the widest block that still gives every SM one, so one x fragment feeds 4 or 2 row tiles.
+int row_tiles_for(int m, int n, int k, bool has_zeros, int smem_limit) {
+    if (m < SA_W4A16_WIDE_MIN_M) return 1;
+    const int sms = sa_cuda::device_traits().sms;
+    for (int rt = SA_W4A16_MAX_ROW_TILES; rt > 1; rt /= 2)
+        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(rt, k / kGroup, has_zeros) + kRingSmemPad <= (size_t)smem_limit)
+            return rt;
+    return 1;
 }
 
 }  // namespace
@@ -204,19 +514,26 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: x and qweight must be 16-byte aligned");
     if (flags & ~SA_W4A16_FP16_SCALES)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: unknown flags " + std::to_string(flags));
+    const int smem_limit = max_dynamic_smem();
+    if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory ring");
     auto s = static_cast<cudaStream_t>(stream);
-    const dim3 grid((unsigned)((n + 15) / 16));
-    const bool fp16 = flags & SA_W4A16_FP16_SCALES;
-    for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernel over 16-token tiles
+    const bool fp16 = flags & SA_W4A16_FP16_SCALES, has_zeros = zeros != nullptr;
+    for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernels over 16-token tiles
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;
-        const bool z = zeros != nullptr;
-        const sa_status st =
-            mc <= 8 ? (fp16 ? launch_zeros<1, true>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                            : launch_zeros<1, false>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
-                    : (fp16 ? launch_zeros<2, true>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                            : launch_zeros<2, false>(z, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
+        const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
+        sa_status st;
+        if (rt > 1 || (SA_W4A16_RING_NARROW && smem_bytes(1, k / kGroup, has_zeros) + kRingSmemPad <= (size_t)smem_limit)) {
+            st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                         : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k);
+        } else {
+            const dim3 grid((unsigned)((n + 15) / 16));
+            st = mc <= 8 ? (fp16 ? launch_skinny<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                                 : launch_skinny<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
+                         : (fp16 ? launch_skinny<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
+                                 : launch_skinny<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
+        }
         if (st != SA_OK) return st;
     }
     return SA_OK;

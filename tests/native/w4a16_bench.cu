@@ -7,12 +7,15 @@
 //    bytes: codes + scales + zeros) against cuBLAS bf16, with enough weight copies rotated to defeat the 50 MB L2;
 // 3. times the decode GEMV stack of the full Step1 model (32 x qkv, o, gate_up, down + lm_head) as one CUDA graph,
 //    W4A16 vs cuBLAS bf16, lm_head bf16 (default) or W4A16 (option) — weights only, no attention / norms.
+// Environment (for before/after runs of several kernel builds in one device call): W4A16_BENCH_NO_CHECKS=1 skips 1,
+// W4A16_BENCH_NO_CUBLAS=1 skips the cuBLAS timings.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -83,9 +86,15 @@ static float time_ms(cudaStream_t s, int iters, const std::function<void()> &bod
     return ms / iters;
 }
 
+static bool env_set(const char *name) {
+    const char *v = std::getenv(name);
+    return v && v[0] && v[0] != '0';
+}
+
 int main() {
     int passed = 0, failed = 0;
-    register_gpu_checks_w4a16();
+    const bool no_cublas = env_set("W4A16_BENCH_NO_CUBLAS");
+    if (!env_set("W4A16_BENCH_NO_CHECKS")) register_gpu_checks_w4a16();
     for (auto &c : registry()) {
         std::string e = c.run();
         if (e.empty()) ++passed; else { ++failed; std::printf("[FAIL] %s: %s\n", c.name.c_str(), e.c_str()); }
@@ -111,14 +120,14 @@ int main() {
         std::vector<W4> ws; std::vector<uint16_t *> bf;
         for (int c = 0; c < copies; ++c) ws.push_back(make_w4(n, k, 1000 + c));
         int bcopies = (int)std::max<size_t>(2, (size_t)400e6 / ((size_t)n * k * 2) + 1);
-        for (int c = 0; c < bcopies; ++c) { uint16_t *b; cudaMalloc(&b, (size_t)n * k * 2); fill(b, (size_t)n * k * 2, 7 + c, 0x3f7f3f7fu); bf.push_back(b); }
+        for (int c = 0; c < (no_cublas ? 0 : bcopies); ++c) { uint16_t *b; cudaMalloc(&b, (size_t)n * k * 2); fill(b, (size_t)n * k * 2, 7 + c, 0x3f7f3f7fu); bf.push_back(b); }
         for (int m : {1, 4, 8, 16}) {
             float w4_ms = 1e-3f * graph_us(st, copies, [&](int i) {
                 W4 &w = ws[i];
                 sa_cuda_linear_w4a16(x, w.q, w.s, nullptr, 0, y, m, n, k, st);
             });
             float alpha = 1, beta = 0;
-            float bf_ms = 1e-3f * graph_us(st, bcopies, [&](int i) {
+            float bf_ms = no_cublas ? 0.0f : 1e-3f * graph_us(st, bcopies, [&](int i) {
                 cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, bf[i], CUDA_R_16BF, k, x, CUDA_R_16BF, k, &beta, y,
                              CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
             });
@@ -139,7 +148,7 @@ int main() {
     W4 head4 = make_w4(V, H, 77);
     uint16_t *head; cudaMalloc(&head, (size_t)V * H * 2); fill(head, (size_t)V * H * 2, 78, 0x3f7f3f7fu);
     std::vector<uint16_t *> lb; size_t bf_bytes = 0;
-    for (int i = 0; i < 4 * L; ++i) {
+    for (int i = 0; i < (no_cublas ? 0 : 4 * L); ++i) {
             uint16_t *b; size_t bytes = (size_t)dims[i % 4][0] * dims[i % 4][1] * 2;
             if (cudaMalloc(&b, bytes) != cudaSuccess) { std::printf("bf16 stack: out of memory\n"); return 1; }
             fill(b, bytes, 9000 + lb.size(), 0x3f7f3f7fu); lb.push_back(b); bf_bytes += bytes;
@@ -165,7 +174,7 @@ int main() {
         for (size_t i = 0; i < lw.size(); ++i) sa_cuda_linear_w4a16(x, lw[i].q, lw[i].s, nullptr, 0, y, 1, dims[i % 4][0], dims[i % 4][1], st);
         sa_cuda_linear_w4a16(x, head4.q, head4.s, nullptr, 0, y, 1, V, H, st);
     });
-    float bf_stack = graph_ms([&] {
+    float bf_stack = no_cublas ? 0.0f : graph_ms([&] {
         for (size_t i = 0; i < lb.size(); ++i) bf_linear(lb[i], dims[i % 4][0], dims[i % 4][1]);
         bf_linear(head, V, H);
     });
