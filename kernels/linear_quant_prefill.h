@@ -1,0 +1,35 @@
+// linear_quant_prefill.h — the internal launchers of the 4-bit prefill GEMM (kernels/linear_quant_prefill.cu) that
+// sa_cuda_linear_w4a16 / sa_cuda_linear_nf4 dispatch to for M >= kMinTokens. Not part of the C ABI.
+#pragma once
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "stepaudio_native.h"
+
+namespace sa_prefill {
+
+// Token counts from which the entry functions use the prefill GEMM instead of the decode kernel over 16-token
+// slices (measured: kernels/NOTES_QUANT.md, "Prefill GEMM").
+constexpr int kMinTokens = 17;
+
+// One launch's shape: a block computes 128 weight rows x `tokens` tokens (64 or 128) over 1/`splits` of K; the
+// `splits` blocks of one tile form a thread-block cluster (1, 2, 4 or 8; > 1 needs sm_90) and reduce in shared
+// memory. tokens = 0 / splits = 0 mean "choose" (choose() below).
+struct Config {
+    int tokens = 0;
+    int splits = 0;
+};
+
+// The launch shape the entry functions use for an m x n x k product with scale groups of `group` k's.
+Config choose(int m, int n, int k, int group);
+
+// y[m, n] = bf16(x[m, k] · Wᵀ) for W in the W4A16 kernel layout (stepaudio_native.h); arguments as
+// sa_cuda_linear_w4a16 (already validated by it), any m >= 1.
+sa_status linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales, const uint8_t *zeros,
+                       bool fp16_scales, uint16_t *y, int m, int n, int k, cudaStream_t stream, Config config = {});
+
+// The same for W in the NF4 kernel layout; arguments as sa_cuda_linear_nf4 (already validated by it).
+sa_status linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
+                     bool double_quant, uint16_t *y, int m, int n, int k, cudaStream_t stream, Config config = {});
+
+}  // namespace sa_prefill
