@@ -51,41 +51,49 @@
 
 namespace {
 
-constexpr int kWarpsW = 4;  // warps along the weight rows
-constexpr int kWarpsT = 2;  // warps along the tokens
-constexpr int kThreads = 32 * kWarpsW * kWarpsT;
-constexpr int kMT = 2;                     // m16 tiles per warp
-constexpr int kRows = kWarpsW * kMT * 16;  // weight rows per block
+constexpr int kWarps = 8, kThreads = 32 * kWarps;
+constexpr int kMT = 2;  // m16 tiles per warp: a warp owns 32 weight rows
 constexpr int kMaxSplits = 8;
 #ifndef SA_PREFILL_H_UNROLL
 #define SA_PREFILL_H_UNROLL 1
 #endif
 constexpr int kHUnroll = SA_PREFILL_H_UNROLL;
+// Scales below this magnitude (0, subnormals) are raised to it: the running accumulator is kept in units of the
+// current group's scale (kernel comment), so a scale must have a finite reciprocal. A group of such a row then
+// contributes 2^-96 times its sum instead of 0 or a denormal multiple of it.
+constexpr float kMinScale = 0x1p-96f;
 
 // Weight formats (template parameter Fmt).
 enum Fmt : int { kW4Bf16 = 0, kW4Bf16Zeros, kW4Fp16, kW4Fp16Zeros, kNf4F32, kNf4Dq };
 constexpr bool is_nf4(int f) { return f >= kNf4F32; }
 
-// Shared-memory plan of one instantiation (bytes). The reduction buffer of the epilogue aliases the pipeline.
-template <int Fmt, int NT>
+// Block shape and shared-memory plan (bytes) of one instantiation: WM warps along the weight rows, 8 / WM along the
+// tokens, NT n8 tiles per warp. The reduction buffer of the epilogue aliases the pipeline; the NF4 tables follow.
+template <int Fmt, int WM, int NT>
 struct Plan {
     static constexpr bool kNf4 = is_nf4(Fmt);
+    static constexpr int kWT = kWarps / WM;
+    static constexpr int kRows = WM * kMT * 16;  // weight rows per block
+    static constexpr int kTokens = kWT * NT * 8;  // tokens per block
     static constexpr int kStages = kNf4 ? 4 : 3;
     static constexpr int kKs = kNf4 ? SA_NF4_BLOCK : SA_W4A16_GROUP;  // k per stage = one scale group
-    static constexpr int kTokens = kWarpsT * NT * 8;                  // tokens per block
     static constexpr int kXRow = kKs * 2;                             // bytes of one token's x per stage
     static constexpr int kWPitch = kKs / 2 + 16;                      // bytes of one row's codes per stage, padded
     static constexpr int kXBytes = kStages * kTokens * kXRow;
     static constexpr int kWBytes = kStages * kRows * kWPitch;
-    static constexpr int kSBytes = kStages * kRows * 4;  // fp32 scale / absmax per row and stage
+    static constexpr int kRBytes = kStages * kRows * 4;              // fp32 ratio s_prev / s per row and stage
     static constexpr int kZBytes = kNf4 ? 0 : kStages * kRows * 4;  // W4A16: the -(128 + z) bf16 pair
-    static constexpr int kPipe = kXBytes + kWBytes + kSBytes + kZBytes;
+    static constexpr int kLastBytes = kRows * 4;                     // the last group's scale per row
+    static constexpr int kPipe = kXBytes + kWBytes + kRBytes + kZBytes + kLastBytes;
+    static constexpr int kRed = kTokens * (kRows + 4 * kMaxSplits) * 4;  // [splits][tokens][rows / splits + 4]
+    static constexpr int kMain = kPipe > kRed ? kPipe : kRed;
     static constexpr int kLutBytes = kNf4 ? 256 * 32 * 4 + 256 * 4 : 0;  // pair table [byte][lane] + nested_map
-    static constexpr int kSmem = kPipe + kLutBytes;
+    static constexpr int kSmem = kMain + kLutBytes;
     static constexpr int kXChunks = kTokens * kKs / 8 / kThreads;  // 16-byte cp.async per thread per stage
     static constexpr int kWChunks = kRows * kKs / 32 / kThreads;
     static_assert(kTokens * kKs / 8 % kThreads == 0 && kRows * kKs / 32 % kThreads == 0, "whole chunks per thread");
-    static_assert(kTokens * (kRows + 4 * kMaxSplits) * 4 <= kPipe, "reduction buffer fits in the pipeline");
+    static_assert(kRows <= kThreads, "one loader thread per row for the scales");
+    static_assert(NT % 2 == 0, "ldmatrix.x4 loads two n8 tiles");
 };
 
 struct Params {
@@ -149,23 +157,24 @@ __device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
     asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
 }
 
-// The kernel. Grid: (splits, ceil(n / 128), ceil(m / tokens)); blockIdx.x is the K share (= the cluster rank).
-template <int Fmt, int NT>
-__global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const Params p) {
-    using P = Plan<Fmt, NT>;
+// The kernel. Grid: (splits, ceil(n / rows), ceil(m / tokens)); blockIdx.x is the K share (= the cluster rank).
+template <int Fmt, int WM, int NT>
+__global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const Params p) {
+    using P = Plan<Fmt, WM, NT>;
     constexpr bool kNf4 = P::kNf4;
-    constexpr int S = P::kStages, KS = P::kKs, BT = P::kTokens;
+    constexpr int S = P::kStages, KS = P::kKs, BT = P::kTokens, kRows = P::kRows;
     pdl_launch_dependents();
     extern __shared__ __align__(128) uint8_t smem[];
-    uint8_t *xs = smem;                                             // [S][BT][kXRow], chunks swizzled
-    uint8_t *ws = xs + P::kXBytes;                                  // [S][kRows][kWPitch]
-    float *ss = reinterpret_cast<float *>(ws + P::kWBytes);         // [S][kRows]
-    uint32_t *zs = reinterpret_cast<uint32_t *>(ss + S * kRows);    // [S][kRows] (W4A16)
-    uint32_t *lut = reinterpret_cast<uint32_t *>(smem + P::kPipe);  // [256][32] (NF4)
-    float *nested_map = reinterpret_cast<float *>(lut + 256 * 32);  // [256] (NF4)
+    uint8_t *xs = smem;                                                // [S][BT][kXRow], chunks swizzled
+    uint8_t *ws = xs + P::kXBytes;                                     // [S][kRows][kWPitch]
+    float *rs = reinterpret_cast<float *>(ws + P::kWBytes);            // [S][kRows] ratio s_prev / s
+    uint32_t *zs = reinterpret_cast<uint32_t *>(rs + S * kRows);       // [S][kRows] (W4A16)
+    float *last = reinterpret_cast<float *>(smem + P::kPipe) - kRows;  // [kRows] scale of the last group
+    uint32_t *lut = reinterpret_cast<uint32_t *>(smem + P::kMain);     // [256][32] (NF4)
+    float *nested_map = reinterpret_cast<float *>(lut + 256 * 32);     // [256] (NF4)
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
-    const int wm = warp % kWarpsW, wn = warp / kWarpsW;
+    const int wm = warp % WM, wn = warp / WM;
     const int split = blockIdx.x, splits = gridDim.x;
     const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
     const int groups = p.k / KS;
@@ -174,14 +183,14 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
     // ---- loaders (incremental pointers: little live state across the main loop) ----
     constexpr int kWStep = kThreads / (KS / 32);  // rows between a thread's code chunks
     constexpr int kXStep = kThreads / (KS / 8);   // tokens between a thread's x chunks
+    static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
     const int wrow = tid / (KS / 32), wch = tid % (KS / 32);
     const int xtok = tid / (KS / 8), xch = tid % (KS / 8);
     const uint32_t w_dst = smem_u32(ws) + wrow * P::kWPitch + wch * 16;
-    const uint32_t x_dst = smem_u32(xs) + xtok * P::kXRow + ((xch ^ (xtok & 7)) * 16);  // kXStep % 8 == 0
+    const uint32_t x_dst = smem_u32(xs) + xtok * P::kXRow + ((xch ^ (xtok & 7)) * 16);
     const uint8_t *w_src = p.q + (size_t)min(n0 + wrow, p.n - 1) * (p.k / 2) + wch * 16;
     const uint16_t *x_src = p.x + (size_t)(m0 + xtok) * p.k + xch * 8;
     const int x_left = p.m - m0 - xtok;  // chunk i is a real token when i * kXStep < x_left
-    static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
     auto load_codes = [&](int stage, int grp) {
 #pragma unroll
         for (int i = 0; i < P::kWChunks; ++i) {
@@ -199,7 +208,8 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
             src += (size_t)kXStep * p.k;
         }
     };
-    // Scales of one group for row n0 + tid (threads tid < kRows): raw values now, stored decoded later.
+    // Scales of one group for row n0 + tid (threads tid < kRows): raw values when the stage's loads are issued,
+    // decoded and stored after that iteration's MMAs (prev: this row's previous scale, for the ratio).
     const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
     auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) {
         const size_t idx = sidx + grp;
@@ -215,7 +225,8 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
             raw = __ldg(static_cast<const uint16_t *>(p.scales) + idx) | (uint32_t)(kZeros ? __ldg(p.zeros + idx) : 8) << 16;
         }
     };
-    auto store_scale = [&](int stage, uint32_t raw, float2 nest) {
+    float prev = 1.0f;
+    auto store_scale = [&](int stage, int it, uint32_t raw, float2 nest) {
         float s;
         if constexpr (Fmt == kNf4Dq) {
             s = __fadd_rn(__fmul_rn(nested_map[raw], nest.x), nest.y);  // bitsandbytes: product, then sum (no FMA)
@@ -227,7 +238,10 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
             else s = __uint_as_float((uint32_t)bits << 16);
             zs[stage * kRows + tid] = (0xC300u + (raw >> 16)) * 0x00010001u;  // -(128 + z) as a bf16 pair
         }
-        ss[stage * kRows + tid] = s;
+        if (fabsf(s) < kMinScale) s = copysignf(kMinScale, s);
+        rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
+        prev = s;
+        if (it == iters - 1) last[tid] = s;
     };
 
     // ---- prologue: weights first (they never depend on the previous kernel), then pdl_wait, then x ----
@@ -255,7 +269,7 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
     }
 #pragma unroll
     for (int s = 0; s < S - 1; ++s)
-        if (tid < kRows && s < iters) store_scale(s, raw0[s], nest0[s]);
+        if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
     pdl_wait();
 #pragma unroll
     for (int s = 0; s < S - 1; ++s) {
@@ -274,6 +288,9 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
 #pragma unroll
     for (int j = 0; j < kMT; ++j) row_a[j] = wm * (kMT * 16) + j * 16 + g;
 
+    // acc is kept in units of the current group's scale s: before a group's MMAs it is multiplied by s_prev / s
+    // (rs), after the last by that group's s (last). Same sum as scaling each group's partial sum by s in fp32 (the
+    // decode kernels), to a relative 2^-23 per group, without a second set of 4·NT·kMT partial-sum registers.
     float acc[kMT][NT][4];
 #pragma unroll
     for (int j = 0; j < kMT; ++j)
@@ -294,22 +311,20 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
         cp_async_commit();
 
         const uint8_t *wst = ws + stage * kRows * P::kWPitch;
-        float sa[kMT], sb[kMT];
         uint32_t za[kMT], zb[kMT];
 #pragma unroll
         for (int j = 0; j < kMT; ++j) {
-            sa[j] = ss[stage * kRows + row_a[j]];
-            sb[j] = ss[stage * kRows + row_a[j] + 8];
+            const float ra = rs[stage * kRows + row_a[j]], rb = rs[stage * kRows + row_a[j] + 8];
+#pragma unroll
+            for (int i = 0; i < NT; ++i) {  // c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8
+                acc[j][i][0] *= ra, acc[j][i][1] *= ra;
+                acc[j][i][2] *= rb, acc[j][i][3] *= rb;
+            }
             if constexpr (!kNf4) {
                 za[j] = zs[stage * kRows + row_a[j]];
                 zb[j] = zs[stage * kRows + row_a[j] + 8];
             }
         }
-        float part[kMT][NT][4];
-#pragma unroll
-        for (int j = 0; j < kMT; ++j)
-#pragma unroll
-            for (int i = 0; i < NT; ++i) part[j][i][0] = part[j][i][1] = part[j][i][2] = part[j][i][3] = 0.0f;
         const uint32_t x_stage = x_lane + stage * BT * P::kXRow;
 #pragma unroll kHUnroll
         for (int h = 0; h < KS / 32; ++h) {  // 16 B of codes per row = 32 k = two k16 steps
@@ -322,50 +337,48 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int s = 2 * h + e;  // k16 step within the stage
-                uint32_t bfr[NT][2];
-                const uint32_t xa = x_stage + (((2 * s) ^ x_xor) << 4);
-#pragma unroll
-                for (int q = 0; q < NT / 2; ++q)
-                    ldmatrix_x4(xa + q * 16 * P::kXRow, bfr[2 * q][0], bfr[2 * q][1], bfr[2 * q + 1][0], bfr[2 * q + 1][1]);
+                uint32_t a[kMT][4];
 #pragma unroll
                 for (int j = 0; j < kMT; ++j) {
                     // Words of k 16s..16s+7 (a0 / a1) and 16s+8..16s+15 (a2 / a3) of rows g and g + 8.
                     const uint32_t wa0 = e ? qa[j].z : qa[j].x, wa1 = e ? qa[j].w : qa[j].y;
                     const uint32_t wb0 = e ? qb[j].z : qb[j].x, wb1 = e ? qb[j].w : qb[j].y;
-                    uint32_t a0, a1, a2, a3;
                     if constexpr (kNf4) {  // byte t of each word = elements 2t, 2t+1 of its 8 k's
-                        a0 = lut_lane[((wa0 >> (8 * t)) & 0xffu) * 32];
-                        a2 = lut_lane[((wa1 >> (8 * t)) & 0xffu) * 32];
-                        a1 = lut_lane[((wb0 >> (8 * t)) & 0xffu) * 32];
-                        a3 = lut_lane[((wb1 >> (8 * t)) & 0xffu) * 32];
+                        a[j][0] = lut_lane[((wa0 >> (8 * t)) & 0xffu) * 32];
+                        a[j][2] = lut_lane[((wa1 >> (8 * t)) & 0xffu) * 32];
+                        a[j][1] = lut_lane[((wb0 >> (8 * t)) & 0xffu) * 32];
+                        a[j][3] = lut_lane[((wb1 >> (8 * t)) & 0xffu) * 32];
                     } else {  // nibble pair t of each word = elements 2t, 2t+1
-                        a0 = w4_pair(wa0 >> (4 * t), za[j]);
-                        a2 = w4_pair(wa1 >> (4 * t), za[j]);
-                        a1 = w4_pair(wb0 >> (4 * t), zb[j]);
-                        a3 = w4_pair(wb1 >> (4 * t), zb[j]);
+                        a[j][0] = w4_pair(wa0 >> (4 * t), za[j]);
+                        a[j][2] = w4_pair(wa1 >> (4 * t), za[j]);
+                        a[j][1] = w4_pair(wb0 >> (4 * t), zb[j]);
+                        a[j][3] = w4_pair(wb1 >> (4 * t), zb[j]);
                     }
+                }
+                const uint32_t xa = x_stage + (((2 * s) ^ x_xor) << 4);
 #pragma unroll
-                    for (int i = 0; i < NT; ++i) mma_bf16_16816(part[j][i], a0, a1, a2, a3, bfr[i][0], bfr[i][1]);
+                for (int q = 0; q < NT / 2; ++q) {  // B fragments of n8 tiles 2q, 2q+1, each used by kMT MMAs
+                    uint32_t b0, b1, b2, b3;
+                    ldmatrix_x4(xa + q * 16 * P::kXRow, b0, b1, b2, b3);
+#pragma unroll
+                    for (int j = 0; j < kMT; ++j) {
+                        mma_bf16_16816(acc[j][2 * q], a[j][0], a[j][1], a[j][2], a[j][3], b0, b1);
+                        mma_bf16_16816(acc[j][2 * q + 1], a[j][0], a[j][1], a[j][2], a[j][3], b2, b3);
+                    }
                 }
             }
         }
-#pragma unroll
-        for (int j = 0; j < kMT; ++j)
-#pragma unroll
-            for (int i = 0; i < NT; ++i) {  // c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8
-                acc[j][i][0] = fmaf(part[j][i][0], sa[j], acc[j][i][0]);
-                acc[j][i][1] = fmaf(part[j][i][1], sa[j], acc[j][i][1]);
-                acc[j][i][2] = fmaf(part[j][i][2], sb[j], acc[j][i][2]);
-                acc[j][i][3] = fmaf(part[j][i][3], sb[j], acc[j][i][3]);
-            }
-        if (nx < iters && tid < kRows) store_scale(nstage, raw, nest);
+        if (nx < iters && tid < kRows) store_scale(nstage, nx, raw, nest);
     }
     cp_async_wait<0>();  // only empty groups are left; keep the accounting clean
 
     // ---- epilogue: partial tiles -> owner rank's shared memory -> sum in rank order -> bf16 y ----
     // red[src][token][pitch]: rank r owns rows r·R .. r·R + R - 1 of the tile (R = kRows / splits).
-    const int R = kRows / splits, pitch = R + 4;  // pitch ≡ 4 (mod 32) floats: the fragment stores hit 32 banks
+    const int R = kRows / splits, pitch = R + 4;  // pitch ≡ 4 or 20 (mod 32) floats: the stores hit 32 banks
     float *red = reinterpret_cast<float *>(smem);
+    float sl[kMT][2];
+#pragma unroll
+    for (int j = 0; j < kMT; ++j) sl[j][0] = last[row_a[j]], sl[j][1] = last[row_a[j] + 8];
     if (splits > 1) cluster_sync();  // every block of the cluster is done with its pipeline buffers
     else __syncthreads();
     const uint32_t red_src = smem_u32(red + (size_t)split * BT * pitch);
@@ -378,16 +391,18 @@ __global__ void __launch_bounds__(kThreads, NT == 8 ? 1 : 2) quant_prefill(const
         for (int i = 0; i < NT; ++i) {
             const int tok = wn * NT * 8 + i * 8 + 2 * t;
             const uint32_t a = base + (uint32_t)(tok * pitch + rl) * 4;
+            const float v0 = acc[j][i][0] * sl[j][0], v1 = acc[j][i][1] * sl[j][0];
+            const float v2 = acc[j][i][2] * sl[j][1], v3 = acc[j][i][3] * sl[j][1];
             if (splits > 1) {
-                st_cluster_f32(a, acc[j][i][0]);
-                st_cluster_f32(a + pitch * 4, acc[j][i][1]);
-                st_cluster_f32(a + 32, acc[j][i][2]);
-                st_cluster_f32(a + pitch * 4 + 32, acc[j][i][3]);
+                st_cluster_f32(a, v0);
+                st_cluster_f32(a + pitch * 4, v1);
+                st_cluster_f32(a + 32, v2);
+                st_cluster_f32(a + pitch * 4 + 32, v3);
             } else {
-                st_shared_f32(a, acc[j][i][0]);
-                st_shared_f32(a + pitch * 4, acc[j][i][1]);
-                st_shared_f32(a + 32, acc[j][i][2]);
-                st_shared_f32(a + pitch * 4 + 32, acc[j][i][3]);
+                st_shared_f32(a, v0);
+                st_shared_f32(a + pitch * 4, v1);
+                st_shared_f32(a + 32, v2);
+                st_shared_f32(a + pitch * 4 + 32, v3);
             }
         }
     }
@@ -439,10 +454,10 @@ const DeviceInfo &device_info() {
     return info;
 }
 
-template <int Fmt, int NT>
+template <int Fmt, int WM, int NT>
 sa_status launch(const Params &p, int splits, cudaStream_t stream) {
-    using P = Plan<Fmt, NT>;
-    auto kernel = &quant_prefill<Fmt, NT>;
+    using P = Plan<Fmt, WM, NT>;
+    auto kernel = &quant_prefill<Fmt, WM, NT>;
     static const cudaError_t attr_err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmem);
     if (attr_err != cudaSuccess)
@@ -464,7 +479,7 @@ sa_status launch(const Params &p, int splits, cudaStream_t stream) {
         ++nattr;
     }
     cudaLaunchConfig_t config = {};
-    config.gridDim = dim3((unsigned)splits, (unsigned)((p.n + kRows - 1) / kRows),
+    config.gridDim = dim3((unsigned)splits, (unsigned)((p.n + P::kRows - 1) / P::kRows),
                           (unsigned)((p.m + P::kTokens - 1) / P::kTokens));
     config.blockDim = dim3(kThreads);
     config.dynamicSmemBytes = P::kSmem;
@@ -479,33 +494,40 @@ sa_status launch(const Params &p, int splits, cudaStream_t stream) {
 }
 
 template <int Fmt>
-sa_status launch_tokens(const Params &p, int group, sa_prefill::Config c, cudaStream_t stream) {
-    const sa_prefill::Config chosen = sa_prefill::choose(p.m, p.n, p.k, group);
-    const int tokens = c.tokens ? c.tokens : chosen.tokens, splits = c.splits ? c.splits : chosen.splits;
-    if (tokens != 64 && tokens != 128)
-        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: tokens per block must be 64 or 128, got " + std::to_string(tokens));
-    if (splits != 1 && splits != 2 && splits != 4 && splits != 8)
-        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: splits must be 1, 2, 4 or 8, got " + std::to_string(splits));
-    if (splits > 1 && !device_info().clusters)
+sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStream_t stream) {
+    if (!c.rows || !c.tokens || !c.splits) {
+        const sa_prefill::Config chosen = sa_prefill::choose(p.m, p.n, p.k, group);
+        if (!c.rows) c.rows = chosen.rows;
+        if (!c.tokens) c.tokens = chosen.tokens;
+        if (!c.splits) c.splits = chosen.splits;
+    }
+    if ((c.rows != 128 && c.rows != 256) || (c.tokens != 64 && c.tokens != 128))
+        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: no " + std::to_string(c.rows) + " x " +
+                                                   std::to_string(c.tokens) + " tile (128 or 256 rows x 64 or 128 tokens)");
+    if (c.splits != 1 && c.splits != 2 && c.splits != 4 && c.splits != 8)
+        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: splits must be 1, 2, 4 or 8, got " + std::to_string(c.splits));
+    if (c.splits > 1 && !device_info().clusters)
         return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: a K split needs thread-block clusters (sm_90)");
-    if (splits > p.k / group)
-        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: " + std::to_string(splits) + " splits of " +
+    if (c.splits > p.k / group)
+        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: " + std::to_string(c.splits) + " splits of " +
                                                    std::to_string(p.k / group) + " scale groups");
-    return tokens == 64 ? launch<Fmt, 4>(p, splits, stream) : launch<Fmt, 8>(p, splits, stream);
+    if (c.rows == 128) return c.tokens == 64 ? launch<Fmt, 4, 4>(p, c.splits, stream) : launch<Fmt, 4, 8>(p, c.splits, stream);
+    return c.tokens == 64 ? launch<Fmt, 8, 8>(p, c.splits, stream) : launch<Fmt, 8, 16>(p, c.splits, stream);
 }
 
 }  // namespace
 
 namespace sa_prefill {
 
-// Tokens per block: 64 up to M = 64 (less padding; 2 blocks per SM), else 128. Splits: the fewest of 1, 2, 4, 8 that
+// Tile: 128 x 64 up to M = 64 (less padding; 2 blocks per SM), else 128 x 128. Splits: the fewest of 1, 2, 4, 8 that
 // minimise a wave model — time ∝ waves · (groups per block + 3), where waves = ceil(tiles · splits / resident
 // blocks) and the 3 stands for a block's fixed cost (pipeline fill, epilogue) in units of one group's MMAs.
 Config choose(int m, int n, int k, int group) {
     const DeviceInfo &dev = device_info();
     Config c;
+    c.rows = 128;
     c.tokens = m <= 64 ? 64 : 128;
-    const long long tiles = (long long)((n + kRows - 1) / kRows) * ((m + c.tokens - 1) / c.tokens);
+    const long long tiles = (long long)((n + c.rows - 1) / c.rows) * ((m + c.tokens - 1) / c.tokens);
     const long long resident = (long long)dev.sms * (c.tokens == 64 ? 2 : 1);
     const int groups = k / group;
     c.splits = 1;
@@ -524,18 +546,18 @@ sa_status linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_
     if (m <= 0) return SA_OK;
     const Params p{x, reinterpret_cast<const uint8_t *>(qweight), scales, zeros, nullptr, y, m, n, k};
     if (fp16_scales)
-        return zeros ? launch_tokens<kW4Fp16Zeros>(p, SA_W4A16_GROUP, config, stream)
-                     : launch_tokens<kW4Fp16>(p, SA_W4A16_GROUP, config, stream);
-    return zeros ? launch_tokens<kW4Bf16Zeros>(p, SA_W4A16_GROUP, config, stream)
-                 : launch_tokens<kW4Bf16>(p, SA_W4A16_GROUP, config, stream);
+        return zeros ? launch_shape<kW4Fp16Zeros>(p, SA_W4A16_GROUP, config, stream)
+                     : launch_shape<kW4Fp16>(p, SA_W4A16_GROUP, config, stream);
+    return zeros ? launch_shape<kW4Bf16Zeros>(p, SA_W4A16_GROUP, config, stream)
+                 : launch_shape<kW4Bf16>(p, SA_W4A16_GROUP, config, stream);
 }
 
 sa_status linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
                      bool double_quant, uint16_t *y, int m, int n, int k, cudaStream_t stream, Config config) {
     if (m <= 0) return SA_OK;
     const Params p{x, qweight, absmax, nullptr, tables, y, m, n, k};
-    return double_quant ? launch_tokens<kNf4Dq>(p, SA_NF4_BLOCK, config, stream)
-                        : launch_tokens<kNf4F32>(p, SA_NF4_BLOCK, config, stream);
+    return double_quant ? launch_shape<kNf4Dq>(p, SA_NF4_BLOCK, config, stream)
+                        : launch_shape<kNf4F32>(p, SA_NF4_BLOCK, config, stream);
 }
 
 }  // namespace sa_prefill

@@ -12,10 +12,11 @@ namespace sa_prefill {
 // slices (measured: kernels/NOTES_QUANT.md, "Prefill GEMM").
 constexpr int kMinTokens = 17;
 
-// One launch's shape: a block computes 128 weight rows x `tokens` tokens (64 or 128) over 1/`splits` of K; the
-// `splits` blocks of one tile form a thread-block cluster (1, 2, 4 or 8; > 1 needs sm_90) and reduce in shared
-// memory. tokens = 0 / splits = 0 mean "choose" (choose() below).
+// One launch's shape: a block computes `rows` weight rows (128 or 256) x `tokens` tokens (64 or 128) over
+// 1/`splits` of K; the `splits` blocks of one tile form a thread-block cluster (1, 2, 4 or 8; > 1 needs sm_90) and
+// reduce in shared memory. A zero field means "as choose() says".
 struct Config {
+    int rows = 0;
     int tokens = 0;
     int splits = 0;
 };

@@ -7,10 +7,11 @@
 //        -lcublas -Xcompiler -fopenmp -o quant_prefill_bench
 // quant_prefill_bench [checks|bench|all]:
 // 1. checks: tests/native/gpu_checks_quant_prefill.inc with SA_PREFILL_INTERNAL (every launch shape forced too);
-// 2. bench: the Step1 prefill linears (qkv 3584x3072, o 3072x3072, gate_up 16384x3072, down 3072x8192) at M = 32,
-//    128, 512, 1000 for W4A16 (bf16 scales, no zeros) and NF4 (double quant): the old path (the decode kernel over
+// 2. bench: the Step1 prefill linears (qkv 3584x3072, o 3072x3072, gate_up 16384x3072, down 3072x8192) at M = 17,
+//    32, 48, 64, 128, 256, 512, 1000 for W4A16 (bf16 scales, no zeros) and NF4 (double quant): the old path (the decode kernel over
 //    16-token slices, as the entry points ran M > 16 before), the new entry point (its chosen launch shape), every
-//    forced (tokens, splits) shape (the best one is printed, to check the choice), and cuBLAS bf16 (cublasGemmEx,
+//    forced (rows, tokens, splits) shape (the best one is printed, to check the choice; all of them go to the sweep
+//    log, argv[2] or stderr), and cuBLAS bf16 (cublasGemmEx,
 //    fp32 accumulation) on the same M x K activations. Each timing is one CUDA graph of launches over rotating
 //    weight copies (>= 160 MB of packed weights, beyond the 50 MB L2) on a created stream (PDL as the model runs
 //    it), median of 10 replays, µs per launch; TFLOP/s counts 2·M·N·K.
@@ -145,7 +146,8 @@ static int run_checks() {
     return failed;
 }
 
-static int run_bench() {
+// sweep_log: one line per (format, shape, M) with every forced launch shape's time.
+static int run_bench(FILE *sweep_log) {
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     cublasHandle_t cb;
@@ -169,9 +171,9 @@ static int run_bench() {
     fill(x, (size_t)max_m * max_k * 2, 99, 0x3f7f3f7fu, 0);  // bf16 in (-1, 1), random signs not needed for timing
     struct Shape { const char *name; int n, k; };
     const Shape shapes[] = {{"qkv", 3584, 3072}, {"o", 3072, 3072}, {"gate_up", 16384, 3072}, {"down", 3072, 8192}};
-    const int ms[] = {32, 128, 512, 1000};
-    std::printf("%-4s %-7s %5s | %9s | %9s %7s %-10s | %-18s | %9s %7s | %7s %7s\n", "fmt", "shape", "M", "old us",
-                "new us", "TFLOP/s", "(tok,spl)", "best forced", "cublas us", "TFLOP/s", "new/old", "cub/new");
+    const int ms[] = {17, 32, 48, 64, 128, 256, 512, 1000};
+    std::printf("%-4s %-7s %5s | %9s | %9s %7s %-12s | %-20s | %9s %7s | %7s %7s\n", "fmt", "shape", "M", "old us",
+                "new us", "TFLOP/s", "rows/tok/spl", "best forced", "cublas us", "TFLOP/s", "new/old", "cub/new");
     for (const Shape &sh : shapes) {
         const int n = sh.n, k = sh.k;
         // cuBLAS bf16 weights: enough copies to defeat L2.
@@ -219,24 +221,32 @@ static int run_bench() {
                 const sa_prefill::Config chosen = sa_prefill::choose(m, n, k, group);
                 float best_us = 1e30f;
                 sa_prefill::Config best;
-                for (int tokens : {64, 128})
-                    for (int splits : {1, 2, 4, 8}) {
-                        sa_prefill::Config c;
-                        c.tokens = tokens, c.splits = splits;
-                        const float us = graph_us(st, copies, [&](int i) -> sa_status {
-                            const Weight &w = ws[i];
-                            return nf4 ? sa_prefill::linear_nf4(x, (const uint8_t *)w.q, w.s, w.t, true, y, m, n, k, st, c)
-                                       : sa_prefill::linear_w4a16(x, (const uint32_t *)w.q, (const uint16_t *)w.s, nullptr,
-                                                                  false, y, m, n, k, st, c);
-                        });
-                        if (us > 0 && us < best_us) best_us = us, best = c;
-                    }
+                std::string sweep;
+                for (int rows : {128, 256})
+                    for (int tokens : {64, 128})
+                        for (int splits : {1, 2, 4, 8}) {
+                            sa_prefill::Config c;
+                            c.rows = rows, c.tokens = tokens, c.splits = splits;
+                            const float us = graph_us(st, copies, [&](int i) {
+                                const Weight &w = ws[i];
+                                return nf4 ? sa_prefill::linear_nf4(x, (const uint8_t *)w.q, w.s, w.t, true, y, m, n, k, st, c)
+                                           : sa_prefill::linear_w4a16(x, (const uint32_t *)w.q, (const uint16_t *)w.s,
+                                                                      nullptr, false, y, m, n, k, st, c);
+                            });
+                            char item[48];
+                            std::snprintf(item, sizeof item, " %d/%d/%d:%.1f", rows, tokens, splits, us);
+                            sweep += item;
+                            if (us > 0 && us < best_us) best_us = us, best = c;
+                        }
+                std::fprintf(sweep_log, "%s %s M=%d old=%.2f new=%.2f cublas=%.2f sweep(rows/tokens/splits:us)%s\n",
+                             nf4 ? "nf4" : "w4", sh.name, m, old_us, new_us, cublas_us[mi], sweep.c_str());
+                std::fflush(sweep_log);
                 const double flop = 2.0 * m * n * k;
                 const float cub = cublas_us[mi];
                 char chosen_s[32], best_s[48];
-                std::snprintf(chosen_s, sizeof chosen_s, "(%d,%d)", chosen.tokens, chosen.splits);
-                std::snprintf(best_s, sizeof best_s, "%.2f (%d,%d)", best_us, best.tokens, best.splits);
-                std::printf("%-4s %-7s %5d | %9.2f | %9.2f %7.1f %-10s | %-18s | %9.2f %7.1f | %6.2fx %6.2fx\n",
+                std::snprintf(chosen_s, sizeof chosen_s, "%d/%d/%d", chosen.rows, chosen.tokens, chosen.splits);
+                std::snprintf(best_s, sizeof best_s, "%.2f %d/%d/%d", best_us, best.rows, best.tokens, best.splits);
+                std::printf("%-4s %-7s %5d | %9.2f | %9.2f %7.1f %-12s | %-20s | %9.2f %7.1f | %6.2fx %6.2fx\n",
                             nf4 ? "nf4" : "w4", sh.name, m, old_us, new_us, flop / new_us / 1e6, chosen_s, best_s, cub,
                             flop / cub / 1e6, old_us / new_us, cub / new_us);
                 std::fflush(stdout);
@@ -251,9 +261,12 @@ static int run_bench() {
 }
 
 int main(int argc, char **argv) {
+    // quant_prefill_bench [checks|bench|all] [sweep log file]
     const std::string what = argc > 1 ? argv[1] : "all";
+    FILE *sweep_log = argc > 2 ? std::fopen(argv[2], "w") : stderr;
+    if (!sweep_log) return std::printf("cannot write %s\n", argv[2]), 1;
     int failed = 0;
     if (what == "checks" || what == "all") failed += run_checks();
-    if (what == "bench" || what == "all") failed += run_bench();
+    if (what == "bench" || what == "all") failed += run_bench(sweep_log);
     return failed ? 1 : 0;
 }
