@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
         }
     };
     // Scales of one group for row n0 + tid (threads tid < kRows): raw values when the stage's loads are issued,
-    // decoded and stored after that iteration's MMAs (prev: this row's previous scale, for the ratio).
+    // decoded and stored one iteration later (prev: this row's previous scale, for the ratio).
     const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
     auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) {
         const size_t idx = sidx + grp;
@@ -267,9 +267,12 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
         nested_map[b] = __ldg(p.tables + 16 + b);
         __syncthreads();  // nested_map before store_scale
     }
+    // Stages 0 .. S-3 get their scales now; stage S-2's are stored at the end of iteration 0 (see the main loop).
 #pragma unroll
-    for (int s = 0; s < S - 1; ++s)
+    for (int s = 0; s < S - 2; ++s)
         if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
+    uint32_t pend_raw = raw0[S - 2];
+    float2 pend_nest = nest0[S - 2];
     pdl_wait();
 #pragma unroll
     for (int s = 0; s < S - 1; ++s) {
@@ -368,7 +371,12 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
                 }
             }
         }
-        if (nx < iters && tid < kRows) store_scale(nstage, nx, raw, nest);
+        // The scales loaded one iteration ago (group it + S - 2, used at iteration it + S - 2 >= it + 1) go to shared
+        // memory now; this iteration's stay in registers until the next. A store right after this iteration's MMAs
+        // would wait for a load issued at its top: with one iteration's MMAs shorter than a memory round trip,
+        // every iteration would last a round trip (v2: 1.2–1.8 µs per group).
+        if (it + S - 2 < iters && tid < kRows) store_scale((it + S - 2) % S, it + S - 2, pend_raw, pend_nest);
+        pend_raw = raw, pend_nest = nest;
     }
     cp_async_wait<0>();  // only empty groups are left; keep the accounting clean
 
@@ -519,26 +527,37 @@ sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStr
 
 namespace sa_prefill {
 
-// Tile: 128 x 64 up to M = 64 (less padding; 2 blocks per SM), else 128 x 128. Splits: the fewest of 1, 2, 4, 8 that
-// minimise a wave model — time ∝ waves · (groups per block + 3), where waves = ceil(tiles · splits / resident
-// blocks) and the 3 stands for a block's fixed cost (pipeline fill, epilogue) in units of one group's MMAs.
+// The launch shape of the least modelled time over the 4 tiles x 4 splits: waves x (a block's MACs / its SM's rate
+// + fixed cost), waves = ceil(blocks / resident blocks). The rates (M MAC/µs per SM, relative) and the fixed cost
+// (µs: launch, pipeline fill, epilogue; grows with the cluster size) were fitted to the forced-shape sweep of
+// quant_prefill_bench on the H100 (kernels/NOTES_QUANT.md, "Prefill GEMM"): the model's choice is within a few % of
+// the best shape on most of the 64 measured (format, linear, M) points.
 Config choose(int m, int n, int k, int group) {
+    struct Tile {
+        int rows, tokens, per_sm;
+        double rate;
+    };
+    static const Tile tiles[] = {{128, 64, 2, 0.8}, {256, 64, 1, 0.9}, {128, 128, 1, 1.0}, {256, 128, 1, 1.2}};
+    constexpr double kFixed = 6.0, kFixedPerSplit = 1.0;
     const DeviceInfo &dev = device_info();
-    Config c;
-    c.rows = 128;
-    c.tokens = m <= 64 ? 64 : 128;
-    const long long tiles = (long long)((n + c.rows - 1) / c.rows) * ((m + c.tokens - 1) / c.tokens);
-    const long long resident = (long long)dev.sms * (c.tokens == 64 ? 2 : 1);
     const int groups = k / group;
-    c.splits = 1;
-    double best = 0;
-    for (int s = 1; s <= kMaxSplits; s *= 2) {
-        if (s > 1 && (!dev.clusters || s > groups)) break;
-        const long long waves = (tiles * s + resident - 1) / resident;
-        const double cost = (double)waves * ((double)groups / s + 3.0);
-        if (s == 1 || cost < best) best = cost, c.splits = s;
+    Config best;
+    double best_cost = 0;
+    for (const Tile &tile : tiles) {
+        const long long blocks_per_split = (long long)((n + tile.rows - 1) / tile.rows) * ((m + tile.tokens - 1) / tile.tokens);
+        for (int s = 1; s <= kMaxSplits; s *= 2) {
+            if (s > 1 && (!dev.clusters || s > groups)) break;
+            const long long resident = (long long)dev.sms * tile.per_sm;
+            const long long waves = (blocks_per_split * s + resident - 1) / resident;
+            const double macs = (double)tile.rows * tile.tokens * ((double)k / s);
+            const double cost = (double)waves * (macs / (tile.rate * 1e6 / tile.per_sm) + kFixed + kFixedPerSplit * s);
+            if (best.rows == 0 || cost < best_cost) {
+                best_cost = cost;
+                best.rows = tile.rows, best.tokens = tile.tokens, best.splits = s;
+            }
+        }
     }
-    return c;
+    return best;
 }
 
 sa_status linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales, const uint8_t *zeros,
