@@ -1,45 +1,51 @@
 // linear_quant_prefill.cu — y[M,N] = bf16(x[M,K] · Wᵀ) for M > 16 (prefill) with W in either 4-bit kernel layout of
 // stepaudio_native.h (W4A16: int4 codes + 16-bit group scales + optional zero codes; NF4: nibbles + absmax, with or
 // without double quant). One tensor-core GEMM for both formats; the decode kernels (linear_w4a16.cu, linear_nf4.cu)
-// keep M <= 16. Before this kernel M > 16 ran the decode kernel over 16-token slices, reading the whole weight once
-// per slice and redoing its dequantization per slice (1000 tokens: 63 passes).
+// keep M <= 16 (and M <= 32 for small weights: sa_prefill::use_prefill). Before it, M > 16 ran the decode kernel over
+// 16-token slices, reading and dequantizing the whole weight once per slice (1000 tokens: 63 passes); this kernel is
+// 1.9–4.8x faster from M = 64 (kernels/NOTES_QUANT.md, "Prefill GEMM", for every figure quoted here).
 //
-// Why this shape (H100: 132 SMs, ~3.0 TB/s copy, bf16 mma.sync ~2/3 of the 990 TFLOP/s wgmma peak):
-//  * Block tile = 128 weight rows x T tokens (T = 128, or 64 for M <= 64), 8 warps as 4 (rows) x 2 (tokens); a warp
-//    owns 32 rows x T/2 tokens: 2 m16 tiles x T/16 n8 tiles of mma.m16n8k16 (W rows on the MMA's M side, tokens on
-//    its N side, as in the decode kernels). The 4-bit side is the cheap one (0.5 B per weight per k, against 2 B per
-//    token per k for x), so the tile is long in W rows: per k a block reads 2T + 64 bytes for 256T flops, 102 flop/B
-//    at T = 128 — enough to stay off the L2 bandwidth limit at ~500 TFLOP/s.
+// Design (H100: 132 SMs; bf16 mma.sync; ~3 TB/s copy):
+//  * Block = 8 warps; tile = rows x tokens with rows = 128 or 256 (4 or 8 warps of 32 weight rows) and tokens = 64
+//    or 128 (the 2 or 1 remaining warp columns). A warp owns 32 rows x (tokens / warp columns): 2 m16 tiles x NT n8
+//    tiles of mma.m16n8k16, W rows on the MMA's M side and tokens on its N side, as in the decode kernels. The 4-bit
+//    side is the cheap one (0.5 B per weight per k against 2 B per token per k for x), so tiles are long in W rows:
+//    per k a 256 x 128 block reads 256 B of x and 128 B of codes for 65536 flops (170 flop/B) — at 128 x 128 it was
+//    102 flop/B, and gate_up / qkv at M = 1000 run ~20% slower on it (measured).
 //  * x is staged in shared memory by cp.async.cg (L2 only), 3 stages (W4A16) / 4 stages (NF4) deep, one stage = one
 //    scale group (128 / 64 k's). Token rows are 16-byte chunks XOR-swizzled by (token & 7), so each ldmatrix.x4 (B
-//    fragments of two n8 tiles) reads 8 rows from 8 different bank groups. The packed codes of the 128 rows are
+//    fragments of two n8 tiles) reads 8 rows from 8 different bank groups. The packed codes of the block's rows are
 //    staged by cp.async too (row pitch padded by 16 B: the 8 rows a warp reads per LDS.128 hit 8 bank groups).
-//  * Dequantization happens in registers, straight into MMA A fragments, and each A fragment feeds T/16 MMAs (8 at
-//    T = 128): thread (g, t) needs k = 2t, 2t+1 (and +8) of rows g, g+8 — with B read by ldmatrix the k-slot order
-//    is the natural one, so a thread uses nibble pair t of every code word (W4A16: (q >> 4t) & 0x000f000f, the
-//    decode kernel's lop3 / magic-number conversion, one packed fma subtracting 128 + z exactly; NF4: byte t of
-//    every word, looked up in the decode kernel's lane-replicated 32 KB table of bf16 pairs). The 4 threads of a row
-//    read the same 16 B (a broadcast LDS.128) and each keeps its quarter.
-//  * Scales exactly as the decode kernels: the MMAs of one group accumulate into an fp32 partial tile, multiplied by
-//    the group's scale (W4A16: bf16/fp16 scale; NF4: the absmax, double quant decoded once per row and block) into
-//    the fp32 accumulator. The MMA operands are exact ((c - z) is a small integer) for W4A16, bf16(quant_map) for
-//    NF4, so the only roundings are fp32 summation and the final bf16 (a bf16 weight·scale product instead would add
-//    a 2^-9 relative error per weight and free 64 registers; exactness was kept, 1 block of 8 warps per SM at T=128).
-//    A stage's scales are loaded into registers with the stage's cp.asyncs and stored to shared memory after that
-//    iteration's MMAs, so their latency hides behind one stage of compute.
-//  * Small grids: qkv / o / down have 24–28 row tiles, so at M <= 512 a grid of 128 x T tiles covers a fraction of
-//    the 132 SMs. K is then split over a thread-block cluster of 2, 4 or 8 blocks (sm_90): each block runs its share
-//    of the scale groups, the partial tiles are summed in distributed shared memory (each rank reduces 128 / splits
-//    rows, in rank order: deterministic) and written once in bf16. There is no workspace (the entry points are
-//    captured into graphs and take none), hence DSMEM and not a global split-K buffer. choose() picks tokens and
-//    splits from a wave-count model (its comment).
+//  * Dequantization happens in registers, straight into MMA A fragments, each feeding NT MMAs (up to 16): thread
+//    (g, t) needs k = 2t, 2t+1 (and +8) of rows g, g+8 — with B read by ldmatrix the k-slot order is the natural one,
+//    so a thread uses nibble pair t of every code word (W4A16: (q >> 4t) & 0x000f000f, the decode kernel's lop3 /
+//    magic-number conversion, one packed fma subtracting 128 + z exactly; NF4: byte t of every word, looked up in the
+//    decode kernel's lane-replicated 32 KB table of bf16 pairs). The 4 threads of a row read the same 16 B (a
+//    broadcast LDS.128) and each keeps its quarter.
+//  * Scales in fp32 per group, like the decode kernels, without a second accumulator set: acc is kept in units of the
+//    current group's scale s — before a group's MMAs it is multiplied by s_prev / s (one IEEE division per row and
+//    group, by the scale-loading thread), after the last by s. That is the decode kernels' Σ s·(partial sum) to a
+//    relative 2^-23 per group, and frees the 4·NT·2 partial-sum registers that made 256-row tiles impossible (v1
+//    kept them: 212–254 registers at 128 x 128). Scales below 2^-96 in magnitude (zero, subnormal) are raised to
+//    2^-96 so the ratio stays finite: such a group then adds 2^-96 times its sum instead of exactly 0. The MMA
+//    operands are exact for W4A16 ((c - z) is a small integer) and bf16(quant_map) for NF4, so the roundings are the
+//    fp32 sums, these ratios and the final bf16.
+//  * Small grids: qkv / o / down have 12–28 row tiles, so at small M a grid of tiles covers a fraction of the SMs. K
+//    is then split over a thread-block cluster of 2, 4 or 8 blocks (sm_90): each block runs its share of the scale
+//    groups, the partial tiles are summed in distributed shared memory (each rank reduces rows / splits rows, in rank
+//    order: deterministic) and written once in bf16. There is no workspace (the entry points are captured into
+//    graphs and take none), hence DSMEM and not a global split-K buffer. choose() picks the tile and the split from a
+//    wave model fitted to a sweep of all 16 shapes (its comment).
 //  * The epilogue always goes through shared memory, so y is written in 8-byte row-contiguous pieces.
 //  * Programmatic dependent launch as the decode kernels: the first stages' codes and scales (and the NF4 tables)
 //    are loaded before pdl_wait(); x is read and y written only after it.
-// Not chosen: wgmma (sm_90a only, B from swizzled shared memory through descriptors, A from registers would work
-// with the same dequant) — a larger, Hopper-only kernel; dequantizing whole tiles to bf16 in shared memory and
-// reading A with ldmatrix — one dequant per weight per block instead of per (weight, token warp) but 3x the shared
-// memory traffic for A and a further pipeline stage.
+// Where it stands: 190–320 TFLOP/s at M >= 512 (W4A16 up to 324, NF4 up to 258), 0.25–0.43x cuBLAS bf16 there; equal
+// to or faster than cuBLAS bf16 for gate_up / down up to M = 64 (those are bound by cuBLAS reading the bf16 weight).
+// mma.sync with register-dequantized A and 8 warps per SM is latency-bound (~10–12 clock cycles per MMA per SM
+// sub-partition at 320 TFLOP/s, where the tensor pipe needs ~4–6). Not chosen here, the next steps: wgmma (sm_90a: B straight from
+// the swizzled shared-memory tile, A from registers with the same dequant, 4 warps issuing per 64 rows) — a larger,
+// Hopper-only kernel; dequantizing whole tiles to bf16 in shared memory and feeding A by ldmatrix (one dequant per
+// weight per block instead of per weight and token warp, but more shared-memory traffic for A).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -209,7 +215,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
         }
     };
     // Scales of one group for row n0 + tid (threads tid < kRows): raw values when the stage's loads are issued,
-    // decoded and stored one iteration later (prev: this row's previous scale, for the ratio).
+    // decoded and stored after that iteration's MMAs (prev: this row's previous scale, for the ratio).
     const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
     auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) {
         const size_t idx = sidx + grp;
@@ -267,12 +273,9 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
         nested_map[b] = __ldg(p.tables + 16 + b);
         __syncthreads();  // nested_map before store_scale
     }
-    // Stages 0 .. S-3 get their scales now; stage S-2's are stored at the end of iteration 0 (see the main loop).
 #pragma unroll
-    for (int s = 0; s < S - 2; ++s)
+    for (int s = 0; s < S - 1; ++s)
         if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
-    uint32_t pend_raw = raw0[S - 2];
-    float2 pend_nest = nest0[S - 2];
     pdl_wait();
 #pragma unroll
     for (int s = 0; s < S - 1; ++s) {
@@ -371,12 +374,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
                 }
             }
         }
-        // The scales loaded one iteration ago (group it + S - 2, used at iteration it + S - 2 >= it + 1) go to shared
-        // memory now; this iteration's stay in registers until the next. A store right after this iteration's MMAs
-        // would wait for a load issued at its top: with one iteration's MMAs shorter than a memory round trip,
-        // every iteration would last a round trip (v2: 1.2–1.8 µs per group).
-        if (it + S - 2 < iters && tid < kRows) store_scale((it + S - 2) % S, it + S - 2, pend_raw, pend_nest);
-        pend_raw = raw, pend_nest = nest;
+        if (nx < iters && tid < kRows) store_scale(nstage, nx, raw, nest);
     }
     cp_async_wait<0>();  // only empty groups are left; keep the accounting clean
 
@@ -528,17 +526,17 @@ sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStr
 namespace sa_prefill {
 
 // The launch shape of the least modelled time over the 4 tiles x 4 splits: waves x (a block's MACs / its SM's rate
-// + fixed cost), waves = ceil(blocks / resident blocks). The rates (M MAC/µs per SM, relative) and the fixed cost
-// (µs: launch, pipeline fill, epilogue; grows with the cluster size) were fitted to the forced-shape sweep of
-// quant_prefill_bench on the H100 (kernels/NOTES_QUANT.md, "Prefill GEMM"): the model's choice is within a few % of
-// the best shape on most of the 64 measured (format, linear, M) points.
+// + fixed cost), waves = ceil(blocks / resident blocks), x 1.2 for clusters of 4 or 8 over more than one wave. The
+// rates (M MAC/µs per SM), the fixed cost (µs: launch, pipeline fill, epilogue; grows with the cluster size) and the
+// 1.2 were fitted to the forced-shape sweep of quant_prefill_bench on the H100 (kernels/NOTES_QUANT.md, "Prefill
+// GEMM"): on the 64 measured (format, linear, M) points the chosen shape is at most 2.5% slower than the best one.
 Config choose(int m, int n, int k, int group) {
     struct Tile {
         int rows, tokens, per_sm;
         double rate;
     };
     static const Tile tiles[] = {{128, 64, 2, 0.8}, {256, 64, 1, 0.9}, {128, 128, 1, 1.0}, {256, 128, 1, 1.2}};
-    constexpr double kFixed = 6.0, kFixedPerSplit = 1.0;
+    constexpr double kFixed = 4.0, kFixedPerSplit = 1.0, kBigClusterWaves = 1.2;
     const DeviceInfo &dev = device_info();
     const int groups = k / group;
     Config best;
@@ -550,7 +548,8 @@ Config choose(int m, int n, int k, int group) {
             const long long resident = (long long)dev.sms * tile.per_sm;
             const long long waves = (blocks_per_split * s + resident - 1) / resident;
             const double macs = (double)tile.rows * tile.tokens * ((double)k / s);
-            const double cost = (double)waves * (macs / (tile.rate * 1e6 / tile.per_sm) + kFixed + kFixedPerSplit * s);
+            double cost = (double)waves * (macs / (tile.rate * 1e6 / tile.per_sm) + kFixed + kFixedPerSplit * s);
+            if (s >= 4 && waves > 1) cost *= kBigClusterWaves;
             if (best.rows == 0 || cost < best_cost) {
                 best_cost = cost;
                 best.rows = tile.rows, best.tokens = tile.tokens, best.splits = s;

@@ -1,5 +1,5 @@
 // linear_quant_prefill.h — the internal launchers of the 4-bit prefill GEMM (kernels/linear_quant_prefill.cu) that
-// sa_cuda_linear_w4a16 / sa_cuda_linear_nf4 dispatch to for M >= kMinTokens. Not part of the C ABI.
+// sa_cuda_linear_w4a16 / sa_cuda_linear_nf4 dispatch to for M > 16 (use_prefill). Not part of the C ABI.
 #pragma once
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -8,9 +8,11 @@
 
 namespace sa_prefill {
 
-// Token counts from which the entry functions use the prefill GEMM instead of the decode kernel over 16-token
-// slices (measured: kernels/NOTES_QUANT.md, "Prefill GEMM").
-constexpr int kMinTokens = 17;
+// Whether the entry functions run an m x n x k product on the prefill GEMM rather than on the decode kernel over
+// 16-token slices. Measured on the H100 (kernels/NOTES_QUANT.md, "Prefill GEMM"): from 33 tokens the GEMM wins on
+// every Step1 linear; at 17–32 tokens (two decode launches) it wins for weights of 16M elements or more (gate_up,
+// down) and loses for smaller ones (qkv, o: by up to 20% at 17 tokens).
+inline bool use_prefill(int m, int n, int k) { return m > 32 || (m > 16 && (long long)n * k >= (16ll << 20)); }
 
 // One launch's shape: a block computes `rows` weight rows (128 or 256) x `tokens` tokens (64 or 128) over
 // 1/`splits` of K; the `splits` blocks of one tile form a thread-block cluster (1, 2, 4 or 8; > 1 needs sm_90) and

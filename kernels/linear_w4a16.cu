@@ -208,7 +208,7 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
     auto s = static_cast<cudaStream_t>(stream);
     const dim3 grid((unsigned)((n + 15) / 16));
     const bool fp16 = flags & SA_W4A16_FP16_SCALES;
-    if (m >= sa_prefill::kMinTokens)  // prefill: the tensor-core GEMM of linear_quant_prefill.cu
+    if (sa_prefill::use_prefill(m, n, k))  // prefill: the tensor-core GEMM of linear_quant_prefill.cu
         return sa_prefill::linear_w4a16(x, qweight, scales, zeros, fp16, y, m, n, k, s);
     for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernel over 16-token tiles
         const int mc = m - m0 < 16 ? m - m0 : 16;
