@@ -25,6 +25,7 @@
 #include <string>
 
 #include "cuda_common.cuh"
+#include "linear_quant_prefill.h"
 #include "nf4_common.h"
 
 namespace {
@@ -213,6 +214,8 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: x and qweight must be 16-byte aligned");
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     const bool dq = double_quant != 0;
+    if (sa_prefill::use_prefill(m, n, k))  // prefill: the tensor-core GEMM of linear_quant_prefill.cu
+        return sa_prefill::linear_nf4(x, qweight, absmax, tables, dq, y, m, n, k, s);
     for (int r0 = 0; r0 < m; r0 += 16) {  // M > 16: 16-row slices (see the file comment)
         const int mm = m - r0 < 16 ? m - r0 : 16;
         const uint16_t *xs = x + (int64_t)r0 * k;

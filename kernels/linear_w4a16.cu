@@ -36,6 +36,7 @@
 #include <string>
 
 #include "cuda_common.cuh"
+#include "linear_quant_prefill.h"
 #include "w4a16_dequant.cuh"
 
 namespace {
@@ -518,7 +519,9 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
     if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory ring");
     auto s = static_cast<cudaStream_t>(stream);
     const bool fp16 = flags & SA_W4A16_FP16_SCALES, has_zeros = zeros != nullptr;
-    for (int32_t m0 = 0; m0 < m; m0 += 16) {  // prefill: the decode kernels over 16-token tiles
+    if (sa_prefill::use_prefill(m, n, k))  // prefill: the tensor-core GEMM of linear_quant_prefill.cu
+        return sa_prefill::linear_w4a16(x, qweight, scales, zeros, fp16, y, m, n, k, s);
+    for (int32_t m0 = 0; m0 < m; m0 += 16) {  // up to 32 tokens: the decode kernels over 16-token slices
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;

@@ -141,7 +141,8 @@ SA_API sa_status sa_cpu_w4a16_dequant(const uint32_t *qweight, const uint16_t *s
 /* y[M,N] = bf16(x[M,K] · W^T), fp32 accumulation over the exact dequantized weight. */
 SA_API sa_status sa_cpu_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                      const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k);
-/* Same on the GPU (any M; M <= 16 is the decode kernel, larger M runs it over 16-token tiles). x, y 16-byte aligned. */
+/* Same on the GPU (any M; M <= 16 is the decode kernel, larger M the prefill GEMM of kernels/linear_quant_prefill.cu,
+ * except M <= 32 of a weight under 16M elements: the decode kernel over 16-token slices). x, y 16-byte aligned. */
 SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                       const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
                                       void *stream);
@@ -161,8 +162,9 @@ SA_API sa_status sa_cpu_nf4_dequantize(const uint8_t *qweight, const void *absma
 /* y[M,N] = bf16(x[M,K] · W^T) with W dequantized as above, fp32 accumulation (same sums as sa_cpu_linear_bf16). */
 SA_API sa_status sa_cpu_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k);
-/* CUDA: the same product. M <= 16 streams the packed weight once (decode GEMV / skinny GEMM); larger M runs that
- * kernel over 16-token tiles (correct but slow: a tensor-core prefill path is still to be written). */
+/* CUDA: the same product. M <= 16 streams the packed weight once (decode GEMV / skinny GEMM); larger M runs the
+ * tensor-core prefill GEMM of kernels/linear_quant_prefill.cu (M <= 32 of a weight under 16M elements: the decode
+ * kernel over 16-token slices). */
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
                                     int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, void *stream);
 

@@ -35,6 +35,7 @@ std::vector<Check> &registry() {
 #include "gpu_checks_w4a16.inc"
 #include "gpu_checks_nf4.inc"
 #include "gpu_checks_epilogue.inc"
+#include "gpu_checks_quant_prefill.inc"
 #endif
 
 // native_kernel_tests [substring]: every check, or only those whose name contains the substring.
@@ -50,6 +51,7 @@ int main(int argc, char **argv) {
     if (skip_reason.empty()) register_gpu_checks_w4a16();
     if (skip_reason.empty()) register_nf4_gpu_checks();
     if (skip_reason.empty()) register_gpu_checks_epilogue();
+    if (skip_reason.empty()) register_gpu_checks_quant_prefill();
 #endif
     if (!skip_reason.empty()) {
         std::printf("[SKIP] all GPU kernel checks: %s\n", skip_reason.c_str());

@@ -1,0 +1,581 @@
+// linear_quant_prefill.cu — y[M,N] = bf16(x[M,K] · Wᵀ) for M > 16 (prefill) with W in either 4-bit kernel layout of
+// stepaudio_native.h (W4A16: int4 codes + 16-bit group scales + optional zero codes; NF4: nibbles + absmax, with or
+// without double quant). One tensor-core GEMM for both formats; the decode kernels (linear_w4a16.cu, linear_nf4.cu)
+// keep M <= 16 (and M <= 32 for small weights: sa_prefill::use_prefill). Before it, M > 16 ran the decode kernel over
+// 16-token slices, reading and dequantizing the whole weight once per slice (1000 tokens: 63 passes); this kernel is
+// 1.9–4.8x faster from M = 64 (kernels/NOTES_QUANT.md, "Prefill GEMM", for every figure quoted here).
+//
+// Design (H100: 132 SMs; bf16 mma.sync; ~3 TB/s copy):
+//  * Block = 8 warps; tile = rows x tokens with rows = 128 or 256 (4 or 8 warps of 32 weight rows) and tokens = 64
+//    or 128 (the 2 or 1 remaining warp columns). A warp owns 32 rows x (tokens / warp columns): 2 m16 tiles x NT n8
+//    tiles of mma.m16n8k16, W rows on the MMA's M side and tokens on its N side, as in the decode kernels. The 4-bit
+//    side is the cheap one (0.5 B per weight per k against 2 B per token per k for x), so tiles are long in W rows:
+//    per k a 256 x 128 block reads 256 B of x and 128 B of codes for 65536 flops (170 flop/B) — at 128 x 128 it was
+//    102 flop/B, and gate_up / qkv at M = 1000 run ~20% slower on it (measured).
+//  * x is staged in shared memory by cp.async.cg (L2 only), 3 stages (W4A16) / 4 stages (NF4) deep, one stage = one
+//    scale group (128 / 64 k's). Token rows are 16-byte chunks XOR-swizzled by (token & 7), so each ldmatrix.x4 (B
+//    fragments of two n8 tiles) reads 8 rows from 8 different bank groups. The packed codes of the block's rows are
+//    staged by cp.async too (row pitch padded by 16 B: the 8 rows a warp reads per LDS.128 hit 8 bank groups).
+//  * Dequantization happens in registers, straight into MMA A fragments, each feeding NT MMAs (up to 16): thread
+//    (g, t) needs k = 2t, 2t+1 (and +8) of rows g, g+8 — with B read by ldmatrix the k-slot order is the natural one,
+//    so a thread uses nibble pair t of every code word (W4A16: (q >> 4t) & 0x000f000f, the decode kernel's lop3 /
+//    magic-number conversion, one packed fma subtracting 128 + z exactly; NF4: byte t of every word, looked up in the
+//    decode kernel's lane-replicated 32 KB table of bf16 pairs). The 4 threads of a row read the same 16 B (a
+//    broadcast LDS.128) and each keeps its quarter.
+//  * Scales in fp32 per group, like the decode kernels, without a second accumulator set: acc is kept in units of the
+//    current group's scale s — before a group's MMAs it is multiplied by s_prev / s (one IEEE division per row and
+//    group, by the scale-loading thread), after the last by s. That is the decode kernels' Σ s·(partial sum) to a
+//    relative 2^-23 per group, and frees the 4·NT·2 partial-sum registers that made 256-row tiles impossible (v1
+//    kept them: 212–254 registers at 128 x 128). Scales below 2^-96 in magnitude (zero, subnormal) are raised to
+//    2^-96 so the ratio stays finite: such a group then adds 2^-96 times its sum instead of exactly 0. The MMA
+//    operands are exact for W4A16 ((c - z) is a small integer) and bf16(quant_map) for NF4, so the roundings are the
+//    fp32 sums, these ratios and the final bf16.
+//  * Small grids: qkv / o / down have 12–28 row tiles, so at small M a grid of tiles covers a fraction of the SMs. K
+//    is then split over a thread-block cluster of 2, 4 or 8 blocks (sm_90): each block runs its share of the scale
+//    groups, the partial tiles are summed in distributed shared memory (each rank reduces rows / splits rows, in rank
+//    order: deterministic) and written once in bf16. There is no workspace (the entry points are captured into
+//    graphs and take none), hence DSMEM and not a global split-K buffer. choose() picks the tile and the split from a
+//    wave model fitted to a sweep of all 16 shapes (its comment).
+//  * The epilogue always goes through shared memory, so y is written in 8-byte row-contiguous pieces.
+//  * Programmatic dependent launch as the decode kernels: the first stages' codes and scales (and the NF4 tables)
+//    are loaded before pdl_wait(); x is read and y written only after it.
+// Where it stands: 190–320 TFLOP/s at M >= 512 (W4A16 up to 324, NF4 up to 258), 0.25–0.43x cuBLAS bf16 there; equal
+// to or faster than cuBLAS bf16 for gate_up / down up to M = 64 (those are bound by cuBLAS reading the bf16 weight).
+// mma.sync with register-dequantized A and 8 warps per SM is latency-bound (~10–12 clock cycles per MMA per SM
+// sub-partition at 320 TFLOP/s, where the tensor pipe needs ~4–6). Not chosen here, the next steps: wgmma (sm_90a: B straight from
+// the swizzled shared-memory tile, A from registers with the same dequant, 4 warps issuing per 64 rows) — a larger,
+// Hopper-only kernel; dequantizing whole tiles to bf16 in shared memory and feeding A by ldmatrix (one dequant per
+// weight per block instead of per weight and token warp, but more shared-memory traffic for A).
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <string>
+
+#include "cuda_common.cuh"
+#include "linear_quant_prefill.h"
+#include "nf4_common.h"
+
+namespace {
+
+constexpr int kWarps = 8, kThreads = 32 * kWarps;
+constexpr int kMT = 2;  // m16 tiles per warp: a warp owns 32 weight rows
+constexpr int kMaxSplits = 8;
+#ifndef SA_PREFILL_H_UNROLL
+#define SA_PREFILL_H_UNROLL 1
+#endif
+constexpr int kHUnroll = SA_PREFILL_H_UNROLL;
+// Scales below this magnitude (0, subnormals) are raised to it: the running accumulator is kept in units of the
+// current group's scale (kernel comment), so a scale must have a finite reciprocal. A group of such a row then
+// contributes 2^-96 times its sum instead of 0 or a denormal multiple of it.
+constexpr float kMinScale = 0x1p-96f;
+
+// Weight formats (template parameter Fmt).
+enum Fmt : int { kW4Bf16 = 0, kW4Bf16Zeros, kW4Fp16, kW4Fp16Zeros, kNf4F32, kNf4Dq };
+constexpr bool is_nf4(int f) { return f >= kNf4F32; }
+
+// Block shape and shared-memory plan (bytes) of one instantiation: WM warps along the weight rows, 8 / WM along the
+// tokens, NT n8 tiles per warp. The reduction buffer of the epilogue aliases the pipeline; the NF4 tables follow.
+template <int Fmt, int WM, int NT>
+struct Plan {
+    static constexpr bool kNf4 = is_nf4(Fmt);
+    static constexpr int kWT = kWarps / WM;
+    static constexpr int kRows = WM * kMT * 16;  // weight rows per block
+    static constexpr int kTokens = kWT * NT * 8;  // tokens per block
+    static constexpr int kStages = kNf4 ? 4 : 3;
+    static constexpr int kKs = kNf4 ? SA_NF4_BLOCK : SA_W4A16_GROUP;  // k per stage = one scale group
+    static constexpr int kXRow = kKs * 2;                             // bytes of one token's x per stage
+    static constexpr int kWPitch = kKs / 2 + 16;                      // bytes of one row's codes per stage, padded
+    static constexpr int kXBytes = kStages * kTokens * kXRow;
+    static constexpr int kWBytes = kStages * kRows * kWPitch;
+    static constexpr int kRBytes = kStages * kRows * 4;              // fp32 ratio s_prev / s per row and stage
+    static constexpr int kZBytes = kNf4 ? 0 : kStages * kRows * 4;  // W4A16: the -(128 + z) bf16 pair
+    static constexpr int kLastBytes = kRows * 4;                     // the last group's scale per row
+    static constexpr int kPipe = kXBytes + kWBytes + kRBytes + kZBytes + kLastBytes;
+    static constexpr int kRed = kTokens * (kRows + 4 * kMaxSplits) * 4;  // [splits][tokens][rows / splits + 4]
+    static constexpr int kMain = kPipe > kRed ? kPipe : kRed;
+    static constexpr int kLutBytes = kNf4 ? 256 * 32 * 4 + 256 * 4 : 0;  // pair table [byte][lane] + nested_map
+    static constexpr int kSmem = kMain + kLutBytes;
+    static constexpr int kXChunks = kTokens * kKs / 8 / kThreads;  // 16-byte cp.async per thread per stage
+    static constexpr int kWChunks = kRows * kKs / 32 / kThreads;
+    static_assert(kTokens * kKs / 8 % kThreads == 0 && kRows * kKs / 32 % kThreads == 0, "whole chunks per thread");
+    static_assert(kRows <= kThreads, "one loader thread per row for the scales");
+    static_assert(NT % 2 == 0, "ldmatrix.x4 loads two n8 tiles");
+};
+
+struct Params {
+    const uint16_t *x;      // [m, k] bf16
+    const uint8_t *q;       // packed codes, row-major [n, k/2] bytes (both layouts)
+    const void *scales;     // W4A16: uint16 [n, k/128]; NF4: absmax [n, k/64] (u8 codes or fp32)
+    const uint8_t *zeros;   // W4A16 zero codes or null
+    const float *tables;    // NF4 tables (quant_map, nested_map, nested pairs)
+    uint16_t *y;            // [m, n] bf16
+    int m, n, k;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// 16-byte global -> shared copy through L2 only; src_bytes = 0 writes zeros (tokens past m).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+// W4A16: the nibble pair at bits (0..3, 16..19) of v as the exact bf16 pair (c - z): lop3 makes 128 + c, the packed
+// fma adds -(128 + z) (linear_w4a16.cu's conversion).
+__device__ __forceinline__ uint32_t w4_pair(uint32_t v, uint32_t neg_magic_z) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(v), "r"(0x000f000fu), "r"(0x43004300u));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(r), "r"(0x3f803f80u), "r"(neg_magic_z));
+    return r;
+}
+
+// Thread-block cluster pieces (sm_90; the host launches splits > 1 only there).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ uint32_t cluster_map(uint32_t addr, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(rank));
+    return r;
+#else
+    return addr;
+#endif
+}
+__device__ __forceinline__ void st_cluster_f32(uint32_t addr, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+#endif
+}
+__device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
+    asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+}
+
+// The kernel. Grid: (splits, ceil(n / rows), ceil(m / tokens)); blockIdx.x is the K share (= the cluster rank).
+template <int Fmt, int WM, int NT>
+__global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const Params p) {
+    using P = Plan<Fmt, WM, NT>;
+    constexpr bool kNf4 = P::kNf4;
+    constexpr int S = P::kStages, KS = P::kKs, BT = P::kTokens, kRows = P::kRows;
+    pdl_launch_dependents();
+    extern __shared__ __align__(128) uint8_t smem[];
+    uint8_t *xs = smem;                                                // [S][BT][kXRow], chunks swizzled
+    uint8_t *ws = xs + P::kXBytes;                                     // [S][kRows][kWPitch]
+    float *rs = reinterpret_cast<float *>(ws + P::kWBytes);            // [S][kRows] ratio s_prev / s
+    uint32_t *zs = reinterpret_cast<uint32_t *>(rs + S * kRows);       // [S][kRows] (W4A16)
+    float *last = reinterpret_cast<float *>(smem + P::kPipe) - kRows;  // [kRows] scale of the last group
+    uint32_t *lut = reinterpret_cast<uint32_t *>(smem + P::kMain);     // [256][32] (NF4)
+    float *nested_map = reinterpret_cast<float *>(lut + 256 * 32);     // [256] (NF4)
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wm = warp % WM, wn = warp / WM;
+    const int split = blockIdx.x, splits = gridDim.x;
+    const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
+    const int groups = p.k / KS;
+    const int g0 = split * groups / splits, iters = (split + 1) * groups / splits - g0;
+
+    // ---- loaders (incremental pointers: little live state across the main loop) ----
+    constexpr int kWStep = kThreads / (KS / 32);  // rows between a thread's code chunks
+    constexpr int kXStep = kThreads / (KS / 8);   // tokens between a thread's x chunks
+    static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
+    const int wrow = tid / (KS / 32), wch = tid % (KS / 32);
+    const int xtok = tid / (KS / 8), xch = tid % (KS / 8);
+    const uint32_t w_dst = smem_u32(ws) + wrow * P::kWPitch + wch * 16;
+    const uint32_t x_dst = smem_u32(xs) + xtok * P::kXRow + ((xch ^ (xtok & 7)) * 16);
+    const uint8_t *w_src = p.q + (size_t)min(n0 + wrow, p.n - 1) * (p.k / 2) + wch * 16;
+    const uint16_t *x_src = p.x + (size_t)(m0 + xtok) * p.k + xch * 8;
+    const int x_left = p.m - m0 - xtok;  // chunk i is a real token when i * kXStep < x_left
+    auto load_codes = [&](int stage, int grp) {
+#pragma unroll
+        for (int i = 0; i < P::kWChunks; ++i) {
+            const int r = min(n0 + wrow + i * kWStep, p.n - 1);  // ragged rows load valid memory
+            const uint8_t *src = i == 0 ? w_src : p.q + (size_t)r * (p.k / 2) + wch * 16;
+            cp_async16(w_dst + (stage * kRows + i * kWStep) * P::kWPitch, src + (size_t)grp * (KS / 2), 16);
+        }
+    };
+    auto load_x = [&](int stage, int grp) {
+        const uint16_t *src = x_src + (size_t)grp * KS;
+#pragma unroll
+        for (int i = 0; i < P::kXChunks; ++i) {
+            const bool ok = i * kXStep < x_left;
+            cp_async16(x_dst + (stage * BT + i * kXStep) * P::kXRow, ok ? src : p.x, ok ? 16 : 0);
+            src += (size_t)kXStep * p.k;
+        }
+    };
+    // Scales of one group for row n0 + tid (threads tid < kRows): raw values when the stage's loads are issued,
+    // decoded and stored after that iteration's MMAs (prev: this row's previous scale, for the ratio).
+    const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
+    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) {
+        const size_t idx = sidx + grp;
+        if constexpr (kNf4) {
+            if constexpr (Fmt == kNf4Dq) {
+                raw = __ldg(static_cast<const uint8_t *>(p.scales) + idx);
+                nest = __ldg(reinterpret_cast<const float2 *>(p.tables + SA_NF4_TABLE_HEADER) + idx / SA_NF4_NESTED_BLOCK);
+            } else {
+                raw = __float_as_uint(__ldg(static_cast<const float *>(p.scales) + idx));
+            }
+        } else {
+            constexpr bool kZeros = Fmt == kW4Bf16Zeros || Fmt == kW4Fp16Zeros;
+            raw = __ldg(static_cast<const uint16_t *>(p.scales) + idx) | (uint32_t)(kZeros ? __ldg(p.zeros + idx) : 8) << 16;
+        }
+    };
+    float prev = 1.0f;
+    auto store_scale = [&](int stage, int it, uint32_t raw, float2 nest) {
+        float s;
+        if constexpr (Fmt == kNf4Dq) {
+            s = __fadd_rn(__fmul_rn(nested_map[raw], nest.x), nest.y);  // bitsandbytes: product, then sum (no FMA)
+        } else if constexpr (kNf4) {
+            s = __uint_as_float(raw);
+        } else {
+            const uint16_t bits = (uint16_t)(raw & 0xffffu);
+            if constexpr (Fmt == kW4Fp16 || Fmt == kW4Fp16Zeros) s = __half2float(__ushort_as_half(bits));
+            else s = __uint_as_float((uint32_t)bits << 16);
+            zs[stage * kRows + tid] = (0xC300u + (raw >> 16)) * 0x00010001u;  // -(128 + z) as a bf16 pair
+        }
+        if (fabsf(s) < kMinScale) s = copysignf(kMinScale, s);
+        rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
+        prev = s;
+        if (it == iters - 1) last[tid] = s;
+    };
+
+    // ---- prologue: weights first (they never depend on the previous kernel), then pdl_wait, then x ----
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s)
+        if (s < iters) load_codes(s, g0 + s);
+    uint32_t raw0[S - 1];
+    float2 nest0[S - 1];
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+        raw0[s] = 0;
+        nest0[s] = make_float2(0.0f, 0.0f);
+        if (tid < kRows && s < iters) load_scale(g0 + s, raw0[s], nest0[s]);
+    }
+    if constexpr (kNf4) {
+        // Thread b builds the pair of byte b (quant_map[b >> 4] low, quant_map[b & 15] high) and writes its 32 copies
+        // rotated by b, so a warp's stores hit 32 banks (kThreads == 256).
+        const int b = tid;
+        const uint32_t pair = (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b >> 4))) |
+                              (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b & 15))) << 16;
+#pragma unroll 8
+        for (int j = 0; j < 32; ++j) lut[b * 32 + ((j + b) & 31)] = pair;
+        nested_map[b] = __ldg(p.tables + 16 + b);
+        __syncthreads();  // nested_map before store_scale
+    }
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s)
+        if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
+    pdl_wait();
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+        if (s < iters) load_x(s, g0 + s);
+        cp_async_commit();
+    }
+
+    // ---- per-lane constants of the MMA loop ----
+    // ldmatrix.x4 for n8 tiles (2q, 2q+1) of k16 step s: lane l gives row (l & 7) of matrix l >> 3: matrix bit 0 =
+    // k half (chunk 2s or 2s+1), bit 1 = which of the two n8 tiles. The chunk index is swizzled by token & 7 = l & 7.
+    const int lt = wn * NT * 8 + (lane >> 4) * 8 + (lane & 7);  // this lane's token row for q = 0
+    const uint32_t x_lane = smem_u32(xs) + lt * P::kXRow;
+    const int x_xor = ((lane >> 3) & 1) ^ (lane & 7);  // chunk (2s + half) ^ (token & 7) = 2s ^ x_xor
+    const uint32_t *lut_lane = lut + lane;
+    int row_a[kMT];  // local row of this thread's A rows g (and g + 8) per m16 tile
+#pragma unroll
+    for (int j = 0; j < kMT; ++j) row_a[j] = wm * (kMT * 16) + j * 16 + g;
+
+    // acc is kept in units of the current group's scale s: before a group's MMAs it is multiplied by s_prev / s
+    // (rs), after the last by that group's s (last). Same sum as scaling each group's partial sum by s in fp32 (the
+    // decode kernels), to a relative 2^-23 per group, without a second set of 4·NT·kMT partial-sum registers.
+    float acc[kMT][NT][4];
+#pragma unroll
+    for (int j = 0; j < kMT; ++j)
+#pragma unroll
+        for (int i = 0; i < NT; ++i) acc[j][i][0] = acc[j][i][1] = acc[j][i][2] = acc[j][i][3] = 0.0f;
+
+    for (int it = 0; it < iters; ++it) {
+        cp_async_wait<S - 2>();
+        __syncthreads();  // stage `it` has landed for every thread; stage it - 1 is free for reuse
+        const int nx = it + S - 1, nstage = nx % S, stage = it % S;
+        uint32_t raw = 0;
+        float2 nest = make_float2(0.0f, 0.0f);
+        if (nx < iters) {
+            load_codes(nstage, g0 + nx);
+            load_x(nstage, g0 + nx);
+            if (tid < kRows) load_scale(g0 + nx, raw, nest);
+        }
+        cp_async_commit();
+
+        const uint8_t *wst = ws + stage * kRows * P::kWPitch;
+        uint32_t za[kMT], zb[kMT];
+#pragma unroll
+        for (int j = 0; j < kMT; ++j) {
+            const float ra = rs[stage * kRows + row_a[j]], rb = rs[stage * kRows + row_a[j] + 8];
+#pragma unroll
+            for (int i = 0; i < NT; ++i) {  // c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8
+                acc[j][i][0] *= ra, acc[j][i][1] *= ra;
+                acc[j][i][2] *= rb, acc[j][i][3] *= rb;
+            }
+            if constexpr (!kNf4) {
+                za[j] = zs[stage * kRows + row_a[j]];
+                zb[j] = zs[stage * kRows + row_a[j] + 8];
+            }
+        }
+        const uint32_t x_stage = x_lane + stage * BT * P::kXRow;
+#pragma unroll kHUnroll
+        for (int h = 0; h < KS / 32; ++h) {  // 16 B of codes per row = 32 k = two k16 steps
+            uint4 qa[kMT], qb[kMT];
+#pragma unroll
+            for (int j = 0; j < kMT; ++j) {
+                qa[j] = *reinterpret_cast<const uint4 *>(wst + row_a[j] * P::kWPitch + h * 16);
+                qb[j] = *reinterpret_cast<const uint4 *>(wst + (row_a[j] + 8) * P::kWPitch + h * 16);
+            }
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int s = 2 * h + e;  // k16 step within the stage
+                uint32_t a[kMT][4];
+#pragma unroll
+                for (int j = 0; j < kMT; ++j) {
+                    // Words of k 16s..16s+7 (a0 / a1) and 16s+8..16s+15 (a2 / a3) of rows g and g + 8.
+                    const uint32_t wa0 = e ? qa[j].z : qa[j].x, wa1 = e ? qa[j].w : qa[j].y;
+                    const uint32_t wb0 = e ? qb[j].z : qb[j].x, wb1 = e ? qb[j].w : qb[j].y;
+                    if constexpr (kNf4) {  // byte t of each word = elements 2t, 2t+1 of its 8 k's
+                        a[j][0] = lut_lane[((wa0 >> (8 * t)) & 0xffu) * 32];
+                        a[j][2] = lut_lane[((wa1 >> (8 * t)) & 0xffu) * 32];
+                        a[j][1] = lut_lane[((wb0 >> (8 * t)) & 0xffu) * 32];
+                        a[j][3] = lut_lane[((wb1 >> (8 * t)) & 0xffu) * 32];
+                    } else {  // nibble pair t of each word = elements 2t, 2t+1
+                        a[j][0] = w4_pair(wa0 >> (4 * t), za[j]);
+                        a[j][2] = w4_pair(wa1 >> (4 * t), za[j]);
+                        a[j][1] = w4_pair(wb0 >> (4 * t), zb[j]);
+                        a[j][3] = w4_pair(wb1 >> (4 * t), zb[j]);
+                    }
+                }
+                const uint32_t xa = x_stage + (((2 * s) ^ x_xor) << 4);
+#pragma unroll
+                for (int q = 0; q < NT / 2; ++q) {  // B fragments of n8 tiles 2q, 2q+1, each used by kMT MMAs
+                    uint32_t b0, b1, b2, b3;
+                    ldmatrix_x4(xa + q * 16 * P::kXRow, b0, b1, b2, b3);
+#pragma unroll
+                    for (int j = 0; j < kMT; ++j) {
+                        mma_bf16_16816(acc[j][2 * q], a[j][0], a[j][1], a[j][2], a[j][3], b0, b1);
+                        mma_bf16_16816(acc[j][2 * q + 1], a[j][0], a[j][1], a[j][2], a[j][3], b2, b3);
+                    }
+                }
+            }
+        }
+        if (nx < iters && tid < kRows) store_scale(nstage, nx, raw, nest);
+    }
+    cp_async_wait<0>();  // only empty groups are left; keep the accounting clean
+
+    // ---- epilogue: partial tiles -> owner rank's shared memory -> sum in rank order -> bf16 y ----
+    // red[src][token][pitch]: rank r owns rows r·R .. r·R + R - 1 of the tile (R = kRows / splits).
+    const int R = kRows / splits, pitch = R + 4;  // pitch ≡ 4 or 20 (mod 32) floats: the stores hit 32 banks
+    float *red = reinterpret_cast<float *>(smem);
+    float sl[kMT][2];
+#pragma unroll
+    for (int j = 0; j < kMT; ++j) sl[j][0] = last[row_a[j]], sl[j][1] = last[row_a[j] + 8];
+    if (splits > 1) cluster_sync();  // every block of the cluster is done with its pipeline buffers
+    else __syncthreads();
+    const uint32_t red_src = smem_u32(red + (size_t)split * BT * pitch);
+#pragma unroll
+    for (int j = 0; j < kMT; ++j) {
+        const int owner = (wm * kMT * 16 + j * 16) / R;  // an m16 tile never straddles two owners (R >= 16)
+        const int rl = row_a[j] - owner * R;
+        const uint32_t base = splits > 1 ? cluster_map(red_src, owner) : red_src;
+#pragma unroll
+        for (int i = 0; i < NT; ++i) {
+            const int tok = wn * NT * 8 + i * 8 + 2 * t;
+            const uint32_t a = base + (uint32_t)(tok * pitch + rl) * 4;
+            const float v0 = acc[j][i][0] * sl[j][0], v1 = acc[j][i][1] * sl[j][0];
+            const float v2 = acc[j][i][2] * sl[j][1], v3 = acc[j][i][3] * sl[j][1];
+            if (splits > 1) {
+                st_cluster_f32(a, v0);
+                st_cluster_f32(a + pitch * 4, v1);
+                st_cluster_f32(a + 32, v2);
+                st_cluster_f32(a + pitch * 4 + 32, v3);
+            } else {
+                st_shared_f32(a, v0);
+                st_shared_f32(a + pitch * 4, v1);
+                st_shared_f32(a + 32, v2);
+                st_shared_f32(a + pitch * 4 + 32, v3);
+            }
+        }
+    }
+    if (splits > 1) cluster_sync();  // all partials of my rows have landed
+    else __syncthreads();
+    const int row0 = n0 + split * R;
+    const bool vec = (p.n % 4 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 7u) == 0);
+    for (int idx = tid; idx < BT * (R / 4); idx += kThreads) {
+        const int tok = idx / (R / 4), r4 = (idx % (R / 4)) * 4;
+        if (m0 + tok >= p.m || row0 + r4 >= p.n) continue;
+        float4 sum = *reinterpret_cast<const float4 *>(red + tok * pitch + r4);
+        for (int src = 1; src < splits; ++src) {
+            const float4 v = *reinterpret_cast<const float4 *>(red + ((size_t)src * BT + tok) * pitch + r4);
+            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+        }
+        uint16_t *yp = p.y + (size_t)(m0 + tok) * p.n + row0 + r4;
+        if (vec) {
+            const uint2 packed = make_uint2((uint32_t)sa_f32_to_bf16(sum.x) | (uint32_t)sa_f32_to_bf16(sum.y) << 16,
+                                            (uint32_t)sa_f32_to_bf16(sum.z) | (uint32_t)sa_f32_to_bf16(sum.w) << 16);
+            *reinterpret_cast<uint2 *>(yp) = packed;
+        } else {
+            const float v[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (row0 + r4 + e < p.n) yp[e] = sa_f32_to_bf16(v[e]);
+        }
+    }
+}
+
+// ---- host side ----
+
+struct DeviceInfo {
+    int sms = 132;
+    bool clusters = false;  // sm_90+: thread-block clusters for the K split
+};
+const DeviceInfo &device_info() {
+    static const DeviceInfo info = [] {
+        DeviceInfo d;
+        int dev = 0, major = 0, sms = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
+            d.sms = sms;
+            d.clusters = major >= 9;
+        }
+        (void)cudaGetLastError();
+        return d;
+    }();
+    return info;
+}
+
+template <int Fmt, int WM, int NT>
+sa_status launch(const Params &p, int splits, cudaStream_t stream) {
+    using P = Plan<Fmt, WM, NT>;
+    auto kernel = &quant_prefill<Fmt, WM, NT>;
+    static const cudaError_t attr_err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmem);
+    if (attr_err != cudaSuccess)
+        return sa::fail(SA_E_CUDA, std::string("quant_prefill: cannot reserve ") + std::to_string(P::kSmem) +
+                                       " bytes of shared memory (" + cudaGetErrorName(attr_err) + ")");
+    const sa_cuda::DeviceTraits &traits = sa_cuda::device_traits();
+    cudaLaunchAttribute attr[2];
+    int nattr = 0;
+    if (splits > 1) {
+        attr[nattr].id = cudaLaunchAttributeClusterDimension;
+        attr[nattr].val.clusterDim.x = (unsigned)splits;
+        attr[nattr].val.clusterDim.y = 1;
+        attr[nattr].val.clusterDim.z = 1;
+        ++nattr;
+    }
+    if (traits.quant_pdl && stream != nullptr) {  // as launch_pdl_if: never on the legacy default stream
+        attr[nattr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[nattr].val.programmaticStreamSerializationAllowed = 1;
+        ++nattr;
+    }
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3((unsigned)splits, (unsigned)((p.n + P::kRows - 1) / P::kRows),
+                          (unsigned)((p.m + P::kTokens - 1) / P::kTokens));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = P::kSmem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = (unsigned)nattr;
+    const cudaError_t err = cudaLaunchKernelEx(&config, kernel, p);
+    if (err == cudaSuccess) return sa_cuda::check_launch("quant_prefill");
+    (void)cudaGetLastError();
+    return sa::fail(SA_E_CUDA, std::string("quant_prefill: launch failed with ") + cudaGetErrorName(err) + " (" +
+                                   cudaGetErrorString(err) + ")");
+}
+
+template <int Fmt>
+sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStream_t stream) {
+    if (!c.rows || !c.tokens || !c.splits) {
+        const sa_prefill::Config chosen = sa_prefill::choose(p.m, p.n, p.k, group);
+        if (!c.rows) c.rows = chosen.rows;
+        if (!c.tokens) c.tokens = chosen.tokens;
+        if (!c.splits) c.splits = chosen.splits;
+    }
+    if ((c.rows != 128 && c.rows != 256) || (c.tokens != 64 && c.tokens != 128))
+        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: no " + std::to_string(c.rows) + " x " +
+                                                   std::to_string(c.tokens) + " tile (128 or 256 rows x 64 or 128 tokens)");
+    if (c.splits != 1 && c.splits != 2 && c.splits != 4 && c.splits != 8)
+        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: splits must be 1, 2, 4 or 8, got " + std::to_string(c.splits));
+    if (c.splits > 1 && !device_info().clusters)
+        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: a K split needs thread-block clusters (sm_90)");
+    if (c.splits > p.k / group)
+        return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: " + std::to_string(c.splits) + " splits of " +
+                                                   std::to_string(p.k / group) + " scale groups");
+    if (c.rows == 128) return c.tokens == 64 ? launch<Fmt, 4, 4>(p, c.splits, stream) : launch<Fmt, 4, 8>(p, c.splits, stream);
+    return c.tokens == 64 ? launch<Fmt, 8, 8>(p, c.splits, stream) : launch<Fmt, 8, 16>(p, c.splits, stream);
+}
+
+}  // namespace
+
+namespace sa_prefill {
+
+// The launch shape of the least modelled time over the 4 tiles x 4 splits: waves x (a block's MACs / its SM's rate
+// + fixed cost), waves = ceil(blocks / resident blocks), x 1.2 for clusters of 4 or 8 over more than one wave. The
+// rates (M MAC/µs per SM), the fixed cost (µs: launch, pipeline fill, epilogue; grows with the cluster size) and the
+// 1.2 were fitted to the forced-shape sweep of quant_prefill_bench on the H100 (kernels/NOTES_QUANT.md, "Prefill
+// GEMM"): on the 64 measured (format, linear, M) points the chosen shape is at most 2.5% slower than the best one.
+Config choose(int m, int n, int k, int group) {
+    struct Tile {
+        int rows, tokens, per_sm;
+        double rate;
+    };
+    static const Tile tiles[] = {{128, 64, 2, 0.8}, {256, 64, 1, 0.9}, {128, 128, 1, 1.0}, {256, 128, 1, 1.2}};
+    constexpr double kFixed = 4.0, kFixedPerSplit = 1.0, kBigClusterWaves = 1.2;
+    const DeviceInfo &dev = device_info();
+    const int groups = k / group;
+    Config best;
+    double best_cost = 0;
+    for (const Tile &tile : tiles) {
+        const long long blocks_per_split = (long long)((n + tile.rows - 1) / tile.rows) * ((m + tile.tokens - 1) / tile.tokens);
+        for (int s = 1; s <= kMaxSplits; s *= 2) {
+            if (s > 1 && (!dev.clusters || s > groups)) break;
+            const long long resident = (long long)dev.sms * tile.per_sm;
+            const long long waves = (blocks_per_split * s + resident - 1) / resident;
+            const double macs = (double)tile.rows * tile.tokens * ((double)k / s);
+            double cost = (double)waves * (macs / (tile.rate * 1e6 / tile.per_sm) + kFixed + kFixedPerSplit * s);
+            if (s >= 4 && waves > 1) cost *= kBigClusterWaves;
+            if (best.rows == 0 || cost < best_cost) {
+                best_cost = cost;
+                best.rows = tile.rows, best.tokens = tile.tokens, best.splits = s;
+            }
+        }
+    }
+    return best;
+}
+
+sa_status linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales, const uint8_t *zeros,
+                       bool fp16_scales, uint16_t *y, int m, int n, int k, cudaStream_t stream, Config config) {
+    if (m <= 0) return SA_OK;
+    const Params p{x, reinterpret_cast<const uint8_t *>(qweight), scales, zeros, nullptr, y, m, n, k};
+    if (fp16_scales)
+        return zeros ? launch_shape<kW4Fp16Zeros>(p, SA_W4A16_GROUP, config, stream)
+                     : launch_shape<kW4Fp16>(p, SA_W4A16_GROUP, config, stream);
+    return zeros ? launch_shape<kW4Bf16Zeros>(p, SA_W4A16_GROUP, config, stream)
+                 : launch_shape<kW4Bf16>(p, SA_W4A16_GROUP, config, stream);
+}
+
+sa_status linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
+                     bool double_quant, uint16_t *y, int m, int n, int k, cudaStream_t stream, Config config) {
+    if (m <= 0) return SA_OK;
+    const Params p{x, qweight, absmax, nullptr, tables, y, m, n, k};
+    return double_quant ? launch_shape<kNf4Dq>(p, SA_NF4_BLOCK, config, stream)
+                        : launch_shape<kNf4F32>(p, SA_NF4_BLOCK, config, stream);
+}
+
+}  // namespace sa_prefill
