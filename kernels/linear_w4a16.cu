@@ -36,6 +36,7 @@
 #include <string>
 
 #include "cuda_common.cuh"
+#include "linear_epilogue.cuh"
 #include "linear_quant_prefill.h"
 #include "w4a16_dequant.cuh"
 
@@ -105,12 +106,15 @@ template <int Tiles, bool Fp16Scales, bool HasZeros>
 __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
-                 int prefetch_bytes) {
+                 int prefetch_bytes, int epi) {
     pdl_launch_dependents();
     __shared__ float partial[kWarps][16][16];  // [warp][row][token]
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
-    const int n0 = blockIdx.x * 16, groups = k / kGroup, kw = k / 8;
-    const int row_a = min(n0 + r, n - 1), row_b = min(n0 + r + 8, n - 1);  // clamped: ragged rows load valid memory
+    const int tile = blockIdx.x, groups = k / kGroup, kw = k / 8;
+    // Tile rows r and r + 8 (linear_epilogue.cuh: consecutive W rows, or a SwiGLU tile's gate and up rows); rows
+    // past n read row n - 1 (valid memory) and are never stored.
+    const int row_a = sa_epilogue::row_ok(tile, r, n, epi) ? sa_epilogue::tile_row(tile, r, n, epi) : n - 1;
+    const int row_b = sa_epilogue::row_ok(tile, r + 8, n, epi) ? sa_epilogue::tile_row(tile, r + 8, n, epi) : n - 1;
     const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4;
     const uint32_t *qb = qweight + (size_t)row_b * kw + t * 4;
     constexpr int kStride = kWarps * kUnroll;  // groups the block covers per batch
@@ -136,9 +140,9 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
 
     Batch b;
     load(b, warp);
-    if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of row n0 + i, into L2
-        const int row = n0 + threadIdx.x, row_bytes = k / 2, first = kStride * kGroup / 2;
-        if (row < n && first < row_bytes) {
+    if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of tile row i, into L2
+        const int row = sa_epilogue::tile_row(tile, threadIdx.x, n, epi), row_bytes = k / 2, first = kStride * kGroup / 2;
+        if (sa_epilogue::row_ok(tile, threadIdx.x, n, epi) && first < row_bytes) {
             const int bytes = min(row_bytes - first, prefetch_bytes / 16) & ~15;
             if (bytes > 0)
                 prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)row * row_bytes + first, (uint32_t)bytes);
@@ -198,24 +202,29 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
         partial[warp][r + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
     }
     __syncthreads();
-    const int row = threadIdx.x / 16, token = threadIdx.x % 16;
-    if (token < m && token < Tiles * 8 && n0 + row < n) {
-        float sum = 0.0f;
+    if (threadIdx.x < 128) {  // thread (row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair
+        const int row = threadIdx.x / 16, token = threadIdx.x % 16;
+        if (token < m && token < Tiles * 8) {
+            float lo = 0.0f, hi = 0.0f;
 #pragma unroll
-        for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
-        y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+            for (int wi = 0; wi < kWarps; ++wi) {
+                lo += partial[wi][row][token];
+                hi += partial[wi][row + 8][token];
+            }
+            sa_epilogue::store(y, epi, n, token, tile, row, lo, hi);
+        }
     }
 }
 
 template <int Tiles, bool Fp16Scales>
 sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
     auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true> : &w4a16_skinny<Tiles, Fp16Scales, false>;
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
-                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi);
 }
 
 // ==== v6: w4a16_wide, the ring kernel ====
@@ -257,13 +266,13 @@ template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
 __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
     w4a16_wide(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
-               int prefetch_bytes) {
+               int prefetch_bytes, int epi) {
     constexpr int kStages = stages_for(RowTiles);
     constexpr int kRows = 16 * RowTiles;  // output rows of the block
     pdl_launch_dependents();
     extern __shared__ __align__(16) uint4 smem[];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, t = lane % 4;
-    const int n0 = blockIdx.x * kRows, groups = k / kGroup, kw = k / 8;
+    const int groups = k / kGroup, kw = k / 8;
     const int my_groups = (groups - warp + kWarps - 1) / kWarps;  // groups warp, warp + 8, ... below `groups`
     uint4 *ring = smem;
     uint16_t *sc = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [group][row]
@@ -275,7 +284,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         for (int rt = 0; rt < RowTiles; ++rt)
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int row = min(n0 + rt * 16 + half * 8 + r, n - 1);  // clamped: ragged rows copy valid memory
+                const int tile = blockIdx.x * RowTiles + rt, tr = half * 8 + r;  // rows past n copy row n - 1
+                const int row = sa_epilogue::row_ok(tile, tr, n, epi) ? sa_epilogue::tile_row(tile, tr, n, epi) : n - 1;
                 cp_async16(smem_u32(ring + ((slot * RowTiles + rt) * 2 + half) * kThreads + tid),
                            qweight + (size_t)row * kw + grp * (kGroup / 8) + t * 4);
             }
@@ -296,7 +306,9 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         for (int e = 0; e < kStageChunk; ++e) {
             const int i = (round * kStageChunk + e) * kThreads + tid;
             if (i < staged) {
-                const size_t f = (size_t)min(n0 + i % kRows, n - 1) * groups + i / kRows;  // ragged rows: clamped
+                const int tile = blockIdx.x * RowTiles + i % kRows / 16, tr = i % 16;  // rows past n: row n - 1
+                const int row = sa_epilogue::row_ok(tile, tr, n, epi) ? sa_epilogue::tile_row(tile, tr, n, epi) : n - 1;
+                const size_t f = (size_t)row * groups + i / kRows;
                 s_val[e] = __ldg(scales + f);
                 if constexpr (HasZeros) z_val[e] = __ldg(zeros + f);
             }
@@ -313,9 +325,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         }
     };
     stage_load(0);
-    if ((int)blockIdx.x < prefetch_blocks && tid < kRows) {  // thread i: the rest of row n0 + i, into L2
-        const int row = n0 + tid, row_bytes = k / 2, first = kStages * kWarps * kGroup / 2;
-        if (row < n && first < row_bytes) {
+    if ((int)blockIdx.x < prefetch_blocks && tid < kRows) {  // thread i: the rest of block row i, into L2
+        const int tile = blockIdx.x * RowTiles + tid / 16, tr = tid % 16;
+        const int row = sa_epilogue::tile_row(tile, tr, n, epi), row_bytes = k / 2, first = kStages * kWarps * kGroup / 2;
+        if (sa_epilogue::row_ok(tile, tr, n, epi) && first < row_bytes) {
             const int bytes = min(row_bytes - first, prefetch_bytes / kRows) & ~15;
             if (bytes > 0)
                 prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)row * row_bytes + first, (uint32_t)bytes);
@@ -405,21 +418,25 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
             pa[8 * 16 + 1] = acc[rt][tt][3];
         }
     __syncthreads();
+    // Thread (row tile, row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair.
 #pragma unroll
-    for (int i = tid; i < kRows * 16; i += kThreads) {
-        const int row = i / 16, token = i % 16;
-        if (token < m && token < Tiles * 8 && n0 + row < n) {
-            float sum = 0.0f;
+    for (int i = tid; i < kRows / 2 * 16; i += kThreads) {
+        const int rt = i / 128, row = i / 16 % 8, token = i % 16;
+        if (token < m && token < Tiles * 8) {
+            float lo = 0.0f, hi = 0.0f;
 #pragma unroll
-            for (int wi = 0; wi < kWarps; ++wi) sum += partial[(wi * kRows + row) * 16 + token];
-            y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+            for (int wi = 0; wi < kWarps; ++wi) {
+                lo += partial[(wi * kRows + rt * 16 + row) * 16 + token];
+                hi += partial[(wi * kRows + rt * 16 + row + 8) * 16 + token];
+            }
+            sa_epilogue::store(y, epi, n, token, blockIdx.x * RowTiles + rt, row, lo, hi);
         }
     }
 }
 
 template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
 sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, const uint8_t *z,
-                      uint16_t *y, int m, int n, int k) {
+                      uint16_t *y, int m, int n, int k, int epi) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     // Blocks of the first wave may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks =
@@ -427,27 +444,28 @@ sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, cons
     const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_wide", &w4a16_wide<Tiles, RowTiles, Fp16Scales, HasZeros>,
                                   grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros) + kRingSmemPad, s,
-                                  x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes);
+                                  x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi);
 }
 
 template <int Tiles, int RowTiles>
 sa_status launch_wide_scales(bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                             const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
+                             const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi) {
     if (fp16)
-        return has_zeros ? launch_wide<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k)
-                         : launch_wide<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k);
-    return has_zeros ? launch_wide<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k)
-                     : launch_wide<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k);
+        return has_zeros ? launch_wide<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k, epi)
+                         : launch_wide<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k, epi);
+    return has_zeros ? launch_wide<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k, epi)
+                     : launch_wide<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k, epi);
 }
 
 template <int Tiles>
 sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x,
-                           const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k) {
-    if (row_tiles == 4) return launch_wide_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+                           const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k,
+                           int epi) {
+    if (row_tiles == 4) return launch_wide_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
 #if SA_W4A16_RING_NARROW
-    if (row_tiles == 1) return launch_wide_scales<Tiles, 1>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+    if (row_tiles == 1) return launch_wide_scales<Tiles, 1>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
 #endif
-    return launch_wide_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k);
+    return launch_wide_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
 }
 
 
@@ -505,7 +523,7 @@ int row_tiles_for(int m, int n, int k, bool has_zeros, int smem_limit) {
 
 SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                       const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                      void *stream) {
+                                      int32_t epilogue, void *stream) {
     if (!x || !qweight || !scales || !y || m < 0 || n <= 0 || k <= 0)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: bad arguments");
     if (k % kGroup != 0)
@@ -515,6 +533,8 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: x and qweight must be 16-byte aligned");
     if (flags & ~SA_W4A16_FP16_SCALES)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: unknown flags " + std::to_string(flags));
+    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_w4a16", epilogue, x, y, m, n);
+    if (epilogue_ok != SA_OK) return epilogue_ok;
     const int smem_limit = max_dynamic_smem();
     if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory ring");
     auto s = static_cast<cudaStream_t>(stream);
@@ -528,14 +548,14 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
         sa_status st;
         if (rt > 1 || (SA_W4A16_RING_NARROW && smem_bytes(1, k / kGroup, has_zeros) + kRingSmemPad <= (size_t)smem_limit)) {
-            st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                         : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k);
+            st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue)
+                         : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue);
         } else {
             const dim3 grid((unsigned)((n + 15) / 16));
-            st = mc <= 8 ? (fp16 ? launch_skinny<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                                 : launch_skinny<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k))
-                         : (fp16 ? launch_skinny<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k)
-                                 : launch_skinny<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k));
+            st = mc <= 8 ? (fp16 ? launch_skinny<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue)
+                                 : launch_skinny<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue))
+                         : (fp16 ? launch_skinny<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue)
+                                 : launch_skinny<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue));
         }
         if (st != SA_OK) return st;
     }

@@ -145,7 +145,7 @@ SA_API sa_status sa_cpu_linear_w4a16(const uint16_t *x, const uint32_t *qweight,
  * except M <= 32 of a weight under 16M elements: the decode kernel over 16-token slices). x, y 16-byte aligned. */
 SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                       const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                      void *stream);
+                                      int32_t epilogue, void *stream);
 
 /* ---- bitsandbytes NF4 weights (shared/docs/quant-kernels.md §1), in the kernel layout made at load ----
  * A linear weight W [N, K] (K a multiple of 64) is held as three arrays:

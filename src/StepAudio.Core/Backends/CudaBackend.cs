@@ -142,7 +142,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, (int)epilogue, S));
                 break;
             case WeightFormat.W4A16:
-                NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, S));
+                NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, (int)epilogue, S));
                 break;
             case WeightFormat.Nf4:
                 NativeException.Check(NativeMethods.CudaLinearNf4(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra!.Pointer,
@@ -153,7 +153,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         }
     }
     /// <summary>The formats whose CUDA kernels take the Add / SwiGlu epilogues.</summary>
-    public bool HasEpilogues(WeightFormat format) => format == WeightFormat.Bf16;
+    public bool HasEpilogues(WeightFormat format) => format is WeightFormat.Bf16 or WeightFormat.W4A16;
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CudaSwiGlu(gateUp, output, m, f, S));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CudaAdd(x, y, n, S));

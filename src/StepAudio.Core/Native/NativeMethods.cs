@@ -54,7 +54,7 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_bf16")] internal static partial int CudaAdd(nint x, nint y, long n, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_rmsnorm_bf16")] internal static partial int CudaAddRmsNorm(nint x, nint y, nint w, nint output, int rows, int dim, float eps, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_attention_bf16")] internal static partial int CudaAttention(AttnShape* shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output, nint stream);
-    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_w4a16")] internal static partial int CudaLinearW4A16(nint x, nint qweight, nint scales, nint zeros, int flags, nint y, int m, int n, int k, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_w4a16")] internal static partial int CudaLinearW4A16(nint x, nint qweight, nint scales, nint zeros, int flags, nint y, int m, int n, int k, int epilogue, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_sample_bf16")] internal static partial int CudaSample(nint logits, int vocab, nint history, nint historyLen, SampleParams* p, nint step, nint outId, nint stream);
 
     // bitsandbytes NF4 (kernel layout of stepaudio_native.h)
