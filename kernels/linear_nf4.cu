@@ -53,6 +53,10 @@ constexpr int kTileRows = 16;
 #ifndef SA_NF4_BATCH2
 #define SA_NF4_BATCH2 4
 #endif
+// v5 (persistent, streaming) instead of v4 (one tile per block).
+#ifndef SA_NF4_STREAM
+#define SA_NF4_STREAM 1
+#endif
 // Prefetch x into L1 after pdl_wait (0: the unit loads fetch it themselves).
 #ifndef SA_NF4_X_PREFETCH
 #define SA_NF4_X_PREFETCH 1
@@ -246,6 +250,218 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     }
 }
 
+// ---- v5: persistent blocks, one ring of units streaming across tiles -----------------------------------------------
+// Block b owns tiles b, b + grid, ...; warp w's units are the 64-blocks w, w + 8, ... of each of them in turn, and
+// the codes and absmax codes of the next kRing units are always in flight (loaded right after the unit they replace
+// in the ring is multiplied), across tile boundaries. The pair table is built once per block. The absmax is decoded
+// per unit (nested_map in shared memory, the nested group pair through L1: the next tile's groups are prefetched
+// there), so nothing is staged per tile; at a tile's end the warps' partial sums go to one of two shared buffers,
+// one barrier, and the tile's y is reduced and written while the warps go on with the next tile.
+#ifndef SA_NF4_RING
+#define SA_NF4_RING 8
+#endif
+#ifndef SA_NF4_RING2
+#define SA_NF4_RING2 4
+#endif
+constexpr int kStreamNestedOffset = kNf4LutBytes;
+constexpr int kStreamPartialOffset = kStreamNestedOffset + 256 * 4;
+constexpr int kStreamSmem = kStreamPartialOffset + 2 * kWarps * kTileRows * 16 * 4;
+
+template <int Tiles, bool DQ>
+__global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
+    nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
+                    const float *__restrict__ tables, uint16_t *y, int m, int n, int k) {
+    pdl_launch_dependents();
+    constexpr int kRing = Tiles == 1 ? SA_NF4_RING : SA_NF4_RING2;
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint8_t *lut = smem;
+    float *nested_map = reinterpret_cast<float *>(smem + kStreamNestedOffset);
+    float *partials = reinterpret_cast<float *>(smem + kStreamPartialOffset);  // [tile & 1][warp][row][token]
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int kb = k / SA_NF4_BLOCK, tiles = (n + kTileRows - 1) / kTileRows, grid = gridDim.x;
+    const int upw = (kb + kWarps - 1) / kWarps;  // units per warp and tile
+    const int my_tiles = (tiles - (int)blockIdx.x + grid - 1) / grid;
+    const int total = my_tiles * upw;  // units per warp, block-uniform (the tile-end barriers)
+    const uint32_t lane_off = 4 * lane;
+    const float2 *groups = nf4_nested_groups(tables);
+
+    // A cursor walks this warp's units in order: the 64-blocks warp, warp + 8, ... of the block's tile ti = 0, then of
+    // ti = 1, ...; ia, ib = the 64-block indices of rows g and g + 8 (row-major over [n, K/64], 32-bit: the host
+    // checks that they fit), the rows clamped so that a ragged tile loads valid memory. Advancing is a few adds; the
+    // rows are recomputed only when the cursor enters the next tile.
+    struct Cursor {
+        int ti, slot, blk;  // blk >= kb: no unit (this warp is one block short, or past the last tile)
+        uint32_t ia, ib;
+    };
+    auto enter_tile = [&](Cursor &c, int ti) {
+        const int n0 = ((int)blockIdx.x + ti * grid) * kTileRows;
+        c.ti = ti, c.slot = 0, c.blk = ti < my_tiles ? warp : kb;  // past the last tile: never valid
+        c.ia = (uint32_t)min(n0 + g, n - 1) * (uint32_t)kb + warp;
+        c.ib = (uint32_t)min(n0 + g + 8, n - 1) * (uint32_t)kb + warp;
+    };
+    auto advance = [&](Cursor &c) {
+        if (++c.slot == upw) {  // block-uniform
+            enter_tile(c, c.ti + 1);
+        } else {
+            c.blk += kWarps, c.ia += kWarps, c.ib += kWarps;
+        }
+    };
+    // The groups of tile ti into L1 (double quant): a handful of 128-byte lines, one per thread.
+    auto prefetch_groups = [&](int ti) {
+        if (!DQ || ti >= my_tiles) return;
+        const int n0 = ((int)blockIdx.x + ti * grid) * kTileRows;
+        const int64_t first = (int64_t)n0 * kb / SA_NF4_NESTED_BLOCK;
+        const int64_t last = ((int64_t)min(n0 + kTileRows, n) * kb - 1) / SA_NF4_NESTED_BLOCK;
+        const int lines = (int)((last - first) * 8 / 128) + 2;
+        if ((int)threadIdx.x < lines)
+            prefetch_l1(reinterpret_cast<const uint8_t *>(groups + first) + min((int64_t)threadIdx.x * 128, (last - first) * 8));
+    };
+
+    uint2 ca[kRing], cb[kRing];
+    uint32_t raw_a[kRing], raw_b[kRing];  // absmax: u8 codes, or fp32 bits without double quant
+    const uint8_t *q_t = qweight + 8 * t;
+    auto load = [&](int i, const Cursor &u) {
+        if (u.blk < kb) {
+            ca[i] = load_stream8(q_t + (uint64_t)u.ia * (SA_NF4_BLOCK / 2));
+            cb[i] = load_stream8(q_t + (uint64_t)u.ib * (SA_NF4_BLOCK / 2));
+            if (DQ) {
+                raw_a[i] = __ldg(static_cast<const uint8_t *>(absmax) + u.ia);
+                raw_b[i] = __ldg(static_cast<const uint8_t *>(absmax) + u.ib);
+            } else {
+                raw_a[i] = __float_as_uint(__ldg(static_cast<const float *>(absmax) + u.ia));
+                raw_b[i] = __float_as_uint(__ldg(static_cast<const float *>(absmax) + u.ib));
+            }
+        }
+    };
+
+    // Prologue, all before pdl_wait: the first kRing units, the pair table, nested_map, the first tiles' groups.
+    Cursor lc, mc;  // the load cursor runs kRing units ahead of the multiply cursor
+    enter_tile(lc, 0);
+    enter_tile(mc, 0);
+#pragma unroll
+    for (int i = 0; i < kRing; ++i) {
+        load(i, lc);
+        advance(lc);
+    }
+    nf4_build_pair_lut(lut, tables);
+    if (DQ) nested_map[threadIdx.x] = __ldg(tables + 16 + threadIdx.x);
+    prefetch_groups(0);
+    prefetch_groups(1);
+    __syncthreads();
+    pdl_wait();
+    const int x_rows = min(m, Tiles * 8);
+    if (SA_NF4_X_PREFETCH && x_rows * k <= 4 * kThreads * 64)  // <= 128 KB: every line of x, at most 4 per thread
+        for (int i = threadIdx.x; i < x_rows * k / 64; i += kThreads) prefetch_l1(x + (size_t)i * 64);
+
+    float acc[Tiles][4];
+#pragma unroll
+    for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+    auto multiply = [&](int i, const Cursor &u) {
+        float sa, sb;
+        if (DQ) {
+            const float2 ga = __ldg(groups + u.ia / SA_NF4_NESTED_BLOCK);
+            const float2 gb = __ldg(groups + u.ib / SA_NF4_NESTED_BLOCK);
+            sa = nf4_double_quant_absmax(nested_map[raw_a[i]], ga);
+            sb = nf4_double_quant_absmax(nested_map[raw_b[i]], gb);
+        } else {
+            sa = __uint_as_float(raw_a[i]);
+            sb = __uint_as_float(raw_b[i]);
+        }
+        // x of this thread: k = blk·64 + 16t .. +15 (8 bf16 pairs), for tokens g and g + 8.
+        uint4 xv[Tiles][2];
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) {
+            const int token = tt * 8 + g;
+            const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)token * k + u.blk * SA_NF4_BLOCK + 16 * t);
+            xv[tt][0] = token < m ? xp[0] : make_uint4(0, 0, 0, 0);
+            xv[tt][1] = token < m ? xp[1] : make_uint4(0, 0, 0, 0);
+        }
+        float part[Tiles][4];
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            // MMA step s: code bytes 2s, 2s+1 (weights 16t + 4s .. +3) of rows g and g + 8.
+            const uint32_t wa = s < 2 ? ca[i].x : ca[i].y, wb = s < 2 ? cb[i].x : cb[i].y;
+            const int j = 2 * (s & 1);
+            const uint32_t a0 = nf4_pair(lut, wa, j, lane_off), a2 = nf4_pair(lut, wa, j + 1, lane_off);
+            const uint32_t a1 = nf4_pair(lut, wb, j, lane_off), a3 = nf4_pair(lut, wb, j + 1, lane_off);
+#pragma unroll
+            for (int tt = 0; tt < Tiles; ++tt) {
+                const uint4 &xq = xv[tt][s >> 1];
+                const uint32_t b0 = (s & 1) ? xq.z : xq.x, b1 = (s & 1) ? xq.w : xq.y;
+                mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row g, tokens 2t, 2t+1; c2,c3: row g + 8
+            acc[tt][0] = fmaf(part[tt][0], sa, acc[tt][0]);
+            acc[tt][1] = fmaf(part[tt][1], sa, acc[tt][1]);
+            acc[tt][2] = fmaf(part[tt][2], sb, acc[tt][2]);
+            acc[tt][3] = fmaf(part[tt][3], sb, acc[tt][3]);
+        }
+    };
+    // Tile ti done by every warp: partial sums into buffer ti & 1, one barrier, then thread (row, token) writes y.
+    // Buffer ti & 1 is next written at the end of tile ti + 2, after the barrier of tile ti + 1 that every thread
+    // reaches only once it has read this tile's sums.
+    auto end_tile = [&](int ti) {
+        float(*partial)[kTileRows][16] =
+            reinterpret_cast<float(*)[kTileRows][16]>(partials + (ti & 1) * kWarps * kTileRows * 16);
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) {
+            partial[warp][g][tt * 8 + 2 * t] = acc[tt][0];
+            partial[warp][g][tt * 8 + 2 * t + 1] = acc[tt][1];
+            partial[warp][g + 8][tt * 8 + 2 * t] = acc[tt][2];
+            partial[warp][g + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
+            acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+        }
+        prefetch_groups(ti + 2);
+        __syncthreads();
+        const int row = threadIdx.x / 16, token = threadIdx.x % 16;
+        const int n0 = ((int)blockIdx.x + ti * grid) * kTileRows;
+        if (token < m && token < Tiles * 8 && n0 + row < n) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
+            y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+        }
+    };
+
+    for (int q0 = 0; q0 < total; q0 += kRing) {
+#pragma unroll
+        for (int i = 0; i < kRing; ++i) {
+            if (q0 + i >= total) break;  // block-uniform
+            if (mc.blk < kb) multiply(i, mc);
+            if (mc.slot == upw - 1) end_tile(mc.ti);  // block-uniform
+            advance(mc);
+            load(i, lc);  // the unit kRing ahead takes ring slot i
+            advance(lc);
+        }
+    }
+}
+
+template <int Tiles, bool DQ>
+sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y,
+                        int m, int n, int k, cudaStream_t s) {
+    auto kernel = &nf4_gemv_stream<Tiles, DQ>;
+    // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation); the grid is
+    // as many blocks as are resident at once (or the tile count).
+    static int resident_per_sm = 0;
+    static const cudaError_t opt_in = [&] {
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kStreamSmem);
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, kThreads, kStreamSmem);
+        return e;
+    }();
+    if (opt_in != cudaSuccess || resident_per_sm < 1)
+        return sa::fail(SA_E_CUDA, std::string("nf4_gemv_stream: cannot reserve shared memory: ") + cudaGetErrorName(opt_in));
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    const int tiles = (n + kTileRows - 1) / kTileRows, resident = resident_per_sm * (dev.sms > 0 ? dev.sms : 132);
+    const dim3 grid((unsigned)(tiles < resident ? tiles : resident)), block(kThreads);
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "nf4_gemv_stream", kernel, grid, block, kStreamSmem, s, x, qw,
+                                  absmax, tables, y, m, n, k);
+}
+
 template <int Tiles, bool DQ>
 sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
                  int n, int k, cudaStream_t s) {
@@ -269,6 +485,9 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: null pointer or bad size");
     if (k % SA_NF4_BLOCK != 0)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: K = " + std::to_string(k) + " is not a multiple of 64");
+    if ((int64_t)n * (k / SA_NF4_BLOCK) > (int64_t)UINT32_MAX)  // 64-blocks are indexed in 32 bits
+        return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: N = " + std::to_string(n) + ", K = " +
+                                                   std::to_string(k) + " has more than 2^32 64-blocks");
     if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(qweight)) & 15u)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: x and qweight must be 16-byte aligned");
     cudaStream_t s = static_cast<cudaStream_t>(stream);
@@ -279,10 +498,17 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
         const int mm = m - r0 < 16 ? m - r0 : 16;
         const uint16_t *xs = x + (int64_t)r0 * k;
         uint16_t *ys = y + (int64_t)r0 * n;
+#if SA_NF4_STREAM
+        const sa_status st = mm <= 8 ? (dq ? launch_stream<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
+                                              : launch_stream<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, s))
+                                     : (dq ? launch_stream<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
+                                           : launch_stream<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, s));
+#else
         const sa_status st = mm <= 8 ? (dq ? launch<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
                                               : launch<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, s))
                                      : (dq ? launch<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
                                            : launch<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, s));
+#endif
         if (st != SA_OK) return st;
     }
     return SA_OK;
