@@ -48,14 +48,18 @@ constexpr int kTileRows = 16;
 #endif
 // Units per code batch for one / two 8-token tiles (two batches in flight).
 #ifndef SA_NF4_BATCH
-#define SA_NF4_BATCH 8
+#define SA_NF4_BATCH 4
 #endif
 #ifndef SA_NF4_BATCH2
 #define SA_NF4_BATCH2 4
 #endif
-// v5 (persistent, streaming) instead of v4 (one tile per block).
-#ifndef SA_NF4_STREAM
-#define SA_NF4_STREAM 1
+// v4: multiply two units at a time (interleaved MMA chains).
+#ifndef SA_NF4_PAIRS
+#define SA_NF4_PAIRS 1
+#endif
+// v5 (persistent, streaming) is used when the tiles fill at least this many waves of resident blocks, else v4.
+#ifndef SA_NF4_STREAM_WAVES
+#define SA_NF4_STREAM_WAVES 3
 #endif
 // Prefetch x into L1 after pdl_wait (0: the unit loads fetch it themselves).
 #ifndef SA_NF4_X_PREFETCH
@@ -109,6 +113,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
             if (blk < kb) {
                 c.a[u] = load_stream8(qa + (size_t)blk * (SA_NF4_BLOCK / 2));
                 c.b[u] = load_stream8(qb + (size_t)blk * (SA_NF4_BLOCK / 2));
+            } else {  // defined values: a missing second unit of a pair is multiplied (by zero x and scale)
+                c.a[u] = c.b[u] = make_uint2(0, 0);
             }
         }
     };
@@ -177,6 +183,62 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     float acc[Tiles][4];
 #pragma unroll
     for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+    // Two units at a time, interleaved (two independent MMA chains); a missing second unit (odd count, or a warp one
+    // 64-block short) gets zero x and a zero scale, so it adds nothing.
+    constexpr bool kPairs = SA_NF4_PAIRS && Tiles == 1;  // two token tiles: no registers left for a second unit
+    static_assert(kBatch % 2 == 0, "units are multiplied in pairs");
+    const int my_units = kb > warp ? (kb - warp + kWarps - 1) / kWarps : 0;
+    auto multiply_pairs = [&](const Codes<kBatch> &c, int u0) {
+#pragma unroll
+        for (int u = 0; u < kBatch; u += 2) {
+            if (u0 + u >= my_units) break;  // warp-uniform
+            const bool two = u0 + u + 1 < my_units;
+            const int blk0 = warp + kWarps * (u0 + u), blk1 = blk0 + kWarps;
+            const float2 sc0 = reinterpret_cast<const float2 *>(scales)[(blk0 % kSegBlocks) * 8 + g];
+            const float2 sc1 = two ? reinterpret_cast<const float2 *>(scales)[(blk1 % kSegBlocks) * 8 + g]
+                                   : make_float2(0.0f, 0.0f);
+            uint4 xv[2][Tiles][2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) {
+                    const int token = tt * 8 + g;
+                    const bool ok = token < m && (h == 0 || two);
+                    const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)token * k +
+                                                                      (h ? blk1 : blk0) * SA_NF4_BLOCK + 16 * t);
+                    xv[h][tt][0] = ok ? xp[0] : make_uint4(0, 0, 0, 0);
+                    xv[h][tt][1] = ok ? xp[1] : make_uint4(0, 0, 0, 0);
+                }
+            float part[2][Tiles][4];
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int tt = 0; tt < Tiles; ++tt) part[h][tt][0] = part[h][tt][1] = part[h][tt][2] = part[h][tt][3] = 0.0f;
+#pragma unroll
+            for (int s = 0; s < 4; ++s)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    // MMA step s: code bytes 2s, 2s+1 (weights 16t + 4s .. +3) of rows g and g + 8.
+                    const uint32_t wa = s < 2 ? c.a[u + h].x : c.a[u + h].y, wb = s < 2 ? c.b[u + h].x : c.b[u + h].y;
+                    const int j = 2 * (s & 1);
+                    const uint32_t a0 = nf4_pair(lut, wa, j, lane_off), a2 = nf4_pair(lut, wa, j + 1, lane_off);
+                    const uint32_t a1 = nf4_pair(lut, wb, j, lane_off), a3 = nf4_pair(lut, wb, j + 1, lane_off);
+#pragma unroll
+                    for (int tt = 0; tt < Tiles; ++tt) {
+                        const uint4 &xq = xv[h][tt][s >> 1];
+                        const uint32_t b0 = (s & 1) ? xq.z : xq.x, b1 = (s & 1) ? xq.w : xq.y;
+                        mma_bf16_16816(part[h][tt], a0, a1, a2, a3, b0, b1);
+                    }
+                }
+#pragma unroll
+            for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row g, tokens 2t, 2t+1; c2,c3: row g + 8
+                acc[tt][0] = fmaf(part[1][tt][0], sc1.x, fmaf(part[0][tt][0], sc0.x, acc[tt][0]));
+                acc[tt][1] = fmaf(part[1][tt][1], sc1.x, fmaf(part[0][tt][1], sc0.x, acc[tt][1]));
+                acc[tt][2] = fmaf(part[1][tt][2], sc1.y, fmaf(part[0][tt][2], sc0.y, acc[tt][2]));
+                acc[tt][3] = fmaf(part[1][tt][3], sc1.y, fmaf(part[0][tt][3], sc0.y, acc[tt][3]));
+            }
+        }
+    };
     auto multiply = [&](const Codes<kBatch> &c, int u0) {
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
@@ -224,9 +286,11 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
             decode_segment(u0 * kWarps, 0);
             __syncthreads();
         }
-        multiply(c0, u0);
+        if constexpr (kPairs) multiply_pairs(c0, u0);
+        else multiply(c0, u0);
         load_codes(c0, u0 + 2 * kBatch);
-        multiply(c1, u0 + kBatch);
+        if constexpr (kPairs) multiply_pairs(c1, u0 + kBatch);
+        else multiply(c1, u0 + kBatch);
         load_codes(c1, u0 + 3 * kBatch);
     }
 
@@ -258,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 // there), so nothing is staged per tile; at a tile's end the warps' partial sums go to one of two shared buffers,
 // one barrier, and the tile's y is reduced and written while the warps go on with the next tile.
 #ifndef SA_NF4_RING
-#define SA_NF4_RING 8
+#define SA_NF4_RING 6
 #endif
 #ifndef SA_NF4_RING2
 #define SA_NF4_RING2 4
@@ -462,9 +526,15 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
                                   absmax, tables, y, m, n, k);
 }
 
+// v4 (one tile per block) or, when the tiles fill SA_NF4_STREAM_WAVES waves of resident blocks, v5 (persistent):
+// measured (NOTES_QUANT.md, NF4 v4/v5), v4 is faster up to two waves, v5 from four (gate_up 16384 x 3072).
 template <int Tiles, bool DQ>
 sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
                  int n, int k, cudaStream_t s) {
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    const int tiles = (n + kTileRows - 1) / kTileRows;
+    if ((int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
+        return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, s);
     auto kernel = &nf4_gemv<Tiles, DQ>;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
     static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemMax);
@@ -472,9 +542,9 @@ sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const
         return sa::fail(SA_E_CUDA, std::string("nf4_gemv: cannot reserve shared memory: ") + cudaGetErrorName(opt_in));
     const int kb = k / SA_NF4_BLOCK;
     const size_t smem = kScalesOffset + (size_t)(kb < kSegBlocks ? kb : kSegBlocks) * 8 * 8;
-    const dim3 grid((unsigned)((n + kTileRows - 1) / kTileRows)), block(kThreads);
-    return sa_cuda::launch_pdl_if(sa_cuda::device_traits().quant_pdl, "nf4_gemv", kernel, grid, block, smem, s, x, qw,
-                                  absmax, tables, y, m, n, k);
+    const dim3 grid((unsigned)tiles), block(kThreads);
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "nf4_gemv", kernel, grid, block, smem, s, x, qw, absmax, tables, y, m,
+                                  n, k);
 }
 
 }  // namespace
@@ -498,17 +568,10 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
         const int mm = m - r0 < 16 ? m - r0 : 16;
         const uint16_t *xs = x + (int64_t)r0 * k;
         uint16_t *ys = y + (int64_t)r0 * n;
-#if SA_NF4_STREAM
-        const sa_status st = mm <= 8 ? (dq ? launch_stream<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
-                                              : launch_stream<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, s))
-                                     : (dq ? launch_stream<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
-                                           : launch_stream<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, s));
-#else
         const sa_status st = mm <= 8 ? (dq ? launch<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
                                               : launch<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, s))
                                      : (dq ? launch<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
                                            : launch<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, s));
-#endif
         if (st != SA_OK) return st;
     }
     return SA_OK;
