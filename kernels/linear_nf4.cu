@@ -1,34 +1,38 @@
 // linear_nf4.cu — y = x · Wᵀ with W a bitsandbytes NF4 weight in the kernel layout of stepaudio_native.h.
 //
-// Decode / skinny GEMM (M <= 16), v4 (kernels/NOTES_QUANT.md, "NF4 v4"): one 16-row tile per block (grid = tiles),
-// the whole tile's codes in flight from the block's first instructions, nothing but registers and shared memory on
-// the multiply path.
-//  * work unit = (tile, one 64-block): warp w takes the 64-blocks w, w + 8, ... of the tile's 16 rows, so the block
-//    reads each row front to back; thread (lane = 4·g + t) loads 8 B of row g and 8 B of row g + 8 at byte 8t of the
-//    block, so the 4 threads of a row cover exactly one 64-block and each MMA's partial sum belongs to one absmax,
-//    applied once per block in fp32;
-//  * codes stream through two register batches of kBatch units (ld.global.nc.L1::no_allocate): both are issued
-//    before anything else, so at K <= 8192 a block has its whole tile (up to 64 KB) in flight at once; a batch is
-//    refilled right after it has been multiplied;
-//  * the absmax of the tile are decoded once, in the prologue, into shared memory ([64-block][g] = (row g, row g + 8),
-//    one LDS.64 per unit), 256 64-blocks (16384 k) at a time: a K > 16384 tile re-decodes between segments. The
-//    double-quant decode is bitsandbytes' (nested_map[code]·nested_absmax + offset, two rounded fp32 operations);
+// Decode / skinny GEMM (M <= 16): two tensor-core kernels with the same per-unit arithmetic (kernels/NOTES_QUANT.md,
+// "NF4 v4/v5": versions, predictions, measurements). Common to both:
+//  * work unit = (16-row tile, one 64-block): warp w takes the 64-blocks w, w + 8, ... of a tile's 16 rows, so a
+//    block reads each row front to back; thread (lane = 4·g + t) loads 8 B of row g and 8 B of row g + 8 at byte 8t
+//    of the block (ld.global.nc.L1::no_allocate), so the 4 threads of a row cover exactly one 64-block and each
+//    MMA's partial sum belongs to one absmax, applied once per block in fp32;
 //  * lookup (kernels/nf4_dequant.cuh): a per-lane replicated table of bf16 pairs in shared memory, built by each
 //    block while its first codes are in flight; one PRMT + one conflict-free LDS.32 per two weights, the word going
-//    straight into an MMA A register;
+//    straight into an MMA A register. The double-quant absmax decode is bitsandbytes' (nested_map[code]·nested_absmax
+//    + offset, two rounded fp32 operations);
 //  * mma.m16n8k16 with W rows on the M side, tokens on the n = 8 side (one or two 8-token tiles); the logical k slots
-//    of a thread are its own loaded k's, and x is loaded with the same mapping, through L1 (prefetched there after
-//    pdl_wait: every warp of every block reads all of x);
-//  * the 8 warps' partial sums are reduced in shared memory (over the table) and y is written once, in bf16.
-// v1–v3 (persistent blocks with a per-tile barrier, the absmax and x fetched on the multiply path) are described in
-// NOTES_QUANT.md; v3 reached 29–41% of copy bandwidth at M = 1.
-// Numerics: the kernel multiplies bf16(quant_map[q]) by x on tensor cores and applies absmax to the fp32 sum;
+//    of a thread are its own loaded k's, and x (read through the one pointer x, via L1) with the same mapping;
+//  * the 8 warps' partial sums are reduced in shared memory and y is written once per tile, in bf16, in one place
+//    per kernel (the end of nf4_gemv, end_tile in nf4_gemv_stream).
+// v4, nf4_gemv (default): one tile per block (grid = tiles). Codes stream through two register batches of kBatch
+//    units, both issued first, so at K <= 4096 a block has its whole tile in flight at once (one round trip); a batch
+//    is refilled right after it has been multiplied, units are multiplied two at a time (two independent MMA chains).
+//    The tile's absmax are decoded in the prologue into shared memory ([64-block][g] = (row g, row g + 8): one LDS.64
+//    per unit), 256 64-blocks (16384 k) at a time: a K > 16384 tile re-decodes between segments.
+// v5, nf4_gemv_stream: persistent blocks (as many as are resident) streaming a ring of kRing units per warp across
+//    their tiles, so the loads of the next tile overlap the multiplies of this one; the table is built once per
+//    block, the absmax decoded per unit (codes loaded with the weight codes, nested groups through L1), one barrier
+//    per tile. Used for K <= 4096 when the tiles fill >= 3 waves (gate_up 16384 x 3072), where v4's one-round-trip
+//    blocks load and multiply in lockstep waves; elsewhere v4 measured faster (the dispatch in launch()).
+// v1–v3 (persistent blocks with a per-tile barrier, the absmax and x fetched on the multiply path, 29–41% of copy
+// bandwidth at M = 1) are described in NOTES_QUANT.md.
+// Numerics: the kernels multiply bf16(quant_map[q]) by x on tensor cores and apply absmax to the fp32 sum;
 // the reference (sa_cpu_linear_nf4) rounds quant_map[q]·absmax to bf16 per weight. Both round each weight once
 // with a relative error below 2^-9, so results differ by a few bf16 ulps in relative L2 (checked in tests/native).
-// M > 16 (prefill) runs the same kernel over 16-row slices of x: correct, but it re-reads the weight per slice; a
-// dequantize-to-shared-memory tensor-core GEMM is the planned replacement.
+// M > 16 (prefill): the tensor-core GEMM of linear_quant_prefill.cu where sa_prefill::use_prefill() says so, else
+// these kernels over 16-row slices of x (17–32 tokens on small weights).
 // Programmatic dependent launch (kernels/cuda_common.cuh): the codes, absmax and tables never depend on the previous
-// kernel, so they are loaded (and the table built, the absmax decoded) before pdl_wait(); x is read and y written
+// kernel, so they are loaded (and the table built, v4's absmax decoded) before pdl_wait(); x is read and y written
 // only after it. x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel,
 // so it must not go through the non-coherent path.
 #include <string>
@@ -57,13 +61,9 @@ constexpr int kTileRows = 16;
 #ifndef SA_NF4_PAIRS
 #define SA_NF4_PAIRS 1
 #endif
-// v5 (persistent, streaming) is used when the tiles fill at least this many waves of resident blocks, else v4.
+// v5 (persistent) is used when K <= 4096 and the tiles fill at least this many waves of resident blocks, else v4.
 #ifndef SA_NF4_STREAM_WAVES
 #define SA_NF4_STREAM_WAVES 3
-#endif
-// Prefetch x into L1 after pdl_wait (0: the unit loads fetch it themselves).
-#ifndef SA_NF4_X_PREFETCH
-#define SA_NF4_X_PREFETCH 1
 #endif
 constexpr int kSegBlocks = 256;  // 64-blocks whose decoded absmax are in shared memory at a time
 constexpr int kSegUnits = kSegBlocks / kWarps;
@@ -82,6 +82,7 @@ __device__ __forceinline__ uint2 load_stream8(const uint8_t *p) {
 
 __device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 
+// ---- v4: one tile per block ------------------------------------------------------------------------------------------
 // One code batch: 8 bytes of rows g and g + 8 for kBatch units.
 template <int kBatch>
 struct Codes {
@@ -176,9 +177,6 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     decode_segment(0, kDecodeUnroll * kThreads);  // K > 8192 only
     __syncthreads();  // pair table and scales
     pdl_wait();
-    const int x_rows = min(m, Tiles * 8);
-    if (SA_NF4_X_PREFETCH && x_rows * k <= 4 * kThreads * 64)  // <= 128 KB: every line of x, at most 4 per thread
-        for (int i = threadIdx.x; i < x_rows * k / 64; i += kThreads) prefetch_l1(x + (size_t)i * 64);
 
     float acc[Tiles][4];
 #pragma unroll
@@ -319,8 +317,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 // the codes and absmax codes of the next kRing units are always in flight (loaded right after the unit they replace
 // in the ring is multiplied), across tile boundaries. The pair table is built once per block. The absmax is decoded
 // per unit (nested_map in shared memory, the nested group pair through L1: the next tile's groups are prefetched
-// there), so nothing is staged per tile; at a tile's end the warps' partial sums go to one of two shared buffers,
-// one barrier, and the tile's y is reduced and written while the warps go on with the next tile.
+// there, and x once per block), so nothing is staged per tile; at a tile's end the warps' partial sums go to one of
+// two shared buffers, one barrier, and the tile's y is reduced and written while the warps go on with the next tile.
 #ifndef SA_NF4_RING
 #define SA_NF4_RING 6
 #endif
@@ -414,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     __syncthreads();
     pdl_wait();
     const int x_rows = min(m, Tiles * 8);
-    if (SA_NF4_X_PREFETCH && x_rows * k <= 4 * kThreads * 64)  // <= 128 KB: every line of x, at most 4 per thread
+    if (x_rows * k <= 4 * kThreads * 64)  // x is read again for every tile: pull it into L1 once (<= 128 KB)
         for (int i = threadIdx.x; i < x_rows * k / 64; i += kThreads) prefetch_l1(x + (size_t)i * 64);
 
     float acc[Tiles][4];
@@ -526,14 +524,17 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
                                   absmax, tables, y, m, n, k);
 }
 
-// v4 (one tile per block) or, when the tiles fill SA_NF4_STREAM_WAVES waves of resident blocks, v5 (persistent):
-// measured (NOTES_QUANT.md, NF4 v4/v5), v4 is faster up to two waves, v5 from four (gate_up 16384 x 3072).
+// v4 (one tile per block) or v5 (persistent) when the tiles fill SA_NF4_STREAM_WAVES waves of resident blocks and
+// K <= 4096 — where a v4 block is a single round trip (its two batches hold the whole tile), so its blocks load and
+// multiply in lockstep waves. Measured (NOTES_QUANT.md, NF4 v4/v5): v5 wins at 16384 x 3072 (4 waves), v4 at
+// 8192 x 8192 (2 waves) and at 16384 x 8192 (4 waves, K = 8192: a v4 block already streams its tile).
 template <int Tiles, bool DQ>
 sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
                  int n, int k, cudaStream_t s) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int tiles = (n + kTileRows - 1) / kTileRows;
-    if ((int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
+    if (k <= 4096 &&
+        (int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
         return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, s);
     auto kernel = &nf4_gemv<Tiles, DQ>;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
