@@ -2,7 +2,8 @@
 // gpu_checks_nf4.inc, then measured copy bandwidth, NF4 GEMV time (one CUDA graph of launches over rotating weight
 // copies, median of 20 replays) and bandwidth counting packed bytes (nibbles + u8 absmax codes + nested pairs), and
 // the 32-layer Step1 linear stack (fused QKV, O, fused gate+up, down) replayed as one CUDA graph. Weights rotate over
-// enough copies that the 50 MB L2 never holds them. Built by CMake in a CUDA build (target nf4_bench), or by hand:
+// enough copies that the 50 MB L2 never holds them. NF4_BENCH_M="1,16" limits the token counts (default 1, 4, 16).
+// Built by CMake in a CUDA build (target nf4_bench), or by hand:
 //   nvcc -O3 -std=c++17 -arch=sm_90a -Inative/include -Inative/src tests/native/nf4_bench.cu kernels/linear_nf4.cu \
 //        native/src/cpu_nf4.cpp native/src/api.cpp -Xcompiler -fopenmp -o nf4_bench
 #include <cuda_runtime.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -64,6 +66,16 @@ int main() {
         if (e.empty()) ++passed; else { ++failed; std::printf("[FAIL] %s: %s\n", c.name.c_str(), e.c_str()); }
     }
     std::printf("checks: %d passed, %d failed\n", passed, failed);
+    std::vector<int> bench_ms = {1, 4, 16};
+    if (const char *list = std::getenv("NF4_BENCH_M")) {
+        bench_ms.clear();
+        for (const char *p = list; *p;) {
+            const int v = std::atoi(p);
+            if (v >= 1 && v <= 16) bench_ms.push_back(v);
+            while (*p && *p != ',') ++p;
+            if (*p == ',') ++p;
+        }
+    }
     std::mt19937 rng(1);
     cudaStream_t s;
     CK(cudaStreamCreate(&s));
@@ -91,7 +103,7 @@ int main() {
         int copies = (int)std::max<int64_t>(2, (512ll << 20) / ((int64_t)n * k / 2));
         std::vector<DevW> ws;
         for (int c = 0; c < copies; ++c) ws.push_back(make(n, k, rng));
-        for (int mrows : {1, 4, 16}) {
+        for (int mrows : bench_ms) {
             cudaGraph_t g; cudaGraphExec_t ge;
             CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
             for (auto &w : ws) sa_cuda_linear_nf4(x, w.q, w.a, w.t, 1, y, mrows, n, k, s);
