@@ -38,6 +38,7 @@
 #include <string>
 
 #include "cuda_common.cuh"
+#include "linear_epilogue.cuh"
 #include "linear_quant_prefill.h"
 #include "nf4_common.h"
 #include "nf4_dequant.cuh"
@@ -92,7 +93,7 @@ struct Codes {
 template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
-             const float *__restrict__ tables, uint16_t *y, int m, int n, int k) {
+             const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi) {
     pdl_launch_dependents();
     constexpr int kBatch = Tiles == 1 ? SA_NF4_BATCH : SA_NF4_BATCH2;
     static_assert(kSegUnits % (2 * kBatch) == 0, "a segment is a whole number of batch pairs");
@@ -101,9 +102,12 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     float *nested_map = reinterpret_cast<float *>(smem + kNestedOffset);
     float *scales = reinterpret_cast<float *>(smem + kScalesOffset);  // [64-block % kSegBlocks][g][row g, row g + 8]
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int n0 = blockIdx.x * kTileRows, kb = k / SA_NF4_BLOCK;
+    const int tile = blockIdx.x, kb = k / SA_NF4_BLOCK;
     const int units = (kb + kWarps - 1) / kWarps;  // per warp, block-uniform (the segment barriers)
-    const int ra = min(n0 + g, n - 1), rb = min(n0 + g + 8, n - 1);  // ragged rows load valid memory
+    // W row of tile row i (linear_epilogue.cuh: consecutive rows, or a SwiGLU tile's gate and up rows); rows past n
+    // read row n - 1 (valid memory) and are never stored.
+    auto w_row = [&](int i) { return sa_epilogue::row_ok(tile, i, n, epi) ? sa_epilogue::tile_row(tile, i, n, epi) : n - 1; };
+    const int ra = w_row(g), rb = w_row(g + 8);
     const uint8_t *qa = qweight + (size_t)ra * (k / 2) + 8 * t, *qb = qweight + (size_t)rb * (k / 2) + 8 * t;
     const uint32_t lane_off = 4 * lane;
 
@@ -131,7 +135,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         for (int i = 0; i < kDecodeUnroll; ++i) {
             const int e = e0 + i * kThreads + (int)threadIdx.x;
             if (e < entries) {
-                const int64_t blk = (int64_t)min(n0 + (e & 15), n - 1) * kb + blk0 + (e >> 4);
+                const int64_t blk = (int64_t)w_row(e & 15) * kb + blk0 + (e >> 4);
                 if (DQ) {
                     c.raw[i] = __ldg(static_cast<const uint8_t *>(absmax) + blk);
                     c.group[i] = __ldg(nf4_nested_groups(tables) + blk / SA_NF4_NESTED_BLOCK);
@@ -303,12 +307,17 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         partial[warp][g + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
     }
     __syncthreads();
-    const int row = threadIdx.x / 16, token = threadIdx.x % 16;
-    if (token < m && token < Tiles * 8 && n0 + row < n) {
-        float sum = 0.0f;
+    if (threadIdx.x < 128) {  // thread (row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair
+        const int row = threadIdx.x / 16, token = threadIdx.x % 16;
+        if (token < m && token < Tiles * 8) {
+            float lo = 0.0f, hi = 0.0f;
 #pragma unroll
-        for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
-        y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+            for (int wi = 0; wi < kWarps; ++wi) {
+                lo += partial[wi][row][token];
+                hi += partial[wi][row + 8][token];
+            }
+            sa_epilogue::store(y, epi, n, token, tile, row, lo, hi);
+        }
     }
 }
 
@@ -332,7 +341,7 @@ constexpr int kStreamSmem = kStreamPartialOffset + 2 * kWarps * kTileRows * 16 *
 template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
-                    const float *__restrict__ tables, uint16_t *y, int m, int n, int k) {
+                    const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi) {
     pdl_launch_dependents();
     constexpr int kRing = Tiles == 1 ? SA_NF4_RING : SA_NF4_RING2;
     extern __shared__ __align__(16) uint8_t smem[];
@@ -355,11 +364,15 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         int ti, slot, blk;  // blk >= kb: no unit (this warp is one block short, or past the last tile)
         uint32_t ia, ib;
     };
+    // W row of row i of the block's tile ti (linear_epilogue.cuh); rows past n read row n - 1 and are never stored.
+    auto w_row = [&](int ti, int i) {
+        const int tile = (int)blockIdx.x + ti * grid;
+        return sa_epilogue::row_ok(tile, i, n, epi) ? sa_epilogue::tile_row(tile, i, n, epi) : n - 1;
+    };
     auto enter_tile = [&](Cursor &c, int ti) {
-        const int n0 = ((int)blockIdx.x + ti * grid) * kTileRows;
         c.ti = ti, c.slot = 0, c.blk = ti < my_tiles ? warp : kb;  // past the last tile: never valid
-        c.ia = (uint32_t)min(n0 + g, n - 1) * (uint32_t)kb + warp;
-        c.ib = (uint32_t)min(n0 + g + 8, n - 1) * (uint32_t)kb + warp;
+        c.ia = (uint32_t)w_row(ti, g) * (uint32_t)kb + warp;
+        c.ib = (uint32_t)w_row(ti, g + 8) * (uint32_t)kb + warp;
     };
     auto advance = [&](Cursor &c) {
         if (++c.slot == upw) {  // block-uniform
@@ -368,15 +381,16 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
             c.blk += kWarps, c.ia += kWarps, c.ib += kWarps;
         }
     };
-    // The groups of tile ti into L1 (double quant): a handful of 128-byte lines, one per thread.
+    // The groups of tile ti into L1 (double quant): a handful of 128-byte lines, one per thread, for each 8-row half
+    // of the tile (contiguous W rows, also for a SwiGLU tile).
     auto prefetch_groups = [&](int ti) {
         if (!DQ || ti >= my_tiles) return;
-        const int n0 = ((int)blockIdx.x + ti * grid) * kTileRows;
-        const int64_t first = (int64_t)n0 * kb / SA_NF4_NESTED_BLOCK;
-        const int64_t last = ((int64_t)min(n0 + kTileRows, n) * kb - 1) / SA_NF4_NESTED_BLOCK;
+        const int half = threadIdx.x >= kThreads / 2, i = threadIdx.x % (kThreads / 2);
+        const int64_t first = (int64_t)w_row(ti, 8 * half) * kb / SA_NF4_NESTED_BLOCK;
+        const int64_t last = ((int64_t)(w_row(ti, 8 * half + 7) + 1) * kb - 1) / SA_NF4_NESTED_BLOCK;
         const int lines = (int)((last - first) * 8 / 128) + 2;
-        if ((int)threadIdx.x < lines)
-            prefetch_l1(reinterpret_cast<const uint8_t *>(groups + first) + min((int64_t)threadIdx.x * 128, (last - first) * 8));
+        if (i < lines)
+            prefetch_l1(reinterpret_cast<const uint8_t *>(groups + first) + min((int64_t)i * 128, (last - first) * 8));
     };
 
     uint2 ca[kRing], cb[kRing];
@@ -479,13 +493,17 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         }
         prefetch_groups(ti + 2);
         __syncthreads();
-        const int row = threadIdx.x / 16, token = threadIdx.x % 16;
-        const int n0 = ((int)blockIdx.x + ti * grid) * kTileRows;
-        if (token < m && token < Tiles * 8 && n0 + row < n) {
-            float sum = 0.0f;
+        if (threadIdx.x < 128) {  // thread (row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair
+            const int row = threadIdx.x / 16, token = threadIdx.x % 16;
+            if (token < m && token < Tiles * 8) {
+                float lo = 0.0f, hi = 0.0f;
 #pragma unroll
-            for (int wi = 0; wi < kWarps; ++wi) sum += partial[wi][row][token];
-            y[(size_t)token * n + n0 + row] = sa_f32_to_bf16(sum);
+                for (int wi = 0; wi < kWarps; ++wi) {
+                    lo += partial[wi][row][token];
+                    hi += partial[wi][row + 8][token];
+                }
+                sa_epilogue::store(y, epi, n, token, (int)blockIdx.x + ti * grid, row, lo, hi);
+            }
         }
     };
 
@@ -504,7 +522,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 
 template <int Tiles, bool DQ>
 sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y,
-                        int m, int n, int k, cudaStream_t s) {
+                        int m, int n, int k, int epi, cudaStream_t s) {
     auto kernel = &nf4_gemv_stream<Tiles, DQ>;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation); the grid is
     // as many blocks as are resident at once (or the tile count).
@@ -521,7 +539,7 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
     const int tiles = (n + kTileRows - 1) / kTileRows, resident = resident_per_sm * (dev.sms > 0 ? dev.sms : 132);
     const dim3 grid((unsigned)(tiles < resident ? tiles : resident)), block(kThreads);
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "nf4_gemv_stream", kernel, grid, block, kStreamSmem, s, x, qw,
-                                  absmax, tables, y, m, n, k);
+                                  absmax, tables, y, m, n, k, epi);
 }
 
 // v4 (one tile per block) or v5 (persistent) when the tiles fill SA_NF4_STREAM_WAVES waves of resident blocks and
@@ -530,12 +548,12 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
 // 8192 x 8192 (2 waves) and at 16384 x 8192 (4 waves, K = 8192: a v4 block already streams its tile).
 template <int Tiles, bool DQ>
 sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
-                 int n, int k, cudaStream_t s) {
+                 int n, int k, int epi, cudaStream_t s) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int tiles = (n + kTileRows - 1) / kTileRows;
     if (k <= 4096 &&
         (int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
-        return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, s);
+        return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, epi, s);
     auto kernel = &nf4_gemv<Tiles, DQ>;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
     static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemMax);
@@ -545,13 +563,14 @@ sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const
     const size_t smem = kScalesOffset + (size_t)(kb < kSegBlocks ? kb : kSegBlocks) * 8 * 8;
     const dim3 grid((unsigned)tiles), block(kThreads);
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "nf4_gemv", kernel, grid, block, smem, s, x, qw, absmax, tables, y, m,
-                                  n, k);
+                                  n, k, epi);
 }
 
 }  // namespace
 
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
-                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, void *stream) {
+                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, int32_t epilogue,
+                                    void *stream) {
     if (!x || !qweight || !absmax || !tables || !y || m < 0 || n <= 0 || k <= 0)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: null pointer or bad size");
     if (k % SA_NF4_BLOCK != 0)
@@ -561,6 +580,8 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
                                                    std::to_string(k) + " has more than 2^32 64-blocks");
     if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(qweight)) & 15u)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: x and qweight must be 16-byte aligned");
+    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_nf4", epilogue, x, y, m, n);
+    if (epilogue_ok != SA_OK) return epilogue_ok;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     const bool dq = double_quant != 0;
     if (sa_prefill::use_prefill(m, n, k))  // prefill: the tensor-core GEMM of linear_quant_prefill.cu
@@ -569,10 +590,10 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
         const int mm = m - r0 < 16 ? m - r0 : 16;
         const uint16_t *xs = x + (int64_t)r0 * k;
         uint16_t *ys = y + (int64_t)r0 * n;
-        const sa_status st = mm <= 8 ? (dq ? launch<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
-                                              : launch<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, s))
-                                     : (dq ? launch<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, s)
-                                           : launch<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, s));
+        const sa_status st = mm <= 8 ? (dq ? launch<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s)
+                                              : launch<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s))
+                                     : (dq ? launch<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s)
+                                           : launch<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s));
         if (st != SA_OK) return st;
     }
     return SA_OK;

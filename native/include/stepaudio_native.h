@@ -166,6 +166,7 @@ SA_API sa_status sa_cpu_linear_nf4(const uint16_t *x, const uint8_t *qweight, co
  * tensor-core prefill GEMM of kernels/linear_quant_prefill.cu (M <= 32 of a weight under 16M elements: the decode
  * kernel over 16-token slices). */
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
-                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, void *stream);
+                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, int32_t epilogue,
+                                    void *stream);
 
 #endif

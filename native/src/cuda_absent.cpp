@@ -40,6 +40,6 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *, const uint32_t *, const 
     return no_cuda("sa_cuda_linear_w4a16");
 }
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *, const uint8_t *, const void *, const float *, int32_t, uint16_t *,
-                                    int32_t, int32_t, int32_t, void *) {
+                                    int32_t, int32_t, int32_t, int32_t, void *) {
     return no_cuda("sa_cuda_linear_nf4");
 }

@@ -146,14 +146,14 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 break;
             case WeightFormat.Nf4:
                 NativeException.Check(NativeMethods.CudaLinearNf4(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra!.Pointer,
-                    StepAudio.Quant.Nf4KernelLayout.IsDoubleQuant(w) ? 1 : 0, y, m, w.N, w.K, S));
+                    StepAudio.Quant.Nf4KernelLayout.IsDoubleQuant(w) ? 1 : 0, y, m, w.N, w.K, (int)epilogue, S));
                 break;
             default:
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }
     }
-    /// <summary>The formats whose CUDA kernels take the Add / SwiGlu epilogues.</summary>
-    public bool HasEpilogues(WeightFormat format) => format is WeightFormat.Bf16 or WeightFormat.W4A16;
+    /// <summary>Every CUDA linear kernel takes the Add / SwiGlu epilogues.</summary>
+    public bool HasEpilogues(WeightFormat format) => format is WeightFormat.Bf16 or WeightFormat.W4A16 or WeightFormat.Nf4;
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CudaSwiGlu(gateUp, output, m, f, S));
     public void Add(nint x, nint y, long n) => NativeException.Check(NativeMethods.CudaAdd(x, y, n, S));

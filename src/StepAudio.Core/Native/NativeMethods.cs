@@ -60,7 +60,7 @@ internal static unsafe partial class NativeMethods
     // bitsandbytes NF4 (kernel layout of stepaudio_native.h)
     [LibraryImport(Library, EntryPoint = "sa_cpu_nf4_dequantize")] internal static partial int CpuNf4Dequantize(nint qweight, nint absmax, nint tables, int doubleQuant, int n, int k, nint wF32, nint wBf16);
     [LibraryImport(Library, EntryPoint = "sa_cpu_linear_nf4")] internal static partial int CpuLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k);
-    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_nf4")] internal static partial int CudaLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_nf4")] internal static partial int CudaLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k, int epilogue, nint stream);
 }
 
 /// <summary>Status codes of the C ABI (SA_OK, SA_E_*).</summary>
