@@ -81,6 +81,34 @@ __device__ __forceinline__ void store(uint16_t *y, int epilogue, int n, int tok,
     }
 }
 
+// The end of a 4-bit decode GEMV tile (linear_w4a16.cu, linear_nf4.cu): the warps' MMA accumulators of one 16-row
+// tile go to shared memory, [warp][16 rows][16 tokens] floats with warp_stride floats between warps, and after a block
+// barrier thread i < 128 reduces them over the warps (in warp order) and finishes tile rows i / 16 and i / 16 + 8 for
+// token i % 16 through store().
+template <int Tiles>
+__device__ __forceinline__ void write_partials(float *warp_partial, const float (&acc)[Tiles][4], int g, int t) {
+#pragma unroll
+    for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row g, tokens 2t, 2t+1; c2,c3: row g + 8
+        warp_partial[g * 16 + tt * 8 + 2 * t] = acc[tt][0];
+        warp_partial[g * 16 + tt * 8 + 2 * t + 1] = acc[tt][1];
+        warp_partial[(g + 8) * 16 + tt * 8 + 2 * t] = acc[tt][2];
+        warp_partial[(g + 8) * 16 + tt * 8 + 2 * t + 1] = acc[tt][3];
+    }
+}
+template <int Warps>
+__device__ __forceinline__ void reduce_store(const float *partial, int warp_stride, int i, uint16_t *y, int epilogue,
+                                             int n, int m, int tokens, int tile) {
+    const int row = i / 16, token = i % 16;
+    if (token >= m || token >= tokens) return;
+    float lo = 0.0f, hi = 0.0f;
+#pragma unroll
+    for (int w = 0; w < Warps; ++w) {
+        lo += partial[w * warp_stride + row * 16 + token];
+        hi += partial[w * warp_stride + (row + 8) * 16 + token];
+    }
+    store(y, epilogue, n, token, tile, row, lo, hi);
+}
+
 // Host side: SA_OK if `epilogue` is valid for y[m, n] = x[m, k] · W^T, else SA_E_INVALID_ARGUMENT naming the problem
 // (`fn` is the entry point).
 inline sa_status check_host_args(const char *fn, int epilogue, const void *x, const void *y, int m, int n) {

@@ -298,27 +298,10 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 
     // Reduce the warps' partial sums over the table's space and write y once, in bf16.
     __syncthreads();
-    float(*partial)[kTileRows][16] = reinterpret_cast<float(*)[kTileRows][16]>(smem);  // [warp][row][token]
-#pragma unroll
-    for (int tt = 0; tt < Tiles; ++tt) {
-        partial[warp][g][tt * 8 + 2 * t] = acc[tt][0];
-        partial[warp][g][tt * 8 + 2 * t + 1] = acc[tt][1];
-        partial[warp][g + 8][tt * 8 + 2 * t] = acc[tt][2];
-        partial[warp][g + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
-    }
+    float *partial = reinterpret_cast<float *>(smem);  // [warp][row][token]
+    sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);
     __syncthreads();
-    if (threadIdx.x < 128) {  // thread (row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair
-        const int row = threadIdx.x / 16, token = threadIdx.x % 16;
-        if (token < m && token < Tiles * 8) {
-            float lo = 0.0f, hi = 0.0f;
-#pragma unroll
-            for (int wi = 0; wi < kWarps; ++wi) {
-                lo += partial[wi][row][token];
-                hi += partial[wi][row + 8][token];
-            }
-            sa_epilogue::store(y, epi, n, token, tile, row, lo, hi);
-        }
-    }
+    if (threadIdx.x < 128) sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8, tile);
 }
 
 // ---- v5: persistent blocks, one ring of units streaming across tiles -----------------------------------------------
@@ -481,30 +464,15 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     // Buffer ti & 1 is next written at the end of tile ti + 2, after the barrier of tile ti + 1 that every thread
     // reaches only once it has read this tile's sums.
     auto end_tile = [&](int ti) {
-        float(*partial)[kTileRows][16] =
-            reinterpret_cast<float(*)[kTileRows][16]>(partials + (ti & 1) * kWarps * kTileRows * 16);
+        float *partial = partials + (ti & 1) * kWarps * kTileRows * 16;
+        sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);
 #pragma unroll
-        for (int tt = 0; tt < Tiles; ++tt) {
-            partial[warp][g][tt * 8 + 2 * t] = acc[tt][0];
-            partial[warp][g][tt * 8 + 2 * t + 1] = acc[tt][1];
-            partial[warp][g + 8][tt * 8 + 2 * t] = acc[tt][2];
-            partial[warp][g + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
-            acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
-        }
+        for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
         prefetch_groups(ti + 2);
         __syncthreads();
-        if (threadIdx.x < 128) {  // thread (row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair
-            const int row = threadIdx.x / 16, token = threadIdx.x % 16;
-            if (token < m && token < Tiles * 8) {
-                float lo = 0.0f, hi = 0.0f;
-#pragma unroll
-                for (int wi = 0; wi < kWarps; ++wi) {
-                    lo += partial[wi][row][token];
-                    hi += partial[wi][row + 8][token];
-                }
-                sa_epilogue::store(y, epi, n, token, (int)blockIdx.x + ti * grid, row, lo, hi);
-            }
-        }
+        if (threadIdx.x < 128)
+            sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8,
+                                              (int)blockIdx.x + ti * grid);
     };
 
     for (int q0 = 0; q0 < total; q0 += kRing) {

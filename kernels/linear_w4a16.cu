@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes, int epi) {
     pdl_launch_dependents();
-    __shared__ float partial[kWarps][16][16];  // [warp][row][token]
+    __shared__ float partial[kWarps * 16 * 16];  // [warp][row][token]
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
     const int tile = blockIdx.x, groups = k / kGroup, kw = k / 8;
     // Tile rows r and r + 8 (linear_epilogue.cuh: consecutive W rows, or a SwiGLU tile's gate and up rows); rows
@@ -194,26 +194,9 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
         }
         load(b, base + kStride);  // the next batch (nothing past the last group)
     }
-#pragma unroll
-    for (int tt = 0; tt < Tiles; ++tt) {
-        partial[warp][r][tt * 8 + 2 * t] = acc[tt][0];
-        partial[warp][r][tt * 8 + 2 * t + 1] = acc[tt][1];
-        partial[warp][r + 8][tt * 8 + 2 * t] = acc[tt][2];
-        partial[warp][r + 8][tt * 8 + 2 * t + 1] = acc[tt][3];
-    }
+    sa_epilogue::write_partials<Tiles>(partial + warp * 256, acc, r, t);
     __syncthreads();
-    if (threadIdx.x < 128) {  // thread (row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair
-        const int row = threadIdx.x / 16, token = threadIdx.x % 16;
-        if (token < m && token < Tiles * 8) {
-            float lo = 0.0f, hi = 0.0f;
-#pragma unroll
-            for (int wi = 0; wi < kWarps; ++wi) {
-                lo += partial[wi][row][token];
-                hi += partial[wi][row + 8][token];
-            }
-            sa_epilogue::store(y, epi, n, token, tile, row, lo, hi);
-        }
-    }
+    if (threadIdx.x < 128) sa_epilogue::reduce_store<kWarps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile);
 }
 
 template <int Tiles, bool Fp16Scales>
@@ -406,32 +389,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
 
     cp_async_wait<0>();
     __syncthreads();  // every warp is done with the ring: it now holds the partial sums [warp][row][token]
-    float *partial = reinterpret_cast<float *>(smem);
+    float *partial = reinterpret_cast<float *>(smem);  // [warp][block row][token]
 #pragma unroll
-    for (int rt = 0; rt < RowTiles; ++rt)
-#pragma unroll
-        for (int tt = 0; tt < Tiles; ++tt) {
-            float *pa = partial + (warp * kRows + rt * 16 + r) * 16 + tt * 8 + 2 * t;
-            pa[0] = acc[rt][tt][0];
-            pa[1] = acc[rt][tt][1];
-            pa[8 * 16] = acc[rt][tt][2];  // row r + 8
-            pa[8 * 16 + 1] = acc[rt][tt][3];
-        }
+    for (int rt = 0; rt < RowTiles; ++rt) sa_epilogue::write_partials<Tiles>(partial + (warp * kRows + rt * 16) * 16, acc[rt], r, t);
     __syncthreads();
-    // Thread (row tile, row < 8, token) finishes tile rows row and row + 8: the SwiGLU pair.
-#pragma unroll
-    for (int i = tid; i < kRows / 2 * 16; i += kThreads) {
-        const int rt = i / 128, row = i / 16 % 8, token = i % 16;
-        if (token < m && token < Tiles * 8) {
-            float lo = 0.0f, hi = 0.0f;
-#pragma unroll
-            for (int wi = 0; wi < kWarps; ++wi) {
-                lo += partial[(wi * kRows + rt * 16 + row) * 16 + token];
-                hi += partial[(wi * kRows + rt * 16 + row + 8) * 16 + token];
-            }
-            sa_epilogue::store(y, epi, n, token, blockIdx.x * RowTiles + rt, row, lo, hi);
-        }
-    }
+    for (int i = tid; i < RowTiles * 128; i += kThreads)  // row tile i / 128
+        sa_epilogue::reduce_store<kWarps>(partial + i / 128 * 256, kRows * 16, i % 128, y, epi, n, m, Tiles * 8,
+                                          blockIdx.x * RowTiles + i / 128);
 }
 
 template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
