@@ -1,3 +1,5 @@
+using System.Numerics;
+using System.Runtime.Intrinsics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using StepAudio.Checkpoints;
@@ -39,7 +41,69 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
         return [.. values];
     }
 
-    static int Nearest(float v, float[] table)
+    /// <summary>A sorted code table and the midpoints between its neighbours, for <see cref="Nearest"/>.</summary>
+    internal sealed class SortedCodes
+    {
+        public float[] Table { get; }
+        public float[] Midpoints { get; }
+        /// <summary>For a 16-entry table: the 15 midpoints as two vectors (the last lane +∞, never below v).</summary>
+        public (Vector256<float> Lo, Vector256<float> Hi)? Midpoints16 { get; }
+        public SortedCodes(float[] table)
+        {
+            for (int i = 1; i < table.Length; i++)
+                if (!(table[i - 1] <= table[i])) throw new ArgumentException("code table must be sorted ascending");
+            Table = table;
+            Midpoints = new float[table.Length - 1];
+            for (int i = 0; i < Midpoints.Length; i++) Midpoints[i] = (table[i] + table[i + 1]) / 2;
+            if (table.Length == 16)
+                Midpoints16 = (Vector256.Create(Midpoints.AsSpan(0, 8)), Vector256.Create([.. Midpoints.AsSpan(8, 7), float.PositiveInfinity]));
+        }
+    }
+
+    static readonly SortedCodes Nf4Codes = new(Nf4Format.CodeTable);
+    static readonly SortedCodes DynamicCodes = new(DynamicMap);
+
+    /// <summary>The index of the table entry nearest to v, the lowest on a tie (NaN: 0) — exactly what a linear scan
+    /// of |v − table[i]| with a strict "less than" gives (0 for NaN and ±∞). Why it is exact and fast: the count of midpoints below v
+    /// (a binary search) lands within one entry of the nearest (fp32 rounding of a midpoint can only move a value
+    /// that sits on it), and |fl(v − t)| is unimodal over a sorted table, so the scan's answer lies in that window of
+    /// three, where the same scan decides. About 3x faster than scanning all 16 NF4 entries (quantizing a full
+    /// model at load is 3.1 G values).</summary>
+    internal static int Nearest(float v, SortedCodes codes)
+    {
+        if (!float.IsFinite(v)) return 0;  // every distance is ∞ or NaN: the scan keeps index 0
+        var mid = codes.Midpoints;
+        int lo;
+        if (codes.Midpoints16 is { } m16)  // NF4: count the 15 midpoints below v with two vector compares, no branches
+        {
+            var vv = Vector256.Create(v);
+            lo = BitOperations.PopCount(Vector256.LessThan(m16.Lo, vv).ExtractMostSignificantBits()) +
+                 BitOperations.PopCount(Vector256.LessThan(m16.Hi, vv).ExtractMostSignificantBits());
+        }
+        else
+        {
+            lo = 0;
+            int hi = mid.Length;
+            while (lo < hi)
+            {
+                int m = (lo + hi) >> 1;
+                if (mid[m] < v) lo = m + 1; else hi = m;
+            }
+        }
+        var table = codes.Table;
+        int first = Math.Max(0, lo - 1), last = Math.Min(table.Length - 1, lo + 1);
+        int best = first;
+        float bestDist = MathF.Abs(v - table[first]);
+        for (int i = first + 1; i <= last; i++)
+        {
+            float d = MathF.Abs(v - table[i]);
+            if (d < bestDist) { best = i; bestDist = d; }
+        }
+        return best;
+    }
+
+    /// <summary>The plain linear scan <see cref="Nearest"/> must agree with (kept as the tests' reference).</summary>
+    internal static int NearestByScan(float v, float[] table)
     {
         int best = 0;
         float bestDist = MathF.Abs(v - table[0]);
@@ -52,21 +116,25 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
     }
 
     /// <summary>Per-block absmax and codes of flat fp32 values (the last block may be ragged).</summary>
-    static (float[] Absmax, byte[] Codes) Blockwise(float[] values, int blocksize, float[] table)
+    static (float[] Absmax, byte[] Codes) Blockwise(float[] values, int blocksize, SortedCodes table)
     {
         int blocks = (values.Length + blocksize - 1) / blocksize;
         var absmax = new float[blocks];
         var codes = new byte[values.Length];
-        // Blocks are independent: quantize them on every core (a full model's linears are 3.3 G values).
-        Parallel.For(0, blocks, b =>
+        // Blocks are independent: quantize them on every core (a full model's linears are 3.1 G values), a run of
+        // blocks per work item.
+        ForEachChunk(blocks, (start, end) =>
         {
-            var block = values.AsSpan(b * blocksize, Math.Min(blocksize, values.Length - b * blocksize));
-            float m = 0;
-            foreach (float v in block) m = MathF.Max(m, MathF.Abs(v));
-            absmax[b] = m;
-            float divisor = m == 0 ? 1 : m;
-            for (int j = 0; j < block.Length; j++) codes[b * blocksize + j] = (byte)Nearest(block[j] / divisor, table);
-        });
+            for (int b = start; b < end; b++)
+            {
+                var block = values.AsSpan(b * blocksize, Math.Min(blocksize, values.Length - b * blocksize));
+                float m = 0;
+                foreach (float v in block) m = MathF.Max(m, MathF.Abs(v));
+                absmax[b] = m;
+                float divisor = m == 0 ? 1 : m;
+                for (int j = 0; j < block.Length; j++) codes[b * blocksize + j] = (byte)Nearest(block[j] / divisor, table);
+            }
+        }, chunk: 1024);
         return (absmax, codes);
     }
 
@@ -81,7 +149,7 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
         {
             for (int i = start; i < end; i++) values[i] = BitConverter.Int32BitsToSingle(source[i] << 16);
         });
-        var (absmax, codes) = Blockwise(values, blocksize, Nf4Format.CodeTable);
+        var (absmax, codes) = Blockwise(values, blocksize, Nf4Codes);
         var packed = new byte[(values.Length + 1) / 2];
         ForEachChunk(packed.Length, (start, end) =>
         {
@@ -99,7 +167,7 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
         float offset = (float)(sum / absmax.Length);
         var centred = new float[absmax.Length];
         for (int i = 0; i < centred.Length; i++) centred[i] = absmax[i] - offset;
-        var (nestedAbsmax, nestedCodes) = Blockwise(centred, NestedBlockSize, DynamicMap);
+        var (nestedAbsmax, nestedCodes) = Blockwise(centred, NestedBlockSize, DynamicCodes);
         return new Nf4Tensor
         {
             State = new Nf4QuantState(blocksize, "bfloat16", n, k, true, NestedBlockSize, offset),
@@ -108,11 +176,8 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
         };
     }
 
-    static void ForEachChunk(int length, Action<int, int> body)
-    {
-        const int chunk = 1 << 16;
+    static void ForEachChunk(int length, Action<int, int> body, int chunk = 1 << 16) =>
         Parallel.For(0, (length + chunk - 1) / chunk, c => body(c * chunk, Math.Min(length, (c + 1) * chunk)));
-    }
 
     /// <summary>Quantizes a base checkpoint's linear module (P.weight, bf16 [n, k]).</summary>
     public static Nf4Tensor QuantizeModule(CheckpointFolder checkpoint, string module)

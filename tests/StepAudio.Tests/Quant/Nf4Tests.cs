@@ -72,6 +72,33 @@ public class Nf4Tests
         return w;
     }
 
+    [Fact]
+    public void NearestCodeEqualsTheLinearScanEverywhere()
+    {
+        // The quantizer's binary-search Nearest must give the linear scan's index (lowest on a tie) for every input:
+        // random values, every midpoint and the 4 fp32 values on each side of it, the table entries themselves,
+        // signed zeros, values outside [-1, 1], infinities and NaN — for the NF4 table and the double-quant map.
+        var rng = new Random(5);
+        foreach (var table in new[] { Nf4Format.CodeTable, Nf4Quantizer.DynamicMap })
+        {
+            var codes = new Nf4Quantizer.SortedCodes(table);
+            var probes = new List<float> { 0f, -0f, 2f, -2f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 1e-30f, -1e-30f };
+            probes.AddRange(table);
+            foreach (float mid in codes.Midpoints)
+            {
+                float up = mid, down = mid;
+                probes.Add(mid);
+                for (int i = 0; i < 4; i++) probes.Add(up = MathF.BitIncrement(up));
+                for (int i = 0; i < 4; i++) probes.Add(down = MathF.BitDecrement(down));
+            }
+            for (int i = 0; i < 200_000; i++) probes.Add((float)(rng.NextDouble() * 2.2 - 1.1));
+            for (int i = 0; i < 20_000; i++) probes.Add((float)((rng.NextDouble() - 0.5) * Math.Pow(10, -rng.Next(0, 8))));
+            foreach (float v in probes)
+                Assert.True(Nf4Quantizer.NearestByScan(v, table) == Nf4Quantizer.Nearest(v, codes),
+                    $"table of {table.Length}: v = {v:R} ({BitConverter.SingleToInt32Bits(v):X8}): scan {Nf4Quantizer.NearestByScan(v, table)}, fast {Nf4Quantizer.Nearest(v, codes)}");
+        }
+    }
+
     [Theory]
     [InlineData(1, 64, true)]
     [InlineData(3, 192, false)]
