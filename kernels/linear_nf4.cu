@@ -12,8 +12,9 @@
 //    + offset, two rounded fp32 operations);
 //  * mma.m16n8k16 with W rows on the M side, tokens on the n = 8 side (one or two 8-token tiles); the logical k slots
 //    of a thread are its own loaded k's, and x (read through the one pointer x, via L1) with the same mapping;
-//  * the 8 warps' partial sums are reduced in shared memory and y is written once per tile, in bf16, in one place
-//    per kernel (the end of nf4_gemv, end_tile in nf4_gemv_stream).
+//  * the 8 warps' partial sums are reduced in shared memory and y is written once per tile (the end of nf4_gemv,
+//    end_tile in nf4_gemv_stream) through the epilogues of linear_epilogue.cuh: plain bf16, the residual add, or
+//    SwiGLU — a SwiGLU tile reads 8 gate rows and the same 8 up rows (sa_epilogue::tile_row).
 // v4, nf4_gemv (default): one tile per block (grid = tiles). Codes stream through two register batches of kBatch
 //    units, both issued first, so at K <= 4096 a block has its whole tile in flight at once (one round trip); a batch
 //    is refilled right after it has been multiplied, units are multiplied two at a time (two independent MMA chains).

@@ -1,8 +1,8 @@
 // linear_w4a16.cu — y[M,N] = bf16(x[M,K] · W^T) for W in the W4A16 kernel layout (stepaudio_native.h):
 // int4 codes [N, K/8] (nibbles interleaved 0,2,4,6,1,3,5,7), 16-bit group scales [N, K/128], optional zero codes.
 //
-// Two skinny tensor-core kernels for M <= 16 (decode), run over 16-token tiles for larger M (prefill; not a
-// dedicated prefill GEMM yet). What they share:
+// Two skinny tensor-core kernels for M <= 16 (decode; also over 16-token slices for 17–32 tokens on small weights —
+// larger M goes to the prefill GEMM of linear_quant_prefill.cu). What they share:
 //  * a block owns 16 · RowTiles output rows; its 8 warps split the K groups (group g goes to warp g % 8) and reduce
 //    in shared memory at the end. A thread (lane = 4·r + t) handles, per group and 16-row tile, 16 B of codes of
 //    row r and 16 B of row r + 8: the 4 threads t of a row cover exactly one 128-wide group, so the scale (and
@@ -14,7 +14,9 @@
 //    care about the order of k, so each thread's logical k slots are mapped to the k of its own 16-byte chunk, and
 //    the same mapping is applied to x: both operands come straight from 16-byte words;
 //  * programmatic dependent launch (as the bf16 GEMV): weights are requested before pdl_wait, x is read and y
-//    written after it; x is read through the one pointer and y stored in one place.
+//    written after it;
+//  * the epilogues (linear_epilogue.cuh): rows come from sa_epilogue::tile_row (a SwiGLU tile reads 8 gate and the
+//    same 8 up rows) and the warps' sums are reduced and stored by sa_epilogue::reduce_store.
 //
 // w4a16_skinny (v5, 16-row blocks; every M = 1..4 launch and the M > 4 launches whose N is too small for wider
 // blocks): each warp loads a batch of 4 groups (codes, scales, zeros) into registers, then multiplies it.

@@ -142,7 +142,8 @@ SA_API sa_status sa_cpu_w4a16_dequant(const uint32_t *qweight, const uint16_t *s
 SA_API sa_status sa_cpu_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                      const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k);
 /* Same on the GPU (any M; M <= 16 is the decode kernel, larger M the prefill GEMM of kernels/linear_quant_prefill.cu,
- * except M <= 32 of a weight under 16M elements: the decode kernel over 16-token slices). x, y 16-byte aligned. */
+ * except M <= 32 of a weight under 16M elements: the decode kernel over 16-token slices). x, y 16-byte aligned.
+ * epilogue: SA_EPILOGUE_* (add / SwiGLU for M <= 16). */
 SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                       const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
                                       int32_t epilogue, void *stream);
@@ -164,7 +165,7 @@ SA_API sa_status sa_cpu_linear_nf4(const uint16_t *x, const uint8_t *qweight, co
                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k);
 /* CUDA: the same product. M <= 16 streams the packed weight once (decode GEMV / skinny GEMM); larger M runs the
  * tensor-core prefill GEMM of kernels/linear_quant_prefill.cu (M <= 32 of a weight under 16M elements: the decode
- * kernel over 16-token slices). */
+ * kernel over 16-token slices). epilogue: SA_EPILOGUE_* (add / SwiGLU for M <= 16). */
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
                                     int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, int32_t epilogue,
                                     void *stream);
