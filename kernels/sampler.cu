@@ -14,6 +14,9 @@
 //     NaN (the CPU reference returns an error), *out_id = -1 and history, length and step are left unchanged.
 // Only the order of the fp32 sums differs from the CPU, which can move a draw that falls within rounding of a
 // bucket boundary to the neighbouring id.
+// v5: the top-k path first copies the logits into shared memory (coalesced, 150 KB for Step1's vocabulary) and every
+// later pass reads them there: the inverse-CDF passes read contiguous per-thread ranges, which from global memory
+// touched 32 cache lines per warp load (most of the 72 µs); a vocabulary above kMaxStagedVocab stays in global memory.
 #include <climits>
 
 #include "cuda_common.cuh"
@@ -22,6 +25,7 @@ namespace {
 
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
+constexpr int kMaxStagedVocab = 96 * 1024;  // 192 KB of bf16 logits in dynamic shared memory
 
 // Order-preserving map of a bf16-representable float to a 16-bit key (larger value -> larger key).
 __device__ __forceinline__ uint32_t order_key16(float v) {
@@ -35,7 +39,8 @@ __device__ __forceinline__ float key16_to_float(uint32_t key) {
 
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const uint16_t *__restrict__ logits, int vocab, int32_t *history, int32_t *history_len,
-                  sa_sample_params params, uint64_t *step, int32_t *out_id) {
+                  sa_sample_params params, uint64_t *step, int32_t *out_id, int staged) {
+    extern __shared__ __align__(16) uint16_t staged_logits[];  // [vocab] when staged
     pdl_launch_dependents();
     pdl_wait();  // logits, history and the counters come from earlier kernels
     __shared__ int banned_s, kth_bin_s, rank_s, chosen_s, last_nonzero_s;
@@ -64,7 +69,18 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     const int banned = banned_s;
     const bool greedy = params.temperature <= 0.0f || params.top_k == 1;
-    auto logit = [&](int i) { return i == banned ? -INFINITY : sa_bf16_to_f32(logits[i]); };
+    const uint16_t *src = logits;  // the greedy path reads the logits once, straight from global memory
+    if (!greedy && staged) {
+        if ((vocab & 7) == 0 && (reinterpret_cast<uintptr_t>(logits) & 15) == 0) {
+            for (int i = tid; i < vocab / 8; i += kThreads)
+                reinterpret_cast<uint4 *>(staged_logits)[i] = reinterpret_cast<const uint4 *>(logits)[i];
+        } else {
+            for (int i = tid; i < vocab; i += kThreads) staged_logits[i] = logits[i];
+        }
+        __syncthreads();
+        src = staged_logits;
+    }
+    auto logit = [&](int i) { return i == banned ? -INFINITY : sa_bf16_to_f32(src[i]); };
 
     int chosen;
     if (greedy) {
@@ -241,7 +257,14 @@ SA_API sa_status sa_cuda_sample_bf16(const uint16_t *logits, int32_t vocab, int3
     SA_GUARD_BEGIN
     if (!logits || vocab <= 0 || !history || !history_len || !params || !step || !out_id)
         return sa_cuda::invalid("sa_cuda_sample_bf16: null pointer or vocab <= 0");
-    return sa_cuda::launch_pdl("sample_kernel", &sample_kernel, dim3(1), dim3(kThreads), 0, sa_cuda::as_stream(stream),
-                               logits, vocab, history, history_len, *params, step, out_id);
+    // Stage the logits in shared memory for the top-k path when they fit (the opt-in above 48 KB is a host call, once).
+    static const cudaError_t opt_in = cudaFuncSetAttribute(sample_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                           kMaxStagedVocab * 2);
+    if (opt_in != cudaSuccess) (void)cudaGetLastError();
+    const bool greedy = params->temperature <= 0.0f || params->top_k == 1;
+    const int staged = !greedy && opt_in == cudaSuccess && vocab <= kMaxStagedVocab;
+    return sa_cuda::launch_pdl("sample_kernel", &sample_kernel, dim3(1), dim3(kThreads), staged ? (size_t)vocab * 2 : 0,
+                               sa_cuda::as_stream(stream), logits, vocab, history, history_len, *params, step, out_id,
+                               staged);
     SA_GUARD_END
 }
