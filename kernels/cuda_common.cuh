@@ -128,20 +128,6 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// Where a decode linear lets its successor launch (a build-time experiment; kernels/NOTES.md, "PDL trigger"): at its
-// start (the default) — the next kernel's blocks become resident as soon as these are and prefetch their weights
-// under this kernel — or, built with -DSA_PDL_TRIGGER_LATE=1, only once its main loop is done, so those early loads
-// do not compete for DRAM with the kernel on the critical path.
-#ifndef SA_PDL_TRIGGER_LATE
-#define SA_PDL_TRIGGER_LATE 0
-#endif
-__device__ __forceinline__ void pdl_trigger_linear_start() {
-    if (!SA_PDL_TRIGGER_LATE) pdl_launch_dependents();
-}
-__device__ __forceinline__ void pdl_trigger_linear_end() {
-    if (SA_PDL_TRIGGER_LATE) pdl_launch_dependents();
-}
-
 // Asks L2 to fetch [p, p + bytes) (16-byte aligned, bytes a multiple of 16); sm_90 bulk prefetch, no-op before.
 __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

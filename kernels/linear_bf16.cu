@@ -79,7 +79,7 @@ template <int kTokenTiles, int kRowTiles>
 __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     gemv_bf16_kernel(const uint16_t *x, const uint16_t *__restrict__ w, uint16_t *y, int m, int n, int k,
                      int prefetch_blocks, int prefetch_bytes, int epi) {
-    pdl_trigger_linear_start();
+    pdl_launch_dependents();
     // Steps per batch, sized so two batches fit in 128 registers: (1,1) -> 4, (2 token tiles) -> 3, (2 row tiles) -> 2.
     constexpr int kUnroll = kRowTiles == 2 ? (kTokenTiles == 1 ? 2 : 1) : (kTokenTiles == 1 ? 4 : 3);
     constexpr int kStride = kGemvWarps * kUnroll;  // steps a warp advances per batch
@@ -174,7 +174,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
         cur = next;
     }
 
-    pdl_trigger_linear_end();
     // Reduce the split-K partials of the 8 warps. Layout [warp][value][lane] is bank-conflict free.
     constexpr int kValues = kRowTiles * kTokenTiles * 4;
     __shared__ float partial[kGemvWarps][kValues][32];

@@ -95,7 +95,7 @@ template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
              const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi) {
-    pdl_trigger_linear_start();
+    pdl_launch_dependents();
     constexpr int kBatch = Tiles == 1 ? SA_NF4_BATCH : SA_NF4_BATCH2;
     static_assert(kSegUnits % (2 * kBatch) == 0, "a segment is a whole number of batch pairs");
     extern __shared__ __align__(16) uint8_t smem[];
@@ -297,7 +297,6 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         load_codes(c1, u0 + 3 * kBatch);
     }
 
-    pdl_trigger_linear_end();
     // Reduce the warps' partial sums over the table's space and write y once, in bf16.
     __syncthreads();
     float *partial = reinterpret_cast<float *>(smem);  // [warp][row][token]
@@ -327,7 +326,7 @@ template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
                     const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi) {
-    pdl_trigger_linear_start();
+    pdl_launch_dependents();
     constexpr int kRing = Tiles == 1 ? SA_NF4_RING : SA_NF4_RING2;
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *lut = smem;
@@ -488,7 +487,6 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
             advance(lc);
         }
     }
-    pdl_trigger_linear_end();
 }
 
 template <int Tiles, bool DQ>

@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes, int epi) {
-    pdl_trigger_linear_start();
+    pdl_launch_dependents();
     __shared__ float partial[kWarps * 16 * 16];  // [warp][row][token]
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
     const int tile = blockIdx.x, groups = k / kGroup, kw = k / 8;
@@ -196,7 +196,6 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
         }
         load(b, base + kStride);  // the next batch (nothing past the last group)
     }
-    pdl_trigger_linear_end();
     sa_epilogue::write_partials<Tiles>(partial + warp * 256, acc, r, t);
     __syncthreads();
     if (threadIdx.x < 128) sa_epilogue::reduce_store<kWarps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile);
@@ -255,7 +254,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
                int prefetch_bytes, int epi) {
     constexpr int kStages = stages_for(RowTiles);
     constexpr int kRows = 16 * RowTiles;  // output rows of the block
-    pdl_trigger_linear_start();
+    pdl_launch_dependents();
     extern __shared__ __align__(16) uint4 smem[];
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, t = lane % 4;
     const int groups = k / kGroup, kw = k / 8;
@@ -390,7 +389,6 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         }
     }
 
-    pdl_trigger_linear_end();
     cp_async_wait<0>();
     __syncthreads();  // every warp is done with the ring: it now holds the partial sums [warp][row][token]
     float *partial = reinterpret_cast<float *>(smem);  // [warp][block row][token]
