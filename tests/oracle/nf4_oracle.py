@@ -116,14 +116,13 @@ def dequantize_f32(t, meta):
     return t[".quant_map"][q] * absmax[torch.arange(n) // meta["blocksize"]]
 
 
-from step1_oracle import write_safetensors  # noqa: E402  one writer for every oracle
+from step1_oracle import write_reference_outputs, write_safetensors  # noqa: E402  one writer for every oracle
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 
 
 def main(tiny_dir, step1_fixture, out):
     from safetensors.torch import load_file
-    from step1_oracle import forward, repetition_ban
 
     cfg = json.load(open(os.path.join(tiny_dir, "config.json")))
     W = {}
@@ -155,22 +154,9 @@ def main(tiny_dir, step1_fixture, out):
     write_safetensors(os.path.join(model_dir, "model.safetensors"), saved)
 
     prompt = json.load(open(os.path.join(step1_fixture, "expected.json")))["prompt"]
-    logits = forward(cfg, Wq, prompt)
-    seq, greedy, margins = list(prompt), [], []
-    for _ in range(24):
-        last = repetition_ban(forward(cfg, Wq, seq)[-1].float(), seq)
-        top2 = torch.topk(last, 2).values
-        margins.append(float(top2[0] - top2[1]))
-        tok = int(torch.argmax(last))
-        greedy.append(tok)
-        seq.append(tok)
-    with open(os.path.join(out, "logits.f32"), "wb") as f:
-        f.write(logits.float().numpy().astype("<f4").tobytes())
-    json.dump({"prompt": prompt, "greedy_tokens": greedy, "greedy_margins": margins,
-               "logits_shape": list(logits.shape), "logits_file": "logits.f32",
-               "note": "tests/oracle/nf4_oracle.py: tiny-step1 quantized to NF4 (blocksize 64, double quant), "
-                       "dequantized by the published formula, float64-accumulated forward"},
-              open(os.path.join(out, "expected.json"), "w"), indent=1)
+    logits, greedy, margins = write_reference_outputs(cfg, Wq, prompt, out,
+                            "tests/oracle/nf4_oracle.py: tiny-step1 quantized to NF4 (blocksize 64, double quant), "
+                            "dequantized by the published formula, float64-accumulated forward")
 
     # Awkward standalone tensors for the bit-exact dequant test.
     gen = torch.Generator().manual_seed(4242)

@@ -172,9 +172,17 @@ def tiny(out):
     W = make_weights(cfg, gen)
     write_checkpoint(out, cfg, W)
     prompt = [1, 4] + torch.randint(5, cfg["vocab_size"], (38,), generator=gen).tolist()
-    logits = forward(cfg, W, prompt)  # [40, vocab]
+    write_reference_outputs(cfg, W, prompt, out,
+                            "reference outputs of tests/oracle/step1_oracle.py (float64 accumulation, bf16 storage)")
+
+
+def write_reference_outputs(cfg, W, prompt, out, note, steps=24):
+    """The fixture every tiny-model oracle writes (this one and the NF4 / W4A16 ones): the prompt's logits
+    (logits.f32, [len(prompt), vocab]) and `steps` greedy tokens with the repetition ban and each step's top-2 margin
+    (expected.json). Returns (logits, greedy, margins)."""
+    logits = forward(cfg, W, prompt)
     seq, greedy, margins = list(prompt), [], []
-    for _ in range(24):
+    for _ in range(steps):
         last = repetition_ban(forward(cfg, W, seq)[-1].float(), seq)
         top2 = torch.topk(last, 2).values
         margins.append(float(top2[0] - top2[1]))
@@ -184,10 +192,10 @@ def tiny(out):
     with open(os.path.join(out, "logits.f32"), "wb") as f:
         f.write(logits.float().numpy().astype("<f4").tobytes())
     expected = {"prompt": prompt, "greedy_tokens": greedy, "greedy_margins": margins,
-                "logits_shape": list(logits.shape), "logits_file": "logits.f32",
-                "note": "reference outputs of tests/oracle/step1_oracle.py (float64 accumulation, bf16 storage)"}
+                "logits_shape": list(logits.shape), "logits_file": "logits.f32", "note": note}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
+    return logits, greedy, margins
     print(f"tiny: logits {list(logits.shape)} |logits| rms {logits.float().pow(2).mean().sqrt():.3f}; "
           f"greedy {greedy}; min margin {min(margins):.4f}")
 

@@ -97,22 +97,8 @@ def awq_quantize(w):
 
 
 def reference_outputs(cfg, W, prompt, out):
-    logits = so.forward(cfg, W, prompt)
-    seq, greedy, margins = list(prompt), [], []
-    for _ in range(24):
-        last = so.repetition_ban(so.forward(cfg, W, seq)[-1].float(), seq)
-        top2 = torch.topk(last, 2).values
-        margins.append(float(top2[0] - top2[1]))
-        tok = int(torch.argmax(last))
-        greedy.append(tok)
-        seq.append(tok)
-    with open(os.path.join(out, "logits.f32"), "wb") as f:
-        f.write(logits.float().numpy().astype("<f4").tobytes())
-    with open(os.path.join(out, "expected.json"), "w") as f:
-        json.dump({"prompt": prompt, "greedy_tokens": greedy, "greedy_margins": margins,
-                   "logits_shape": list(logits.shape), "logits_file": "logits.f32",
-                   "note": "tests/oracle/w4a16_oracle.py: float64 forward over the exactly dequantized weights"}, f, indent=1)
-    return logits, greedy, margins
+    return so.write_reference_outputs(
+        cfg, W, prompt, out, "tests/oracle/w4a16_oracle.py: float64 forward over the exactly dequantized weights")
 
 
 def load_tiny(repo):
