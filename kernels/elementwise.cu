@@ -9,8 +9,7 @@
 // Every kernel is launched with programmatic dependent launch (cuda_common.cuh): it lets its successor launch, then
 // waits for its predecessor before touching memory.
 // add_rmsnorm fuses the residual add with the following RMSNorm (x += y; out = rmsnorm(x)): one launch instead of
-// two (prefill uses it; decode adds in the linears' epilogues), with the rounding points of sa_cpu_add_bf16 then
-// sa_cpu_rmsnorm_bf16. It is rmsnorm_kernel with kAdd: one kernel body for both.
+// two in every half-layer of the decode step, with the rounding points of sa_cpu_add_bf16 then sa_cpu_rmsnorm_bf16.
 #include "linear_epilogue.cuh"  // the rounding helpers shared with the fused linears
 
 namespace {
@@ -60,35 +59,19 @@ __device__ float block_inv_rms(float sum_sq, int dim, float eps) {
     return inv_shared;
 }
 
-// With kAdd the residual add comes first: x[r] = bf16(x[r] + y[r]) is written back, and the second pass re-reads the
-// row this block has just written (same thread, same elements). Without it x is only read.
-template <bool kVec, bool kAdd>
-__global__ void rmsnorm_kernel(uint16_t *x, const uint16_t *__restrict__ y, const uint16_t *__restrict__ w,
-                               uint16_t *__restrict__ out, int dim, float eps) {
+template <bool kVec>
+__global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ out,
+                               int dim, float eps) {
     pdl_launch_dependents();
     pdl_wait();
-    uint16_t *xr = x + (int64_t)blockIdx.x * dim;
-    const uint16_t *yr = kAdd ? y + (int64_t)blockIdx.x * dim : nullptr;
+    const uint16_t *xr = x + (int64_t)blockIdx.x * dim;
     uint16_t *orow = out + (int64_t)blockIdx.x * dim;
     float sum_sq = 0.0f;
     if (kVec) {
-        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) {
-            uint4 a = reinterpret_cast<const uint4 *>(xr)[c];
-            if (kAdd) {
-                const uint4 b = reinterpret_cast<const uint4 *>(yr)[c];
-                a.x = add_bf16x2(a.x, b.x);
-                a.y = add_bf16x2(a.y, b.y);
-                a.z = add_bf16x2(a.z, b.z);
-                a.w = add_bf16x2(a.w, b.w);
-                reinterpret_cast<uint4 *>(xr)[c] = a;
-            }
-            sum_sq = sum_sq8(a, sum_sq);
-        }
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) sum_sq = sum_sq8(reinterpret_cast<const uint4 *>(xr)[c], sum_sq);
     } else {
         for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-            uint16_t s = xr[i];
-            if (kAdd) xr[i] = s = sa_f32_to_bf16(__fadd_rn(sa_bf16_to_f32(s), sa_bf16_to_f32(yr[i])));
-            const float v = sa_bf16_to_f32(s);
+            float v = sa_bf16_to_f32(xr[i]);
             sum_sq = fmaf(v, v, sum_sq);
         }
     }
@@ -154,6 +137,47 @@ __global__ void add_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict_
     }
 }
 
+// ---- residual add + RMSNorm: x[r] = bf16(x[r] + y[r]); out[r] = rmsnorm(x[r]) * w; one block per row ----
+// The second pass re-reads the row of x this block has just written (same thread, same elements).
+template <bool kVec>
+__global__ void add_rmsnorm_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict__ y,
+                                   const uint16_t *__restrict__ w, uint16_t *__restrict__ out, int dim, float eps) {
+    pdl_launch_dependents();
+    pdl_wait();
+    uint16_t *xr = x + (int64_t)blockIdx.x * dim;
+    const uint16_t *yr = y + (int64_t)blockIdx.x * dim;
+    uint16_t *orow = out + (int64_t)blockIdx.x * dim;
+    float sum_sq = 0.0f;
+    if (kVec) {
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) {
+            uint4 a = reinterpret_cast<const uint4 *>(xr)[c];
+            const uint4 b = reinterpret_cast<const uint4 *>(yr)[c];
+            a.x = add_bf16x2(a.x, b.x);
+            a.y = add_bf16x2(a.y, b.y);
+            a.z = add_bf16x2(a.z, b.z);
+            a.w = add_bf16x2(a.w, b.w);
+            reinterpret_cast<uint4 *>(xr)[c] = a;
+            sum_sq = sum_sq8(a, sum_sq);
+        }
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            const uint16_t s = sa_f32_to_bf16(__fadd_rn(sa_bf16_to_f32(xr[i]), sa_bf16_to_f32(yr[i])));
+            xr[i] = s;
+            const float v = sa_bf16_to_f32(s);
+            sum_sq = fmaf(v, v, sum_sq);
+        }
+    }
+    const float inv = block_inv_rms(sum_sq, dim, eps);
+    if (kVec) {
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x)
+            reinterpret_cast<uint4 *>(orow)[c] =
+                rms_scale8(reinterpret_cast<const uint4 *>(xr)[c], reinterpret_cast<const uint4 *>(w)[c], inv);
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x)
+            orow[i] = sa_f32_to_bf16(rms_scale(sa_bf16_to_f32(xr[i]), inv, sa_bf16_to_f32(w[i])));
+    }
+}
+
 }  // namespace
 
 using sa_cuda::aligned16;
@@ -180,9 +204,8 @@ SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint
         return invalid("sa_cuda_rmsnorm_bf16: null pointer, negative rows or non-positive dim");
     if (rows == 0) return SA_OK;
     const bool vec = dim % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(out);
-    // x is only read by the kernel without the add (kAdd = false).
-    return launch_pdl("rmsnorm_kernel", vec ? &rmsnorm_kernel<true, false> : &rmsnorm_kernel<false, false>, dim3(rows),
-                      dim3(kThreads), 0, as_stream(stream), const_cast<uint16_t *>(x), nullptr, w, out, dim, eps);
+    return launch_pdl("rmsnorm_kernel", vec ? &rmsnorm_kernel<true> : &rmsnorm_kernel<false>, dim3(rows), dim3(kThreads),
+                      0, as_stream(stream), x, w, out, dim, eps);
     SA_GUARD_END
 }
 
@@ -215,7 +238,7 @@ SA_API sa_status sa_cuda_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const 
     if (out == x || out == y) return invalid("sa_cuda_add_rmsnorm_bf16: out must not alias x or y");
     if (rows == 0) return SA_OK;
     const bool vec = dim % 8 == 0 && aligned16(x) && aligned16(y) && aligned16(w) && aligned16(out);
-    return launch_pdl("rmsnorm_kernel<add>", vec ? &rmsnorm_kernel<true, true> : &rmsnorm_kernel<false, true>,
-                      dim3(rows), dim3(kThreads), 0, as_stream(stream), x, y, w, out, dim, eps);
+    return launch_pdl("add_rmsnorm_kernel", vec ? &add_rmsnorm_kernel<true> : &add_rmsnorm_kernel<false>, dim3(rows),
+                      dim3(kThreads), 0, as_stream(stream), x, y, w, out, dim, eps);
     SA_GUARD_END
 }
