@@ -50,6 +50,22 @@ public class W4A16FormatTests
     }
 
     [Fact]
+    public void SequentialToKernelMovesEveryNibbleToItsSlot()
+    {
+        // The shift-and-mask repack against the definition (element e's nibble to kernel nibble NibbleOf[e]) on random
+        // words and the all-ones / alternating patterns.
+        var rng = new Random(11);
+        var words = new List<uint> { 0u, 0xFFFFFFFFu, 0xF0F0F0F0u, 0x0F0F0F0Fu, 0x12345678u };
+        for (int i = 0; i < 100_000; i++) words.Add((uint)rng.NextInt64(0, 1L << 32));
+        foreach (uint word in words)
+        {
+            uint expected = 0;
+            for (int e = 0; e < 8; e++) expected |= ((word >> (4 * e)) & 15u) << (4 * W4A16Weight.NibbleOf[e]);
+            Assert.Equal(expected, W4A16Weight.SequentialToKernel(word));
+        }
+    }
+
+    [Fact]
     public void RandomCompressedTensorsAsymmetricIsExactForPackedAndUnpackedZeroPoints()
     {
         var rng = new Random(Environment.TickCount);
