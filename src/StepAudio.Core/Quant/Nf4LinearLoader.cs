@@ -65,8 +65,23 @@ public sealed class Nf4KernelLayout
         return new Nf4KernelLayout
         {
             N = parts.Sum(p => p.Tensor.State.N), K = k, DoubleQuant = dq,
-            QWeight = [.. qweight.SelectMany(b => b)], Absmax = [.. absmax.SelectMany(b => b)], Tables = [.. tables],
+            QWeight = Join(qweight), Absmax = Join(absmax), Tables = [.. tables],
         };
+    }
+
+    /// <summary>The arrays end to end, by block copies (a full model's packed codes are 1.5 GB: no per-byte
+    /// enumeration).</summary>
+    static byte[] Join(List<byte[]> arrays)
+    {
+        if (arrays.Count == 1) return arrays[0];
+        var all = new byte[arrays.Sum(a => (long)a.Length)];
+        long at = 0;
+        foreach (var a in arrays)
+        {
+            a.CopyTo(all, at);
+            at += a.Length;
+        }
+        return all;
     }
 
     /// <summary>Uploads to a backend: Data = qweight, Scales = absmax, Extra = tables.</summary>
