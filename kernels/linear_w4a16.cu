@@ -28,11 +28,12 @@
 // barrier guards the ring — cp.async.wait_group orders a thread's own copies, and a slot is refilled right after
 // its group is multiplied. The block's group scales (and zero codes) are staged once in shared memory [group][row].
 //
-// The ring kernel was also measured for the 16-row launches (SA_W4A16_RING_NARROW=1; 4 groups in flight per warp,
-// 4 blocks per SM): no faster on the large shapes at M = 1 and 25–40% slower on qkv / o / down in a PDL chain;
-// capped at 2 blocks per SM (SA_W4A16_RING_SMEM_PAD) it got most of that back but lost on the large shapes. So v5
-// stays there. Versions v2 (persistent blocks), v3 (cluster split-K) and 80-register caps were slower too; all of
-// it, with predictions and measurements: kernels/NOTES_QUANT.md.
+// The ring kernel was also measured for the 16-row launches (4 groups in flight per warp, 4 blocks per SM): no
+// faster on the large shapes at M = 1 and 25–40% slower on qkv / o / down in a PDL chain; capped at 2 blocks per SM
+// it got most of that back but lost on the large shapes. So v5 stays there (the build knobs of that experiment,
+// SA_W4A16_RING_NARROW / SA_W4A16_RING_SMEM_PAD, are in the history of this file, commit 1afe55e). Versions v2
+// (persistent blocks), v3 (cluster split-K) and 80-register caps were slower too; all of it, with predictions and
+// measurements: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 
 #include <string>
@@ -57,12 +58,8 @@ constexpr int kGroup = SA_W4A16_GROUP;
 #ifndef SA_W4A16_MIN_BLOCKS
 #define SA_W4A16_MIN_BLOCKS 1
 #endif
-// Ring kernel: groups per warp in flight for 16-row blocks (experiment only) and for wider blocks; the widest block
-// (row tiles; 1 turns the wide kernel off); the token count from which it is used; 1: 16-row launches use the ring
-// kernel too (experiment); extra dynamic shared memory per ring block (an occupancy cap, experiment).
-#ifndef SA_W4A16_STAGES
-#define SA_W4A16_STAGES 4
-#endif
+// Ring kernel: groups per warp in flight; the widest block (row tiles; 1 turns the ring kernel off); the token count
+// from which it is used.
 #ifndef SA_W4A16_WIDE_STAGES
 #define SA_W4A16_WIDE_STAGES 2
 #endif
@@ -72,13 +69,6 @@ constexpr int kGroup = SA_W4A16_GROUP;
 #ifndef SA_W4A16_WIDE_MIN_M
 #define SA_W4A16_WIDE_MIN_M 5
 #endif
-#ifndef SA_W4A16_RING_NARROW
-#define SA_W4A16_RING_NARROW 0
-#endif
-#ifndef SA_W4A16_RING_SMEM_PAD
-#define SA_W4A16_RING_SMEM_PAD 0
-#endif
-constexpr size_t kRingSmemPad = SA_W4A16_RING_SMEM_PAD;
 
 // ==== v5: w4a16_skinny, the register kernel ====
 constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
@@ -215,9 +205,7 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
 // ==== v6: w4a16_wide, the ring kernel ====
 constexpr int kStageChunk = 8;  // scale (and zero) elements per thread per round trip when staging them
 
-__host__ __device__ constexpr int stages_for(int row_tiles) {
-    return row_tiles == 1 ? SA_W4A16_STAGES : SA_W4A16_WIDE_STAGES;
-}
+__host__ __device__ constexpr int stages_for(int) { return SA_W4A16_WIDE_STAGES; }
 // Blocks per SM ptxas must fit (register budget), fewer as the accumulators and x fragments grow with tokens × row
 // tiles: 4 (64 registers), 3 (80), 2 (128).
 __host__ __device__ constexpr int min_blocks_for(int tiles, int row_tiles) {
@@ -409,7 +397,7 @@ sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, cons
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? min_blocks_for(Tiles, RowTiles) * dev.sms : 0;
     const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_wide", &w4a16_wide<Tiles, RowTiles, Fp16Scales, HasZeros>,
-                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros) + kRingSmemPad, s,
+                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros), s,
                                   x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi);
 }
 
@@ -428,9 +416,6 @@ sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_
                            const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k,
                            int epi) {
     if (row_tiles == 4) return launch_wide_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
-#if SA_W4A16_RING_NARROW
-    if (row_tiles == 1) return launch_wide_scales<Tiles, 1>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
-#endif
     return launch_wide_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
 }
 
@@ -461,10 +446,6 @@ int max_dynamic_smem() {
         if (e == cudaSuccess) e = allow_smem_rows<1, 4>(optin);
         if (e == cudaSuccess) e = allow_smem_rows<2, 2>(optin);
         if (e == cudaSuccess) e = allow_smem_rows<2, 4>(optin);
-#if SA_W4A16_RING_NARROW
-        if (e == cudaSuccess) e = allow_smem_rows<1, 1>(optin);
-        if (e == cudaSuccess) e = allow_smem_rows<2, 1>(optin);
-#endif
         if (e != cudaSuccess) {
             (void)cudaGetLastError();
             return -1;
@@ -480,7 +461,7 @@ int row_tiles_for(int m, int n, int k, bool has_zeros, int smem_limit) {
     if (m < SA_W4A16_WIDE_MIN_M) return 1;
     const int sms = sa_cuda::device_traits().sms;
     for (int rt = SA_W4A16_MAX_ROW_TILES; rt > 1; rt /= 2)
-        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(rt, k / kGroup, has_zeros) + kRingSmemPad <= (size_t)smem_limit)
+        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(rt, k / kGroup, has_zeros) <= (size_t)smem_limit)
             return rt;
     return 1;
 }
@@ -513,7 +494,7 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         uint16_t *yc = y + (size_t)m0 * n;
         const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
         sa_status st;
-        if (rt > 1 || (SA_W4A16_RING_NARROW && smem_bytes(1, k / kGroup, has_zeros) + kRingSmemPad <= (size_t)smem_limit)) {
+        if (rt > 1) {
             st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue)
                          : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue);
         } else {
