@@ -20,28 +20,11 @@
 
 #include "nf4_common.h"
 #include "stepaudio_native.h"
+#include "quant_bench_common.cuh"
 
-struct Check {
-    std::string name;
-    std::function<std::string()> run;
-};
-static std::vector<Check> &registry() {
-    static std::vector<Check> checks;
-    return checks;
-}
 #include "gpu_checks_nf4.inc"
 
-#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { std::printf("CUDA %s at %d\n", cudaGetErrorName(e_), __LINE__); return 1; } } while (0)
-
 struct DevW { uint8_t *q, *a; float *t; int n, k; double bytes; };
-
-__global__ void fill_random(uint32_t *p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13; h *= 3266489917u; h ^= h >> 16;
-        p[i] = h;
-    }
-}
 
 // Random nibbles and absmax codes filled on the device (fast for GBs of copies), random tables from the host.
 static DevW make(int n, int k, std::mt19937 &rng) {
@@ -51,8 +34,8 @@ static DevW make(int n, int k, std::mt19937 &rng) {
     std::vector<float> t(SA_NF4_TABLE_HEADER + 2 * groups);
     for (size_t i = 0; i < t.size(); ++i) t[i] = (float)((rng() % 1000) / 1000.0 - 0.5);
     cudaMalloc(&w.q, qbytes); cudaMalloc(&w.a, (blocks + 3) / 4 * 4); cudaMalloc(&w.t, t.size() * 4);
-    fill_random<<<1024, 256>>>((uint32_t *)w.q, qbytes / 4, (uint32_t)rng());
-    fill_random<<<1024, 256>>>((uint32_t *)w.a, (blocks + 3) / 4, (uint32_t)rng());
+    fill(w.q, qbytes, (uint32_t)rng());
+    fill(w.a, (blocks + 3) / 4 * 4, (uint32_t)rng());
     cudaMemcpy(w.t, t.data(), t.size() * 4, cudaMemcpyHostToDevice);
     w.bytes = (double)qbytes + blocks + 8.0 * groups;
     return w;

@@ -24,27 +24,9 @@
 
 #include "sa_numeric.h"
 #include "stepaudio_native.h"
+#include "quant_bench_common.cuh"
 
-struct Check {
-    std::string name;
-    std::function<std::string()> run;
-};
-static std::vector<Check> &registry() {
-    static std::vector<Check> checks;
-    return checks;
-}
 #include "gpu_checks_w4a16.inc"
-
-__global__ void fill_random(uint32_t *p, size_t n, uint32_t seed, uint32_t mask, uint32_t add) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-        h ^= h >> 15; h *= 2246822519u; h ^= h >> 13; h *= 3266489917u; h ^= h >> 16;
-        p[i] = (h & mask) + add;
-    }
-}
-static void fill(void *p, size_t bytes, uint32_t seed, uint32_t mask = 0xffffffffu, uint32_t add = 0) {
-    fill_random<<<1024, 256>>>((uint32_t *)p, bytes / 4, seed, mask, add);
-}
 
 struct W4 { uint32_t *q; uint16_t *s; size_t bytes; };
 static W4 make_w4(int n, int k, uint32_t seed) {
