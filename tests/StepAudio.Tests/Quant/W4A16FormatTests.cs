@@ -50,6 +50,31 @@ public class W4A16FormatTests
     }
 
     [Fact]
+    public void ConcatStacksPartsAndGivesSymmetricPartsZeroCode8()
+    {
+        // Fused QKV / gate+up: the stacked weight dequantizes to the parts' rows one after the other, and a symmetric
+        // part fused with an asymmetric one gets explicit zero codes 8 (its values unchanged).
+        var rng = new Random(17);
+        int k = 256;
+        W4A16Weight Part(int n, bool zeros)
+        {
+            var codes = new int[n, k];
+            for (int r = 0; r < n; r++) for (int c = 0; c < k; c++) codes[r, c] = rng.Next(16);
+            var scales = Enumerable.Range(0, n * 2).Select(_ => ToBf16((float)rng.NextDouble() + 0.01f)).ToArray();
+            byte[]? z = zeros ? Enumerable.Range(0, n * 2).Select(_ => (byte)rng.Next(16)).ToArray() : null;
+            return W4A16Weight.FromCompressedTensors(n, k, PackSequential(codes), scales, z, fp16Scales: false);
+        }
+        var sym = Part(24, zeros: false);
+        var asym = Part(40, zeros: true);
+        var fused = W4A16Weight.Concat([sym, asym]);
+        Assert.Equal(64, fused.N);
+        Assert.Equal([.. Dequant(sym), .. Dequant(asym)], Dequant(fused));
+        Assert.All(fused.Zeros!.Take(24 * 2), z => Assert.Equal((byte)8, z));
+        Assert.Equal(asym.Zeros!, fused.Zeros!.Skip(24 * 2));
+        Assert.Equal([.. sym.QWeight, .. asym.QWeight], fused.QWeight);
+    }
+
+    [Fact]
     public void SequentialToKernelMovesEveryNibbleToItsSlot()
     {
         // The shift-and-mask repack against the definition (element e's nibble to kernel nibble NibbleOf[e]) on random
