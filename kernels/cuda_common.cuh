@@ -135,6 +135,9 @@ __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
 #endif
 }
 
+// Asks L1 for the 128-byte line holding p (no registers held, no wait).
+__device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
 // c += A(16x16, row) * B(16x8, col), bf16 inputs, fp32 accumulators: the tensor-core step of every linear kernel.
 __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                                uint32_t b0, uint32_t b1) {

@@ -78,7 +78,7 @@ struct GemvBatch {
 template <int kTokenTiles, int kRowTiles>
 __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     gemv_bf16_kernel(const uint16_t *x, const uint16_t *__restrict__ w, uint16_t *y, int m, int n, int k,
-                     int prefetch_blocks, int prefetch_bytes, int epi) {
+                     int prefetch_blocks, int prefetch_bytes, int epi, sa_norm_fold fold) {
     pdl_launch_dependents();
     // Steps per batch, sized so two batches fit in 128 registers: (1,1) -> 4, (2 token tiles) -> 3, (2 row tiles) -> 2.
     constexpr int kUnroll = kRowTiles == 2 ? (kTokenTiles == 1 ? 2 : 1) : (kTokenTiles == 1 ? 4 : 3);
@@ -158,6 +158,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     }
     pdl_wait();
     load_x(cur, warp);
+    sa_epilogue::fold_prefetch(fold, m, k);
     for (int s0 = warp; s0 < steps; s0 += kStride) {
         load(next, s0 + kStride);
 #pragma unroll
@@ -177,15 +178,18 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
     // Reduce the split-K partials of the 8 warps. Layout [warp][value][lane] is bank-conflict free.
     constexpr int kValues = kRowTiles * kTokenTiles * 4;
     __shared__ float partial[kGemvWarps][kValues][32];
+    __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt)
 #pragma unroll
         for (int mt = 0; mt < kTokenTiles; ++mt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) partial[warp][(rt * kTokenTiles + mt) * 4 + i][lane] = acc[rt][mt][i];
+    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
     __syncthreads();
     // Accumulator c of lane l: c0,c1 -> (tile row g, tokens 2t, 2t+1), c2,c3 -> (tile row g+8, same tokens). A thread
-    // finishes both rows of one (lane, c in {0, 1}) pair, as the SwiGLU epilogue needs.
+    // finishes both rows of one (lane, c in {0, 1}) pair, as the SwiGLU epilogue needs; whole warps take part (the
+    // folded norm's tile sums are shuffles over the 8 lanes l >> 2 of a token).
     for (int e = threadIdx.x; e < kValues / 2 * 32; e += blockDim.x) {
         const int p = e >> 5, l = e & 31;
         const int c = p & 1, mt = (p >> 1) % kTokenTiles, rt = (p >> 1) / kTokenTiles;
@@ -197,7 +201,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32, 2)
             hi += partial[wv][i + 2][l];
         }
         const int tok = 8 * mt + 2 * (l & 3) + c;
-        if (tok < m) sa_epilogue::store(y, epi, n, tok, tile0 + rt, l >> 2, lo, hi);
+        float share = 0.0f;
+        if (tok < m)
+            share = sa_epilogue::store(y, epi, n, tok, tile0 + rt, l >> 2, lo, hi, fold,
+                                       sa_epilogue::folds_in(fold) ? fold_inv[tok] : 1.0f);
+        if (sa_epilogue::folds_out(fold)) {
+            const float sum_sq = sa_epilogue::tile_sumsq(share, 0x1c);
+            if (tok < m && (l >> 2) == 0) fold.sumsq_out[tok * (n / 16) + tile0 + rt] = sum_sq;
+        }
     }
 }
 
@@ -337,7 +348,7 @@ sa_status launch_gemm(const uint16_t *x, const uint16_t *w, uint16_t *y, int m, 
 }  // namespace
 
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                     int32_t epilogue, void *stream) {
+                                     int32_t epilogue, const sa_norm_fold *fold, void *stream) {
     SA_GUARD_BEGIN
     using namespace sa_cuda;
     if (!x || !w || !y || m < 0 || n <= 0 || k <= 0)
@@ -348,7 +359,7 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
                        " is not a multiple of 8 (the kernels read 16-byte rows)");
     if (!aligned16(x) || !aligned16(w) || (reinterpret_cast<uintptr_t>(y) & 3u) != 0)
         return invalid("sa_cuda_linear_bf16: x and W must be 16-byte aligned and y 4-byte aligned");
-    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_bf16", epilogue, x, y, m, n);
+    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_bf16", epilogue, fold, x, y, m, n, k);
     if (epilogue_ok != SA_OK) return epilogue_ok;
     if (m == 0) return SA_OK;
     cudaStream_t s = as_stream(stream);
@@ -362,7 +373,7 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
         const int prefetch_blocks = dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
         auto kernel = wide ? &gemv_bf16_kernel<1, 2> : m <= 8 ? &gemv_bf16_kernel<1, 1> : &gemv_bf16_kernel<2, 1>;
         return launch_pdl("gemv_bf16_kernel", kernel, dim3(blocks), dim3(kGemvWarps * 32), 0, s, x, w, y, m, n, k,
-                          prefetch_blocks, dev.gemv_prefetch_bytes, (int)epilogue);
+                          prefetch_blocks, dev.gemv_prefetch_bytes, (int)epilogue, sa_epilogue::fold_value(fold));
     }
     const int64_t blocks_128 = (int64_t)((n + kGemmBN - 1) / kGemmBN) * ((m + 127) / 128);
     return blocks_128 >= kTargetBlocks ? launch_gemm<128>(x, w, y, m, n, k, s) : launch_gemm<64>(x, w, y, m, n, k, s);

@@ -62,14 +62,51 @@ __device__ __forceinline__ bool row_ok(int tile, int r, int n, int epilogue) {
     return epilogue == SA_EPILOGUE_SWIGLU ? tile < n / 16 : 16 * tile + r < n;  // SwiGLU: n % 16 == 0
 }
 
-// The finished fp32 sums of rows r and r + 8 (0 <= r < 8) of tile `tile` for token tok (< m).
-__device__ __forceinline__ void store(uint16_t *y, int epilogue, int n, int tok, int tile, int r, float lo, float hi) {
+// ---- a folded RMSNorm (sa_norm_fold in stepaudio_native.h) ----
+// Producer: the ADD epilogue also writes h·g and, per 16-row tile and token, the sum of h² (the 8 threads that
+// finish a tile's rows for one token combine theirs with three shuffles). Consumer: the producer's sums are pulled
+// into L1 right after pdl_wait (no registers held over the main loop) and turned into 1/rms per token at the end.
+// Why not a separate RMSNorm kernel: it sits on the critical path between two linears (wait, read, reduce, write,
+// ~2–3 µs per norm at decode); an RMSNorm prologue in every consumer block lost (kernels/NOTES.md), since each block
+// had to reduce x before its first MMA. Here nothing waits on the sums until the epilogue.
+
+__device__ __forceinline__ bool folds_in(const sa_norm_fold &f) { return f.sumsq_in != nullptr; }
+__device__ __forceinline__ bool folds_out(const sa_norm_fold &f) { return f.weight != nullptr; }
+
+// After pdl_wait: the consumer's [m, k/16] sums into L1, one 128-byte line per thread.
+__device__ __forceinline__ void fold_prefetch(const sa_norm_fold &f, int m, int k) {
+    if (!folds_in(f)) return;
+    const int lines = (m * (k / 16) * 4 + 127) / 128;
+    for (int i = threadIdx.x; i < lines; i += blockDim.x) prefetch_l1(f.sumsq_in + 32 * i);
+}
+// inv_s[t] = 1/rms of token t < min(m, 16), warp w computing tokens w and w + 8. The caller makes it visible with a
+// __syncthreads before store() reads it. Sums are read with plain (coherent) loads: written by the previous kernel.
+__device__ __forceinline__ void fold_inverse(const sa_norm_fold &f, int m, int k, float *inv_s) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, parts = k / 16;
+    for (int t = warp; t < m && t < SA_EPILOGUE_MAX_M; t += (int)blockDim.x / 32) {
+        float sum = 0.0f;
+        for (int j = lane; j < parts; j += 32) sum += f.sumsq_in[t * parts + j];
+        sum = warp_sum(sum);
+        if (lane == 0) inv_s[t] = rms_inverse(sum, k, f.eps);
+    }
+}
+
+// The finished fp32 sums of rows r and r + 8 (0 <= r < 8) of tile `tile` for token tok (< m). inv: the consumer's
+// 1/rms of this token (used only with folds_in). Returns this thread's share of the tile's sum of h² (folds_out;
+// else 0): the caller adds the 8 shares of a token (tile_sumsq) and one thread writes it.
+__device__ __forceinline__ float store(uint16_t *y, int epilogue, int n, int tok, int tile, int r, float lo, float hi,
+                                       const sa_norm_fold &fold, float inv) {
+    if (folds_in(fold)) {  // bf16(bf16(x·W^T) · inv), then the epilogue as if that were the product
+        lo = __fmul_rn(sa_round_bf16(lo), inv);
+        hi = __fmul_rn(sa_round_bf16(hi), inv);
+    }
     if (epilogue == SA_EPILOGUE_SWIGLU) {
         if (tile < n / 16)
             y[(int64_t)tok * (n / 2) + 8 * tile + r] =
                 sa_f32_to_bf16(swiglu_one(sa_round_bf16(lo), sa_round_bf16(hi)));
-        return;
+        return 0.0f;
     }
+    float sum_sq = 0.0f;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int row = 16 * tile + r + 8 * half;
@@ -77,14 +114,29 @@ __device__ __forceinline__ void store(uint16_t *y, int epilogue, int n, int tok,
         uint16_t *dst = y + (int64_t)tok * n + row;
         float v = half ? hi : lo;
         if (epilogue == SA_EPILOGUE_ADD) v = __fadd_rn(sa_bf16_to_f32(*dst), sa_round_bf16(v));
-        *dst = sa_f32_to_bf16(v);
+        const uint16_t h = sa_f32_to_bf16(v);
+        *dst = h;
+        if (folds_out(fold)) {
+            const float hv = sa_bf16_to_f32(h);
+            sum_sq = __fadd_rn(sum_sq, __fmul_rn(hv, hv));
+            fold.out[(int64_t)tok * n + row] = sa_f32_to_bf16(__fmul_rn(hv, sa_bf16_to_f32(fold.weight[row])));
+        }
     }
+    return sum_sq;
+}
+// Sum of the shares of the 8 lanes that finished one token's tile rows; they differ in the lane bits of `mask`
+// (three bits). Every lane of the warp must call it.
+__device__ __forceinline__ float tile_sumsq(float share, int mask) {
+#pragma unroll
+    for (int b = 1; b < 32; b <<= 1)
+        if (mask & b) share = __fadd_rn(share, __shfl_xor_sync(0xffffffffu, share, b));
+    return share;
 }
 
 // The end of a 4-bit decode GEMV tile (linear_w4a16.cu, linear_nf4.cu): the warps' MMA accumulators of one 16-row
 // tile go to shared memory, [warp][16 rows][16 tokens] floats with warp_stride floats between warps, and after a block
-// barrier thread i < 128 reduces them over the warps (in warp order) and finishes tile rows i / 16 and i / 16 + 8 for
-// token i % 16 through store().
+// barrier thread i < 128 reduces them over the warps (in warp order) and finishes tile rows i % 8 and i % 8 + 8 for
+// token i / 8 through store() (the 8 threads of a token are 8 consecutive lanes: tile_sumsq over lane bits 0..2).
 template <int Tiles>
 __device__ __forceinline__ void write_partials(float *warp_partial, const float (&acc)[Tiles][4], int g, int t) {
 #pragma unroll
@@ -95,24 +147,46 @@ __device__ __forceinline__ void write_partials(float *warp_partial, const float 
         warp_partial[(g + 8) * 16 + tt * 8 + 2 * t + 1] = acc[tt][3];
     }
 }
+// Called by all 32 lanes of a warp together (i = 32·w + lane for w < 4). inv_s: fold_inverse's output (folds_in).
 template <int Warps>
 __device__ __forceinline__ void reduce_store(const float *partial, int warp_stride, int i, uint16_t *y, int epilogue,
-                                             int n, int m, int tokens, int tile) {
-    const int row = i / 16, token = i % 16;
-    if (token >= m || token >= tokens) return;
-    float lo = 0.0f, hi = 0.0f;
+                                             int n, int m, int tokens, int tile, const sa_norm_fold &fold,
+                                             const float *inv_s) {
+    const int row = i % 8, token = i / 8;
+    const bool ok = token < m && token < tokens;
+    float share = 0.0f;
+    if (ok) {
+        float lo = 0.0f, hi = 0.0f;
 #pragma unroll
-    for (int w = 0; w < Warps; ++w) {
-        lo += partial[w * warp_stride + row * 16 + token];
-        hi += partial[w * warp_stride + (row + 8) * 16 + token];
+        for (int w = 0; w < Warps; ++w) {
+            lo += partial[w * warp_stride + row * 16 + token];
+            hi += partial[w * warp_stride + (row + 8) * 16 + token];
+        }
+        share = store(y, epilogue, n, token, tile, row, lo, hi, fold, folds_in(fold) ? inv_s[token] : 1.0f);
     }
-    store(y, epilogue, n, token, tile, row, lo, hi);
+    if (folds_out(fold)) {  // block-uniform
+        const float sum_sq = tile_sumsq(share, 7);
+        if (ok && row == 0) fold.sumsq_out[token * (n / 16) + tile] = sum_sq;
+    }
 }
 
 // Host side: SA_OK if `epilogue` is valid for y[m, n] = x[m, k] · W^T, else SA_E_INVALID_ARGUMENT naming the problem
 // (`fn` is the entry point).
-inline sa_status check_host_args(const char *fn, int epilogue, const void *x, const void *y, int m, int n) {
+inline sa_status check_host_args(const char *fn, int epilogue, const sa_norm_fold *fold, const void *x, const void *y,
+                                 int m, int n, int k) {
     const std::string name(fn);
+    if (fold && (fold->weight || fold->sumsq_in)) {
+        if (m > SA_EPILOGUE_MAX_M)
+            return sa_cuda::invalid(name + ": a folded RMSNorm is for decode (m <= " + std::to_string(SA_EPILOGUE_MAX_M) +
+                                    "), got m = " + std::to_string(m));
+        if (fold->weight && (epilogue != SA_EPILOGUE_ADD || !fold->out || !fold->sumsq_out || n % 16 != 0 ||
+                             fold->out == x || fold->out == y))
+            return sa_cuda::invalid(name + ": a folded RMSNorm's producer needs the ADD epilogue, out and sumsq_out, "
+                                           "n % 16 == 0 and out aliasing neither x nor y (n = " + std::to_string(n) + ")");
+        if (fold->sumsq_in && (k % 16 != 0 || !(fold->eps >= 0.0f)))
+            return sa_cuda::invalid(name + ": a folded RMSNorm's consumer needs k % 16 == 0 and eps >= 0 (k = " +
+                                    std::to_string(k) + ")");
+    }
     if (epilogue < SA_EPILOGUE_STORE || epilogue > SA_EPILOGUE_SWIGLU)
         return sa_cuda::invalid(name + ": unknown epilogue " + std::to_string(epilogue));
     if (epilogue == SA_EPILOGUE_STORE) return SA_OK;
@@ -125,5 +199,8 @@ inline sa_status check_host_args(const char *fn, int epilogue, const void *x, co
                                 std::to_string(n));
     return SA_OK;
 }
+
+// The fold a kernel receives by value (none when the caller passed NULL).
+inline sa_norm_fold fold_value(const sa_norm_fold *fold) { return fold ? *fold : sa_norm_fold{}; }
 
 }  // namespace sa_epilogue

@@ -74,15 +74,14 @@ constexpr int kDecodeUnroll = 8;  // absmax entries per thread loaded at once: K
 constexpr int kNestedOffset = kNf4LutBytes;
 constexpr int kScalesOffset = kNestedOffset + 256 * 4;
 constexpr int kSmemMax = kScalesOffset + kSegBlocks * 8 * 8;
-static_assert(kWarps * kTileRows * kTileRows * 4 <= kNf4LutBytes, "the partial sums reuse the table's space");
+static_assert((kWarps * kTileRows * kTileRows + SA_EPILOGUE_MAX_M) * 4 <= kNf4LutBytes,
+              "the partial sums and a folded norm's 1/rms reuse the table's space");
 
 __device__ __forceinline__ uint2 load_stream8(const uint8_t *p) {
     uint2 v;
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
     return v;
 }
-
-__device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 
 // ---- v4: one tile per block ------------------------------------------------------------------------------------------
 // One code batch: 8 bytes of rows g and g + 8 for kBatch units.
@@ -94,7 +93,7 @@ struct Codes {
 template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
-             const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi) {
+             const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
     pdl_launch_dependents();
     constexpr int kBatch = Tiles == 1 ? SA_NF4_BATCH : SA_NF4_BATCH2;
     static_assert(kSegUnits % (2 * kBatch) == 0, "a segment is a whole number of batch pairs");
@@ -182,6 +181,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     decode_segment(0, kDecodeUnroll * kThreads);  // K > 8192 only
     __syncthreads();  // pair table and scales
     pdl_wait();
+    sa_epilogue::fold_prefetch(fold, m, k);
 
     float acc[Tiles][4];
 #pragma unroll
@@ -301,8 +301,12 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     __syncthreads();
     float *partial = reinterpret_cast<float *>(smem);  // [warp][row][token]
     sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);
+    float *fold_inv = partial + kWarps * kTileRows * 16;  // also in the table's space
+    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
     __syncthreads();
-    if (threadIdx.x < 128) sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8, tile);
+    if (threadIdx.x < 128)
+        sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8, tile, fold,
+                                          fold_inv);
 }
 
 // ---- v5: persistent blocks, one ring of units streaming across tiles -----------------------------------------------
@@ -320,18 +324,20 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 #endif
 constexpr int kStreamNestedOffset = kNf4LutBytes;
 constexpr int kStreamPartialOffset = kStreamNestedOffset + 256 * 4;
-constexpr int kStreamSmem = kStreamPartialOffset + 2 * kWarps * kTileRows * 16 * 4;
+constexpr int kStreamInvOffset = kStreamPartialOffset + 2 * kWarps * kTileRows * 16 * 4;  // a folded norm's 1/rms
+constexpr int kStreamSmem = kStreamInvOffset + SA_EPILOGUE_MAX_M * 4;
 
 template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
-                    const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi) {
+                    const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
     pdl_launch_dependents();
     constexpr int kRing = Tiles == 1 ? SA_NF4_RING : SA_NF4_RING2;
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *lut = smem;
     float *nested_map = reinterpret_cast<float *>(smem + kStreamNestedOffset);
     float *partials = reinterpret_cast<float *>(smem + kStreamPartialOffset);  // [tile & 1][warp][row][token]
+    float *fold_inv = reinterpret_cast<float *>(smem + kStreamInvOffset);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int kb = k / SA_NF4_BLOCK, tiles = (n + kTileRows - 1) / kTileRows, grid = gridDim.x;
     const int upw = (kb + kWarps - 1) / kWarps;  // units per warp and tile
@@ -409,6 +415,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     prefetch_groups(1);
     __syncthreads();
     pdl_wait();
+    sa_epilogue::fold_prefetch(fold, m, k);
     const int x_rows = min(m, Tiles * 8);
     if (x_rows * k <= 4 * kThreads * 64)  // x is read again for every tile: pull it into L1 once (<= 128 KB)
         for (int i = threadIdx.x; i < x_rows * k / 64; i += kThreads) prefetch_l1(x + (size_t)i * 64);
@@ -470,10 +477,11 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 #pragma unroll
         for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
         prefetch_groups(ti + 2);
+        if (ti == 0 && sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);  // once per block
         __syncthreads();
         if (threadIdx.x < 128)
             sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8,
-                                              (int)blockIdx.x + ti * grid);
+                                              (int)blockIdx.x + ti * grid, fold, fold_inv);
     };
 
     for (int q0 = 0; q0 < total; q0 += kRing) {
@@ -491,7 +499,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 
 template <int Tiles, bool DQ>
 sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y,
-                        int m, int n, int k, int epi, cudaStream_t s) {
+                        int m, int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     auto kernel = &nf4_gemv_stream<Tiles, DQ>;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation); the grid is
     // as many blocks as are resident at once (or the tile count).
@@ -508,7 +516,7 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
     const int tiles = (n + kTileRows - 1) / kTileRows, resident = resident_per_sm * (dev.sms > 0 ? dev.sms : 132);
     const dim3 grid((unsigned)(tiles < resident ? tiles : resident)), block(kThreads);
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "nf4_gemv_stream", kernel, grid, block, kStreamSmem, s, x, qw,
-                                  absmax, tables, y, m, n, k, epi);
+                                  absmax, tables, y, m, n, k, epi, fold);
 }
 
 // v4 (one tile per block) or v5 (persistent) when the tiles fill SA_NF4_STREAM_WAVES waves of resident blocks and
@@ -517,12 +525,12 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
 // 8192 x 8192 (2 waves) and at 16384 x 8192 (4 waves, K = 8192: a v4 block already streams its tile).
 template <int Tiles, bool DQ>
 sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
-                 int n, int k, int epi, cudaStream_t s) {
+                 int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int tiles = (n + kTileRows - 1) / kTileRows;
     if (k <= 4096 &&
         (int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
-        return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, epi, s);
+        return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
     auto kernel = &nf4_gemv<Tiles, DQ>;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
     static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemMax);
@@ -532,14 +540,14 @@ sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const
     const size_t smem = kScalesOffset + (size_t)(kb < kSegBlocks ? kb : kSegBlocks) * 8 * 8;
     const dim3 grid((unsigned)tiles), block(kThreads);
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "nf4_gemv", kernel, grid, block, smem, s, x, qw, absmax, tables, y, m,
-                                  n, k, epi);
+                                  n, k, epi, fold);
 }
 
 }  // namespace
 
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
                                     int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, int32_t epilogue,
-                                    void *stream) {
+                                    const sa_norm_fold *fold, void *stream) {
     if (!x || !qweight || !absmax || !tables || !y || m < 0 || n <= 0 || k <= 0)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: null pointer or bad size");
     if (k % SA_NF4_BLOCK != 0)
@@ -549,20 +557,21 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, c
                                                    std::to_string(k) + " has more than 2^32 64-blocks");
     if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(qweight)) & 15u)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_nf4: x and qweight must be 16-byte aligned");
-    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_nf4", epilogue, x, y, m, n);
+    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_nf4", epilogue, fold, x, y, m, n, k);
     if (epilogue_ok != SA_OK) return epilogue_ok;
     cudaStream_t s = static_cast<cudaStream_t>(stream);
     const bool dq = double_quant != 0;
+    const sa_norm_fold f = sa_epilogue::fold_value(fold);  // m <= 16 when set: one slice below
     if (sa_prefill::use_prefill(m, n, k))  // prefill: the tensor-core GEMM of linear_quant_prefill.cu
         return sa_prefill::linear_nf4(x, qweight, absmax, tables, dq, y, m, n, k, s);
     for (int r0 = 0; r0 < m; r0 += 16) {  // M > 16: 16-row slices (see the file comment)
         const int mm = m - r0 < 16 ? m - r0 : 16;
         const uint16_t *xs = x + (int64_t)r0 * k;
         uint16_t *ys = y + (int64_t)r0 * n;
-        const sa_status st = mm <= 8 ? (dq ? launch<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s)
-                                              : launch<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s))
-                                     : (dq ? launch<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s)
-                                           : launch<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, s));
+        const sa_status st = mm <= 8 ? (dq ? launch<1, true>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, f, s)
+                                              : launch<1, false>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, f, s))
+                                     : (dq ? launch<2, true>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, f, s)
+                                           : launch<2, false>(xs, qweight, absmax, tables, ys, mm, n, k, epilogue, f, s));
         if (st != SA_OK) return st;
     }
     return SA_OK;

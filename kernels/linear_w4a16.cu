@@ -98,9 +98,10 @@ template <int Tiles, bool Fp16Scales, bool HasZeros>
 __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
-                 int prefetch_bytes, int epi) {
+                 int prefetch_bytes, int epi, sa_norm_fold fold) {
     pdl_launch_dependents();
     __shared__ float partial[kWarps * 16 * 16];  // [warp][row][token]
+    __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
     const int tile = blockIdx.x, groups = k / kGroup, kw = k / 8;
     // Tile rows r and r + 8 (linear_epilogue.cuh: consecutive W rows, or a SwiGLU tile's gate and up rows); rows
@@ -141,6 +142,7 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
         }
     }
     pdl_wait();
+    sa_epilogue::fold_prefetch(fold, m, k);
 
     for (int base = warp; base < groups; base += kStride) {
 #pragma unroll
@@ -187,19 +189,22 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
         load(b, base + kStride);  // the next batch (nothing past the last group)
     }
     sa_epilogue::write_partials<Tiles>(partial + warp * 256, acc, r, t);
+    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
     __syncthreads();
-    if (threadIdx.x < 128) sa_epilogue::reduce_store<kWarps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile);
+    if (threadIdx.x < 128)
+        sa_epilogue::reduce_store<kWarps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile, fold, fold_inv);
 }
 
 template <int Tiles, bool Fp16Scales>
 sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi) {
+                        const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi,
+                        const sa_norm_fold &fold) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
     auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true> : &w4a16_skinny<Tiles, Fp16Scales, false>;
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
-                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi);
+                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
 }
 
 // ==== v6: w4a16_wide, the ring kernel ====
@@ -239,7 +244,7 @@ template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
 __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
     w4a16_wide(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
-               int prefetch_bytes, int epi) {
+               int prefetch_bytes, int epi, sa_norm_fold fold) {
     constexpr int kStages = stages_for(RowTiles);
     constexpr int kRows = 16 * RowTiles;  // output rows of the block
     pdl_launch_dependents();
@@ -308,6 +313,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         }
     }
     pdl_wait();
+    sa_epilogue::fold_prefetch(fold, m, k);
     stage_store(0);
     for (int round = 1; round * kStageChunk * kThreads < staged; ++round) {
         stage_load(round);
@@ -382,15 +388,18 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
     float *partial = reinterpret_cast<float *>(smem);  // [warp][block row][token]
 #pragma unroll
     for (int rt = 0; rt < RowTiles; ++rt) sa_epilogue::write_partials<Tiles>(partial + (warp * kRows + rt * 16) * 16, acc[rt], r, t);
+    float *fold_inv = partial + kWarps * kRows * 16;  // the ring holds twice the partial sums: room after them
+    static_assert(ring_bytes(RowTiles) / 4 >= kWarps * kRows * 16 + SA_EPILOGUE_MAX_M, "fold_inv must fit the ring");
+    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
     __syncthreads();
     for (int i = tid; i < RowTiles * 128; i += kThreads)  // row tile i / 128
         sa_epilogue::reduce_store<kWarps>(partial + i / 128 * 256, kRows * 16, i % 128, y, epi, n, m, Tiles * 8,
-                                          blockIdx.x * RowTiles + i / 128);
+                                          blockIdx.x * RowTiles + i / 128, fold, fold_inv);
 }
 
 template <int Tiles, int RowTiles, bool Fp16Scales, bool HasZeros>
 sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, const uint8_t *z,
-                      uint16_t *y, int m, int n, int k, int epi) {
+                      uint16_t *y, int m, int n, int k, int epi, const sa_norm_fold &fold) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     // Blocks of the first wave may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks =
@@ -398,25 +407,26 @@ sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, cons
     const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_wide", &w4a16_wide<Tiles, RowTiles, Fp16Scales, HasZeros>,
                                   grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros), s,
-                                  x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi);
+                                  x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
 }
 
 template <int Tiles, int RowTiles>
 sa_status launch_wide_scales(bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q,
-                             const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi) {
+                             const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi,
+                             const sa_norm_fold &fold) {
     if (fp16)
-        return has_zeros ? launch_wide<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k, epi)
-                         : launch_wide<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k, epi);
-    return has_zeros ? launch_wide<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k, epi)
-                     : launch_wide<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k, epi);
+        return has_zeros ? launch_wide<Tiles, RowTiles, true, true>(s, x, q, sc, z, y, m, n, k, epi, fold)
+                         : launch_wide<Tiles, RowTiles, true, false>(s, x, q, sc, z, y, m, n, k, epi, fold);
+    return has_zeros ? launch_wide<Tiles, RowTiles, false, true>(s, x, q, sc, z, y, m, n, k, epi, fold)
+                     : launch_wide<Tiles, RowTiles, false, false>(s, x, q, sc, z, y, m, n, k, epi, fold);
 }
 
 template <int Tiles>
 sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x,
                            const uint32_t *q, const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k,
-                           int epi) {
-    if (row_tiles == 4) return launch_wide_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
-    return launch_wide_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi);
+                           int epi, const sa_norm_fold &fold) {
+    if (row_tiles == 4) return launch_wide_scales<Tiles, 4>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi, fold);
+    return launch_wide_scales<Tiles, 2>(fp16, has_zeros, s, x, q, sc, z, y, m, n, k, epi, fold);
 }
 
 
@@ -470,7 +480,7 @@ int row_tiles_for(int m, int n, int k, bool has_zeros, int smem_limit) {
 
 SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                       const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                      int32_t epilogue, void *stream) {
+                                      int32_t epilogue, const sa_norm_fold *fold, void *stream) {
     if (!x || !qweight || !scales || !y || m < 0 || n <= 0 || k <= 0)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: bad arguments");
     if (k % kGroup != 0)
@@ -480,12 +490,13 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: x and qweight must be 16-byte aligned");
     if (flags & ~SA_W4A16_FP16_SCALES)
         return sa::fail(SA_E_INVALID_ARGUMENT, "sa_cuda_linear_w4a16: unknown flags " + std::to_string(flags));
-    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_w4a16", epilogue, x, y, m, n);
+    const sa_status epilogue_ok = sa_epilogue::check_host_args("sa_cuda_linear_w4a16", epilogue, fold, x, y, m, n, k);
     if (epilogue_ok != SA_OK) return epilogue_ok;
     const int smem_limit = max_dynamic_smem();
     if (smem_limit < 0) return sa::fail(SA_E_CUDA, "sa_cuda_linear_w4a16: could not enable the shared-memory ring");
     auto s = static_cast<cudaStream_t>(stream);
     const bool fp16 = flags & SA_W4A16_FP16_SCALES, has_zeros = zeros != nullptr;
+    const sa_norm_fold f = sa_epilogue::fold_value(fold);  // m <= 16 when set: one slice below
     if (sa_prefill::use_prefill(m, n, k))  // prefill: the tensor-core GEMM of linear_quant_prefill.cu
         return sa_prefill::linear_w4a16(x, qweight, scales, zeros, fp16, y, m, n, k, s);
     for (int32_t m0 = 0; m0 < m; m0 += 16) {  // up to 32 tokens: the decode kernels over 16-token slices
@@ -495,14 +506,14 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
         sa_status st;
         if (rt > 1) {
-            st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue)
-                         : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue);
+            st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f)
+                         : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f);
         } else {
             const dim3 grid((unsigned)((n + 15) / 16));
-            st = mc <= 8 ? (fp16 ? launch_skinny<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue)
-                                 : launch_skinny<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue))
-                         : (fp16 ? launch_skinny<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue)
-                                 : launch_skinny<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue));
+            st = mc <= 8 ? (fp16 ? launch_skinny<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f)
+                                 : launch_skinny<1, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f))
+                         : (fp16 ? launch_skinny<2, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f)
+                                 : launch_skinny<2, false>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f));
         }
         if (st != SA_OK) return st;
     }

@@ -22,7 +22,7 @@
 #endif
 #define SA_API SA_EXTERN __attribute__((visibility("default")))
 
-#define SA_ABI_VERSION 2
+#define SA_ABI_VERSION 3
 
 typedef int32_t sa_status;
 enum {
@@ -61,6 +61,27 @@ typedef struct sa_sample_params {
 enum { SA_EPILOGUE_STORE = 0, SA_EPILOGUE_ADD = 1, SA_EPILOGUE_SWIGLU = 2 };
 #define SA_EPILOGUE_MAX_M 16
 
+/* An RMSNorm folded into the two decode linears around it (one launch fewer per norm; BENCHMARKS.md). The norm
+ * out = RMSNorm(h)·g is split: the linear that produces h (SA_EPILOGUE_ADD) also writes h·g and partial sums of h²,
+ * and the linear that consumes the norm reads h·g as its x and scales its sums by 1/rms(h) before its epilogue:
+ *  producer (weight != NULL; epilogue ADD; n % 16 == 0): after h = y += x·W^T (as SA_EPILOGUE_ADD),
+ *      out[t, r] = bf16(h[t, r] · weight[r])                       out [m, n], aliasing neither x nor y
+ *      sumsq_out[t · n/16 + j] = Σ_{r = 16j .. 16j+15} h[t, r]²     fp32, [m, n/16]
+ *  consumer (sumsq_in != NULL; k % 16 == 0; x = the producer's out):
+ *      inv[t] = 1 / sqrt(Σ_j sumsq_in[t · k/16 + j] / k + eps), and the epilogue is applied to bf16(bf16(x·W^T) · inv[t])
+ *      instead of bf16(x·W^T).
+ * So consumer(producer) = bf16(x·W^T) with x = bf16(h·g)·inv, where the separate RMSNorm rounds bf16(bf16(h·inv)·g):
+ * the same values up to bf16 rounding. Sums of squares are fp32 in any order (sa_cpu_norm_fold_* sum in index order).
+ * For decode only (m <= SA_EPILOGUE_MAX_M). A NULL sa_norm_fold pointer, or one with both weight and sumsq_in NULL,
+ * is no fold. */
+typedef struct sa_norm_fold {
+    const uint16_t *weight; /* producer: the following RMSNorm's weight g [n] */
+    uint16_t *out;          /* producer: bf16(h · g) [m, n] */
+    float *sumsq_out;       /* producer: [m, n/16] */
+    const float *sumsq_in;  /* consumer: the producer's sumsq_out, [m, k/16] */
+    float eps;              /* consumer: the RMSNorm epsilon */
+} sa_norm_fold;
+
 SA_API const char *sa_last_error(void);
 SA_API int32_t sa_abi_version(void);
 /* 1 when the library was compiled with the CUDA kernels, 0 for a CPU-only build. */
@@ -88,6 +109,12 @@ SA_API sa_status sa_cpu_add_bf16(uint16_t *x, const uint16_t *y, int64_t n);
  * sa_cpu_rmsnorm_bf16(x, w, out, rows, dim, eps). out must not alias x or y. */
 SA_API sa_status sa_cpu_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const uint16_t *w, uint16_t *out, int32_t rows,
                                          int32_t dim, float eps);
+/* The reference halves of a folded RMSNorm (sa_norm_fold), h and out [rows, dim], dim % 16 == 0:
+ * producer: out = bf16(h · w) and sumsq [rows, dim/16] (each the sum of 16 h² in index order, fp32);
+ * consumer: y[t, :] = bf16(y[t, :] · inv[t]) for y [rows, n], inv[t] from sumsq [rows, k/16] as in sa_norm_fold. */
+SA_API sa_status sa_cpu_norm_fold_out(const uint16_t *h, const uint16_t *w, uint16_t *out, float *sumsq, int32_t rows,
+                                      int32_t dim);
+SA_API sa_status sa_cpu_norm_fold_in(uint16_t *y, const float *sumsq, int32_t rows, int32_t n, int32_t k, float eps);
 /* One attention layer call. qkv [n_new, (n_heads + 2 n_kv_heads) * head_dim] is the fused projection output
  * (q | k | v). *seq_len is the sequence length including the n_new tokens (a pointer so that a captured GPU graph
  * reads it from device memory each replay); the new tokens sit at positions pos0 = *seq_len − n_new onwards.
@@ -106,9 +133,9 @@ SA_API sa_status sa_cuda_embed_bf16(const uint16_t *table, int64_t vocab, int32_
                                     uint16_t *out, void *stream);
 SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *x, const uint16_t *w, uint16_t *out, int32_t rows, int32_t dim,
                                       float eps, void *stream);
-/* y = bf16(x · W^T) with one of the SA_EPILOGUE_* epilogues. */
+/* y = bf16(x · W^T) with one of the SA_EPILOGUE_* epilogues and optionally a folded RMSNorm (NULL: none). */
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                     int32_t epilogue, void *stream);
+                                     int32_t epilogue, const sa_norm_fold *fold, void *stream);
 SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *gate_up, uint16_t *out, int32_t m, int32_t f, void *stream);
 SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, void *stream);
 /* sa_cpu_add_rmsnorm_bf16 in one kernel (one block per row). */
@@ -143,10 +170,10 @@ SA_API sa_status sa_cpu_linear_w4a16(const uint16_t *x, const uint32_t *qweight,
                                      const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k);
 /* Same on the GPU (any M; M <= 16 is the decode kernel, larger M the prefill GEMM of kernels/linear_quant_prefill.cu,
  * except M <= 32 of a weight under 16M elements: the decode kernel over 16-token slices). x, y 16-byte aligned.
- * epilogue: SA_EPILOGUE_* (add / SwiGLU for M <= 16). */
+ * epilogue: SA_EPILOGUE_* (add / SwiGLU for M <= 16); fold: a folded RMSNorm or NULL (M <= 16). */
 SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight, const uint16_t *scales,
                                       const uint8_t *zeros, int32_t flags, uint16_t *y, int32_t m, int32_t n, int32_t k,
-                                      int32_t epilogue, void *stream);
+                                      int32_t epilogue, const sa_norm_fold *fold, void *stream);
 
 /* ---- bitsandbytes NF4 weights (shared/docs/quant-kernels.md §1), in the kernel layout made at load ----
  * A linear weight W [N, K] (K a multiple of 64) is held as three arrays:
@@ -165,9 +192,10 @@ SA_API sa_status sa_cpu_linear_nf4(const uint16_t *x, const uint8_t *qweight, co
                                    int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k);
 /* CUDA: the same product. M <= 16 streams the packed weight once (decode GEMV / skinny GEMM); larger M runs the
  * tensor-core prefill GEMM of kernels/linear_quant_prefill.cu (M <= 32 of a weight under 16M elements: the decode
- * kernel over 16-token slices). epilogue: SA_EPILOGUE_* (add / SwiGLU for M <= 16). */
+ * kernel over 16-token slices). epilogue: SA_EPILOGUE_* (add / SwiGLU for M <= 16); fold: a folded RMSNorm or
+ * NULL (M <= 16). */
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
                                     int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, int32_t epilogue,
-                                    void *stream);
+                                    const sa_norm_fold *fold, void *stream);
 
 #endif

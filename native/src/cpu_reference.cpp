@@ -82,6 +82,40 @@ SA_API sa_status sa_cpu_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const u
     return sa_cpu_rmsnorm_bf16(x, w, out, rows, dim, eps);
 }
 
+SA_API sa_status sa_cpu_norm_fold_out(const uint16_t *h, const uint16_t *w, uint16_t *out, float *sumsq, int32_t rows,
+                                      int32_t dim) {
+    if (!h || !w || !out || !sumsq || rows < 0 || dim <= 0 || dim % 16 != 0 || out == h)
+        return fail(SA_E_INVALID_ARGUMENT, "sa_cpu_norm_fold_out: bad arguments (null, dim not a multiple of 16, or out aliasing h)");
+    for (int32_t r = 0; r < rows; ++r) {
+        const uint16_t *hr = h + (int64_t)r * dim;
+        for (int32_t j = 0; j < dim / 16; ++j) {
+            float part = 0.0f;
+            for (int32_t i = 16 * j; i < 16 * j + 16; ++i) {
+                const float v = sa_bf16_to_f32(hr[i]);
+                part += v * v;
+                out[(int64_t)r * dim + i] = sa_f32_to_bf16(v * sa_bf16_to_f32(w[i]));
+            }
+            sumsq[(int64_t)r * (dim / 16) + j] = part;
+        }
+    }
+    return SA_OK;
+}
+
+SA_API sa_status sa_cpu_norm_fold_in(uint16_t *y, const float *sumsq, int32_t rows, int32_t n, int32_t k, float eps) {
+    if (!y || !sumsq || rows < 0 || n <= 0 || k <= 0 || k % 16 != 0)
+        return fail(SA_E_INVALID_ARGUMENT, "sa_cpu_norm_fold_in: bad arguments (null, or k not a multiple of 16)");
+    for (int32_t r = 0; r < rows; ++r) {
+        float sum_sq = 0.0f;
+        for (int32_t j = 0; j < k / 16; ++j) sum_sq += sumsq[(int64_t)r * (k / 16) + j];
+        const float inv = 1.0f / std::sqrt(sum_sq / (float)k + eps);  // as sa_cpu_rmsnorm_bf16
+        for (int32_t i = 0; i < n; ++i) {
+            uint16_t &v = y[(int64_t)r * n + i];
+            v = sa_f32_to_bf16(sa_bf16_to_f32(v) * inv);
+        }
+    }
+    return SA_OK;
+}
+
 SA_API sa_status sa_cpu_attention_bf16(const sa_attn_shape *s, const uint16_t *qkv, uint16_t *k_cache, uint16_t *v_cache,
                                        const int32_t *seq_len, const float *slopes, uint16_t *out) {
     if (!s || !qkv || !k_cache || !v_cache || !seq_len || !slopes || !out)

@@ -16,7 +16,7 @@ SA_API sa_status sa_cuda_rmsnorm_bf16(const uint16_t *, const uint16_t *, uint16
     return no_cuda("sa_cuda_rmsnorm_bf16");
 }
 SA_API sa_status sa_cuda_linear_bf16(const uint16_t *, const uint16_t *, uint16_t *, int32_t, int32_t, int32_t,
-                                     int32_t, void *) {
+                                     int32_t, const sa_norm_fold *, void *) {
     return no_cuda("sa_cuda_linear_bf16");
 }
 SA_API sa_status sa_cuda_swiglu_bf16(const uint16_t *, uint16_t *, int32_t, int32_t, void *) {
@@ -36,10 +36,10 @@ SA_API sa_status sa_cuda_sample_bf16(const uint16_t *, int32_t, int32_t *, int32
     return no_cuda("sa_cuda_sample_bf16");
 }
 SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *, const uint32_t *, const uint16_t *, const uint8_t *, int32_t,
-                                      uint16_t *, int32_t, int32_t, int32_t, int32_t, void *) {
+                                      uint16_t *, int32_t, int32_t, int32_t, int32_t, const sa_norm_fold *, void *) {
     return no_cuda("sa_cuda_linear_w4a16");
 }
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *, const uint8_t *, const void *, const float *, int32_t, uint16_t *,
-                                    int32_t, int32_t, int32_t, int32_t, void *) {
+                                    int32_t, int32_t, int32_t, int32_t, const sa_norm_fold *, void *) {
     return no_cuda("sa_cuda_linear_nf4");
 }

@@ -8,6 +8,6 @@ public class NativeLibraryTests
     public void LoadsWithTheExpectedAbi()
     {
         NativeLibraryInfo.EnsureLoaded();
-        Assert.Equal(2, NativeLibraryInfo.AbiVersion);
+        Assert.Equal(3, NativeLibraryInfo.AbiVersion);
     }
 }

@@ -138,13 +138,14 @@ struct DecodeLinear {
     DecodeLinear(const DecodeLinear &) = delete;
     DecodeLinear &operator=(const DecodeLinear &) = delete;
     ~DecodeLinear() { cudaFree(w), cudaFree(scales), cudaFree(zeros), cudaFree(tables); }
-    // epilogue: SA_EPILOGUE_*.
-    void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what, int epilogue = SA_EPILOGUE_STORE) const {
-        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, epilogue, stream), what);
+    // epilogue: SA_EPILOGUE_*; fold: a folded RMSNorm or nullptr.
+    void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what, int epilogue = SA_EPILOGUE_STORE,
+             const sa_norm_fold *fold = nullptr) const {
+        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, epilogue, fold, stream), what);
         else if (format == Weights::w4a16 || format == Weights::w4a16_awq)
             sa_ok(sa_cuda_linear_w4a16(x, (const uint32_t *)w, (const uint16_t *)scales, zeros,
-                                       zeros ? SA_W4A16_FP16_SCALES : 0, y, 1, n, k, epilogue, stream), what);
-        else sa_ok(sa_cuda_linear_nf4(x, (const uint8_t *)w, scales, tables, 1, y, 1, n, k, epilogue, stream), what);
+                                       zeros ? SA_W4A16_FP16_SCALES : 0, y, 1, n, k, epilogue, fold, stream), what);
+        else sa_ok(sa_cuda_linear_nf4(x, (const uint8_t *)w, scales, tables, 1, y, 1, n, k, epilogue, fold, stream), what);
     }
 };
 
@@ -152,12 +153,15 @@ struct DecodeLinear {
 // greedy sampler), captured once as a CUDA graph and replayed; weights are constant patterns (the speed does not
 // depend on their values). Fusion::add_norm: the residual add and the next RMSNorm as one kernel; Fusion::none: the
 // separate add + rmsnorm of an earlier version; Fusion::epilogues: the residual adds in the o / down epilogues and
-// SwiGLU in the gate_up epilogue, the RMSNorms as their own kernels (7 launches per layer) — the model's path where
-// the format has epilogues. weights: the format of the layers' qkv / o / gate_up / down (lm_head
+// SwiGLU in the gate_up epilogue, the RMSNorms as their own kernels (7 launches per layer); Fusion::folded: also
+// the RMSNorms folded into the linears around them (sa_norm_fold; 5 launches per layer, only layer 0's input norm a
+// kernel) — the model's decode path. weights: the format of the layers' qkv / o / gate_up / down (lm_head
 // is bf16). The context is *seq_len, fixed during the replays. Returns ms/token (median of 40 replays, one graph
 // launch each).
-enum class Fusion { none, add_norm, epilogues };
-const char *fusion_name(Fusion f) { return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : "epilog"; }
+enum class Fusion { none, add_norm, epilogues, folded };
+const char *fusion_name(Fusion f) {
+    return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : f == Fusion::epilogues ? "epilog" : "folded";
+}
 
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16) {
     const bool fused = fusion == Fusion::add_norm;
@@ -188,7 +192,8 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     uint16_t *lm = alloc((size_t)vocab * hidden, 0x3c), *final_norm = alloc(hidden, 0x3f);
     uint16_t *x = alloc(hidden, 0), *norm = alloc(hidden, 0), *qkv = alloc(qkv_n, 0), *att = alloc(H * D, 0),
              *tmp = alloc(hidden, 0), *gu = alloc(2 * inter, 0), *act = alloc(inter, 0), *logits = alloc(vocab, 0);
-    float *slopes;
+    float *slopes, *sumsq;
+    ok(cudaMalloc(&sumsq, hidden / 16 * 4), "malloc");
     int32_t *history, *len, *next;
     uint64_t *step;
     ok(cudaMalloc(&slopes, H * 4), "malloc");
@@ -209,6 +214,19 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
         sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, next, 1, x, stream), "embed");
         for (int l = 0; l < layers; ++l) {
             const Layer &L = ls[l];
+            if (fusion == Fusion::folded) {
+                const uint16_t *next_norm = l + 1 < layers ? ls[l + 1].in_norm : final_norm;
+                const sa_norm_fold consume{nullptr, nullptr, nullptr, sumsq, eps};
+                const sa_norm_fold produce_post{L.post_norm, norm, sumsq, nullptr, 0.0f};
+                const sa_norm_fold produce_next{next_norm, norm, sumsq, nullptr, 0.0f};
+                if (l == 0) sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
+                L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, l == 0 ? nullptr : &consume);
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
+                L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD, &produce_post);
+                L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU, &consume);
+                L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD, &produce_next);
+                continue;
+            }
             if (fusion == Fusion::epilogues) {
                 sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
                 L.qkv->run(norm, qkv, stream, "qkv");
@@ -236,13 +254,19 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             sa_ok(sa_cuda_swiglu_bf16(gu, act, 1, inter, stream), "swiglu");
             L.down->run(act, tmp, stream, "down");
         }
+        const sa_norm_fold consume_final{nullptr, nullptr, nullptr, sumsq, eps};
+        if (fusion == Fusion::folded) {
+            sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, &consume_final, stream), "lm_head");
+            sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
+            return;
+        }
         if (fusion == Fusion::epilogues) sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
         else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
         else {
             sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
             sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
         }
-        sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, stream), "lm_head");
+        sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, nullptr, stream), "lm_head");
         sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
     };
     // The sampler appends one id per step, so *len grows by one per replay: reset it before each timed replay to
@@ -285,7 +309,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     for (auto &l : ls)
         for (uint16_t *p : {l.in_norm, l.post_norm, l.kc, l.vc}) cudaFree(p);
     for (uint16_t *p : {lm, final_norm, x, norm, qkv, att, tmp, gu, act, logits}) cudaFree(p);
-    cudaFree(slopes), cudaFree(history), cudaFree(len), cudaFree(next), cudaFree(step);
+    cudaFree(slopes), cudaFree(sumsq), cudaFree(history), cudaFree(len), cudaFree(next), cudaFree(step);
     return ms[ms.size() / 2];
 }
 
@@ -384,16 +408,16 @@ int main(int argc, char **argv) {
         const char *tiles = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
         std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
         attention_bench(stream);
-        for (int context : {64, 1024, 4000}) decode_step_ms(stream, Fusion::epilogues, context);
+        for (int context : {64, 1024, 4000}) decode_step_ms(stream, Fusion::folded, context);
         return 0;
     }
     if (wanted(Weights::bf16))
         for (int context : {64, 1024})
-            for (Fusion f : {Fusion::none, Fusion::add_norm, Fusion::epilogues}) decode_step_ms(stream, f, context);
+            for (Fusion f : {Fusion::none, Fusion::add_norm, Fusion::epilogues, Fusion::folded}) decode_step_ms(stream, f, context);
     for (Weights w : {Weights::w4a16, Weights::w4a16_awq, Weights::nf4})
         if (wanted(w))
             for (int context : {64, 1024})
-                for (Fusion f : {Fusion::add_norm, Fusion::epilogues}) decode_step_ms(stream, f, context, w);
+                for (Fusion f : {Fusion::epilogues, Fusion::folded}) decode_step_ms(stream, f, context, w);
     if (wanted(Weights::bf16)) small_kernels(stream);
     if (decode_only) return 0;
     const double copy_gbs = copy_bandwidth_gbs(stream);
@@ -420,10 +444,10 @@ int main(int argc, char **argv) {
             ok(cudaMalloc(&x, (size_t)m * s.k * 2), "malloc x");
             ok(cudaMalloc(&y, (size_t)m * s.n * 2), "malloc y");
             cudaMemset(x, 0x3c, (size_t)m * s.k * 2);
-            sa_ok(sa_cuda_linear_bf16(x, ws[0], y, m, s.n, s.k, SA_EPILOGUE_STORE, stream), "linear");  // lazy module load, eagerly
+            sa_ok(sa_cuda_linear_bf16(x, ws[0], y, m, s.n, s.k, SA_EPILOGUE_STORE, nullptr, stream), "linear");  // lazy module load, eagerly
             ok(cudaStreamSynchronize(stream), "sync");
             const double us = time_graph(stream, [&](int i) {
-                sa_ok(sa_cuda_linear_bf16(x, ws[i % copies], y, m, s.n, s.k, SA_EPILOGUE_STORE, stream), "linear");
+                sa_ok(sa_cuda_linear_bf16(x, ws[i % copies], y, m, s.n, s.k, SA_EPILOGUE_STORE, nullptr, stream), "linear");
             });
             const double bytes = (double)w_bytes + 2.0 * m * s.k + 2.0 * m * s.n;
             const double gbs = bytes / (us * 1e3);

@@ -89,7 +89,7 @@ int main() {
         for (int mrows : bench_ms) {
             cudaGraph_t g; cudaGraphExec_t ge;
             CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-            for (auto &w : ws) sa_cuda_linear_nf4(x, w.q, w.a, w.t, 1, y, mrows, n, k, SA_EPILOGUE_STORE, s);
+            for (auto &w : ws) sa_cuda_linear_nf4(x, w.q, w.a, w.t, 1, y, mrows, n, k, SA_EPILOGUE_STORE, nullptr, s);
             CK(cudaStreamEndCapture(s, &g));
             CK(cudaGraphInstantiate(&ge, g, 0));
             std::vector<float> times;
@@ -119,7 +119,7 @@ int main() {
         }
     cudaGraph_t graph; cudaGraphExec_t exec;
     CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-    for (auto &w : layers) sa_cuda_linear_nf4(x, w.q, w.a, w.t, 1, y, 1, w.n, w.k, SA_EPILOGUE_STORE, s);
+    for (auto &w : layers) sa_cuda_linear_nf4(x, w.q, w.a, w.t, 1, y, 1, w.n, w.k, SA_EPILOGUE_STORE, nullptr, s);
     CK(cudaStreamEndCapture(s, &graph));
     CK(cudaGraphInstantiate(&exec, graph, 0));
     cudaGraphLaunch(exec, s);

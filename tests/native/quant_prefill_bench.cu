@@ -178,8 +178,8 @@ static int run_bench(FILE *sweep_log) {
             const int copies = (int)std::min<double>(24, std::max<double>(2, 160e6 / ws[0].bytes + 1));
             for (int c = 1; c < copies; ++c) ws.push_back(nf4 ? make_nf4(n, k, 1000 + c) : make_w4(n, k, 1000 + c));
             auto entry = [&](const Weight &w, const uint16_t *xp, uint16_t *yp, int m) {
-                return nf4 ? sa_cuda_linear_nf4(xp, (const uint8_t *)w.q, w.s, w.t, 1, yp, m, n, k, SA_EPILOGUE_STORE, st)
-                           : sa_cuda_linear_w4a16(xp, (const uint32_t *)w.q, (const uint16_t *)w.s, nullptr, 0, yp, m, n, k, SA_EPILOGUE_STORE, st);
+                return nf4 ? sa_cuda_linear_nf4(xp, (const uint8_t *)w.q, w.s, w.t, 1, yp, m, n, k, SA_EPILOGUE_STORE, nullptr, st)
+                           : sa_cuda_linear_w4a16(xp, (const uint32_t *)w.q, (const uint16_t *)w.s, nullptr, 0, yp, m, n, k, SA_EPILOGUE_STORE, nullptr, st);
             };
             for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); ++mi) {
                 const int m = ms[mi];

@@ -106,7 +106,7 @@ int main() {
         for (int m : {1, 4, 8, 16}) {
             float w4_ms = 1e-3f * graph_us(st, copies, [&](int i) {
                 W4 &w = ws[i];
-                sa_cuda_linear_w4a16(x, w.q, w.s, nullptr, 0, y, m, n, k, SA_EPILOGUE_STORE, st);
+                sa_cuda_linear_w4a16(x, w.q, w.s, nullptr, 0, y, m, n, k, SA_EPILOGUE_STORE, nullptr, st);
             });
             float alpha = 1, beta = 0;
             float bf_ms = no_cublas ? 0.0f : 1e-3f * graph_us(st, bcopies, [&](int i) {
@@ -149,12 +149,12 @@ int main() {
         return ms;
     };
     float w4_stack = graph_ms([&] {
-        for (size_t i = 0; i < lw.size(); ++i) sa_cuda_linear_w4a16(x, lw[i].q, lw[i].s, nullptr, 0, y, 1, dims[i % 4][0], dims[i % 4][1], SA_EPILOGUE_STORE, st);
+        for (size_t i = 0; i < lw.size(); ++i) sa_cuda_linear_w4a16(x, lw[i].q, lw[i].s, nullptr, 0, y, 1, dims[i % 4][0], dims[i % 4][1], SA_EPILOGUE_STORE, nullptr, st);
         bf_linear(head, V, H);
     });
     float w4_stack_q = graph_ms([&] {
-        for (size_t i = 0; i < lw.size(); ++i) sa_cuda_linear_w4a16(x, lw[i].q, lw[i].s, nullptr, 0, y, 1, dims[i % 4][0], dims[i % 4][1], SA_EPILOGUE_STORE, st);
-        sa_cuda_linear_w4a16(x, head4.q, head4.s, nullptr, 0, y, 1, V, H, SA_EPILOGUE_STORE, st);
+        for (size_t i = 0; i < lw.size(); ++i) sa_cuda_linear_w4a16(x, lw[i].q, lw[i].s, nullptr, 0, y, 1, dims[i % 4][0], dims[i % 4][1], SA_EPILOGUE_STORE, nullptr, st);
+        sa_cuda_linear_w4a16(x, head4.q, head4.s, nullptr, 0, y, 1, V, H, SA_EPILOGUE_STORE, nullptr, st);
     });
     float bf_stack = no_cublas ? 0.0f : graph_ms([&] {
         for (size_t i = 0; i < lb.size(); ++i) bf_linear(lb[i], dims[i % 4][0], dims[i % 4][1]);

@@ -40,11 +40,11 @@ public sealed unsafe class CpuBackend : IComputeBackend
         NativeException.Check(NativeMethods.CpuEmbed(table, vocab, dim, ids, n, output));
     public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
         NativeException.Check(NativeMethods.CpuRmsNorm(x, weight, output, rows, dim, eps));
-    public void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store)
+    public void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store, NormFold fold = default)
     {
-        if (epilogue != LinearEpilogue.Store)
+        if (epilogue != LinearEpilogue.Store || fold != default)
         {
-            LinearWithEpilogue(x, w, y, m, epilogue);
+            LinearWithEpilogue(x, w, y, m, epilogue, fold);
             return;
         }
         switch (w.Format)
@@ -63,22 +63,27 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }
     }
-    /// <summary>The reference composes the epilogues from its own Add and SwiGlu (same numbers by definition), so the
-    /// model's decode path runs, and is tested, on the CPU too.</summary>
+    /// <summary>The reference composes the epilogues and a folded norm from its own ops (same numbers by
+    /// definition), so the model's decode path runs, and is tested, on the CPU too.</summary>
     public bool HasEpilogues(WeightFormat format) => true;
-    void LinearWithEpilogue(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue)
+    void LinearWithEpilogue(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue, NormFold fold)
     {
         if (m > LinearEpilogues.MaxTokens)
-            throw new ArgumentOutOfRangeException(nameof(m), $"the {epilogue} epilogue is for decode: at most {LinearEpilogues.MaxTokens} tokens, got {m}");
+            throw new ArgumentOutOfRangeException(nameof(m), $"the {epilogue} epilogue and a folded norm are for decode: at most {LinearEpilogues.MaxTokens} tokens, got {m}");
         if (x == y) throw new ArgumentException($"with the {epilogue} epilogue the output must not alias the input");
+        if (fold.Produces && (epilogue != LinearEpilogue.Add || fold.Output == 0 || fold.SumSqOut == 0 || w.N % 16 != 0 || fold.Output == x || fold.Output == y))
+            throw new ArgumentException($"a folded norm's producer needs the Add epilogue, an output and sums buffer, N % 16 == 0 (N = {w.N}) and an output aliasing neither x nor y");
         using var product = new HostBuffer((long)m * w.N * 2, "linear product before its epilogue");
         Linear(x, w, product.Pointer, m);
+        if (fold.Consumes) NativeException.Check(NativeMethods.CpuNormFoldIn(product.Pointer, fold.SumSqIn, m, w.N, w.K, fold.Eps));
         switch (epilogue)
         {
+            case LinearEpilogue.Store: Buffer.MemoryCopy((void*)product.Pointer, (void*)y, (long)m * w.N * 2, (long)m * w.N * 2); break;
             case LinearEpilogue.Add: Add(y, product.Pointer, (long)m * w.N); break;
             case LinearEpilogue.SwiGlu: SwiGlu(product.Pointer, y, m, w.N / 2); break;
             default: throw new ArgumentOutOfRangeException(nameof(epilogue), $"unknown epilogue {epilogue}");
         }
+        if (fold.Produces) NativeException.Check(NativeMethods.CpuNormFoldOut(y, fold.Weight, fold.Output, fold.SumSqOut, m, w.N));
     }
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>
         NativeException.Check(NativeMethods.CpuSwiGlu(gateUp, output, m, f));

@@ -132,21 +132,23 @@ public sealed unsafe class CudaBackend : IComputeBackend
         NativeException.Check(NativeMethods.CudaEmbed(table, vocab, dim, ids, n, output, S));
     public void RmsNorm(nint x, nint weight, nint output, int rows, int dim, float eps) =>
         NativeException.Check(NativeMethods.CudaRmsNorm(x, weight, output, rows, dim, eps, S));
-    public void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store)
+    public void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store, NormFold fold = default)
     {
-        if (epilogue != LinearEpilogue.Store && !HasEpilogues(w.Format))
-            throw new NotSupportedException($"the {Name} backend's {w.Format} linear has no {epilogue} epilogue (HasEpilogues says so)");
+        if ((epilogue != LinearEpilogue.Store || fold != default) && !HasEpilogues(w.Format))
+            throw new NotSupportedException($"the {Name} backend's {w.Format} linear has no {epilogue} epilogue or folded norm (HasEpilogues says so)");
+        var native = NativeMethods.NormFoldNative.From(fold);
+        var f = fold == default ? null : &native;
         switch (w.Format)
         {
             case WeightFormat.Bf16:
-                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, (int)epilogue, S));
+                NativeException.Check(NativeMethods.CudaLinear(x, w.Data.Pointer, y, m, w.N, w.K, (int)epilogue, f, S));
                 break;
             case WeightFormat.W4A16:
-                NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, (int)epilogue, S));
+                NativeException.Check(NativeMethods.CudaLinearW4A16(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra?.Pointer ?? 0, w.Flags, y, m, w.N, w.K, (int)epilogue, f, S));
                 break;
             case WeightFormat.Nf4:
                 NativeException.Check(NativeMethods.CudaLinearNf4(x, w.Data.Pointer, w.Scales!.Pointer, w.Extra!.Pointer,
-                    StepAudio.Quant.Nf4KernelLayout.IsDoubleQuant(w) ? 1 : 0, y, m, w.N, w.K, (int)epilogue, S));
+                    StepAudio.Quant.Nf4KernelLayout.IsDoubleQuant(w) ? 1 : 0, y, m, w.N, w.K, (int)epilogue, f, S));
                 break;
             default:
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");

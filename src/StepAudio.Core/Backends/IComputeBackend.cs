@@ -37,7 +37,9 @@ public interface IComputeBackend : IDisposable
     /// place (the residual add), <see cref="LinearEpilogue.SwiGlu"/> treats W as the fused gate+up and writes
     /// SwiGLU of the product, [m, w.N / 2]. Same numbers as Linear then Add / SwiGlu; these two are for decode
     /// (m ≤ <see cref="LinearEpilogues.MaxTokens"/>, see <see cref="HasEpilogues"/>) and y must not alias x.</summary>
-    void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store);
+    /// <remarks><paramref name="fold"/> (decode only) folds an RMSNorm into this linear and its neighbour, see
+    /// <see cref="NormFold"/>; default: none.</remarks>
+    void Linear(nint x, LinearWeight w, nint y, int m, LinearEpilogue epilogue = LinearEpilogue.Store, NormFold fold = default);
     /// <summary>Whether <see cref="Linear"/> takes the Add / SwiGlu epilogues for this weight format; the model
     /// issues separate Add / SwiGlu operations otherwise.</summary>
     bool HasEpilogues(WeightFormat format);
@@ -55,6 +57,20 @@ public interface IComputeBackend : IDisposable
 
 /// <summary>What a linear does with its product (SA_EPILOGUE_*).</summary>
 public enum LinearEpilogue { Store = 0, Add = 1, SwiGlu = 2 }
+
+/// <summary>An RMSNorm folded into the two decode linears around it (sa_norm_fold of stepaudio_native.h): the producer
+/// (an <see cref="LinearEpilogue.Add"/> linear) also writes h·g to <see cref="Output"/> and sums of h² per 16 rows
+/// to <see cref="SumSqOut"/> [m, n/16 floats]; the consumer reads h·g as its x and scales its product by 1/rms(h)
+/// from <see cref="SumSqIn"/>. Same values as the separate RMSNorm up to bf16 rounding; one launch fewer.</summary>
+public readonly record struct NormFold(nint Weight, nint Output, nint SumSqOut, nint SumSqIn, float Eps)
+{
+    /// <summary>The producer half: g is the following RMSNorm's weight.</summary>
+    public static NormFold Produce(nint weight, nint output, nint sumSqOut) => new(weight, output, sumSqOut, 0, 0);
+    /// <summary>The consumer half.</summary>
+    public static NormFold Consume(nint sumSqIn, float eps) => new(0, 0, 0, sumSqIn, eps);
+    public bool Produces => Weight != 0;
+    public bool Consumes => SumSqIn != 0;
+}
 
 public static class LinearEpilogues
 {

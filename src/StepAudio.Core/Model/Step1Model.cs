@@ -44,7 +44,7 @@ public sealed unsafe class Step1Model : IDisposable
     readonly LinearWeight _lmHead;
     readonly Layer[] _layers;
     readonly DeviceBuffer _kCache, _vCache;
-    readonly DeviceBuffer _x, _norm, _qkv, _att, _tmp, _gateUp, _act, _logits;
+    readonly DeviceBuffer _x, _norm, _sumSq, _qkv, _att, _tmp, _gateUp, _act, _logits;
     // Device-side generation state: history [MaxContext + 1] ids, then three scalars.
     readonly DeviceBuffer _history, _state;
 
@@ -96,6 +96,8 @@ public sealed unsafe class Step1Model : IDisposable
         int t = options.MaxTokensPerForward;
         _x = Own(backend.Allocate((long)t * c.HiddenSize * 2, "hidden state"));
         _norm = Own(backend.Allocate((long)t * c.HiddenSize * 2, "normed hidden state"));
+        // A folded norm's sums of squares: [tokens, hidden/16] floats, decode (≤ 16 tokens) only.
+        _sumSq = Own(backend.Allocate((long)LinearEpilogues.MaxTokens * Math.Max(1, c.HiddenSize / 16) * 4, "folded RMSNorm sums"));
         _qkv = Own(backend.Allocate((long)t * c.QkvDim * 2, "qkv activations"));
         _att = Own(backend.Allocate((long)t * c.HiddenSize * 2, "attention output"));
         _tmp = Own(backend.Allocate((long)t * c.HiddenSize * 2, "projection output"));
@@ -189,10 +191,16 @@ public sealed unsafe class Step1Model : IDisposable
         b.Embed(_embed.Pointer, c.VocabSize, h, ids, n, _x.Pointer);
         if (n <= LinearEpilogues.MaxTokens && b.HasEpilogues(_layers[0].Qkv.Format))
         {
-            ForwardDecodeLayers(n, shape, seqLen, layerKv);
-            // The final norm only over the rows lm_head reads.
-            b.RmsNorm(_x.At((long)(n - logitRows) * h * 2), _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
-            b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
+            bool folded = ForwardDecodeLayers(n, shape, seqLen, layerKv);
+            long skipped = n - logitRows;  // lm_head reads the last logitRows rows
+            if (folded)  // the last down linear wrote h·g_final and its sums of squares
+                b.Linear(_norm.At(skipped * h * 2), _lmHead, _logits.Pointer, logitRows, LinearEpilogue.Store,
+                         NormFold.Consume(_sumSq.At(skipped * (h / 16) * 4), c.RmsNormEps));
+            else
+            {
+                b.RmsNorm(_x.At(skipped * h * 2), _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
+                b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
+            }
             return;
         }
         for (int i = 0; i < _layers.Length; i++)
@@ -214,24 +222,31 @@ public sealed unsafe class Step1Model : IDisposable
         b.Linear(_norm.At((long)(n - logitRows) * h * 2), _lmHead, _logits.Pointer, logitRows);
     }
 
-    /// <summary>The layers as decode runs them: 7 launches each, the residual adds folded into the o and down
-    /// linears and SwiGLU into gate_up (their epilogues); _x is the residual stream throughout.</summary>
-    void ForwardDecodeLayers(int n, AttentionShape shape, nint seqLen, long layerKv)
+    /// <summary>The layers as decode runs them: the residual adds folded into the o and down linears and SwiGLU into
+    /// gate_up (their epilogues); _x is the residual stream throughout. When the hidden size is a multiple of 16 the
+    /// RMSNorms are folded too (<see cref="NormFold"/>): o and down also write the next norm's h·g into _norm and sums
+    /// of squares into _sumSq, and qkv / gate_up / lm_head scale by 1/rms — 5 launches per layer, and only layer 0's
+    /// input norm runs as a kernel. Returns whether the final norm was folded (then lm_head must consume it).</summary>
+    bool ForwardDecodeLayers(int n, AttentionShape shape, nint seqLen, long layerKv)
     {
         var b = Backend;
         int h = Config.HiddenSize;
         float eps = Config.RmsNormEps;
+        bool fold = h % 16 == 0;
+        var consume = fold ? NormFold.Consume(_sumSq.Pointer, eps) : default;
         for (int i = 0; i < _layers.Length; i++)
         {
             var l = _layers[i];
-            b.RmsNorm(_x.Pointer, l.InputNorm.Pointer, _norm.Pointer, n, h, eps);
-            b.Linear(_norm.Pointer, l.Qkv, _qkv.Pointer, n);
+            var nextNorm = i + 1 < _layers.Length ? _layers[i + 1].InputNorm : _finalNorm;
+            if (i == 0 || !fold) b.RmsNorm(_x.Pointer, l.InputNorm.Pointer, _norm.Pointer, n, h, eps);
+            b.Linear(_norm.Pointer, l.Qkv, _qkv.Pointer, n, LinearEpilogue.Store, i == 0 ? default : consume);
             b.Attention(shape, _qkv.Pointer, _kCache.At(i * layerKv), _vCache.At(i * layerKv), seqLen, _slopes.Pointer, _att.Pointer);
-            b.Linear(_att.Pointer, l.O, _x.Pointer, n, LinearEpilogue.Add);
-            b.RmsNorm(_x.Pointer, l.PostNorm.Pointer, _norm.Pointer, n, h, eps);
-            b.Linear(_norm.Pointer, l.GateUp, _act.Pointer, n, LinearEpilogue.SwiGlu);
-            b.Linear(_act.Pointer, l.Down, _x.Pointer, n, LinearEpilogue.Add);
+            b.Linear(_att.Pointer, l.O, _x.Pointer, n, LinearEpilogue.Add, fold ? NormFold.Produce(l.PostNorm.Pointer, _norm.Pointer, _sumSq.Pointer) : default);
+            if (!fold) b.RmsNorm(_x.Pointer, l.PostNorm.Pointer, _norm.Pointer, n, h, eps);
+            b.Linear(_norm.Pointer, l.GateUp, _act.Pointer, n, LinearEpilogue.SwiGlu, consume);
+            b.Linear(_act.Pointer, l.Down, _x.Pointer, n, LinearEpilogue.Add, fold ? NormFold.Produce(nextNorm.Pointer, _norm.Pointer, _sumSq.Pointer) : default);
         }
+        return fold;
     }
 
     /// <summary>Reads logits rows back to the host as fp32.</summary>

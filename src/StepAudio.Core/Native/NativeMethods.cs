@@ -8,7 +8,7 @@ namespace StepAudio.Native;
 internal static unsafe partial class NativeMethods
 {
     internal const string Library = "stepaudio_native";
-    internal const int ExpectedAbiVersion = 2;
+    internal const int ExpectedAbiVersion = 3;
 
     static NativeMethods() => NativeLibraryResolver.Install();
 
@@ -16,6 +16,17 @@ internal static unsafe partial class NativeMethods
     internal struct AttnShape
     {
         public int NHeads, NKvHeads, HeadDim, NNew, MaxCtx;
+    }
+
+    /// <summary>sa_norm_fold.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct NormFoldNative
+    {
+        public nint Weight, Output, SumSqOut, SumSqIn;
+        public float Eps;
+
+        public static NormFoldNative From(in StepAudio.Backends.NormFold f) =>
+            new() { Weight = f.Weight, Output = f.Output, SumSqOut = f.SumSqOut, SumSqIn = f.SumSqIn, Eps = f.Eps };
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -39,6 +50,8 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library, EntryPoint = "sa_cpu_linear_bf16")] internal static partial int CpuLinear(nint x, nint w, nint y, int m, int n, int k);
     [LibraryImport(Library, EntryPoint = "sa_cpu_swiglu_bf16")] internal static partial int CpuSwiGlu(nint gateUp, nint output, int m, int f);
     [LibraryImport(Library, EntryPoint = "sa_cpu_add_bf16")] internal static partial int CpuAdd(nint x, nint y, long n);
+    [LibraryImport(Library, EntryPoint = "sa_cpu_norm_fold_out")] internal static partial int CpuNormFoldOut(nint h, nint w, nint output, nint sumSq, int rows, int dim);
+    [LibraryImport(Library, EntryPoint = "sa_cpu_norm_fold_in")] internal static partial int CpuNormFoldIn(nint y, nint sumSq, int rows, int n, int k, float eps);
     [LibraryImport(Library, EntryPoint = "sa_cpu_add_rmsnorm_bf16")] internal static partial int CpuAddRmsNorm(nint x, nint y, nint w, nint output, int rows, int dim, float eps);
     [LibraryImport(Library, EntryPoint = "sa_cpu_attention_bf16")] internal static partial int CpuAttention(AttnShape* shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output);
     [LibraryImport(Library, EntryPoint = "sa_cpu_sample_bf16")] internal static partial int CpuSample(nint logits, int vocab, nint history, int historyLen, SampleParams* p, ulong step, int* outId);
@@ -49,18 +62,18 @@ internal static unsafe partial class NativeMethods
     // CUDA kernels (device pointers, CUstream)
     [LibraryImport(Library, EntryPoint = "sa_cuda_embed_bf16")] internal static partial int CudaEmbed(nint table, long vocab, int dim, nint ids, int n, nint output, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_rmsnorm_bf16")] internal static partial int CudaRmsNorm(nint x, nint w, nint output, int rows, int dim, float eps, nint stream);
-    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_bf16")] internal static partial int CudaLinear(nint x, nint w, nint y, int m, int n, int k, int epilogue, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_bf16")] internal static partial int CudaLinear(nint x, nint w, nint y, int m, int n, int k, int epilogue, NormFoldNative* fold, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_swiglu_bf16")] internal static partial int CudaSwiGlu(nint gateUp, nint output, int m, int f, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_bf16")] internal static partial int CudaAdd(nint x, nint y, long n, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_rmsnorm_bf16")] internal static partial int CudaAddRmsNorm(nint x, nint y, nint w, nint output, int rows, int dim, float eps, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_attention_bf16")] internal static partial int CudaAttention(AttnShape* shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output, nint stream);
-    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_w4a16")] internal static partial int CudaLinearW4A16(nint x, nint qweight, nint scales, nint zeros, int flags, nint y, int m, int n, int k, int epilogue, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_w4a16")] internal static partial int CudaLinearW4A16(nint x, nint qweight, nint scales, nint zeros, int flags, nint y, int m, int n, int k, int epilogue, NormFoldNative* fold, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_sample_bf16")] internal static partial int CudaSample(nint logits, int vocab, nint history, nint historyLen, SampleParams* p, nint step, nint outId, nint stream);
 
     // bitsandbytes NF4 (kernel layout of stepaudio_native.h)
     [LibraryImport(Library, EntryPoint = "sa_cpu_nf4_dequantize")] internal static partial int CpuNf4Dequantize(nint qweight, nint absmax, nint tables, int doubleQuant, int n, int k, nint wF32, nint wBf16);
     [LibraryImport(Library, EntryPoint = "sa_cpu_linear_nf4")] internal static partial int CpuLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k);
-    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_nf4")] internal static partial int CudaLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k, int epilogue, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_linear_nf4")] internal static partial int CudaLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k, int epilogue, NormFoldNative* fold, nint stream);
 }
 
 /// <summary>Status codes of the C ABI (SA_OK, SA_E_*).</summary>

@@ -61,28 +61,44 @@ public class CpuOracleTests
         Assert.Equal(oracle.GreedyTokens.Take(comparable), result.Tokens.Take(comparable));
     }
 
-    [Fact]
-    public void ChunkedPrefillEqualsOneShotPrefill()
+    [Theory]
+    [InlineData(20)]
+    [InlineData(7)]
+    public void ChunkedPrefillEqualsOneShotPrefill(int chunk)
     {
-        // The KV cache carries positions across forward calls: prefill in chunks of 7 must give the same last-row
-        // logits, bit for bit, as one call over the whole prompt.
+        // The KV cache carries positions across forward calls: prefill in chunks must give the last-row logits of one
+        // call over the whole prompt — bit for bit when every chunk has more than 16 tokens (the same prefill path; 40 = 20 + 20), and within the oracle
+        // bound with chunks of 7: up to 16 tokens take the decode path, whose RMSNorms are folded into the linears
+        // (NormFold), which rounds bf16(h·g)·inv where the separate norm rounds bf16(bf16(h·inv)·g).
         var oracle = TinyOracle.Load();
+        Assert.True(oracle.Prompt.Length >= 2 * chunk, "the prompt must span several chunks");
         using var backend = new CpuBackend();
         using var whole = LoadTiny(backend);
         var expected = PromptLogits(whole, oracle.Prompt).AsSpan((oracle.Prompt.Length - 1) * whole.Config.VocabSize).ToArray();
 
-        using var chunked = LoadTiny(backend, maxTokensPerForward: 7, maxLogitRows: 1);
+        using var chunked = LoadTiny(backend, maxTokensPerForward: chunk, maxLogitRows: 1);
         unsafe
         {
             fixed (int* p = oracle.Prompt) backend.Upload(chunked.History, (nint)p, oracle.Prompt.Length * 4L);
         }
-        for (int start = 0; start < oracle.Prompt.Length; start += 7)
+        bool allPrefill = true;
+        for (int start = 0; start < oracle.Prompt.Length; start += chunk)
         {
-            int n = Math.Min(7, oracle.Prompt.Length - start);
+            int n = Math.Min(chunk, oracle.Prompt.Length - start);
+            allPrefill &= n > LinearEpilogues.MaxTokens;
             chunked.WriteInt(chunked.PrefillLength, start + n);
             chunked.Forward(chunked.History + start * 4, n, chunked.PrefillLength);
         }
-        Assert.Equal(expected, chunked.ReadLogits());
+        var got = chunked.ReadLogits();
+        if (allPrefill) Assert.Equal(expected, got);
+        else
+        {
+            // Both roundings are equally far from exact arithmetic (~2.8e-3 relative per linear in a torch simulation)
+            // but differ from each other by ~4e-3 per folded norm; 5 norms are folded here. Measured: 7.7e-3.
+            const double FoldedPathTolerance = 1.5e-2;
+            double err = TinyOracle.RelativeError(got, expected);
+            Assert.True(err < FoldedPathTolerance, $"relative L2 error {err:E2} ≥ {FoldedPathTolerance:E1}");
+        }
     }
 
     [Fact]
