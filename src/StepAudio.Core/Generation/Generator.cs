@@ -76,12 +76,16 @@ public sealed class Generator(Step1Model model)
         });
         // The host keeps one step ahead: the step after token t is launched before t is read back, so the GPU does
         // not idle for the host's round trip. A step run at sequence length L appends its id at history[L]; that
-        // slot, unlike NextId, is not overwritten by the step launched after it, so it is what gets read.
-        using var readback = backend.CreateReadbackQueue(2);
+        // slot, unlike NextId, is not overwritten by the step launched after it, so it is what gets read. (After a
+        // failed draw, which appends nothing, the next step does write that slot, but as its last act, a whole step
+        // after the copy of the -1 left there.)
+        var readback = model.Readback;
+        int pending = 0;
         void Launch(int atLength)
         {
             step.Run();
             readback.Enqueue(model.History + (nint)atLength * 4);
+            pending++;
         }
         // Why decoding stops after a sequence of `atLength` tokens holding `produced` new ones, EOS aside; null while it
         // goes on. The same test, made one token early, decides whether to launch a step ahead, so steps never go
@@ -91,10 +95,10 @@ public sealed class Generator(Step1Model model)
             : options.MaxNewTokens is int cap && produced >= cap ? StopReason.MaxNewTokens
             : null;
 
-        if (Limit(length, 1) is null) Launch(length);
         StopReason stop;
         try
         {
+            if (Limit(length, 1) is null) Launch(length);
             while (true)
             {
                 if (token < 0) throw new InvalidOperationException($"sampling failed after {tokens.Count} tokens: every logit was -inf or NaN");
@@ -106,13 +110,15 @@ public sealed class Generator(Step1Model model)
                 length++;
                 if (Limit(length, tokens.Count + 1) is null) Launch(length);
                 token = readback.Dequeue();
+                pending--;
             }
         }
         finally
         {
             // A step launched past EOS (or an error) may still be running: the model is idle when Generate returns,
-            // and the decode time includes that wait.
+            // and the decode time includes that wait. Its read is dropped, not left for the next call.
             backend.Synchronize();
+            for (; pending > 0; pending--) readback.Dequeue();
         }
         return new GenerationResult(tokens.ToArray(), stop, prefillTime, clock.Elapsed, ids.Length);
     }

@@ -152,4 +152,26 @@ public class LookaheadDecodeTests
         // The model is idle and reusable: the same request again gives the same result.
         Assert.Equal(first.Tokens, new Generator(eosModel).Generate(Prompt, options).Tokens);
     }
+
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("cuda")]
+    public void AnAbortedGenerationLeavesNoReadBehind(string backendName)
+    {
+        // A callback that throws ends Generate with a step (and its read) in flight; the model's readback queue is
+        // reused, so a read left in it would become the next call's first token.
+        using var backend = CreateBackend(backendName);
+        using var model = Load(backend, RepoPaths.TinyModel);
+        var options = Sampled with { IgnoreEos = true, MaxNewTokens = 12 };
+        var seen = new List<int>();
+        var e = Assert.Throws<InvalidOperationException>(() => new Generator(model).Generate(Prompt, options, t =>
+        {
+            seen.Add(t);
+            if (seen.Count == 3) throw new InvalidOperationException("listener gave up");
+        }));
+        Assert.Equal("listener gave up", e.Message);
+        var (result, deviceLength) = GenerateAndCompare(model, options);
+        Assert.Equal(seen, result.Tokens.Take(3));
+        Assert.Equal(Prompt.Length + 12, deviceLength);
+    }
 }
