@@ -117,5 +117,30 @@ public sealed unsafe class CpuBackend : IComputeBackend
         public void Dispose() { }
     }
 
+    public IReadbackQueue CreateReadbackQueue(int capacity) => new ImmediateReadback(capacity);
+
+    /// <summary>Every CPU operation has finished when it returns, so a read is taken at Enqueue.</summary>
+    sealed class ImmediateReadback : IReadbackQueue
+    {
+        readonly int _capacity;
+        readonly Queue<int> _values = new();
+
+        public ImmediateReadback(int capacity)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+            _capacity = capacity;
+        }
+
+        public void Enqueue(nint deviceSrc)
+        {
+            if (_values.Count == _capacity) throw new InvalidOperationException($"the readback queue already holds its {_capacity} reads");
+            _values.Enqueue(*(int*)deviceSrc);
+        }
+
+        public int Dequeue() => _values.TryDequeue(out int value) ? value : throw new InvalidOperationException("the readback queue is empty");
+
+        public void Dispose() { }
+    }
+
     public void Dispose() { }
 }

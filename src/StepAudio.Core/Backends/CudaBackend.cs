@@ -190,6 +190,83 @@ public sealed unsafe class CudaBackend : IComputeBackend
         public void Dispose() => _graph?.Dispose();
     }
 
+    public IReadbackQueue CreateReadbackQueue(int capacity) => new StreamReadback(this, capacity);
+
+    /// <summary>A ring of pinned int32 slots filled on a copy stream of its own: each copy waits (cuStreamWaitEvent)
+    /// for an event recorded on the compute stream at its Enqueue, so it runs as soon as that work is done, beside
+    /// whatever was launched after it; Dequeue waits on that one copy's event, never on the compute stream.</summary>
+    sealed class StreamReadback : IReadbackQueue
+    {
+        readonly CudaBackend _backend;
+        readonly CudaStream _copies = new();
+        readonly nint[] _issued, _copied; // per slot: compute work done / copy done
+        nint _slots;                      // pinned int32[capacity]
+        int _head, _count;
+
+        public StreamReadback(CudaBackend backend, int capacity)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+            _backend = backend;
+            _issued = new nint[capacity];
+            _copied = new nint[capacity];
+            try
+            {
+                nint p;
+                CudaDriver.Check(CudaDriver.MemAllocHost(&p, (nuint)capacity * 4), "cuMemAllocHost");
+                _slots = p;
+                for (int i = 0; i < capacity; i++)
+                {
+                    nint a, b;
+                    CudaDriver.Check(CudaDriver.EventCreate(&a, CudaDriver.EventDisableTiming), "cuEventCreate");
+                    _issued[i] = a;
+                    CudaDriver.Check(CudaDriver.EventCreate(&b, CudaDriver.EventDisableTiming), "cuEventCreate");
+                    _copied[i] = b;
+                }
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
+        }
+
+        public void Enqueue(nint deviceSrc)
+        {
+            if (_count == _issued.Length) throw new InvalidOperationException($"the readback queue already holds its {_issued.Length} reads");
+            int slot = (_head + _count) % _issued.Length;
+            CudaDriver.Check(CudaDriver.EventRecord(_issued[slot], _backend.S), "cuEventRecord");
+            CudaDriver.Check(CudaDriver.StreamWaitEvent(_copies.Handle, _issued[slot], 0), "cuStreamWaitEvent");
+            CudaDriver.Check(CudaDriver.MemcpyDtoHAsync(_slots + slot * 4, deviceSrc, 4, _copies.Handle), "cuMemcpyDtoHAsync");
+            CudaDriver.Check(CudaDriver.EventRecord(_copied[slot], _copies.Handle), "cuEventRecord");
+            _count++;
+        }
+
+        public int Dequeue()
+        {
+            if (_count == 0) throw new InvalidOperationException("the readback queue is empty");
+            CudaDriver.Check(CudaDriver.EventSynchronize(_copied[_head]), "cuEventSynchronize");
+            int value = ((int*)_slots)[_head];
+            _head = (_head + 1) % _issued.Length;
+            _count--;
+            return value;
+        }
+
+        public void Dispose()
+        {
+            // Copies still queued write into the pinned slots: let them land before freeing.
+            if (_copies.Handle != 0) CudaDriver.StreamSynchronize(_copies.Handle);
+            for (int i = 0; i < _issued.Length; i++)
+            {
+                if (_issued[i] != 0) CudaDriver.EventDestroy(_issued[i]);
+                if (_copied[i] != 0) CudaDriver.EventDestroy(_copied[i]);
+                _issued[i] = _copied[i] = 0;
+            }
+            if (_slots != 0) CudaDriver.MemFreeHost(_slots);
+            _slots = 0;
+            _copies.Dispose();
+        }
+    }
+
     public void Dispose()
     {
         _staging?.Dispose();

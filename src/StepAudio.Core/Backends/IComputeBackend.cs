@@ -17,9 +17,22 @@ public interface IReplayableStep : IDisposable
     void Run();
 }
 
+/// <summary>Int32 values copied from device memory to the host, oldest first. Each copy waits for the work issued
+/// before its <see cref="Enqueue"/> and not for work issued after it, so the host can read decode step t's token
+/// while step t+1 runs. The CPU backend's work is synchronous: there a copy is done at once.</summary>
+public interface IReadbackQueue : IDisposable
+{
+    /// <summary>Queues a copy of the int32 at deviceSrc, taken once the work issued so far is done. At most
+    /// the capacity given at creation may be queued; more is an <see cref="InvalidOperationException"/>.</summary>
+    void Enqueue(nint deviceSrc);
+    /// <summary>Waits for the oldest queued copy only and returns its value.</summary>
+    int Dequeue();
+}
+
 /// <summary>The operations the Step1 forward pass needs, on one device. All pointers are device addresses; bf16
 /// tensors are row-major and linear weights are [N out, K in]. Semantics are those of native/src/cpu_reference.cpp.
-/// Work may be asynchronous: Download and Synchronize are the only points where the host waits.</summary>
+/// Work may be asynchronous: Download, Synchronize and <see cref="IReadbackQueue.Dequeue"/> are the only points where
+/// the host waits.</summary>
 public interface IComputeBackend : IDisposable
 {
     string Name { get; }
@@ -53,6 +66,8 @@ public interface IComputeBackend : IDisposable
     void Sample(nint logits, int vocab, nint history, nint historyLen, in SamplingParams p, nint step, nint outId);
 
     IReplayableStep Prepare(Action step);
+    /// <summary>A queue of at most <paramref name="capacity"/> pending int32 reads; see <see cref="IReadbackQueue"/>.</summary>
+    IReadbackQueue CreateReadbackQueue(int capacity);
 }
 
 /// <summary>What a linear does with its product (SA_EPILOGUE_*).</summary>

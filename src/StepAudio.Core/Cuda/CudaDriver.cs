@@ -33,6 +33,7 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Lib, EntryPoint = "cuStreamCreate")] internal static partial int StreamCreate(nint* stream, uint flags);
     [LibraryImport(Lib, EntryPoint = "cuStreamDestroy_v2")] internal static partial int StreamDestroy(nint stream);
     [LibraryImport(Lib, EntryPoint = "cuStreamSynchronize")] internal static partial int StreamSynchronize(nint stream);
+    [LibraryImport(Lib, EntryPoint = "cuStreamWaitEvent")] internal static partial int StreamWaitEvent(nint stream, nint ev, uint flags);
     [LibraryImport(Lib, EntryPoint = "cuStreamBeginCapture_v2")] internal static partial int StreamBeginCapture(nint stream, int mode);
     [LibraryImport(Lib, EntryPoint = "cuStreamEndCapture")] internal static partial int StreamEndCapture(nint stream, nint* graph);
 
@@ -53,6 +54,7 @@ internal static unsafe partial class CudaDriver
 
     internal const int CudaErrorOutOfMemory = 2;
     internal const int CaptureModeThreadLocal = 1;
+    internal const uint EventDisableTiming = 2;
     internal const int AttributeMultiprocessorCount = 16;
     internal const int AttributeComputeCapabilityMajor = 75;
     internal const int AttributeComputeCapabilityMinor = 76;

@@ -34,7 +34,8 @@ public sealed record GenerationResult(int[] Tokens, StopReason Stop, TimeSpan Pr
 }
 
 /// <summary>Prefill then token-by-token decode. The decode step (embed the last id → 32 layers → lm_head → sample,
-/// which appends to the device-side history) is prepared once and replayed; the host reads back only the chosen id.</summary>
+/// which appends to the device-side history) is prepared once and replayed, one step ahead of the host; the host
+/// reads back only the chosen ids.</summary>
 public sealed class Generator(Step1Model model)
 {
     public unsafe GenerationResult Generate(IReadOnlyList<int> prompt, GenerationOptions options, Action<int>? onToken = null)
@@ -47,7 +48,11 @@ public sealed class Generator(Step1Model model)
 
         var clock = Stopwatch.StartNew();
         var ids = prompt.ToArray();
-        fixed (int* p = ids) backend.Upload(model.History, (nint)p, ids.Length * 4L);
+        // The history is the prompt, then -1 up to max length: a slot that no sampler filled (a failed draw appends
+        // nothing and sets NextId to -1) reads back as -1, the failure.
+        var history = Enumerable.Repeat(-1, maxLength).ToArray();
+        ids.CopyTo(history, 0);
+        fixed (int* p = history) backend.Upload(model.History, (nint)p, history.Length * 4L);
         model.WriteInt(model.HistoryLength, ids.Length);
         model.WriteULong(model.SampleStep, 0);
         int chunk = model.Options.MaxTokensPerForward;
@@ -62,25 +67,58 @@ public sealed class Generator(Step1Model model)
         var prefillTime = clock.Elapsed;
 
         var tokens = new List<int>();
-        int length = ids.Length + 1;
+        int length = ids.Length + 1; // the sequence so far, `token` included
         clock.Restart();
         using var step = backend.Prepare(() =>
         {
             model.Forward(model.NextId, 1, model.HistoryLength);
             backend.Sample(model.Logits, config.VocabSize, model.History, model.HistoryLength, sampling, model.SampleStep, model.NextId);
         });
-        StopReason stop;
-        while (true)
+        // The host keeps one step ahead: the step after token t is launched before t is read back, so the GPU does
+        // not idle for the host's round trip. A step run at sequence length L appends its id at history[L]; that
+        // slot, unlike NextId, is not overwritten by the step launched after it, so it is what gets read. (After a
+        // failed draw, which appends nothing, the next step does write that slot, but as its last act, a whole step
+        // after the copy of the -1 left there.)
+        var readback = model.Readback;
+        int pending = 0;
+        void Launch(int atLength)
         {
-            if (token < 0) throw new InvalidOperationException($"sampling failed after {tokens.Count} tokens: every logit was -inf or NaN");
-            if (token == config.EosTokenId && !options.IgnoreEos) { stop = StopReason.EndOfSequence; break; }
-            tokens.Add(token);
-            onToken?.Invoke(token);
-            if (length >= maxLength) { stop = StopReason.MaxLength; break; }
-            if (options.MaxNewTokens is int cap && tokens.Count >= cap) { stop = StopReason.MaxNewTokens; break; }
             step.Run();
-            token = model.ReadInt(model.NextId);
-            length++;
+            readback.Enqueue(model.History + (nint)atLength * 4);
+            pending++;
+        }
+        // Why decoding stops after a sequence of `atLength` tokens holding `produced` new ones, EOS aside; null while it
+        // goes on. The same test, made one token early, decides whether to launch a step ahead, so steps never go
+        // past max length or the KV cache; only a step after an EOS is wasted.
+        StopReason? Limit(int atLength, int produced) =>
+            atLength >= maxLength ? StopReason.MaxLength
+            : options.MaxNewTokens is int cap && produced >= cap ? StopReason.MaxNewTokens
+            : null;
+
+        StopReason stop;
+        try
+        {
+            if (Limit(length, 1) is null) Launch(length);
+            while (true)
+            {
+                if (token < 0) throw new InvalidOperationException($"sampling failed after {tokens.Count} tokens: every logit was -inf or NaN");
+                if (token == config.EosTokenId && !options.IgnoreEos) { stop = StopReason.EndOfSequence; break; }
+                tokens.Add(token);
+                onToken?.Invoke(token);
+                if (Limit(length, tokens.Count) is StopReason limit) { stop = limit; break; }
+                // The step producing the next token is running (launched under this same test one token ago).
+                length++;
+                if (Limit(length, tokens.Count + 1) is null) Launch(length);
+                token = readback.Dequeue();
+                pending--;
+            }
+        }
+        finally
+        {
+            // A step launched past EOS (or an error) may still be running: the model is idle when Generate returns,
+            // and the decode time includes that wait. Its read is dropped, not left for the next call.
+            backend.Synchronize();
+            for (; pending > 0; pending--) readback.Dequeue();
         }
         return new GenerationResult(tokens.ToArray(), stop, prefillTime, clock.Elapsed, ids.Length);
     }

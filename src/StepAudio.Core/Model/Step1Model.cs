@@ -54,6 +54,9 @@ public sealed unsafe class Step1Model : IDisposable
     public nint NextId => _state.At(8);             // int32: the last sampled id (input of the next decode step)
     public nint SampleStep => _state.At(16);        // uint64: the sampler's draw counter
     public nint Logits => _logits.Pointer;
+    /// <summary>Decode steps' ids on their way to the host: the one being read and the one launched ahead of it
+    /// (see Generator). Made once here, as its pinned memory, stream and events are slow to create.</summary>
+    public IReadbackQueue Readback { get; }
 
     Step1Model(Step1Config config, IComputeBackend backend, ModelOptions options, CheckpointFolder checkpoint, IProgress<string>? progress)
     {
@@ -107,6 +110,7 @@ public sealed unsafe class Step1Model : IDisposable
         _history = Own(backend.Allocate((options.MaxContext + 1) * 4L, "token history"));
         _state = Own(backend.Allocate(32, "generation state"));
         backend.Synchronize();
+        Readback = backend.CreateReadbackQueue(2);
         LoadTime = clock.Elapsed;
     }
 
@@ -270,6 +274,7 @@ public sealed unsafe class Step1Model : IDisposable
 
     public void Dispose()
     {
+        Readback.Dispose();
         foreach (var b in _owned) b.Dispose();
         _owned.Clear();
     }
