@@ -34,7 +34,8 @@ public sealed record GenerationResult(int[] Tokens, StopReason Stop, TimeSpan Pr
 }
 
 /// <summary>Prefill then token-by-token decode. The decode step (embed the last id → 32 layers → lm_head → sample,
-/// which appends to the device-side history) is prepared once and replayed, one step ahead of the host; the host
+/// which appends to the device-side history) is prepared once per sampling setting (kept by the model across calls)
+/// and replayed, one step ahead of the host; the host
 /// reads back only the chosen ids.</summary>
 public sealed class Generator(Step1Model model)
 {
@@ -69,11 +70,7 @@ public sealed class Generator(Step1Model model)
         var tokens = new List<int>();
         int length = ids.Length + 1; // the sequence so far, `token` included
         clock.Restart();
-        using var step = backend.Prepare(() =>
-        {
-            model.Forward(model.NextId, 1, model.HistoryLength);
-            backend.Sample(model.Logits, config.VocabSize, model.History, model.HistoryLength, sampling, model.SampleStep, model.NextId);
-        });
+        var step = model.DecodeStep(sampling);  // prepared once per sampling setting, kept by the model
         // The host keeps one step ahead: the step after token t is launched before t is read back, so the GPU does
         // not idle for the host's round trip. A step run at sequence length L appends its id at history[L]; that
         // slot, unlike NextId, is not overwritten by the step launched after it, so it is what gets read. (After a

@@ -58,6 +58,27 @@ public sealed unsafe class Step1Model : IDisposable
     /// (see Generator). Made once here, as its pinned memory, stream and events are slow to create.</summary>
     public IReadbackQueue Readback { get; }
 
+    IReplayableStep? _decodeStep;
+    SamplingParams _decodeSampling;
+    /// <summary>The decode step — forward the token at <see cref="NextId"/>, then sample it — prepared (on the GPU:
+    /// captured as a graph of ~260 launches) once per sampling setting and kept across generations: preparing it costs
+    /// more than a decoded token, and the server sends the same settings request after request.</summary>
+    public IReplayableStep DecodeStep(in SamplingParams sampling)
+    {
+        if (_decodeStep is not null && _decodeSampling == sampling) return _decodeStep;
+        _decodeStep?.Dispose();
+        _decodeStep = null;
+        var settings = sampling;
+        var backend = Backend;
+        _decodeStep = backend.Prepare(() =>
+        {
+            Forward(NextId, 1, HistoryLength);
+            backend.Sample(Logits, Config.VocabSize, History, HistoryLength, settings, SampleStep, NextId);
+        });
+        _decodeSampling = sampling;
+        return _decodeStep;
+    }
+
     Step1Model(Step1Config config, IComputeBackend backend, ModelOptions options, CheckpointFolder checkpoint, IProgress<string>? progress)
     {
         Config = config;
@@ -274,6 +295,8 @@ public sealed unsafe class Step1Model : IDisposable
 
     public void Dispose()
     {
+        _decodeStep?.Dispose();
+        _decodeStep = null;
         Readback.Dispose();
         foreach (var b in _owned) b.Dispose();
         _owned.Clear();
