@@ -163,7 +163,12 @@ const char *fusion_name(Fusion f) {
     return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : f == Fusion::epilogues ? "epilog" : "folded";
 }
 
-double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16) {
+// Ablation (`kernel_bench ablate`): parts of the folded step left out, to see what each adds to the critical path.
+enum Skip : unsigned { kSkipNone = 0, kSkipAttention = 1, kSkipQkv = 2, kSkipO = 4, kSkipGateUp = 8, kSkipDown = 16,
+                       kSkipLmHead = 32, kSkipSampler = 64 };
+
+double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16,
+                      unsigned skip = kSkipNone) {
     const bool fused = fusion == Fusion::add_norm;
     const int H = 48, G = 4, D = 64, hidden = 3072, inter = 8192, vocab = 74752, layers = 32, max_ctx = 4096;
     const int qkv_n = (H + 2 * G) * D, kvw = G * D;
@@ -220,11 +225,12 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
                 const sa_norm_fold produce_post{L.post_norm, norm, sumsq, nullptr, 0.0f};
                 const sa_norm_fold produce_next{next_norm, norm, sumsq, nullptr, 0.0f};
                 if (l == 0) sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
-                L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, l == 0 ? nullptr : &consume);
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
-                L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD, &produce_post);
-                L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU, &consume);
-                L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD, &produce_next);
+                if (!(skip & kSkipQkv)) L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, l == 0 ? nullptr : &consume);
+                if (!(skip & kSkipAttention))
+                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
+                if (!(skip & kSkipO)) L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD, &produce_post);
+                if (!(skip & kSkipGateUp)) L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU, &consume);
+                if (!(skip & kSkipDown)) L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD, &produce_next);
                 continue;
             }
             if (fusion == Fusion::epilogues) {
@@ -256,8 +262,9 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
         }
         const sa_norm_fold consume_final{nullptr, nullptr, nullptr, sumsq, eps};
         if (fusion == Fusion::folded) {
-            sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, &consume_final, stream), "lm_head");
-            sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
+            if (!(skip & kSkipLmHead))
+                sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, &consume_final, stream), "lm_head");
+            if (!(skip & kSkipSampler)) sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
             return;
         }
         if (fusion == Fusion::epilogues) sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
@@ -300,8 +307,9 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     std::sort(ms.begin(), ms.end());
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
-    std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)\n",
-                weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id);
+    std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)%s\n",
+                weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id,
+                skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     cudaGraphExecDestroy(exec);
@@ -404,6 +412,20 @@ int main(int argc, char **argv) {
     const char *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
     std::printf("settings: PDL %s, W4A16/NF4 PDL %s, GEMV L2 prefetch %s KB\n", set("STEPAUDIO_NO_PDL") ? "off" : "on",
                 set("STEPAUDIO_NO_PDL") || set("STEPAUDIO_NO_QUANT_PDL") ? "off" : "on", prefetch ? prefetch : "default");
+    if (mode == "ablate") {  // kernel_bench ablate [formats]: the folded step at context 64 with parts left out
+        const std::pair<unsigned, const char *> parts[] = {
+            {kSkipNone, "everything"}, {kSkipAttention, "no attention"}, {kSkipQkv, "no qkv"}, {kSkipO, "no o"},
+            {kSkipGateUp, "no gate_up"}, {kSkipDown, "no down"}, {kSkipLmHead, "no lm_head"}, {kSkipSampler, "no sampler"},
+            {kSkipQkv | kSkipO | kSkipGateUp | kSkipDown | kSkipLmHead, "no linears"},
+            {kSkipAttention | kSkipSampler, "linears only"}};
+        for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
+            if (wanted(w))
+                for (const auto &p : parts) {
+                    std::printf("%-14s ", p.second);
+                    decode_step_ms(stream, Fusion::folded, 64, w, p.first);
+                }
+        return 0;
+    }
     if (mode == "attention") {
         const char *tiles = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
         std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
