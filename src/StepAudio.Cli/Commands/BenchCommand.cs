@@ -52,7 +52,9 @@ public static class BenchCommand
             int[] Prompt(int length) => [1, 4, .. Enumerable.Range(0, length - 2).Select(_ => rng.Next(5, c.VocabSize))];
             var greedy = new GenerationOptions { Greedy = true, IgnoreEos = true, MaxLength = maxCtx };
 
-            generator.Generate(Prompt(16), greedy with { MaxNewTokens = 8 }); // warm-up: module load, graph capture
+            // Warm-up: module load and the decode graphs (the model keeps one per sampling setting, as a server reuses).
+            generator.Generate(Prompt(16), greedy with { MaxNewTokens = 8 });
+            generator.Generate(Prompt(16), new GenerationOptions { IgnoreEos = true, MaxLength = maxCtx, MaxNewTokens = 8 });
             foreach (int length in pre)
             {
                 var r = generator.Generate(Prompt(length), greedy with { MaxNewTokens = 1 });

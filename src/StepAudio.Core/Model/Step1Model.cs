@@ -58,25 +58,37 @@ public sealed unsafe class Step1Model : IDisposable
     /// (see Generator). Made once here, as its pinned memory, stream and events are slow to create.</summary>
     public IReadbackQueue Readback { get; }
 
-    IReplayableStep? _decodeStep;
-    SamplingParams _decodeSampling;
+    // Prepared decode steps, most recently used first (a few sampling settings: greedy, the server's, a benchmark's).
+    readonly List<(SamplingParams Sampling, IReplayableStep Step)> _decodeSteps = [];
+    const int MaxPreparedSteps = 4;
     /// <summary>The decode step — forward the token at <see cref="NextId"/>, then sample it — prepared (on the GPU:
-    /// captured as a graph of ~260 launches) once per sampling setting and kept across generations: preparing it costs
-    /// more than a decoded token, and the server sends the same settings request after request.</summary>
+    /// captured as a graph of ~200 launches) once per sampling setting and kept across generations (the last
+    /// <see cref="MaxPreparedSteps"/> settings): preparing it costs more than a decoded token, and a server sends the
+    /// same settings request after request.</summary>
     public IReplayableStep DecodeStep(in SamplingParams sampling)
     {
-        if (_decodeStep is not null && _decodeSampling == sampling) return _decodeStep;
-        _decodeStep?.Dispose();
-        _decodeStep = null;
         var settings = sampling;
+        int i = _decodeSteps.FindIndex(e => e.Sampling == settings);
+        if (i >= 0)
+        {
+            var hit = _decodeSteps[i];
+            _decodeSteps.RemoveAt(i);
+            _decodeSteps.Insert(0, hit);
+            return hit.Step;
+        }
+        if (_decodeSteps.Count == MaxPreparedSteps)
+        {
+            _decodeSteps[^1].Step.Dispose();
+            _decodeSteps.RemoveAt(_decodeSteps.Count - 1);
+        }
         var backend = Backend;
-        _decodeStep = backend.Prepare(() =>
+        var step = backend.Prepare(() =>
         {
             Forward(NextId, 1, HistoryLength);
             backend.Sample(Logits, Config.VocabSize, History, HistoryLength, settings, SampleStep, NextId);
         });
-        _decodeSampling = sampling;
-        return _decodeStep;
+        _decodeSteps.Insert(0, (settings, step));
+        return step;
     }
 
     Step1Model(Step1Config config, IComputeBackend backend, ModelOptions options, CheckpointFolder checkpoint, IProgress<string>? progress)
@@ -295,8 +307,8 @@ public sealed unsafe class Step1Model : IDisposable
 
     public void Dispose()
     {
-        _decodeStep?.Dispose();
-        _decodeStep = null;
+        foreach (var (_, step) in _decodeSteps) step.Dispose();
+        _decodeSteps.Clear();
         Readback.Dispose();
         foreach (var b in _owned) b.Dispose();
         _owned.Clear();

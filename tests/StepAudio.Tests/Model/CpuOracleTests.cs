@@ -102,6 +102,30 @@ public class CpuOracleTests
     }
 
     [Fact]
+    public void DecodeStepIsPreparedOncePerSamplingSettingAndGenerationsRepeat()
+    {
+        var oracle = TinyOracle.Load();
+        using var backend = new CpuBackend();
+        using var model = LoadTiny(backend, maxLogitRows: 1);
+        var greedy = new SamplingParams(0f, 1, 10, 1);
+        var first = model.DecodeStep(greedy);
+        Assert.Same(first, model.DecodeStep(greedy));
+        var sampled = model.DecodeStep(greedy with { Temperature = 0.7f, TopK = 50 });
+        Assert.NotSame(first, sampled);
+        Assert.Same(first, model.DecodeStep(greedy));  // still kept: the last 4 settings are
+        for (ulong seed = 2; seed <= 5; seed++) model.DecodeStep(greedy with { Seed = seed });
+        Assert.NotSame(first, model.DecodeStep(greedy));  // evicted by four newer settings, prepared again
+
+        // A kept step decodes the same tokens call after call (the state it reads is reset by every Generate).
+        var generator = new Generator(model);
+        var options = new GenerationOptions { Seed = 7, MaxNewTokens = 12, IgnoreEos = true };
+        var a = generator.Generate(oracle.Prompt, options).Tokens;
+        var b = generator.Generate(oracle.Prompt, options).Tokens;
+        Assert.Equal(12, a.Length);
+        Assert.Equal(a, b);
+    }
+
+    [Fact]
     public void SampledGenerationIsSeededAndStopsAtMaxLength()
     {
         var oracle = TinyOracle.Load();
