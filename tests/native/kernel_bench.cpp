@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -385,9 +386,58 @@ void attention_bench(cudaStream_t stream) {
     cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
 }
 
+// The sampler at Step1's vocabulary: greedy and the server's setting (temperature 0.7, top-k 50, window 10), on two
+// logit patterns: "pattern" (768 distinct values, ~97 ids tied at each; the k-th largest is one of ~97 tied at the
+// top) and "gaussian" (sigma 2, ~a model's spread: the kept ids are a few dozen near the maximum).
+void sampler_bench(cudaStream_t stream) {
+    const int vocab = 74752;
+    uint16_t *logits;
+    int32_t *history, *hist_len, *out_id;
+    uint64_t *step;
+    ok(cudaMalloc(&logits, vocab * 2), "malloc");
+    ok(cudaMalloc(&history, 4096 * 4), "malloc");
+    ok(cudaMalloc(&hist_len, 4), "malloc");
+    ok(cudaMalloc(&out_id, 4), "malloc");
+    ok(cudaMalloc(&step, 8), "malloc");
+    cudaMemset(history, 0, 4096 * 4);
+    cudaMemset(step, 0, 8);
+    for (const char *pattern : {"pattern", "gaussian"}) {
+        std::vector<uint16_t> hl(vocab);
+        uint64_t r = 0x9e3779b97f4a7c15ull;
+        for (int i = 0; i < vocab; ++i) {
+            if (pattern[0] == 'p') {
+                hl[i] = (uint16_t)(0x3c00 + (i * 7919) % 0x300);
+            } else {  // Irwin-Hall sum of 12 uniforms minus 6: ~normal(0, 1), times 2
+                float z = -6.0f;
+                for (int j = 0; j < 12; ++j) r = r * 6364136223846793005ull + 1442695040888963407ull, z += (float)(r >> 40) / 16777216.0f;
+                const float v = 2.0f * z;
+                uint32_t b;
+                std::memcpy(&b, &v, 4);
+                hl[i] = (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+            }
+        }
+        cudaMemcpy(logits, hl.data(), vocab * 2, cudaMemcpyHostToDevice);
+        for (float temp : {0.0f, 0.7f}) {
+            if (temp == 0.0f && pattern[0] == 'g') continue;  // greedy does not depend on the pattern
+            sa_sample_params p{temp, 50, 10, 1234};
+            const int start = 20;
+            cudaMemcpy(hist_len, &start, 4, cudaMemcpyHostToDevice);
+            const double us = time_graph(stream, [&](int) {
+                sa_ok(sa_cuda_sample_bf16(logits, vocab, history, hist_len, &p, step, out_id, stream), "sample");
+            });
+            if (pattern[0] == 'p')
+                std::printf("sampler vocab %d %s: %8.2f us\n", vocab, temp > 0 ? "temperature 0.7 top_k 50" : "greedy", us);
+            else
+                std::printf("sampler vocab %d temperature 0.7 top_k 50 (gaussian logits): %8.2f us\n", vocab, us);
+        }
+    }
+    cudaFree(logits), cudaFree(history), cudaFree(hist_len), cudaFree(out_id), cudaFree(step);
+}
+
 }  // namespace
 
 // kernel_bench            every benchmark
+// kernel_bench sampler    only the sampler
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
 // kernel_bench decode [bf16|w4a16|w4a16-awq|nf4]...
 //     only the decode steps (of the formats named, default all) and, with bf16, the small kernels; for sweeps
@@ -412,6 +462,10 @@ int main(int argc, char **argv) {
     const char *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
     std::printf("settings: PDL %s, W4A16/NF4 PDL %s, GEMV L2 prefetch %s KB\n", set("STEPAUDIO_NO_PDL") ? "off" : "on",
                 set("STEPAUDIO_NO_PDL") || set("STEPAUDIO_NO_QUANT_PDL") ? "off" : "on", prefetch ? prefetch : "default");
+    if (mode == "sampler") {
+        sampler_bench(stream);
+        return 0;
+    }
     if (mode == "ablate") {  // kernel_bench ablate [formats]: the folded step at context 64 with parts left out
         const std::pair<unsigned, const char *> parts[] = {
             {kSkipNone, "everything"}, {kSkipAttention, "no attention"}, {kSkipQkv, "no qkv"}, {kSkipO, "no o"},
@@ -481,32 +535,6 @@ int main(int argc, char **argv) {
         for (auto &w : ws) cudaFree(w);
     }
 
-    // Sampler, Step1 vocabulary.
-    {
-        const int vocab = 74752;
-        uint16_t *logits;
-        int32_t *history, *hist_len, *out_id;
-        uint64_t *step;
-        ok(cudaMalloc(&logits, vocab * 2), "malloc");
-        ok(cudaMalloc(&history, 4096 * 4), "malloc");
-        ok(cudaMalloc(&hist_len, 4), "malloc");
-        ok(cudaMalloc(&out_id, 4), "malloc");
-        ok(cudaMalloc(&step, 8), "malloc");
-        std::vector<uint16_t> hl(vocab);
-        for (int i = 0; i < vocab; ++i) hl[i] = (uint16_t)(0x3c00 + (i * 7919) % 0x300);
-        cudaMemcpy(logits, hl.data(), vocab * 2, cudaMemcpyHostToDevice);
-        cudaMemset(history, 0, 4096 * 4);
-        cudaMemset(step, 0, 8);
-        for (float temp : {0.0f, 0.7f}) {
-            sa_sample_params p{temp, 50, 10, 1234};
-            const int start = 20;
-            cudaMemcpy(hist_len, &start, 4, cudaMemcpyHostToDevice);
-            const double us = time_graph(stream, [&](int) {
-                sa_ok(sa_cuda_sample_bf16(logits, vocab, history, hist_len, &p, step, out_id, stream), "sample");
-            });
-            std::printf("sampler vocab %d %s: %8.2f us\n", vocab, temp > 0 ? "temperature 0.7 top_k 50" : "greedy", us);
-        }
-        cudaFree(logits), cudaFree(history), cudaFree(hist_len), cudaFree(out_id), cudaFree(step);
-    }
+    sampler_bench(stream);
     return 0;
 }
