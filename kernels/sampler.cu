@@ -35,7 +35,15 @@ namespace {
 constexpr int kThreads = 1024;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxStagedVocab = 96 * 1024;  // 192 KB of bf16 logits in dynamic shared memory
-constexpr int kWindow = 256;                // fast path: bf16 values (key steps) below the maximum that are ranked
+// Build-time knobs for sweeps (tests/gpu/topk-run.sh VARIANTS); the defaults are the measured choice.
+#ifndef SA_SAMPLER_WINDOW
+#define SA_SAMPLER_WINDOW 256
+#endif
+#ifndef SA_SAMPLER_STAGE_BATCH
+#define SA_SAMPLER_STAGE_BATCH 5
+#endif
+constexpr int kWindow = SA_SAMPLER_WINDOW;  // fast path: bf16 values (key steps) below the maximum that are ranked
+static_assert(kWindow % 32 == 0, "window: whole bins per lane");
 constexpr int kListCap = 64;                // fast path: kept ids per warp (2048 in all)
 constexpr uint16_t kNegInfBf16 = 0xff80u;
 constexpr uint32_t kNegInfKey = 0x007fu;    // order_key16(-inf): NaNs map outside [kNegInfKey, order_key16(+inf)]
@@ -83,7 +91,7 @@ __device__ float lowest_tied_value(uint32_t kth_key, float temperature) {
 struct SamplerShared {
     int banned, kth_bin, rank, chosen, last_nonzero, list_overflow;
     float v_min;
-    unsigned histogram[kWindow];
+    unsigned histogram[kWindow > 256 ? kWindow : 256];  // window bins, or the radix passes' 256
     float warp_f[kWarps];
     int warp_i[kWarps];
     float inclusive[kThreads];
@@ -122,7 +130,7 @@ __device__ __forceinline__ bool vector_staging(const uint16_t *logits, int vocab
 // them (fmaxf: NaN never wins). Loads go out kStageBatch at a time, so a thread waits ~2 L2 round trips, not 9.
 // Thread t stages vectors t, t + kThreads, ... (elements, on the unaligned path).
 __device__ float stage_logits(const uint16_t *__restrict__ logits, int vocab, uint16_t *staged, int tid) {
-    constexpr int kStageBatch = 5;
+    constexpr int kStageBatch = SA_SAMPLER_STAGE_BATCH;
     const int n_vec = (vocab + 7) >> 3;
     float m = -INFINITY;
     if (vector_staging(logits, vocab)) {
@@ -171,7 +179,7 @@ __device__ int window_kth_key(const uint16_t *staged, int vocab, float v_max, in
     const uint32_t key_max = order_key16(v_max);
     const int bins = min(kWindow, (int)(key_max - kNegInfKey) + 1);  // never below -inf's key
     const float v_low = key16_to_float(key_max - (uint32_t)bins + 1u);
-    if (tid < kWindow) sh.histogram[tid] = 0;
+    for (int i = tid; i < kWindow; i += kThreads) sh.histogram[i] = 0;
     __syncthreads();
     // Equal neighbours are counted as one run, so even all-equal logits cost one atomic per thread, not per logit.
     uint32_t run_bin = 0, run_count = 0;
@@ -196,24 +204,25 @@ __device__ int window_kth_key(const uint16_t *staged, int vocab, float v_max, in
     if (run_count) atomicAdd(&sh.histogram[run_bin], run_count);
     __syncthreads();
     if (warp == 0) {
-        // Lane l owns bins 8l .. 8l+7 (largest logits first); a prefix sum over lanes and a ballot find the lane
-        // holding the k-th, which walks its 8 bins.
-        unsigned count8[8], lane_total = 0;
+        // Lane l owns bins kPerLane*l .. kPerLane*(l+1)-1 (largest logits first); a prefix sum over lanes and a
+        // ballot find the lane holding the k-th, which walks its bins.
+        constexpr int kPerLane = kWindow / 32;
+        unsigned counts[kPerLane], lane_total = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) lane_total += count8[i] = sh.histogram[8 * lane + i];
+        for (int i = 0; i < kPerLane; ++i) lane_total += counts[i] = sh.histogram[kPerLane * lane + i];
         const unsigned inclusive = warp_inclusive_scan(lane_total, lane);
         const unsigned ballot = __ballot_sync(kFull, inclusive >= (unsigned)k);
         if (ballot == 0) {
             if (lane == 0) sh.kth_bin = -1;
         } else if (lane == __ffs(ballot) - 1) {
             unsigned above = inclusive - lane_total;
-            int bin = 8 * lane + 7;
-            for (int i = 0; i < 8; ++i) {
-                if (above + count8[i] >= (unsigned)k) {
-                    bin = 8 * lane + i;
+            int bin = kPerLane * lane + kPerLane - 1;
+            for (int i = 0; i < kPerLane; ++i) {
+                if (above + counts[i] >= (unsigned)k) {
+                    bin = kPerLane * lane + i;
                     break;
                 }
-                above += count8[i];
+                above += counts[i];
             }
             sh.kth_bin = bin;
         }
