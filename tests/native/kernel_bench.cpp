@@ -367,7 +367,7 @@ void attention_bench(cudaStream_t stream) {
     std::vector<float> hs(H);
     sa_alibi_slopes(H, hs.data());
     cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
-    for (int seq : {64, 256, 1000, 4097, 8192}) {
+    for (int seq : {64, 128, 256, 1000, 4097, 8192}) {
         for (int n_new : {1, 4}) {
             cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
             sa_attn_shape shape{H, G, D, n_new, max_ctx};
@@ -466,7 +466,10 @@ int main(int argc, char **argv) {
         sampler_bench(stream);
         return 0;
     }
-    if (mode == "ablate") {  // kernel_bench ablate [formats]: the folded step at context 64 with parts left out
+    if (mode == "ablate") {  // kernel_bench ablate [formats] [attention]: the folded step at context 64 with parts
+                             // left out (with "attention": only everything / no attention)
+        bool attention_only = false;
+        for (int i = 2; i < argc; ++i) attention_only |= std::string(argv[i]) == "attention";
         const std::pair<unsigned, const char *> parts[] = {
             {kSkipNone, "everything"}, {kSkipAttention, "no attention"}, {kSkipQkv, "no qkv"}, {kSkipO, "no o"},
             {kSkipGateUp, "no gate_up"}, {kSkipDown, "no down"}, {kSkipLmHead, "no lm_head"}, {kSkipSampler, "no sampler"},
@@ -475,6 +478,7 @@ int main(int argc, char **argv) {
         for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
             if (wanted(w))
                 for (const auto &p : parts) {
+                    if (attention_only && p.first != kSkipNone && p.first != kSkipAttention) continue;
                     std::printf("%-14s ", p.second);
                     decode_step_ms(stream, Fusion::folded, 64, w, p.first);
                 }
