@@ -7,55 +7,10 @@
 # kernel (VARIANTS="name:-DKNOB=v,-DKNOB2=w ...": their attention checks, ablation and attention table), the new
 # kernel at other STEPAUDIO_ATTN_MIN_TILES (SWEEP="1 4"), and new / old once more (noise). Logs in $OUT; a summary
 # last.
-set -u
-export PYTHONUNBUFFERED=1
-out=${OUT:-/tmp/out}; mkdir -p "$out"; b=/tmp/attnb; rm -rf $b; mkdir -p $b
-old=${OLD_TREE:-}; sweep=${SWEEP:-}; variants=${VARIANTS:-}
-t0=$(date +%s); deadline=${DEADLINE:-200}
-el() { echo $(( $(date +%s) - t0 )); }
-left() { local l=$(( deadline - $(el) )); [ $l -lt ${1:-1000} ] && echo $l || echo ${1:-1000}; }
-inc="-Inative/include -Inative/src -Ikernels -Itests/native"
-fl="-O3 -std=c++17 --use_fast_math -lineinfo -DSA_HAVE_CUDA=1 -Xcompiler -fopenmp $inc"
-cc() { local o=$1 src=$2; shift 2; nvcc $fl "$@" -c "$src" -o $b/$o > $b/$o.log 2>&1; }
-for f in kernels/*.cu native/src/api.cpp native/src/cpu_reference.cpp native/src/cpu_w4a16.cpp native/src/cpu_nf4.cpp \
-         tests/native/kernel_tests.cpp tests/native/kernel_bench.cpp; do
-  cc $(basename $f).o $f -arch=sm_90a -Xptxas=-v &
-done
-[ -n "$old" ] && cc attention_old.o "$old/kernels/attention.cu" -arch=sm_90a -Xptxas=-v &
-for v in $variants; do cc attention_var_${v%%:*}.o kernels/attention.cu -arch=sm_90a -Xptxas=-v $(echo ${v#*:} | tr , " ") & done
-wait
-echo "compiled at $(el) s" | tee "$out/build.txt"
-for f in $b/*.log; do grep -qE "error|fatal" $f && { echo "== $f"; grep -B2 -A3 -E "error|fatal" $f | head -30; }; done >> "$out/build.txt"
-rest=""; for f in kernels/*.cu; do [ "$(basename $f)" != attention.cu ] && rest="$rest $b/$(basename $f).o"; done
-lib="$b/api.cpp.o $b/cpu_reference.cpp.o $b/cpu_w4a16.cpp.o $b/cpu_nf4.cpp.o $rest"
-lk="-arch=sm_90a -Xcompiler -fopenmp"
-link() { local exe=$1; shift; nvcc $lk "$@" -o $b/$exe > $b/link_$exe.log 2>&1 || { echo "link $exe failed"; head -20 $b/link_$exe.log; } >> "$out/build.txt"; }
-link native_kernel_tests $b/kernel_tests.cpp.o $b/attention.cu.o $lib &
-link kernel_bench $b/kernel_bench.cpp.o $b/attention.cu.o $lib &
-[ -n "$old" ] && link kernel_bench_old $b/kernel_bench.cpp.o $b/attention_old.o $lib &
-for v in $variants; do
-  n=${v%%:*}
-  link kernel_bench_$n $b/kernel_bench.cpp.o $b/attention_var_$n.o $lib &
-  link native_kernel_tests_$n $b/kernel_tests.cpp.o $b/attention_var_$n.o $lib &
-done
-wait
-echo "linked at $(el) s" | tee -a "$out/build.txt"
-# Registers of every attention instantiation; SASS order of the PDL wait (ACQBULK) against the global loads (LDG),
-# the async copies (LDGSTS) and the L2 prefetches (UBLKPF) in each kernel.
-for f in attention.cu.o attention_old.o $(for v in $variants; do echo attention_var_${v%%:*}.o; done); do
-  [ -f $b/$f.log ] || continue
-  echo "== $f"; grep -E "Compiling entry|Used|spill" $b/$f.log | sed 's/ptxas info    : //' | paste - - - |
-    sed -E 's/Compiling entry function //' | cut -c1-200
-done > "$out/ptxas.txt" 2>&1
-cuobjdump -sass $b/attention.cu.o | awk '/Function :/ { if (fn) print fn, "before wait: LDG", pre, "prefetch", pf, "| after: LDG", post, "LDGSTS", cp; fn=$3; pre=0; post=0; pf=0; cp=0; seen=0 }
-  /ACQBULK/ { seen=1 } /LDG/ && !/LDGSTS/ { if (seen) post++; else pre++ } /LDGSTS/ { cp++ } /UBLKPF|CCTL/ { if (!seen) pf++ }
-  END { print fn, "before wait: LDG", pre, "prefetch", pf, "| after: LDG", post, "LDGSTS", cp }' >> "$out/ptxas.txt" 2>&1
-run() { # name timeout command...
-  local name=$1 t=$2; shift 2
-  local l=$(left $t); if [ $l -lt 5 ]; then echo "[skipped $name: no time left]" >> "$out/runs.txt"; return; fi
-  echo "== $name (at $(el) s, timeout $l)" >> "$out/runs.txt"
-  timeout $l "$@" >> "$out/runs.txt" 2>&1; echo "rc $?" >> "$out/runs.txt"
-}
+cd "$(dirname "$0")/../.."
+AB_DIR=/tmp/attnb AB_OLD=${OLD_TREE:+$OLD_TREE/kernels/attention.cu} . tests/gpu/ab-build.sh
+sweep=${SWEEP:-}
+ab_build kernels/attention.cu
 timeout $(left 60) $b/native_kernel_tests attention > "$out/native-tests.txt" 2>&1; echo "attention checks rc $? at $(el) s" >> "$out/runs.txt"
 timeout $(left 60) $b/native_kernel_tests "decode step" >> "$out/native-tests.txt" 2>&1; echo "decode-step checks rc $? at $(el) s" >> "$out/runs.txt"
 run "ablate w4a16 new" 30 $b/kernel_bench ablate w4a16 attention

@@ -6,60 +6,9 @@
 # into w4a16_bench; then, in order of priority within DEADLINE seconds: w4a16_bench new (checks, shape sweep with
 # cuBLAS, stack), old, the decode step (kernel_bench decode w4a16 w4a16-awq) new and old, the native kernel checks,
 # the variants' benches, and the old / new benches once more (noise). Logs in $OUT; a summary last.
-set -u
-export PYTHONUNBUFFERED=1
-out=${OUT:-/tmp/out}; mkdir -p "$out"; b=/tmp/w4; rm -rf $b; mkdir -p $b
-old=${OLD_TREE:-}; variants=${VARIANTS:-}
-t0=$(date +%s); deadline=${DEADLINE:-200}
-el() { echo $(( $(date +%s) - t0 )); }
-left() { local l=$(( deadline - $(el) )); [ $l -lt ${1:-1000} ] && echo $l || echo ${1:-1000}; }
-inc="-Inative/include -Inative/src -Ikernels -Itests/native"
-fl="-O3 -std=c++17 --use_fast_math -lineinfo -DSA_HAVE_CUDA=1 -Xcompiler -fopenmp $inc"
-cc() { local o=$1 src=$2; shift 2; nvcc $fl "$@" -c "$src" -o $b/$o > $b/$o.log 2>&1; }
-for f in kernels/*.cu native/src/api.cpp native/src/cpu_reference.cpp native/src/cpu_w4a16.cpp native/src/cpu_nf4.cpp \
-         tests/native/kernel_tests.cpp tests/native/kernel_bench.cpp tests/native/w4a16_bench.cu; do
-  cc $(basename $f).o $f -arch=sm_90a -Xptxas=-v &
-done
-cc w4a16_sm80.o kernels/linear_w4a16.cu -arch=sm_80 -Xptxas=-v &
-[ -n "$old" ] && cc w4a16_old.o "$old/kernels/linear_w4a16.cu" -arch=sm_90a -Xptxas=-v &
-for v in $variants; do cc w4a16_var_${v%%:*}.o kernels/linear_w4a16.cu -arch=sm_90a -Xptxas=-v $(echo ${v#*:} | tr , " ") & done
-wait
-echo "compiled at $(el) s" | tee "$out/build.txt"
-for f in $b/*.log; do grep -qE "error|fatal" $f && { echo "== $f"; grep -B2 -A3 -E "error|fatal" $f | head -30; }; done >> "$out/build.txt"
-rest=""; for f in kernels/*.cu; do [ "$(basename $f)" != linear_w4a16.cu ] && rest="$rest $b/$(basename $f).o"; done
-lib="$b/api.cpp.o $b/cpu_reference.cpp.o $b/cpu_w4a16.cpp.o $b/cpu_nf4.cpp.o $rest"
-lk="-arch=sm_90a -Xcompiler -fopenmp"
-link() { local exe=$1; shift; nvcc $lk "$@" -o $b/$exe > $b/link_$exe.log 2>&1 || { echo "link $exe failed"; head -20 $b/link_$exe.log; } >> "$out/build.txt"; }
-link native_kernel_tests $b/kernel_tests.cpp.o $b/linear_w4a16.cu.o $lib &
-link kernel_bench $b/kernel_bench.cpp.o $b/linear_w4a16.cu.o $lib &
-link w4a16_bench $b/w4a16_bench.cu.o $b/linear_w4a16.cu.o $b/api.cpp.o $b/cpu_w4a16.cpp.o -lcublas &
-if [ -n "$old" ]; then
-  link kernel_bench_old $b/kernel_bench.cpp.o $b/w4a16_old.o $lib &
-  link w4a16_bench_old $b/w4a16_bench.cu.o $b/w4a16_old.o $b/api.cpp.o $b/cpu_w4a16.cpp.o -lcublas &
-fi
-for v in $variants; do
-  n=${v%%:*}
-  link w4a16_bench_$n $b/w4a16_bench.cu.o $b/w4a16_var_$n.o $b/api.cpp.o $b/cpu_w4a16.cpp.o -lcublas &
-  link kernel_bench_$n $b/kernel_bench.cpp.o $b/w4a16_var_$n.o $lib &
-  link native_kernel_tests_$n $b/kernel_tests.cpp.o $b/w4a16_var_$n.o $lib &
-done
-wait
-echo "linked at $(el) s" | tee -a "$out/build.txt"
-# Registers (ptxas -v) of every W4A16 instantiation; SASS order of the PDL wait (ACQBULK) against the global loads
-# and async copies (LDG, LDGSTS) in each kernel.
-for f in linear_w4a16.cu.o w4a16_sm80.o w4a16_old.o $(for v in $variants; do echo w4a16_var_${v%%:*}.o; done); do
-  [ -f $b/$f.log ] || continue
-  echo "== $f"; grep -E "Compiling entry|Used|spill" $b/$f.log | sed 's/ptxas info    : //' | paste - - - |
-    sed -E 's/Compiling entry function //; s/_Z12w4a16_skinny//' | cut -c1-220
-done > "$out/ptxas.txt" 2>&1
-cuobjdump -sass $b/linear_w4a16.cu.o | awk '/Function :/ { if (fn) print fn, "loads before wait:", pre, "after:", post, "wait:", seen; fn=$3; pre=0; post=0; seen=0 }
-  /ACQBULK/ { seen=1 } /LDG/ { if (seen) post++; else pre++ } END { print fn, "loads before wait:", pre, "after:", post, "wait:", seen }' >> "$out/ptxas.txt" 2>&1
-run() { # name timeout command...
-  local name=$1 t=$2; shift 2
-  local l=$(left $t); if [ $l -lt 5 ]; then echo "[skipped $name: no time left]" >> "$out/runs.txt"; return; fi
-  echo "== $name (at $(el) s, timeout $l)" >> "$out/runs.txt"
-  timeout $l "$@" >> "$out/runs.txt" 2>&1; echo "rc $?" >> "$out/runs.txt"
-}
+cd "$(dirname "$0")/../.."
+AB_DIR=/tmp/w4 AB_OLD=${OLD_TREE:+$OLD_TREE/kernels/linear_w4a16.cu} . tests/gpu/ab-build.sh
+ab_build kernels/linear_w4a16.cu tests/native/w4a16_bench.cu -- "sm80:-arch=sm_80"
 quick="env W4A16_BENCH_NO_CHECKS=1 W4A16_BENCH_NO_CUBLAS=1"
 run "w4a16_bench new (checks, cuBLAS)" 70 $b/w4a16_bench
 [ -n "$old" ] && run "w4a16_bench old" 30 $quick $b/w4a16_bench_old
