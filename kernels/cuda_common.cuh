@@ -138,6 +138,26 @@ __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
 // Asks L1 for the 128-byte line holding p (no registers held, no wait).
 __device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 
+// ---- asynchronous global -> shared copies (sm_80+), cached in L2 only (.cg) ----
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+// 16 bytes.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+// 16 bytes of which src_bytes are read and the rest zero-filled (ragged edges: src_bytes = 0 writes zeros).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+// 16 bytes with a 256-byte L2 prefetch hint (the NF4 code ring: the register path's prefetch size).
+__device__ __forceinline__ void cp_async16_l2_256(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 // c += A(16x16, row) * B(16x8, col), bf16 inputs, fp32 accumulators: the tensor-core step of every linear kernel.
 __device__ __forceinline__ void mma_bf16_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                                uint32_t b0, uint32_t b1) {

@@ -173,15 +173,6 @@ constexpr int kExtraSlotBytes = kWarps * kTileRows * 128;  // per slot beyond th
 static_assert(kNf4LutRowBytes == 256, "the ring's first two slots live in the pair table's spare half-rows");
 static_assert(kWarps * 2 * kTileRows <= 256 && kRingSlots >= 2, "two slots per warp in the table's half-rows");
 
-// 16 bytes global -> shared, bypassing L1, with the register path's L2 prefetch size (128 B measured the same).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 struct WarpRing {
     int lo, hi, base0, stages;  // the warp's 64-blocks [lo, hi) of a tile, in stages from base0 (128-byte aligned)
@@ -206,7 +197,7 @@ struct WarpRing {
         const uint32_t st = stride(q);
         const uint32_t d = (uint32_t)__cvta_generic_to_shared(smem) + row0(q) + cr * st + 16 * (cc ^ (2 * (cr & 3)));
 #pragma unroll
-        for (int i = 0; i < 4; ++i) cp_async16(d + 4 * i * st, src[i] + (size_t)base * (SA_NF4_BLOCK / 2));
+        for (int i = 0; i < 4; ++i) cp_async16_l2_256(d + 4 * i * st, src[i] + (size_t)base * (SA_NF4_BLOCK / 2));
     }
     // Thread (g, t)'s codes of 64-block blk of the stage at `base` in slot q: 8 B of rows g and g + 8 at byte 8t.
     __device__ __forceinline__ void codes(const uint8_t *smem, int q, int base, int blk, int g, int t, uint2 &ca,

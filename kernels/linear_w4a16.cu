@@ -225,18 +225,6 @@ __host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool 
     return ring_bytes(row_tiles) + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte async copy global -> shared, cached in L2 only (the codes are read once).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // The ring kernel. PDL as above: the first Stages groups of codes and the first round of scales are requested
 // before pdl_wait(), with the prefetch branch between them and the wait.
