@@ -59,6 +59,20 @@ __device__ float block_inv_rms(float sum_sq, int dim, float eps) {
     return inv_shared;
 }
 
+// The second pass of both RMSNorm kernels: orow = bf16(bf16(x * inv) * w) (the CPU reference's rounding points).
+template <bool kVec>
+__device__ __forceinline__ void write_normed_row(const uint16_t *xr, const uint16_t *__restrict__ w,
+                                                 uint16_t *__restrict__ orow, int dim, float inv) {
+    if (kVec) {
+        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x)
+            reinterpret_cast<uint4 *>(orow)[c] =
+                rms_scale8(reinterpret_cast<const uint4 *>(xr)[c], reinterpret_cast<const uint4 *>(w)[c], inv);
+    } else {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x)
+            orow[i] = sa_f32_to_bf16(rms_scale(sa_bf16_to_f32(xr[i]), inv, sa_bf16_to_f32(w[i])));
+    }
+}
+
 template <bool kVec>
 __global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ out,
                                int dim, float eps) {
@@ -75,15 +89,7 @@ __global__ void rmsnorm_kernel(const uint16_t *__restrict__ x, const uint16_t *_
             sum_sq = fmaf(v, v, sum_sq);
         }
     }
-    const float inv = block_inv_rms(sum_sq, dim, eps);
-    if (kVec) {
-        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x)
-            reinterpret_cast<uint4 *>(orow)[c] =
-                rms_scale8(reinterpret_cast<const uint4 *>(xr)[c], reinterpret_cast<const uint4 *>(w)[c], inv);
-    } else {
-        for (int i = threadIdx.x; i < dim; i += blockDim.x)
-            orow[i] = sa_f32_to_bf16(rms_scale(sa_bf16_to_f32(xr[i]), inv, sa_bf16_to_f32(w[i])));
-    }
+    write_normed_row<kVec>(xr, w, orow, dim, block_inv_rms(sum_sq, dim, eps));
 }
 
 // ---- SwiGLU: out = bf16(bf16(silu(gate)) * up) ----
@@ -167,15 +173,7 @@ __global__ void add_rmsnorm_kernel(uint16_t *__restrict__ x, const uint16_t *__r
             sum_sq = fmaf(v, v, sum_sq);
         }
     }
-    const float inv = block_inv_rms(sum_sq, dim, eps);
-    if (kVec) {
-        for (int c = threadIdx.x; c < dim / 8; c += blockDim.x)
-            reinterpret_cast<uint4 *>(orow)[c] =
-                rms_scale8(reinterpret_cast<const uint4 *>(xr)[c], reinterpret_cast<const uint4 *>(w)[c], inv);
-    } else {
-        for (int i = threadIdx.x; i < dim; i += blockDim.x)
-            orow[i] = sa_f32_to_bf16(rms_scale(sa_bf16_to_f32(xr[i]), inv, sa_bf16_to_f32(w[i])));
-    }
+    write_normed_row<kVec>(xr, w, orow, dim, block_inv_rms(sum_sq, dim, eps));
 }
 
 }  // namespace
