@@ -56,13 +56,7 @@ public sealed class Generator(Step1Model model)
         fixed (int* p = history) backend.Upload(model.History, (nint)p, history.Length * 4L);
         model.WriteInt(model.HistoryLength, ids.Length);
         model.WriteULong(model.SampleStep, 0);
-        int chunk = model.Options.MaxTokensPerForward;
-        for (int start = 0; start < ids.Length; start += chunk)
-        {
-            int n = Math.Min(chunk, ids.Length - start);
-            model.WriteInt(model.PrefillLength, start + n);
-            model.Forward(model.History + start * 4, n, model.PrefillLength);
-        }
+        model.PrefillHistory(ids.Length);
         backend.Sample(model.Logits, config.VocabSize, model.History, model.HistoryLength, sampling, model.SampleStep, model.NextId);
         int token = model.ReadInt(model.NextId);
         var prefillTime = clock.Elapsed;

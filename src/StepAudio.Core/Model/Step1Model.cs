@@ -286,6 +286,20 @@ public sealed unsafe class Step1Model : IDisposable
         return fold;
     }
 
+    /// <summary>Runs the model over the first <paramref name="length"/> ids of <see cref="History"/> (the prompt, already
+    /// uploaded), in forward calls of at most <see cref="ModelOptions.MaxTokensPerForward"/> tokens, so the KV cache
+    /// holds them all and <see cref="Logits"/> has the last one's logits.</summary>
+    public void PrefillHistory(int length)
+    {
+        int chunk = Options.MaxTokensPerForward;
+        for (int start = 0; start < length; start += chunk)
+        {
+            int n = Math.Min(chunk, length - start);
+            WriteInt(PrefillLength, start + n);
+            Forward(History + start * 4, n, PrefillLength);
+        }
+    }
+
     /// <summary>Reads logits rows back to the host as fp32.</summary>
     public float[] ReadLogits(int rows = 1)
     {

@@ -67,9 +67,10 @@ public class CpuOracleTests
     public void ChunkedPrefillEqualsOneShotPrefill(int chunk)
     {
         // The KV cache carries positions across forward calls: prefill in chunks must give the last-row logits of one
-        // call over the whole prompt — bit for bit when every chunk has more than 16 tokens (the same prefill path; 40 = 20 + 20), and within the oracle
-        // bound with chunks of 7: up to 16 tokens take the decode path, whose RMSNorms are folded into the linears
-        // (NormFold), which rounds bf16(h·g)·inv where the separate norm rounds bf16(bf16(h·inv)·g).
+        // call over the whole prompt — bit for bit when every chunk has more than 16 tokens (the same prefill path;
+        // 40 = 20 + 20), and within a stated bound with chunks of 7: up to 16 tokens take the decode path, whose
+        // RMSNorms are folded into the linears (NormFold), rounding bf16(h·g)·inv where the norm rounds
+        // bf16(bf16(h·inv)·g).
         var oracle = TinyOracle.Load();
         Assert.True(oracle.Prompt.Length >= 2 * chunk, "the prompt must span several chunks");
         using var backend = new CpuBackend();
@@ -81,14 +82,9 @@ public class CpuOracleTests
         {
             fixed (int* p = oracle.Prompt) backend.Upload(chunked.History, (nint)p, oracle.Prompt.Length * 4L);
         }
-        bool allPrefill = true;
-        for (int start = 0; start < oracle.Prompt.Length; start += chunk)
-        {
-            int n = Math.Min(chunk, oracle.Prompt.Length - start);
-            allPrefill &= n > LinearEpilogues.MaxTokens;
-            chunked.WriteInt(chunked.PrefillLength, start + n);
-            chunked.Forward(chunked.History + start * 4, n, chunked.PrefillLength);
-        }
+        chunked.PrefillHistory(oracle.Prompt.Length);
+        int last = oracle.Prompt.Length % chunk;  // the last chunk's size; 0 when the chunks divide the prompt
+        bool allPrefill = chunk > LinearEpilogues.MaxTokens && (last == 0 || last > LinearEpilogues.MaxTokens);
         var got = chunked.ReadLogits();
         if (allPrefill) Assert.Equal(expected, got);
         else

@@ -39,13 +39,7 @@ public class LookaheadDecodeTests
         fixed (int* p = prompt) backend.Upload(model.History, (nint)p, prompt.Length * 4L);
         model.WriteInt(model.HistoryLength, prompt.Length);
         model.WriteULong(model.SampleStep, 0);
-        int chunk = model.Options.MaxTokensPerForward;
-        for (int start = 0; start < prompt.Length; start += chunk)
-        {
-            int n = Math.Min(chunk, prompt.Length - start);
-            model.WriteInt(model.PrefillLength, start + n);
-            model.Forward(model.History + start * 4, n, model.PrefillLength);
-        }
+        model.PrefillHistory(prompt.Length);
         void Sample() => backend.Sample(model.Logits, model.Config.VocabSize, model.History, model.HistoryLength, sampling, model.SampleStep, model.NextId);
         Sample();
         int token = model.ReadInt(model.NextId), length = prompt.Length + 1;
