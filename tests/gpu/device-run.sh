@@ -52,6 +52,7 @@ copy=$(cat "$out/copy-bw.txt"); echo "device-to-device copy: $copy GB/s (read + 
 [ -x build/kernel_bench ] && build/kernel_bench > "$out/kernel-bench.txt" 2>&1
 for w in w4a16 nf4; do [ -x build/kernel_bench ] && timeout 60 build/kernel_bench decode $w >> "$out/decode-step-quant.txt" 2>&1; done
 [ -x build/kernel_bench ] && timeout 60 build/kernel_bench ablate > "$out/ablate.txt" 2>&1  # what each part adds to the step
+[ -x build/sync_bench ] && timeout 60 build/sync_bench > "$out/sync-bench.txt" 2>&1  # what a phase dependency costs
 [ -x build/w4a16_bench ] && timeout 90 build/w4a16_bench > "$out/w4a16-bench.txt" 2>&1
 [ -x build/nf4_bench ] && timeout 90 build/nf4_bench > "$out/nf4-bench.txt" 2>&1
 [ -f tests/native/bench_torch.py ] && python3 tests/native/bench_torch.py > "$out/cublas-bench.txt" 2>&1
@@ -71,6 +72,7 @@ echo "--- kernels (ours) ---"; tail -n 40 "$out/kernel-bench.txt" 2>/dev/null
 echo "--- cuBLAS via PyTorch ---"; tail -n 25 "$out/cublas-bench.txt" 2>/dev/null
 echo "--- decode step, 4-bit weights (kernel_bench) ---"; grep -i "ms/token" "$out/decode-step-quant.txt" 2>/dev/null | head -12
 echo "--- decode step ablation, context 64 (kernel_bench ablate) ---"; cut -c1-80 "$out/ablate.txt" 2>/dev/null | grep ms/token
+echo "--- a dependency between phases (sync_bench) ---"; cat "$out/sync-bench.txt" 2>/dev/null
 echo "--- W4A16 / NF4 kernels ---"; tail -n 14 "$out/w4a16-bench.txt" 2>/dev/null; tail -n 14 "$out/nf4-bench.txt" 2>/dev/null
 echo "--- model bf16 ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
 echo "--- model NF4 ---"; tail -n 8 "$out/bench-nf4.txt"
