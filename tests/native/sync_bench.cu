@@ -65,16 +65,17 @@ __global__ void atomic_barrier_kernel(int iterations, unsigned *count, volatile 
     if (threadIdx.x == 0 && blockIdx.x == 0) atomicAdd(sink, 1);
 }
 
+// The work of f() is issued on stream s; the events must be recorded there too (s does not sync with the legacy stream).
 template <class F>
-float median_ms(F &&f) {
+float median_ms(cudaStream_t s, F &&f) {
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
     std::vector<float> t;
     for (int r = 0; r < 11; ++r) {
-        CK(cudaEventRecord(a));
+        CK(cudaEventRecord(a, s));
         f();
-        CK(cudaEventRecord(b));
+        CK(cudaEventRecord(b, s));
         CK(cudaEventSynchronize(b));
         float ms;
         CK(cudaEventElapsedTime(&ms, a, b));
@@ -117,7 +118,7 @@ int main() {
         }
         CK(cudaStreamEndCapture(s, &g));
         CK(cudaGraphInstantiate(&ge, g, 0));
-        const float ms = median_ms([&] { CK(cudaGraphLaunch(ge, s)); });
+        const float ms = median_ms(s, [&] { CK(cudaGraphLaunch(ge, s)); });
         std::printf("kernel chain in a graph, %-13s %6.2f us per link\n", pdl ? "PDL:" : "plain:", ms * 1e3f / links);
         CK(cudaGraphExecDestroy(ge));
         CK(cudaGraphDestroy(g));
@@ -130,12 +131,12 @@ int main() {
     }
     int it = iterations;
     void *args1[] = {&it, &sink};
-    const float ms1 = median_ms([&] {
+    const float ms1 = median_ms(s, [&] {
         CK(cudaLaunchCooperativeKernel((void *)grid_sync_kernel, dim3(blocks), dim3(threads), args1, 0, s));
     });
     std::printf("cooperative grid.sync():        %6.2f us per barrier\n", ms1 * 1e3f / iterations);
     void *args2[] = {&it, &count, &flag, &sink};
-    const float ms2 = median_ms([&] {
+    const float ms2 = median_ms(s, [&] {
         CK(cudaLaunchCooperativeKernel((void *)atomic_barrier_kernel, dim3(blocks), dim3(threads), args2, 0, s));
     });
     std::printf("cooperative atomic barrier:     %6.2f us per barrier\n", ms2 * 1e3f / iterations);
