@@ -21,6 +21,11 @@
 // w4a16_skinny (v5, 16-row blocks; every M = 1..4 launch and the M > 4 launches whose N is too small for wider
 // blocks): each warp loads a batch of 4 groups (codes, scales, zeros) into registers, then multiplies it.
 //
+// w4a16_ring (v7, built but off by default — SA_W4A16_RING_MAX_M): the same 16-row tiles for M <= 4 and K <= 8192, the
+// codes streamed through a per-warp cp.async ring in shared memory as in the NF4 kernel (warp w owns a contiguous run
+// of groups in every row; one copy instruction = 4 rows × 128 B; no block barrier on the ring), persistent blocks
+// streaming the ring across tiles when the tiles fill a wave.
+//
 // w4a16_wide (v6, M > 4 with N / 32 >= SMs: 64- or 32-row blocks): one x fragment, loaded per group, feeds 4 or 2
 // row tiles (at M = 16 the x loads — 16 tokens × 8 scattered 16-byte chunks per instruction — bound v5, not the
 // weights). Codes stream through a per-thread cp.async ring in shared memory (WIDE_STAGES groups per warp in
@@ -446,8 +451,10 @@ sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_
 // ti + 1's are loaded into registers during tile ti and stored at its end; one barrier per tile (the partial sums,
 // two buffers). Blocks per SM are capped at SA_W4A16_RING_BLOCKS by padding the shared memory (w4fast: 4 resident
 // ring blocks per SM let the next kernels of a PDL chain compete for DRAM with the one on the critical path).
+// Tokens up to which the 16-row launches use the ring kernel (<= 8; 0 = never). Off until measured: the kernel
+// passed the W4A16 checks on the H100 with 4 here, but no timing of it exists yet (NOTES_QUANT.md, "W4A16 code ring").
 #ifndef SA_W4A16_RING_MAX_M
-#define SA_W4A16_RING_MAX_M 4  // tokens up to which the 16-row launches use the ring kernel (<= 8; 0 = never)
+#define SA_W4A16_RING_MAX_M 0
 #endif
 #ifndef SA_W4A16_RING_SLOTS
 #define SA_W4A16_RING_SLOTS 2  // stages per warp in flight

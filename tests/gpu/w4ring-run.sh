@@ -39,7 +39,9 @@ rest=""; for f in kernels/*.cu; do [ "$(basename $f)" != linear_w4a16.cu ] && re
 lib="$b/api.cpp.o $b/cpu_reference.cpp.o $b/cpu_w4a16.cpp.o $b/cpu_nf4.cpp.o $rest"
 lk="-arch=sm_90a -Xcompiler -fopenmp"
 link() { local exe=$1; shift; nvcc $lk "$@" -o $b/$exe > $b/link_$exe.log 2>&1 || { echo "link $exe failed"; head -20 $b/link_$exe.log; } >> "$out/build.txt"; }
-rm -f $b/native_kernel_tests* $b/kernel_bench* $b/w4a16_bench*
+for e in native_kernel_tests kernel_bench w4a16_bench; do  # executables only: not the cached objects of the same stem
+  rm -f $b/$e $b/${e}_old $(for v in $variants; do echo $b/${e}_${v%%:*}; done)
+done
 link native_kernel_tests $b/kernel_tests.cpp.o $b/linear_w4a16.cu.o $lib &
 link kernel_bench $b/kernel_bench.cpp.o $b/linear_w4a16.cu.o $lib &
 link w4a16_bench $b/w4a16_bench.cu.o $b/linear_w4a16.cu.o $b/api.cpp.o $b/cpu_w4a16.cpp.o -lcublas &
