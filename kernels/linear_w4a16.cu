@@ -21,6 +21,11 @@
 // w4a16_skinny (v5, 16-row blocks; every M = 1..4 launch and the M > 4 launches whose N is too small for wider
 // blocks): each warp loads a batch of 4 groups (codes, scales, zeros) into registers, then multiplies it.
 //
+// w4a16_ring (v7, M <= 4 and 4096 < K <= 8192 — in Step1 the down projection): the same 16-row tiles, the
+// codes streamed through a per-warp cp.async ring in shared memory as in the NF4 kernel (warp w owns a contiguous run
+// of groups in every row; one copy instruction = 4 rows × 128 B; no block barrier on the ring), persistent blocks
+// streaming the ring across tiles when the tiles fill a wave.
+//
 // w4a16_wide (v6, M > 4 with N / 32 >= SMs: 64- or 32-row blocks): one x fragment, loaded per group, feeds 4 or 2
 // row tiles (at M = 16 the x loads — 16 tokens × 8 scattered 16-byte chunks per instruction — bound v5, not the
 // weights). Codes stream through a per-thread cp.async ring in shared memory (WIDE_STAGES groups per warp in
@@ -36,6 +41,7 @@
 // measurements: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <string>
 
 #include "cuda_common.cuh"
@@ -418,6 +424,303 @@ sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_
 }
 
 
+// ==== v7: w4a16_ring, the 16-row kernel on a per-warp code ring (M <= SA_W4A16_RING_MAX_M, RING_MIN_K < K <= 8192) ====
+// The NF4 kernel's code ring (linear_nf4.cu, NOTES_QUANT.md "NF4 code ring") for the W4A16 layout. Warp w owns the
+// contiguous groups [w·G/8, (w+1)·G/8) of every row of a 16-row tile (v5: groups w, w + 8, ...) and copies them with
+// 16-byte cp.async into shared memory in stages of 16 rows × 2 groups (128 B of every row, 2 KB): one warp
+// instruction = 4 rows × 128 aligned bytes (v5's 16-byte register loads: 8 rows × 64 B). Fragments are read back with
+// LDS.128: chunk c (16 B) of stage row r sits at chunk c ^ 4·(r & 1), so a quarter-warp's reads (rows r, r + 1,
+// chunks 4j + t) and a quarter-warp's copies (one row, 8 chunks) both hit 32 different banks. A warp reads only what
+// it copied: cp.async.wait_group + __syncwarp, no block barrier on the ring; a slot is refilled as soon as its
+// fragments are in registers, before they are multiplied. Persistent when the tiles fill SA_W4A16_STREAM_WAVES
+// waves of resident blocks (block b: tiles b, b + grid, ...; each warp's ring runs on from one tile into the next,
+// so the next tile's copies are in flight while this one is multiplied), else one tile per block. The tile's scales
+// (fp32) and zero codes (as −(128 + z) pairs) are staged in shared memory [group][r] = (row r, row r + 8): tile
+// ti + 1's are loaded into registers during tile ti and stored at its end; one barrier per tile (the partial sums,
+// two buffers). Blocks per SM are capped at SA_W4A16_RING_BLOCKS by padding the shared memory (w4fast: 4 resident
+// ring blocks per SM let the next kernels of a PDL chain compete for DRAM with the one on the critical path).
+// When the 16-row launches use the ring kernel: up to RING_MAX_M tokens (<= 8; 0 = never) and K above RING_MIN_K.
+// Measured per shape at M = 1 (NOTES_QUANT.md, "W4A16 code ring"): faster at K = 8192 (down 7.96 -> 6.70 µs, 8192²
+// 17.75 -> 15.24), slower at K = 3072 (qkv, o, gate_up, lm_head: v5 already has a whole tile in flight there).
+#ifndef SA_W4A16_RING_MAX_M
+#define SA_W4A16_RING_MAX_M 4
+#endif
+#ifndef SA_W4A16_RING_MIN_K
+#define SA_W4A16_RING_MIN_K 4096
+#endif
+#ifndef SA_W4A16_RING_SLOTS
+#define SA_W4A16_RING_SLOTS 2  // stages per warp in flight
+#endif
+#ifndef SA_W4A16_RING_BLOCKS
+#define SA_W4A16_RING_BLOCKS 2  // at most this many blocks per SM (0: as many as fit)
+#endif
+#ifndef SA_W4A16_STREAM_WAVES
+#define SA_W4A16_STREAM_WAVES 1  // persistent blocks from this many waves of tiles
+#endif
+static_assert(SA_W4A16_RING_MAX_M <= 8, "the ring kernel multiplies one 8-token tile");
+constexpr int kRingSlots = SA_W4A16_RING_SLOTS;
+constexpr int kStageGroups = 2;                              // 128 B of every row
+constexpr int kStageRowBytes = kStageGroups * kGroup / 2;    // 128
+constexpr int kStageBytes = 16 * kStageRowBytes;             // 2 KB
+constexpr int kRingMaxGroups = 64;                           // K <= 8192
+constexpr int kRingScaleRegs = kRingMaxGroups * 16 / kThreads;  // staged scales per thread and tile
+constexpr int kRingPartialBytes = kWarps * 16 * 16 * 4;         // [warp][row][token] floats
+// Dynamic shared memory: the ring [warp][slot][row][128 B], then [2][group][r] float2 scales and uint2 zero magics,
+// [2] partial sums, a folded norm's 1/rms.
+constexpr int kRingScaleOffset = kWarps * kRingSlots * kStageBytes;
+constexpr int kRingZeroOffset = kRingScaleOffset + 2 * kRingMaxGroups * 8 * 8;
+constexpr int kRingPartialOffset = kRingZeroOffset + 2 * kRingMaxGroups * 8 * 8;
+constexpr int kRingInvOffset = kRingPartialOffset + 2 * kRingPartialBytes;
+constexpr int kRingSmem = kRingInvOffset + SA_EPILOGUE_MAX_M * 4;
+
+template <bool Fp16Scales, bool HasZeros>
+__global__ void __launch_bounds__(kThreads, 2)
+    w4a16_ring(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
+               const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
+               int prefetch_bytes, int epi, sa_norm_fold fold) {
+    pdl_launch_dependents();
+    extern __shared__ __align__(16) uint8_t ring_smem[];
+    uint8_t *smem = ring_smem;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
+    const int groups = k / kGroup, grid = gridDim.x;
+    const int tiles = epi == SA_EPILOGUE_SWIGLU ? n / 16 : (n + 15) / 16;
+    const int my_tiles = (tiles - (int)blockIdx.x + grid - 1) / grid;  // block-uniform (the tile-end barriers)
+    // W row of row i of the block's tile ti (linear_epilogue.cuh); rows past n read row n - 1 and are never stored.
+    auto w_row = [&](int ti, int i) {
+        const int tile = (int)blockIdx.x + ti * grid;
+        return sa_epilogue::row_ok(tile, i, n, epi) ? sa_epilogue::tile_row(tile, i, n, epi) : n - 1;
+    };
+    auto scale_buf = [&](int ti) { return reinterpret_cast<float2 *>(smem + kRingScaleOffset) + (ti & 1) * kRingMaxGroups * 8; };
+    auto zero_buf = [&](int ti) { return reinterpret_cast<uint2 *>(smem + kRingZeroOffset) + (ti & 1) * kRingMaxGroups * 8; };
+    auto partials = [&](int ti) { return reinterpret_cast<float *>(smem + kRingPartialOffset + (ti & 1) * kRingPartialBytes); };
+
+    // Scales (and zero codes) of tile ti: entry e = threadIdx.x + 256·i is (row e / G, group e % G) — consecutive
+    // threads read consecutive groups of a row.
+    struct ScaleRegs {
+        uint16_t s[kRingScaleRegs];
+        uint8_t z[kRingScaleRegs];
+    };
+    auto load_scales = [&](ScaleRegs &c, int ti) {
+        if (ti >= my_tiles) return;
+#pragma unroll
+        for (int i = 0; i < kRingScaleRegs; ++i) {
+            const int e = i * kThreads + (int)threadIdx.x;
+            if (e < 16 * groups) {
+                const int row = e / groups, grp = e - row * groups;
+                const size_t f = (size_t)w_row(ti, row) * groups + grp;
+                c.s[i] = __ldg(scales + f);
+                if constexpr (HasZeros) c.z[i] = __ldg(zeros + f);
+            }
+        }
+    };
+    auto store_scales = [&](const ScaleRegs &c, int ti) {
+        if (ti >= my_tiles) return;
+        float *sc = reinterpret_cast<float *>(scale_buf(ti));
+        uint32_t *zc = reinterpret_cast<uint32_t *>(zero_buf(ti));
+#pragma unroll
+        for (int i = 0; i < kRingScaleRegs; ++i) {
+            const int e = i * kThreads + (int)threadIdx.x;
+            if (e < 16 * groups) {
+                const int row = e / groups, grp = e - row * groups;
+                const int idx = (grp * 8 + (row & 7)) * 2 + (row >> 3);
+                sc[idx] = scale_to_f32<Fp16Scales>(c.s[i]);
+                if constexpr (HasZeros) zc[idx] = neg_magic(c.z[i]);
+            }
+        }
+    };
+
+    // The warp's groups [lo, hi) of every tile, in stages of kStageGroups from base0 (128-byte aligned in the row).
+    const int lo = warp * groups / kWarps, hi = (warp + 1) * groups / kWarps, base0 = lo & ~(kStageGroups - 1);
+    const int stages = hi > lo ? (hi - base0 + kStageGroups - 1) / kStageGroups : 0;
+    const uint32_t ring = smem_u32(smem) + warp * kRingSlots * kStageBytes;
+    // Copies: lane -> chunk cc of rows cr + 4i (i = 0..3); row parity is cr's, so the swizzled chunk is the same for all four.
+    const int cr = lane / 8, cc = lane % 8;
+    const uint32_t copy_dst = ring + cr * kStageRowBytes + 16 * (cc ^ (4 * (cr & 1)));
+    const uint8_t *src[4];
+    auto set_src = [&](int ti) {
+        if (ti < my_tiles)
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+                src[i] = reinterpret_cast<const uint8_t *>(qweight) + (size_t)w_row(ti, cr + 4 * i) * (k / 2) + 16 * cc;
+    };
+    // The issue cursor walks the warp's stages tile after tile, kRingSlots ahead of the multiplies; stage number sig
+    // goes to slot sig % kRingSlots. Always commits a group (possibly empty): the wait_group counts stay uniform.
+    int issue_ti = 0, issue_s = 0, issue_sig = 0;
+    auto issue_next = [&] {
+        if (issue_ti < my_tiles && stages > 0) {
+            const int base = base0 + kStageGroups * issue_s, grp = base + cc / 4;
+            if (grp >= lo && grp < hi) {
+                const uint32_t d = copy_dst + (issue_sig % kRingSlots) * kStageBytes;
+#pragma unroll
+                for (int i = 0; i < 4; ++i) cp_async16_l2_256(d + 4 * i * kStageRowBytes, src[i] + (size_t)base * (kGroup / 2));
+            }
+            if (++issue_s == stages) {
+                issue_s = 0;
+                set_src(++issue_ti);
+            }
+        }
+        cp_async_commit();
+        ++issue_sig;
+    };
+
+    // Prologue, all before pdl_wait: the first kRingSlots stages, tile 0's scales staged and tile 1's requested, and in
+    // the first wave an L2 prefetch of the rest of the warp's range of tile 0 (lane i < 16: row i; K = 8192 only).
+    set_src(0);
+#pragma unroll
+    for (int i = 0; i < kRingSlots; ++i) issue_next();
+    ScaleRegs sr;
+    load_scales(sr, 0);
+    if ((int)blockIdx.x < prefetch_blocks && lane < 16) {
+        const int first = (base0 + kRingSlots * kStageGroups) * (kGroup / 2), end = hi * (kGroup / 2);
+        const int bytes = min(end - first, prefetch_bytes / (kWarps * 16));
+        if (sa_epilogue::row_ok(blockIdx.x, lane, n, epi) && bytes >= 16)
+            prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)w_row(0, lane) * (k / 2) + first,
+                        (uint32_t)(bytes & ~15));
+    }
+    store_scales(sr, 0);
+    load_scales(sr, 1);
+    __syncthreads();  // tile 0's scales
+    pdl_wait();
+    sa_epilogue::fold_prefetch(fold, m, k);
+    float *fold_inv = reinterpret_cast<float *>(smem + kRingInvOffset);
+
+    const uint32_t za_const = neg_magic(8);
+    int sig = 0;
+    for (int ti = 0; ti < my_tiles; ++ti) {
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        const float2 *sc = scale_buf(ti);
+        const uint2 *zc = zero_buf(ti);
+        for (int s = 0; s < stages; ++s, ++sig) {
+            const int base = base0 + kStageGroups * s;
+            // x of the stage's two groups (a group outside [lo, hi) gets zero x and a zero scale; its codes are
+            // whatever the slot holds — any bits dequantize to finite values): thread word w of group j covers
+            // k = (base + j)·128 + (4t + w)·8 + 0..7 of token r. Requested before the wait: independent of the ring.
+            bool ok[kStageGroups];
+            uint4 xv[kStageGroups][4];
+#pragma unroll
+            for (int j = 0; j < kStageGroups; ++j) {
+                ok[j] = base + j >= lo && base + j < hi;
+#pragma unroll
+                for (int w = 0; w < 4; ++w)
+                    xv[j][w] = ok[j] && r < m ? *reinterpret_cast<const uint4 *>(x + (size_t)r * k + (base + j) * kGroup +
+                                                                                (t * 4 + w) * 8)
+                                              : make_uint4(0, 0, 0, 0);
+            }
+            cp_async_wait<kRingSlots - 1>();  // stage sig has landed (this thread's copies) ...
+            __syncwarp();                     // ... and every lane's
+            const uint32_t slot = ring + (sig % kRingSlots) * kStageBytes;
+            uint4 ca[kStageGroups], cb[kStageGroups];
+#pragma unroll
+            for (int j = 0; j < kStageGroups; ++j) {
+                const uint32_t p = slot + r * kStageRowBytes + 16 * (4 * (j ^ (r & 1)) + t);
+                asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];"
+                             : "=r"(ca[j].x), "=r"(ca[j].y), "=r"(ca[j].z), "=r"(ca[j].w) : "r"(p) : "memory");
+                asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];"
+                             : "=r"(cb[j].x), "=r"(cb[j].y), "=r"(cb[j].z), "=r"(cb[j].w)
+                             : "r"(p + 8 * kStageRowBytes) : "memory");
+            }
+            __syncwarp();  // every lane has its fragments: refill the slot now, before multiplying them
+            issue_next();
+            float2 s2[kStageGroups];
+            uint32_t za[kStageGroups], zb[kStageGroups];
+#pragma unroll
+            for (int j = 0; j < kStageGroups; ++j) {
+                const int g = ok[j] ? base + j : lo;  // a valid index; its scale is zeroed below
+                s2[j] = ok[j] ? sc[g * 8 + r] : make_float2(0.0f, 0.0f);
+                if constexpr (HasZeros) {
+                    const uint2 z2 = zc[g * 8 + r];
+                    za[j] = z2.x, zb[j] = z2.y;
+                } else {
+                    za[j] = zb[j] = za_const;
+                }
+            }
+            float part[kStageGroups][4] = {};
+#pragma unroll
+            for (int w = 0; w < 4; ++w)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)  // MMA step h: elements 4h..4h+3 of word w; the two groups interleaved
+#pragma unroll
+                    for (int j = 0; j < kStageGroups; ++j) {
+                        const uint32_t qa = w == 0 ? ca[j].x : w == 1 ? ca[j].y : w == 2 ? ca[j].z : ca[j].w;
+                        const uint32_t qb = w == 0 ? cb[j].x : w == 1 ? cb[j].y : w == 2 ? cb[j].z : cb[j].w;
+                        const uint32_t a0 = dequant_pair(qa, 8 * h, za[j]), a2 = dequant_pair(qa, 8 * h + 4, za[j]);
+                        const uint32_t a1 = dequant_pair(qb, 8 * h, zb[j]), a3 = dequant_pair(qb, 8 * h + 4, zb[j]);
+                        const uint32_t b0 = h == 0 ? xv[j][w].x : xv[j][w].z, b1 = h == 0 ? xv[j][w].y : xv[j][w].w;
+                        mma_bf16_16816(part[j], a0, a1, a2, a3, b0, b1);
+                    }
+#pragma unroll
+            for (int j = 0; j < kStageGroups; ++j) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
+                acc[0] = fmaf(part[j][0], s2[j].x, acc[0]);
+                acc[1] = fmaf(part[j][1], s2[j].x, acc[1]);
+                acc[2] = fmaf(part[j][2], s2[j].y, acc[2]);
+                acc[3] = fmaf(part[j][3], s2[j].y, acc[3]);
+            }
+        }
+        // Tile ti done by this warp. Buffers ti & 1 (partials) and (ti + 1) & 1 (scales) were last read before the
+        // previous barrier (the reduction of tile ti - 2, the multiplies of tile ti - 1), which every thread has passed.
+        float *partial = partials(ti);
+        const float acc1[1][4] = {{acc[0], acc[1], acc[2], acc[3]}};
+        sa_epilogue::write_partials<1>(partial + warp * 256, acc1, r, t);
+        store_scales(sr, ti + 1);
+        if (ti == 0 && sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);  // once per block
+        __syncthreads();
+        load_scales(sr, ti + 2);
+        if (threadIdx.x < 128)
+            sa_epilogue::reduce_store<kWarps>(partial, 256, threadIdx.x, y, epi, n, m, 8, (int)blockIdx.x + ti * grid,
+                                              fold, fold_inv);
+    }
+    cp_async_wait<0>();
+}
+
+// Dynamic shared memory of a ring block: kRingSmem, padded so that at most SA_W4A16_RING_BLOCKS fit on an SM.
+int ring_smem_bytes() {
+    static const int bytes = [] {
+        int dev = 0, per_sm = 0;
+        if (SA_W4A16_RING_BLOCKS <= 0 || cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return kRingSmem;
+        }
+        return std::max(kRingSmem, (per_sm / (SA_W4A16_RING_BLOCKS + 1) + 16) & ~15);
+    }();
+    return bytes;
+}
+
+template <bool Fp16Scales, bool HasZeros>
+sa_status launch_ring(cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, const uint8_t *z,
+                      uint16_t *y, int m, int n, int k, int epi, const sa_norm_fold &fold) {
+    auto kernel = &w4a16_ring<Fp16Scales, HasZeros>;
+    const int smem = ring_smem_bytes();
+    // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
+    static int resident_per_sm = 0;
+    static const cudaError_t opt_in = [&] {
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident_per_sm, kernel, kThreads, smem);
+        return e;
+    }();
+    if (opt_in != cudaSuccess || resident_per_sm < 1)
+        return sa::fail(SA_E_CUDA, std::string("w4a16_ring: cannot reserve shared memory: ") + cudaGetErrorName(opt_in));
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    const int tiles = epi == SA_EPILOGUE_SWIGLU ? n / 16 : (n + 15) / 16;
+    const int resident = resident_per_sm * (dev.sms > 0 ? dev.sms : 132);
+    const int grid = (int64_t)tiles >= (int64_t)SA_W4A16_STREAM_WAVES * resident ? resident : tiles;
+    // Blocks of the first wave may start early under PDL; only they prefetch into L2.
+    const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? resident : 0;
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_ring", kernel, dim3((unsigned)grid), dim3(kThreads),
+                                  (size_t)smem, s, x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes,
+                                  epi, fold);
+}
+
+sa_status launch_ring_any(bool fp16, bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q,
+                          const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi,
+                          const sa_norm_fold &fold) {
+    if (fp16)
+        return has_zeros ? launch_ring<true, true>(s, x, q, sc, z, y, m, n, k, epi, fold)
+                         : launch_ring<true, false>(s, x, q, sc, z, y, m, n, k, epi, fold);
+    return has_zeros ? launch_ring<false, true>(s, x, q, sc, z, y, m, n, k, epi, fold)
+                     : launch_ring<false, false>(s, x, q, sc, z, y, m, n, k, epi, fold);
+}
+
 // The ring kernels may use up to the device's opt-in shared memory (64-row blocks need more than the default
 // 48 KB). Set once per process; the result is that limit, or -1 on error.
 template <int Tiles, int RowTiles>
@@ -496,6 +799,8 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         if (rt > 1) {
             st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f)
                          : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f);
+        } else if (mc <= SA_W4A16_RING_MAX_M && k > SA_W4A16_RING_MIN_K && k / kGroup <= kRingMaxGroups) {
+            st = launch_ring_any(fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f);
         } else {
             const dim3 grid((unsigned)((n + 15) / 16));
             st = mc <= 8 ? (fp16 ? launch_skinny<1, true>(has_zeros, grid, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f)

@@ -8,7 +8,7 @@
 // 3. times the decode GEMV stack of the full Step1 model (32 x qkv, o, gate_up, down + lm_head) as one CUDA graph,
 //    W4A16 vs cuBLAS bf16, lm_head bf16 (default) or W4A16 (option) — weights only, no attention / norms.
 // Environment (for before/after runs of several kernel builds in one device call): W4A16_BENCH_NO_CHECKS=1 skips 1,
-// W4A16_BENCH_NO_CUBLAS=1 skips the cuBLAS timings.
+// W4A16_BENCH_NO_CUBLAS=1 skips the cuBLAS timings, W4A16_BENCH_M=1,4 times only those token counts.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -73,6 +73,14 @@ static bool env_set(const char *name) {
     return v && v[0] && v[0] != '0';
 }
 
+// W4A16_BENCH_M: a comma-separated list of token counts for the shape sweep (default all).
+static bool m_wanted(int m) {
+    const char *v = std::getenv("W4A16_BENCH_M");
+    if (!v || !v[0]) return true;
+    const std::string list = std::string(",") + v + ",";
+    return list.find("," + std::to_string(m) + ",") != std::string::npos;
+}
+
 int main() {
     int passed = 0, failed = 0;
     const bool no_cublas = env_set("W4A16_BENCH_NO_CUBLAS");
@@ -106,6 +114,7 @@ int main() {
         int bcopies = (int)std::max<size_t>(2, (size_t)400e6 / ((size_t)n * k * 2) + 1);
         for (int c = 0; c < (no_cublas ? 0 : bcopies); ++c) { uint16_t *b; cudaMalloc(&b, (size_t)n * k * 2); fill(b, (size_t)n * k * 2, 7 + c, 0x3f7f3f7fu); bf.push_back(b); }
         for (int m : {1, 4, 8, 16}) {
+            if (!m_wanted(m)) continue;
             float w4_ms = 1e-3f * graph_us(st, hot ? 20 : copies, [&](int i) {
                 W4 &w = ws[i % copies];
                 sa_cuda_linear_w4a16(x, w.q, w.s, nullptr, 0, y, m, n, k, SA_EPILOGUE_STORE, nullptr, st);
