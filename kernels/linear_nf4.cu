@@ -65,9 +65,10 @@ constexpr int kTileRows = 16;
 #ifndef SA_NF4_PAIRS
 #define SA_NF4_PAIRS 1
 #endif
-// v5 (persistent) is used when K <= 4096 and the tiles fill at least this many waves of resident v4 blocks.
+// v5 (persistent) is used when K <= 4096 and the tiles fill at least this many waves of resident v4 blocks (0: for
+// every K <= 4096 launch — measured best in the decode step, NOTES_QUANT.md "NF4 v5 for every K <= 4096").
 #ifndef SA_NF4_STREAM_WAVES
-#define SA_NF4_STREAM_WAVES 1
+#define SA_NF4_STREAM_WAVES 0
 #endif
 constexpr int kSegBlocks = 256;  // 64-blocks whose decoded absmax are in shared memory at a time
 constexpr int kSegUnits = kSegBlocks / kWarps;
@@ -603,10 +604,10 @@ sa_status launch_v4(const uint16_t *x, const uint8_t *qw, const void *absmax, co
                                   absmax, tables, y, m, n, k, epi, fold);
 }
 
-// v5 (persistent) when K <= 4096 and the tiles fill a wave of resident v4 blocks — there a v4 block holds its whole
-// tile in flight at once, so v4's blocks load and multiply in lockstep waves (measured: 8192 x 3072 -18%, gate_up
-// 16384 x 3072 -19% against v4 with the ring); else v4 (fewer tiles: the same one tile per block), with the code
-// ring for K <= 16384 (the register path beyond: its absmax segments need block barriers between units).
+// v5 (persistent) when K <= 4096 — there a v4 block holds its whole tile in flight at once, so v4's blocks load and
+// multiply in lockstep waves (measured: 8192 x 3072 -18%, gate_up 16384 x 3072 -19% against v4 with the ring; and in
+// the decode step also for the single-wave qkv and o: -68 µs per token); else v4, with the code ring for K <= 16384
+// (the register path beyond: its absmax segments need block barriers between units).
 template <int Tiles, bool DQ>
 sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
                  int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
