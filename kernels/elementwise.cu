@@ -129,13 +129,8 @@ __global__ void add_kernel(uint16_t *__restrict__ x, const uint16_t *__restrict_
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     if (kVec) {
         for (int64_t v = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; v < n / 8; v += stride) {
-            uint4 a = reinterpret_cast<uint4 *>(x)[v];
-            const uint4 b = reinterpret_cast<const uint4 *>(y)[v];
-            a.x = add_bf16x2(a.x, b.x);
-            a.y = add_bf16x2(a.y, b.y);
-            a.z = add_bf16x2(a.z, b.z);
-            a.w = add_bf16x2(a.w, b.w);
-            reinterpret_cast<uint4 *>(x)[v] = a;
+            reinterpret_cast<uint4 *>(x)[v] =
+                add_bf16x8(reinterpret_cast<const uint4 *>(x)[v], reinterpret_cast<const uint4 *>(y)[v]);
         }
     } else {
         for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
@@ -156,12 +151,7 @@ __global__ void add_rmsnorm_kernel(uint16_t *__restrict__ x, const uint16_t *__r
     float sum_sq = 0.0f;
     if (kVec) {
         for (int c = threadIdx.x; c < dim / 8; c += blockDim.x) {
-            uint4 a = reinterpret_cast<const uint4 *>(xr)[c];
-            const uint4 b = reinterpret_cast<const uint4 *>(yr)[c];
-            a.x = add_bf16x2(a.x, b.x);
-            a.y = add_bf16x2(a.y, b.y);
-            a.z = add_bf16x2(a.z, b.z);
-            a.w = add_bf16x2(a.w, b.w);
+            const uint4 a = add_bf16x8(reinterpret_cast<const uint4 *>(xr)[c], reinterpret_cast<const uint4 *>(yr)[c]);
             reinterpret_cast<uint4 *>(xr)[c] = a;
             sum_sq = sum_sq8(a, sum_sq);
         }

@@ -49,6 +49,10 @@ __device__ __forceinline__ float swiglu_one(float g, float u) {
 __device__ __forceinline__ uint32_t add_bf16x2(uint32_t a, uint32_t b) {
     return pack_bf16x2(__fadd_rn(bf16_lo(a), bf16_lo(b)), __fadd_rn(bf16_hi(a), bf16_hi(b)));
 }
+// bf16(a + b) for 8 consecutive elements (16-byte vectors).
+__device__ __forceinline__ uint4 add_bf16x8(uint4 a, uint4 b) {
+    return make_uint4(add_bf16x2(a.x, b.x), add_bf16x2(a.y, b.y), add_bf16x2(a.z, b.z), add_bf16x2(a.w, b.w));
+}
 
 namespace sa_epilogue {
 

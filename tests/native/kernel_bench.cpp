@@ -33,6 +33,30 @@ void sa_ok(sa_status s, const char *what) {
 
 constexpr int kLaunchesPerGraph = 10, kSamples = 60;
 
+// Sorted ms of `samples` runs of work() on `stream`, each bracketed by events, after `warmup` runs that are not kept;
+// before() runs (untimed) ahead of every run.
+std::vector<double> timed_ms(cudaStream_t stream, int warmup, int samples, const std::function<void()> &work,
+                             const std::function<void()> &before = [] {}) {
+    cudaEvent_t a, b;
+    ok(cudaEventCreate(&a), "event");
+    ok(cudaEventCreate(&b), "event");
+    std::vector<double> ms;
+    for (int i = 0; i < warmup + samples; ++i) {
+        before();
+        ok(cudaEventRecord(a, stream), "event record");
+        work();
+        ok(cudaEventRecord(b, stream), "event record");
+        ok(cudaEventSynchronize(b), "sync");
+        float t = 0;
+        ok(cudaEventElapsedTime(&t, a, b), "elapsed time");
+        if (i >= warmup) ms.push_back(t);
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    std::sort(ms.begin(), ms.end());
+    return ms;
+}
+
 // Median µs of one launch of `launch(i)` (i = launch index, for rotation), timed as graph replays.
 double time_graph(cudaStream_t stream, const std::function<void(int)> &launch) {
     cudaGraph_t graph;
@@ -41,26 +65,10 @@ double time_graph(cudaStream_t stream, const std::function<void(int)> &launch) {
     for (int i = 0; i < kLaunchesPerGraph; ++i) launch(i);
     ok(cudaStreamEndCapture(stream, &graph), "end capture");
     ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-    for (int i = 0; i < 3; ++i) ok(cudaGraphLaunch(exec, stream), "warm-up");
-    cudaEvent_t a, b;
-    cudaEventCreate(&a);
-    cudaEventCreate(&b);
-    std::vector<double> us;
-    for (int s = 0; s < kSamples; ++s) {
-        cudaEventRecord(a, stream);
-        ok(cudaGraphLaunch(exec, stream), "graph launch");
-        cudaEventRecord(b, stream);
-        ok(cudaEventSynchronize(b), "sync");
-        float ms = 0;
-        cudaEventElapsedTime(&ms, a, b);
-        us.push_back(1000.0 * ms / kLaunchesPerGraph);
-    }
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
+    const auto ms = timed_ms(stream, 3, kSamples, [&] { ok(cudaGraphLaunch(exec, stream), "graph launch"); });
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
-    std::sort(us.begin(), us.end());
-    return us[us.size() / 2];
+    return 1000.0 * ms[ms.size() / 2] / kLaunchesPerGraph;
 }
 
 double copy_bandwidth_gbs(cudaStream_t stream) {
@@ -70,23 +78,8 @@ double copy_bandwidth_gbs(cudaStream_t stream) {
     ok(cudaMalloc(&dst, bytes), "malloc");
     cudaMemset(src, 1, bytes);
     // Timed eagerly (a memcpy node inside a graph may go to a copy engine, which is slower than the SMs).
-    cudaEvent_t a, b;
-    cudaEventCreate(&a);
-    cudaEventCreate(&b);
-    std::vector<double> samples;
-    for (int i = 0; i < 12; ++i) {
-        cudaEventRecord(a, stream);
-        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
-        cudaEventRecord(b, stream);
-        ok(cudaEventSynchronize(b), "copy");
-        float ms = 0;
-        cudaEventElapsedTime(&ms, a, b);
-        if (i >= 2) samples.push_back(1000.0 * ms);
-    }
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-    std::sort(samples.begin(), samples.end());
-    const double us = samples[samples.size() / 2];
+    const auto samples = timed_ms(stream, 2, 10, [&] { cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream); });
+    const double us = 1000.0 * samples[samples.size() / 2];
     cudaFree(src);
     cudaFree(dst);
     return 2.0 * bytes / (us * 1e3);
@@ -291,28 +284,12 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
     size_t nodes = 0;
     cudaGraphGetNodes(graph, nullptr, &nodes);
-    cudaEvent_t a, b;
-    cudaEventCreate(&a);
-    cudaEventCreate(&b);
-    std::vector<double> ms;
-    for (int i = 0; i < 45; ++i) {
-        set_len();
-        cudaEventRecord(a, stream);
-        ok(cudaGraphLaunch(exec, stream), "graph launch");
-        cudaEventRecord(b, stream);
-        ok(cudaEventSynchronize(b), "sync");
-        float t = 0;
-        cudaEventElapsedTime(&t, a, b);
-        if (i >= 5) ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
+    const auto ms = timed_ms(stream, 5, 40, [&] { ok(cudaGraphLaunch(exec, stream), "graph launch"); }, set_len);
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
     std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)%s\n",
                 weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id,
                 skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     for (auto &l : ls)
