@@ -24,7 +24,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 "libstepaudio_native was built without CUDA kernels; rebuild it on a machine with nvcc (cmake finds it automatically)");
         CudaContext.PreferEagerModuleLoading();
         _context = new CudaContext(device);
-        _stream = new CudaStream();
+        _stream = new CudaStream(_context);
     }
 
     sealed class GpuBuffer : DeviceBuffer
@@ -198,7 +198,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     sealed class StreamReadback : IReadbackQueue
     {
         readonly CudaBackend _backend;
-        readonly CudaStream _copies = new();
+        readonly CudaStream _copies;
         readonly nint[] _issued, _copied; // per slot: compute work done / copy done
         nint _slots;                      // pinned int32[capacity]
         int _head, _count;
@@ -207,6 +207,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
             _backend = backend;
+            _copies = new CudaStream(backend._context);
             _issued = new nint[capacity];
             _copied = new nint[capacity];
             try
@@ -254,7 +255,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         public void Dispose()
         {
             // Copies still queued write into the pinned slots: let them land before freeing.
-            if (_copies.Handle != 0) CudaDriver.StreamSynchronize(_copies.Handle);
+            if (!_copies.IsDisposed) CudaDriver.StreamSynchronize(_copies.Handle);
             for (int i = 0; i < _issued.Length; i++)
             {
                 if (_issued[i] != 0) CudaDriver.EventDestroy(_issued[i]);

@@ -3,15 +3,16 @@ using System.Runtime.InteropServices;
 namespace StepAudio.Cuda;
 
 /// <summary>The primary context of one GPU, made current on the calling thread (and re-made current wherever this
-/// binding frees memory, e.g. on the finalizer thread). The native kernels use the CUDA runtime, which shares this
-/// same primary context.</summary>
+/// binding destroys something, e.g. on the finalizer thread). The native kernels use the CUDA runtime, which shares
+/// this same primary context. Disposing it gives up this binding's retain once every stream, event, graph and
+/// buffer made in it has been released too (each holds a reference on <see cref="Handle"/>).</summary>
 public sealed unsafe partial class CudaContext : IDisposable
 {
     public int Device { get; }
     public string DeviceName { get; }
     public int MultiprocessorCount { get; }
     public (int Major, int Minor) ComputeCapability { get; }
-    internal nint Handle { get; private set; }
+    internal CudaContextHandle Handle { get; }
 
     public CudaContext(int ordinal = 0)
     {
@@ -33,7 +34,7 @@ public sealed unsafe partial class CudaContext : IDisposable
         ComputeCapability = (major, minor);
         nint ctx;
         CudaDriver.Check(CudaDriver.DevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
-        Handle = ctx;
+        Handle = new CudaContextHandle(ctx, device);
         MakeCurrent();
     }
 
@@ -46,10 +47,17 @@ public sealed unsafe partial class CudaContext : IDisposable
     /// native environment, hence setenv.</summary>
     public static void PreferEagerModuleLoading() => SetEnv("CUDA_MODULE_LOADING", "EAGER", 0);
 
-    public void MakeCurrent() => CudaDriver.Check(CudaDriver.CtxSetCurrent(Handle), "cuCtxSetCurrent");
+    public bool IsDisposed => Handle.IsClosed;
+
+    public void MakeCurrent()
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        CudaDriver.Check(CudaDriver.CtxSetCurrent(Handle), "cuCtxSetCurrent");
+    }
 
     public (long Free, long Total) MemoryInfo()
     {
+        MakeCurrent(); // cuMemGetInfo reports on the calling thread's current context
         nuint free, total;
         CudaDriver.Check(CudaDriver.MemGetInfo(&free, &total), "cuMemGetInfo");
         return ((long)free, (long)total);
@@ -67,80 +75,114 @@ public sealed unsafe partial class CudaContext : IDisposable
             throw new CudaOutOfMemoryException(bytes, purpose, free, total);
         }
         CudaDriver.Check(r, $"cuMemAlloc({bytes} bytes for {purpose})");
-        return new CudaDeviceMemory(this, p, bytes);
+        return new CudaDeviceMemory(Handle, p, bytes);
     }
 
-    public void Dispose()
-    {
-        if (Handle == 0) return;
-        CudaDriver.DevicePrimaryCtxRelease(Device);
-        Handle = 0;
-    }
+    public void Dispose() => Handle.Dispose();
 }
 
-/// <summary>Owned device memory; freed exactly once, on any thread.</summary>
-public sealed class CudaDeviceMemory : SafeHandle
+/// <summary>Owned device memory; freed exactly once, on any thread, with its context current.</summary>
+public sealed class CudaDeviceMemory : CudaContextBoundHandle
 {
-    readonly CudaContext _context;
-    public long Bytes { get; }
-    public nint Pointer => handle;
+    readonly long _bytes;
 
-    internal CudaDeviceMemory(CudaContext context, nint pointer, long bytes) : base(0, ownsHandle: true)
+    internal CudaDeviceMemory(CudaContextHandle context, nint pointer, long bytes)
     {
-        _context = context;
-        Bytes = bytes;
+        _bytes = bytes;
         SetHandle(pointer);
+        Bind(context);
     }
 
-    public override bool IsInvalid => handle == 0;
+    public long Bytes => _bytes;
 
-    protected override bool ReleaseHandle()
+    public nint Pointer
     {
-        if (_context.Handle == 0) return false; // context already gone: the driver freed everything with it
-        CudaDriver.CtxSetCurrent(_context.Handle);
-        return CudaDriver.MemFree(handle) == 0;
+        get
+        {
+            ObjectDisposedException.ThrowIf(IsClosed, this);
+            return handle;
+        }
     }
+
+    private protected override int Destroy(nint handle) => CudaDriver.MemFree(handle);
 }
 
 /// <summary>A CUDA stream owned by this binding.</summary>
-public sealed unsafe class CudaStream : IDisposable
+public sealed class CudaStream : IDisposable
 {
-    public nint Handle { get; private set; }
+    readonly CudaStreamHandle _handle;
 
-    public CudaStream()
+    public CudaStream(CudaContext context)
     {
-        nint s;
-        CudaDriver.Check(CudaDriver.StreamCreate(&s, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate");
-        Handle = s;
+        context.MakeCurrent();
+        int r = CudaDriver.StreamCreate(out var stream, 1 /* CU_STREAM_NON_BLOCKING */);
+        _handle = context.Handle.Adopt(stream, r, "cuStreamCreate");
     }
 
-    public void Synchronize() => CudaDriver.Check(CudaDriver.StreamSynchronize(Handle), "cuStreamSynchronize");
+    /// <summary>Wraps a handle made elsewhere (the tests pass invalid ones to check the disposed paths).</summary>
+    internal CudaStream(CudaStreamHandle handle) => _handle = handle;
 
-    public void Dispose()
+    public bool IsDisposed => _handle.IsClosed;
+
+    /// <summary>The raw CUstream for kernel launches; valid until Dispose, which the owner must not race.</summary>
+    public nint Handle => StreamHandle.DangerousGetHandle();
+
+    internal CudaStreamHandle StreamHandle
     {
-        if (Handle != 0) CudaDriver.StreamDestroy(Handle);
-        Handle = 0;
+        get
+        {
+            ObjectDisposedException.ThrowIf(IsDisposed, this);
+            return _handle;
+        }
     }
+
+    public void Synchronize() => CudaDriver.Check(CudaDriver.StreamSynchronize(StreamHandle), "cuStreamSynchronize");
+
+    public void Dispose() => _handle.Dispose();
 }
 
 /// <summary>A pair of events timing device work on a stream.</summary>
 public sealed unsafe class CudaTimer : IDisposable
 {
-    nint _start, _stop;
+    readonly CudaEventHandle _start, _stop;
 
-    public CudaTimer()
+    public CudaTimer(CudaContext context)
     {
-        nint a, b;
-        CudaDriver.Check(CudaDriver.EventCreate(&a, 0), "cuEventCreate");
-        CudaDriver.Check(CudaDriver.EventCreate(&b, 0), "cuEventCreate");
-        (_start, _stop) = (a, b);
+        context.MakeCurrent();
+        _start = CreateEvent(context);
+        try
+        {
+            _stop = CreateEvent(context);
+        }
+        catch
+        {
+            _start.Dispose();
+            throw;
+        }
     }
 
-    public void Start(CudaStream stream) => CudaDriver.Check(CudaDriver.EventRecord(_start, stream.Handle), "cuEventRecord");
-    public void Stop(CudaStream stream) => CudaDriver.Check(CudaDriver.EventRecord(_stop, stream.Handle), "cuEventRecord");
+    internal CudaTimer(CudaEventHandle start, CudaEventHandle stop) => (_start, _stop) = (start, stop);
+
+    static CudaEventHandle CreateEvent(CudaContext context)
+    {
+        int r = CudaDriver.EventCreate(out var ev, 0);
+        return context.Handle.Adopt(ev, r, "cuEventCreate");
+    }
+
+    public bool IsDisposed => _start.IsClosed;
+
+    public void Start(CudaStream stream) => Record(_start, stream);
+    public void Stop(CudaStream stream) => Record(_stop, stream);
+
+    void Record(CudaEventHandle ev, CudaStream stream)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        CudaDriver.Check(CudaDriver.EventRecord(ev, stream.StreamHandle), "cuEventRecord");
+    }
 
     public double ElapsedMilliseconds()
     {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
         CudaDriver.Check(CudaDriver.EventSynchronize(_stop), "cuEventSynchronize");
         float ms;
         CudaDriver.Check(CudaDriver.EventElapsedTime(&ms, _start, _stop), "cuEventElapsedTime");
@@ -149,48 +191,60 @@ public sealed unsafe class CudaTimer : IDisposable
 
     public void Dispose()
     {
-        if (_start != 0) CudaDriver.EventDestroy(_start);
-        if (_stop != 0) CudaDriver.EventDestroy(_stop);
-        _start = _stop = 0;
+        _start.Dispose();
+        _stop.Dispose();
     }
 }
 
 /// <summary>Work captured from a stream once (cuStreamBeginCapture → cuStreamEndCapture → instantiate) and
 /// replayed with one cuGraphLaunch.</summary>
-public sealed unsafe class CudaGraph : IDisposable
+public sealed class CudaGraph : IDisposable
 {
-    nint _graph, _exec;
+    readonly CudaGraphHandle _graph;
+    readonly CudaGraphExecHandle _exec;
+
+    internal CudaGraph(CudaGraphHandle graph, CudaGraphExecHandle exec) => (_graph, _exec) = (graph, exec);
 
     public static CudaGraph Capture(CudaStream stream, Action work)
     {
-        CudaDriver.Check(CudaDriver.StreamBeginCapture(stream.Handle, CudaDriver.CaptureModeThreadLocal), "cuStreamBeginCapture");
-        nint graph = 0;
+        var s = stream.StreamHandle;
+        var context = s.Context; // the graph and its executable live in the stream's context
+        CudaDriver.Check(CudaDriver.StreamBeginCapture(s, CudaDriver.CaptureModeThreadLocal), "cuStreamBeginCapture");
+        CudaGraphHandle graph;
         try
         {
             work();
         }
         finally
         {
-            int end = CudaDriver.StreamEndCapture(stream.Handle, &graph);
-            if (end != 0 && graph != 0) CudaDriver.GraphDestroy(graph);
-            CudaDriver.Check(end, "cuStreamEndCapture");
+            // Always end the capture, or the stream stays in capture mode; a graph returned on failure is destroyed.
+            int end = CudaDriver.StreamEndCapture(s, out var captured);
+            graph = context.Adopt(captured, end, "cuStreamEndCapture");
         }
-        nint exec;
-        int r = CudaDriver.GraphInstantiate(&exec, graph, 0);
-        if (r != 0)
+        int r = CudaDriver.GraphInstantiate(out var instantiated, graph, 0);
+        try
         {
-            CudaDriver.GraphDestroy(graph);
-            CudaDriver.Check(r, "cuGraphInstantiate");
+            return new CudaGraph(graph, context.Adopt(instantiated, r, "cuGraphInstantiate"));
         }
-        return new CudaGraph { _graph = graph, _exec = exec };
+        catch
+        {
+            graph.Dispose();
+            throw;
+        }
     }
 
-    public void Launch(CudaStream stream) => CudaDriver.Check(CudaDriver.GraphLaunch(_exec, stream.Handle), "cuGraphLaunch");
+    public bool IsDisposed => _exec.IsClosed;
+
+    public void Launch(CudaStream stream)
+    {
+        ObjectDisposedException.ThrowIf(IsDisposed, this);
+        CudaDriver.Check(CudaDriver.GraphLaunch(_exec, stream.StreamHandle), "cuGraphLaunch");
+    }
 
     public void Dispose()
     {
-        if (_exec != 0) CudaDriver.GraphExecDestroy(_exec);
-        if (_graph != 0) CudaDriver.GraphDestroy(_graph);
-        _exec = _graph = 0;
+        // The executable first, then the graph it was made from.
+        _exec.Dispose();
+        _graph.Dispose();
     }
 }

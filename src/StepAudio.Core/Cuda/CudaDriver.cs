@@ -17,6 +17,7 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Lib, EntryPoint = "cuDeviceGetAttribute")] internal static partial int DeviceGetAttribute(int* value, int attribute, int device);
     [LibraryImport(Lib, EntryPoint = "cuDevicePrimaryCtxRetain")] internal static partial int DevicePrimaryCtxRetain(nint* context, int device);
     [LibraryImport(Lib, EntryPoint = "cuDevicePrimaryCtxRelease_v2")] internal static partial int DevicePrimaryCtxRelease(int device);
+    [LibraryImport(Lib, EntryPoint = "cuCtxSetCurrent")] internal static partial int CtxSetCurrent(CudaContextHandle context);
     [LibraryImport(Lib, EntryPoint = "cuCtxSetCurrent")] internal static partial int CtxSetCurrent(nint context);
     [LibraryImport(Lib, EntryPoint = "cuCtxSynchronize")] internal static partial int CtxSynchronize();
 
@@ -30,22 +31,28 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Lib, EntryPoint = "cuMemcpyDtoDAsync_v2")] internal static partial int MemcpyDtoDAsync(nint dst, nint src, nuint bytes, nint stream);
     [LibraryImport(Lib, EntryPoint = "cuMemsetD8Async")] internal static partial int MemsetD8Async(nint dst, byte value, nuint count, nint stream);
 
-    [LibraryImport(Lib, EntryPoint = "cuStreamCreate")] internal static partial int StreamCreate(nint* stream, uint flags);
+    // Streams, events and graphs: the SafeHandle overloads serve the owning wrappers (CudaStream, CudaTimer,
+    // CudaGraph); the nint ones serve callers that hold raw handles (the backend's staging and readback events).
+    [LibraryImport(Lib, EntryPoint = "cuStreamCreate")] internal static partial int StreamCreate(out CudaStreamHandle stream, uint flags);
     [LibraryImport(Lib, EntryPoint = "cuStreamDestroy_v2")] internal static partial int StreamDestroy(nint stream);
+    [LibraryImport(Lib, EntryPoint = "cuStreamSynchronize")] internal static partial int StreamSynchronize(CudaStreamHandle stream);
     [LibraryImport(Lib, EntryPoint = "cuStreamSynchronize")] internal static partial int StreamSynchronize(nint stream);
     [LibraryImport(Lib, EntryPoint = "cuStreamWaitEvent")] internal static partial int StreamWaitEvent(nint stream, nint ev, uint flags);
-    [LibraryImport(Lib, EntryPoint = "cuStreamBeginCapture_v2")] internal static partial int StreamBeginCapture(nint stream, int mode);
-    [LibraryImport(Lib, EntryPoint = "cuStreamEndCapture")] internal static partial int StreamEndCapture(nint stream, nint* graph);
+    [LibraryImport(Lib, EntryPoint = "cuStreamBeginCapture_v2")] internal static partial int StreamBeginCapture(CudaStreamHandle stream, int mode);
+    [LibraryImport(Lib, EntryPoint = "cuStreamEndCapture")] internal static partial int StreamEndCapture(CudaStreamHandle stream, out CudaGraphHandle graph);
 
+    [LibraryImport(Lib, EntryPoint = "cuEventCreate")] internal static partial int EventCreate(out CudaEventHandle ev, uint flags);
     [LibraryImport(Lib, EntryPoint = "cuEventCreate")] internal static partial int EventCreate(nint* ev, uint flags);
     [LibraryImport(Lib, EntryPoint = "cuEventDestroy_v2")] internal static partial int EventDestroy(nint ev);
     [LibraryImport(Lib, EntryPoint = "cuEventQuery")] internal static partial int EventQuery(nint ev);
+    [LibraryImport(Lib, EntryPoint = "cuEventRecord")] internal static partial int EventRecord(CudaEventHandle ev, CudaStreamHandle stream);
     [LibraryImport(Lib, EntryPoint = "cuEventRecord")] internal static partial int EventRecord(nint ev, nint stream);
+    [LibraryImport(Lib, EntryPoint = "cuEventSynchronize")] internal static partial int EventSynchronize(CudaEventHandle ev);
     [LibraryImport(Lib, EntryPoint = "cuEventSynchronize")] internal static partial int EventSynchronize(nint ev);
-    [LibraryImport(Lib, EntryPoint = "cuEventElapsedTime")] internal static partial int EventElapsedTime(float* ms, nint start, nint end);
+    [LibraryImport(Lib, EntryPoint = "cuEventElapsedTime")] internal static partial int EventElapsedTime(float* ms, CudaEventHandle start, CudaEventHandle end);
 
-    [LibraryImport(Lib, EntryPoint = "cuGraphInstantiateWithFlags")] internal static partial int GraphInstantiate(nint* exec, nint graph, ulong flags);
-    [LibraryImport(Lib, EntryPoint = "cuGraphLaunch")] internal static partial int GraphLaunch(nint exec, nint stream);
+    [LibraryImport(Lib, EntryPoint = "cuGraphInstantiateWithFlags")] internal static partial int GraphInstantiate(out CudaGraphExecHandle exec, CudaGraphHandle graph, ulong flags);
+    [LibraryImport(Lib, EntryPoint = "cuGraphLaunch")] internal static partial int GraphLaunch(CudaGraphExecHandle exec, CudaStreamHandle stream);
     [LibraryImport(Lib, EntryPoint = "cuGraphExecDestroy")] internal static partial int GraphExecDestroy(nint exec);
     [LibraryImport(Lib, EntryPoint = "cuGraphDestroy")] internal static partial int GraphDestroy(nint graph);
 
