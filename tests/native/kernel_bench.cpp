@@ -444,18 +444,21 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (mode == "ablate") {  // kernel_bench ablate [formats] [attention]: the folded step at context 64 with parts
-                             // left out (with "attention": only everything / no attention)
+                             // left out (with "attention": only everything / no attention / ffn only)
         bool attention_only = false;
         for (int i = 2; i < argc; ++i) attention_only |= std::string(argv[i]) == "attention";
         const std::pair<unsigned, const char *> parts[] = {
             {kSkipNone, "everything"}, {kSkipAttention, "no attention"}, {kSkipQkv, "no qkv"}, {kSkipO, "no o"},
             {kSkipGateUp, "no gate_up"}, {kSkipDown, "no down"}, {kSkipLmHead, "no lm_head"}, {kSkipSampler, "no sampler"},
             {kSkipQkv | kSkipO | kSkipGateUp | kSkipDown | kSkipLmHead, "no linears"},
-            {kSkipAttention | kSkipSampler, "linears only"}};
+            {kSkipAttention | kSkipSampler, "linears only"},
+            {kSkipAttention | kSkipQkv | kSkipO | kSkipLmHead | kSkipSampler, "ffn only"}};
         for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
             if (wanted(w))
                 for (const auto &p : parts) {
-                    if (attention_only && p.first != kSkipNone && p.first != kSkipAttention) continue;
+                    if (attention_only && p.first != kSkipNone && p.first != kSkipAttention &&
+                        std::string(p.second) != "ffn only")
+                        continue;
                     std::printf("%-14s ", p.second);
                     decode_step_ms(stream, Fusion::folded, 64, w, p.first);
                 }
