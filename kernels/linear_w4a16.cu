@@ -3,10 +3,11 @@
 //
 // Two skinny tensor-core kernels for M <= 16 (decode; also over 16-token slices for 17–32 tokens on small weights —
 // larger M goes to the prefill GEMM of linear_quant_prefill.cu). What they share:
-//  * a block owns 16 · RowTiles output rows; its 8 warps split the K groups (group g goes to warp g % 8) and reduce
-//    in shared memory at the end. A thread (lane = 4·r + t) handles, per group and 16-row tile, 16 B of codes of
-//    row r and 16 B of row r + 8: the 4 threads t of a row cover exactly one 128-wide group, so the scale (and
-//    zero) is applied once per group to the fp32 MMA partial sum;
+//  * a block owns 16 · RowTiles output rows; its warps (8, or 6 for multi-wave K = 3072 launches: skinny_warps)
+//    split the K groups (group g goes to warp g % warps) and reduce in shared memory at the end. A thread
+//    (lane = 4·r + t) handles, per group and 16-row tile, 16 B of codes of row r and 16 B of row r + 8: the 4
+//    threads t of a row cover exactly one 128-wide group, so the scale (and zero) is applied once per group to the
+//    fp32 MMA partial sum;
 //  * int4 → bf16 is the magic-number trick (w4a16_dequant.cuh): (q >> 4i) & 0x000f000f | 0x43004300 is the bf16
 //    pair 128 + c of elements (2i, 2i+1), and one packed fma subtracts 128 + z exactly — (c − z) is a small integer,
 //    so the MMA operand is exact and the only rounding is the fp32 accumulation and the final bf16;
@@ -66,6 +67,9 @@ constexpr int kGroup = SA_W4A16_GROUP;
 #ifndef SA_W4A16_MAX_ROW_TILES
 #define SA_W4A16_MAX_ROW_TILES 4
 #endif
+#ifndef SA_W4A16_SIX_WARPS
+#define SA_W4A16_SIX_WARPS 1
+#endif
 #ifndef SA_W4A16_WIDE_MIN_M
 #define SA_W4A16_WIDE_MIN_M 5
 #endif
@@ -94,13 +98,14 @@ struct Batch {
 // branch between the first batch and the wait: with nothing there ptxas hoists the wait above the loads (NOTES.md).
 // x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so it must not
 // go through the non-coherent path.
-template <int Tiles, bool Fp16Scales, bool HasZeros>
-__global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
+// Warps: 8, or 6 for multi-wave K = 3072-class launches at M <= 8 (skinny_warps below).
+template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps>
+__global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS : 3)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes, int epi, sa_norm_fold fold) {
     pdl_launch_dependents();
-    __shared__ float partial[kWarps * 16 * 16];  // [warp][row][token]
+    __shared__ float partial[Warps * 16 * 16];  // [warp][row][token]
     __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
     const int tile = blockIdx.x, groups = k / kGroup, kw = k / 8;
@@ -110,12 +115,12 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
     const int row_b = sa_epilogue::row_ok(tile, r + 8, n, epi) ? sa_epilogue::tile_row(tile, r + 8, n, epi) : n - 1;
     const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4;
     const uint32_t *qb = qweight + (size_t)row_b * kw + t * 4;
-    constexpr int kStride = kWarps * kUnroll;  // groups the block covers per batch
+    constexpr int kStride = Warps * kUnroll;  // groups the block covers per batch
 
     auto load = [&](Batch &b, int base) {  // codes, scales and zeros in one round trip
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
-            const int grp = base + u * kWarps;
+            const int grp = base + u * Warps;
             if (grp < groups) {
                 b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
                 b.wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
@@ -147,7 +152,7 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
     for (int base = warp; base < groups; base += kStride) {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
-            const int grp = base + u * kWarps;
+            const int grp = base + u * Warps;
             if (grp >= groups) break;
             const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
             const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
@@ -192,7 +197,18 @@ __global__ void __launch_bounds__(kWarps * 32, SA_W4A16_MIN_BLOCKS)
     if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
     __syncthreads();
     if (threadIdx.x < 128)
-        sa_epilogue::reduce_store<kWarps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile, fold, fold_inv);
+        sa_epilogue::reduce_store<Warps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile, fold, fold_inv);
+}
+
+// Warps per skinny block. A warp's batch is kUnroll = 4 groups, so for K = 17..24 groups (Step1's hidden 3072)
+// 8 warps leave a quarter of each batch's registers empty; 6 warps fill their batches and, at <= 113 registers,
+// fit 3 blocks per SM: 1.5x the bytes in flight per SM. That pays only when the row tiles fill more than one wave
+// of 8-warp blocks (2 per SM: gate_up 12.83 vs 13.34 µs, lm_head 43.1 vs 49.6); a single wave (qkv, o) gets
+// slower (4.08 vs 3.83 µs: the same bytes per block, fewer threads to issue them). Only for one 8-token tile
+// (Tiles = 1): two tiles need the registers. kernels/NOTES_QUANT.md, session 4.
+int skinny_warps(int tiles, int groups, int row_tiles) {
+    const bool multi_wave = row_tiles > 2 * sa_cuda::device_traits().sms;
+    return SA_W4A16_SIX_WARPS && tiles == 1 && groups > 16 && groups <= 6 * kUnroll && multi_wave ? 6 : 8;
 }
 
 template <int Tiles, bool Fp16Scales>
@@ -200,10 +216,18 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
                         const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi,
                         const sa_norm_fold &fold) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
-    // Blocks of the first wave (two per SM) may start early under PDL; only they prefetch into L2.
-    const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? 2 * dev.sms : 0;
-    auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true> : &w4a16_skinny<Tiles, Fp16Scales, false>;
-    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(kWarps * 32), 0, s, x, q, sc, z, y,
+    const int warps = skinny_warps(Tiles, k / kGroup, (int)grid.x);
+    // Blocks of the first wave (two or three per SM) may start early under PDL; only they prefetch into L2.
+    const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : 3) * dev.sms : 0;
+    if constexpr (Tiles == 1) {
+        if (warps == 6) {
+            auto kernel = has_zeros ? &w4a16_skinny<1, Fp16Scales, true, 6> : &w4a16_skinny<1, Fp16Scales, false, 6>;
+            return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(6 * 32), 0, s, x, q, sc, z,
+                                          y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
+        }
+    }
+    auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true, 8> : &w4a16_skinny<Tiles, Fp16Scales, false, 8>;
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(8 * 32), 0, s, x, q, sc, z, y,
                                   m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
 }
 
