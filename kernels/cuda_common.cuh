@@ -112,6 +112,43 @@ sa_status launch_pdl(const char *name, void (*kernel)(KernelArgs...), dim3 grid,
 
 // ---- device helpers ----
 
+// ---- step timeline (a build-time tool: -DSA_TRACE=1; kernel_bench trace) ----
+// No profiler timeline is available on the GPU machine, so each block's thread 0 records when it started
+// (pdl_launch_dependents, every kernel's first call) and when its dependency was released (pdl_wait returned) into a
+// buffer attached by sa_debug_trace_attach (kernels/cuda_present.cu). Under PDL no block of launch i + 1 starts before
+// every block of launch i has started, so sorting the records by start time keeps each launch's blocks together.
+#ifndef SA_TRACE
+#define SA_TRACE 0
+#endif
+#if SA_TRACE
+struct sa_trace_record {
+    unsigned long long start, released;
+    uint32_t sm, shape;  // shape: blocks in the grid | warps per block << 20
+};
+// One copy per translation unit (no relocatable device code): each registers its attach function at load time.
+static __device__ sa_trace_record *g_sa_trace;
+static __device__ unsigned *g_sa_trace_count;
+static __device__ unsigned g_sa_trace_capacity;
+void sa_trace_register(void (*attach)(void *records, unsigned *count, unsigned capacity));
+namespace {
+void sa_trace_attach_this_unit(void *records, unsigned *count, unsigned capacity) {
+    cudaMemcpyToSymbol(g_sa_trace, &records, sizeof records);
+    cudaMemcpyToSymbol(g_sa_trace_count, &count, sizeof count);
+    cudaMemcpyToSymbol(g_sa_trace_capacity, &capacity, sizeof capacity);
+}
+const bool sa_trace_registered = (sa_trace_register(&sa_trace_attach_this_unit), true);
+}  // namespace
+__device__ __forceinline__ unsigned long long sa_trace_now() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ unsigned long long &sa_trace_block_start() {
+    __shared__ unsigned long long start;
+    return start;
+}
+#endif
+
 // Programmatic dependent launch (no-ops before sm_90, where the host never sets the attribute).
 // pdl_wait: returns once every earlier kernel in the stream has completed and its memory is visible.
 // pdl_launch_dependents: lets the next kernel in the stream be scheduled now (its blocks then sit in their own
@@ -121,8 +158,21 @@ __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+#if SA_TRACE
+    if (threadIdx.x == 0 && threadIdx.y == 0 && g_sa_trace) {
+        const unsigned i = atomicAdd(g_sa_trace_count, 1u);
+        uint32_t sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        if (i < g_sa_trace_capacity)
+            g_sa_trace[i] = {sa_trace_block_start(), sa_trace_now(), sm,
+                             (gridDim.x * gridDim.y * gridDim.z) | (blockDim.x * blockDim.y / 32) << 20};
+    }
+#endif
 }
 __device__ __forceinline__ void pdl_launch_dependents() {
+#if SA_TRACE
+    if (threadIdx.x == 0 && threadIdx.y == 0) sa_trace_block_start() = sa_trace_now();
+#endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif

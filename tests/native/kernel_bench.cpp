@@ -3,6 +3,7 @@
 // rotating over enough weight copies that L2 (50 MB) cannot hold them; the median of 60 replays is reported.
 // Bandwidth counts the bytes of W + x + y once; the reference is the measured device-to-device copy rate.
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cmath>
@@ -142,6 +143,69 @@ struct DecodeLinear {
         else sa_ok(sa_cuda_linear_nf4(x, (const uint8_t *)w, scales, tables, 1, y, 1, n, k, epilogue, fold, stream), what);
     }
 };
+
+// ---- the step timeline (`kernel_bench trace [formats]`; needs a library built with -DSA_TRACE=1) ----
+// Each block's thread 0 records when it started and when its pdl_wait returned (kernels/cuda_common.cuh). No block of
+// launch i + 1 starts before all of launch i's have, so in start order a launch's blocks are contiguous and a launch
+// ends where the next grid's shape begins. The first block of launch i + 1 to be released marks when launch i was
+// complete, so c(i) = release(i + 1) − release(i) is what launch i adds to the step's critical path.
+struct TraceRecord {
+    unsigned long long start, released;
+    uint32_t sm, shape;
+};
+using TraceAttach = int32_t (*)(void *, unsigned *, unsigned);
+bool g_trace = false;
+
+void print_timeline(std::vector<TraceRecord> recs, int layers, int per_layer_guess) {
+    std::sort(recs.begin(), recs.end(), [](const TraceRecord &a, const TraceRecord &b) { return a.start < b.start; });
+    struct Launch {
+        uint32_t shape;
+        int blocks = 0;
+        unsigned long long first_start = ~0ull, last_start = 0, release = ~0ull, last_release = 0;
+    };
+    std::vector<Launch> ls;
+    for (const auto &r : recs) {
+        if (ls.empty() || ls.back().shape != r.shape) ls.push_back({r.shape});
+        Launch &l = ls.back();
+        ++l.blocks;
+        l.first_start = std::min(l.first_start, r.start);
+        l.last_start = std::max(l.last_start, r.start);
+        l.release = std::min(l.release, r.released);
+        l.last_release = std::max(l.last_release, r.released);
+    }
+    const size_t n = ls.size();
+    std::printf("timeline: %zu records, %zu launches, release of the first to the last %.1f us\n", recs.size(), n,
+                n ? (ls.back().release - ls.front().release) / 1e3 : 0.0);
+    auto c = [&](size_t i) { return i + 1 < n ? (ls[i + 1].release - ls[i].release) / 1e3 : 0.0; };
+    auto shape = [](uint32_t s) { return std::to_string(s & 0xfffff) + "x" + std::to_string(s >> 20) + "w"; };
+    // Per position in the layer: the launches after the first two (embed, layer 0's input norm), if they repeat.
+    const int head = 2, per = per_layer_guess;
+    if ((int)n >= head + per * layers) {
+        std::printf("%-4s %-12s %10s %10s %10s %12s %12s\n", "pos", "grid", "c mean us", "c min", "c max",
+                    "early us", "late-start us");
+        double total = 0;
+        for (int j = 0; j < per; ++j) {
+            double sum = 0, lo = 1e30, hi = 0, early = 0, late = 0;
+            for (int l = 0; l < layers; ++l) {
+                const size_t i = head + (size_t)l * per + j;
+                const double v = c(i);
+                sum += v, lo = std::min(lo, v), hi = std::max(hi, v);
+                early += (double)(ls[i].release - std::min(ls[i].release, ls[i].first_start)) / 1e3;  // resident before release
+                late += (double)(ls[i].last_start - std::min(ls[i].last_start, ls[i].release)) / 1e3;  // blocks starting after
+            }
+            total += sum;
+            std::printf("%-4d %-12s %10.2f %10.2f %10.2f %12.2f %12.2f\n", j, shape(ls[head + j].shape).c_str(),
+                        sum / layers, lo, hi, early / layers, late / layers);
+        }
+        std::printf("layers: %.1f us of the step; before: ", total / 1e0);
+        for (int i = 0; i < head; ++i) std::printf("%s %.2f us  ", shape(ls[i].shape).c_str(), c(i));
+        std::printf("\nafter: ");
+        for (size_t i = head + (size_t)per * layers; i < n; ++i) std::printf("%s %.2f us  ", shape(ls[i].shape).c_str(), c(i));
+        std::printf("(the last launch's own time is not seen)\n");
+    } else {
+        for (size_t i = 0; i < n; ++i) std::printf("  %3zu %-12s %5d blocks c %.2f us\n", i, shape(ls[i].shape).c_str(), ls[i].blocks, c(i));
+    }
+}
 
 // The Step1 decode step exactly as Step1Model.Forward + Generator issue it (embed, 32 layers, final norm, lm_head,
 // greedy sampler), captured once as a CUDA graph and replayed; weights are constant patterns (the speed does not
@@ -285,6 +349,30 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     size_t nodes = 0;
     cudaGraphGetNodes(graph, nullptr, &nodes);
     const auto ms = timed_ms(stream, 5, 40, [&] { ok(cudaGraphLaunch(exec, stream), "graph launch"); }, set_len);
+    if (g_trace) {  // one more replay with the timeline attached
+        auto attach = reinterpret_cast<TraceAttach>(dlsym(RTLD_DEFAULT, "sa_debug_trace_attach"));
+        if (!attach) {
+            std::printf("trace: libstepaudio_native was built without -DSA_TRACE=1\n");
+        } else {
+            const unsigned capacity = 1u << 18;
+            TraceRecord *records;
+            unsigned *count;
+            ok(cudaMalloc(&records, (size_t)capacity * sizeof(TraceRecord)), "malloc");
+            ok(cudaMalloc(&count, 4), "malloc");
+            ok(cudaMemset(count, 0, 4), "memset");
+            attach(records, count, capacity);
+            set_len();
+            ok(cudaGraphLaunch(exec, stream), "graph launch");
+            ok(cudaStreamSynchronize(stream), "traced replay");
+            attach(nullptr, nullptr, 0);
+            unsigned got = 0;
+            cudaMemcpy(&got, count, 4, cudaMemcpyDeviceToHost);
+            std::vector<TraceRecord> h(std::min(got, capacity));
+            cudaMemcpy(h.data(), records, h.size() * sizeof(TraceRecord), cudaMemcpyDeviceToHost);
+            cudaFree(records), cudaFree(count);
+            print_timeline(h, layers, skip & kSkipAttention ? 4 : 6);  // launches per layer of the folded step
+        }
+    }
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
     std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)%s\n",
@@ -415,6 +503,7 @@ void sampler_bench(cudaStream_t stream) {
 
 // kernel_bench            every benchmark
 // kernel_bench sampler    only the sampler
+// kernel_bench trace [bf16|w4a16|nf4]...  the folded step's timeline per layer position (a -DSA_TRACE=1 build)
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
 // kernel_bench decode [bf16|w4a16|w4a16-awq|nf4]...
 //     only the decode steps (of the formats named, default all) and, with bf16, the small kernels; for sweeps
@@ -441,6 +530,16 @@ int main(int argc, char **argv) {
                 set("STEPAUDIO_NO_PDL") || set("STEPAUDIO_NO_QUANT_PDL") ? "off" : "on", prefetch ? prefetch : "default");
     if (mode == "sampler") {
         sampler_bench(stream);
+        return 0;
+    }
+    if (mode == "trace") {  // kernel_bench trace [formats]: the folded step at context 64 and its timeline
+        g_trace = true;
+        for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
+            if (wanted(w))
+                for (unsigned skip : {(unsigned)kSkipNone, (unsigned)kSkipAttention}) {
+                    std::printf("== %s %s\n", weights_name(w), skip ? "without attention" : "");
+                    decode_step_ms(stream, Fusion::folded, 64, w, skip);
+                }
         return 0;
     }
     if (mode == "ablate") {  // kernel_bench ablate [formats] [attention]: the folded step at context 64 with parts
