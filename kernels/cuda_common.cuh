@@ -143,9 +143,15 @@ __device__ __forceinline__ unsigned long long sa_trace_now() {
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     return t;
 }
-__device__ __forceinline__ unsigned long long &sa_trace_block_start() {
-    __shared__ unsigned long long start;
-    return start;
+// This block's start time and record slot, taken before its wait (the counter's round trip stays off the
+// critical path: a block resident early waits anyway).
+struct sa_trace_block {
+    unsigned long long start;
+    unsigned slot;
+};
+__device__ __forceinline__ sa_trace_block &sa_trace_this_block() {
+    __shared__ sa_trace_block block;
+    return block;
 }
 #endif
 
@@ -160,18 +166,19 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 #if SA_TRACE
     if (threadIdx.x == 0 && threadIdx.y == 0 && g_sa_trace) {
-        const unsigned i = atomicAdd(g_sa_trace_count, 1u);
+        const sa_trace_block b = sa_trace_this_block();
         uint32_t sm;
         asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-        if (i < g_sa_trace_capacity)
-            g_sa_trace[i] = {sa_trace_block_start(), sa_trace_now(), sm,
-                             (gridDim.x * gridDim.y * gridDim.z) | (blockDim.x * blockDim.y / 32) << 20};
+        if (b.slot < g_sa_trace_capacity)
+            g_sa_trace[b.slot] = {b.start, sa_trace_now(), sm,
+                                  (gridDim.x * gridDim.y * gridDim.z) | (blockDim.x * blockDim.y / 32) << 20};
     }
 #endif
 }
 __device__ __forceinline__ void pdl_launch_dependents() {
 #if SA_TRACE
-    if (threadIdx.x == 0 && threadIdx.y == 0) sa_trace_block_start() = sa_trace_now();
+    if (threadIdx.x == 0 && threadIdx.y == 0 && g_sa_trace)
+        sa_trace_this_block() = {sa_trace_now(), atomicAdd(g_sa_trace_count, 1u)};
 #endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");

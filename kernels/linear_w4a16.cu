@@ -447,8 +447,11 @@ sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_
 template <int Tiles, int RowTiles>
 cudaError_t allow_smem_rows(int bytes) {
     cudaError_t e = cudaSuccess;
-    auto set = [&](auto kernel) {
-        if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    auto set = [&](auto kernel) {  // the opt-in limit counts the kernel's static shared memory too
+        cudaFuncAttributes attr{};
+        if (e == cudaSuccess) e = cudaFuncGetAttributes(&attr, kernel);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes - (int)attr.sharedSizeBytes);
     };
     set(&w4a16_wide<Tiles, RowTiles, false, false>);
     set(&w4a16_wide<Tiles, RowTiles, false, true>);

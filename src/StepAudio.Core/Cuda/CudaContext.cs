@@ -47,7 +47,11 @@ public sealed unsafe partial class CudaContext : IDisposable
     /// native environment, hence setenv.</summary>
     public static void PreferEagerModuleLoading() => SetEnv("CUDA_MODULE_LOADING", "EAGER", 0);
 
-    public bool IsDisposed => Handle.IsClosed;
+    // Set by Dispose. The handle itself stays open while streams or buffers made in this context still hold their
+    // references on it (SafeHandle marks itself closed only when the last reference goes), so it cannot tell.
+    int _disposed;
+
+    public bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     public void MakeCurrent()
     {
@@ -78,7 +82,10 @@ public sealed unsafe partial class CudaContext : IDisposable
         return new CudaDeviceMemory(Handle, p, bytes);
     }
 
-    public void Dispose() => Handle.Dispose();
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) Handle.Dispose();
+    }
 }
 
 /// <summary>Owned device memory; freed exactly once, on any thread, with its context current.</summary>
