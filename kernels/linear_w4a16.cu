@@ -70,6 +70,9 @@ constexpr int kGroup = SA_W4A16_GROUP;
 #ifndef SA_W4A16_SIX_WARPS
 #define SA_W4A16_SIX_WARPS 1
 #endif
+#ifndef SA_W4A16_SIX_WARP_BLOCKS  // blocks per SM the six-warp kernel's registers must allow
+#define SA_W4A16_SIX_WARP_BLOCKS 3
+#endif
 #ifndef SA_W4A16_WIDE_MIN_M
 #define SA_W4A16_WIDE_MIN_M 5
 #endif
@@ -100,7 +103,7 @@ struct Batch {
 // go through the non-coherent path.
 // Warps: 8, or 6 for multi-wave K = 3072-class launches at M <= 8 (skinny_warps below).
 template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps>
-__global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS : 3)
+__global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS : SA_W4A16_SIX_WARP_BLOCKS)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes, int epi, sa_norm_fold fold) {
@@ -218,7 +221,8 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int warps = skinny_warps(Tiles, k / kGroup, (int)grid.x);
     // Blocks of the first wave (two or three per SM) may start early under PDL; only they prefetch into L2.
-    const int prefetch_blocks = dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : 3) * dev.sms : 0;
+    const int prefetch_blocks =
+        dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : SA_W4A16_SIX_WARP_BLOCKS) * dev.sms : 0;
     if constexpr (Tiles == 1) {
         if (warps == 6) {
             auto kernel = has_zeros ? &w4a16_skinny<1, Fp16Scales, true, 6> : &w4a16_skinny<1, Fp16Scales, false, 6>;
