@@ -309,37 +309,70 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     }
 }
 
+// A plain (coherent: written by the previous kernel) load that stays where it is written: the merge below requests
+// the first splits' values together with *seq_len, and the compiler must not sink them past the branches on it.
+__device__ __forceinline__ float ld_early(const float *p) {
+    float v;
+    asm volatile("ld.global.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
 // One block per (token, head), one thread per output element. Warp 0 turns the splits' (max, sum) pairs into
-// weights exp(m_s - M) in shared memory; then every thread sums its element over the splits with independent
-// loads (unrolled, so they are in flight together rather than one L2 round trip per split).
+// weights exp(m_s - M) in shared memory; then every thread sums its element over the splits.
+// The loads go out early, right after the wait and together with *seq_len, as far as they are cheap: lane s of warp
+// 0 requests split s's (max, sum) for the first 32 splits, and every thread its element of the first
+// kEarlyPartials splits. So up to kEarlyPartials active splits (decode up to 128 keys) the merge costs one L2 round
+// trip, up to 32 (1024 keys) two, beyond that three (*seq_len, then the pairs, then the partials). Early values of
+// splits that turn out inactive are never used (their scratch may hold an earlier call's). Every path does the same
+// arithmetic in the same order. Measured (kernels/NOTES.md): 32 early partials per thread cost more at 64 keys than
+// they save, 4 do not.
+#ifndef SA_ATTN_EARLY_PARTIALS  // 0 turns the early loads of the partials off (the A/B knob of NOTES.md)
+#define SA_ATTN_EARLY_PARTIALS 4
+#endif
+#ifndef SA_ATTN_EARLY_PAIRS  // 0 or 32: the early (max, sum) loads of warp 0
+#define SA_ATTN_EARLY_PAIRS 32
+#endif
+constexpr int kEarlyPartials = SA_ATTN_EARLY_PARTIALS, kEarlyPairs = SA_ATTN_EARLY_PAIRS;
+static_assert(kEarlyPartials >= 0 && kEarlyPartials <= kEarlyPairs && (kEarlyPairs == 0 || kEarlyPairs == 32),
+              "warp 0 holds one split's (max, sum) per lane, and the early partials need their pairs");
 __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     pdl_launch_dependents();
     pdl_wait();
     __shared__ float weight_s[kMaxSplits];
     __shared__ float sum_s;
-    const int tok = blockIdx.x / a.n_heads, h = blockIdx.x % a.n_heads, d = threadIdx.x;
+    const int tok = blockIdx.x / a.n_heads, h = blockIdx.x % a.n_heads, d = threadIdx.x, lane = threadIdx.x % 32;
     uint16_t *dst = a.out + (int64_t)tok * a.n_heads * head_dim + h * head_dim + d;
-    if (!seq_len_valid(*a.seq_len, a.n_new, a.max_ctx)) {
-        *dst = kBf16NaN;
-        return;
-    }
     const float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_new * a.n_heads * head_dim;
     const int64_t stride = (int64_t)a.n_new * a.n_heads;  // between splits, in (token, head) rows
     const int64_t row = (int64_t)tok * a.n_heads + h;
+    float m_early = -INFINITY, l_early = 0.0f, o_early[kEarlyPartials + 1];  // +1: no zero-sized array
+    if (kEarlyPairs > 0 && threadIdx.x < 32) {
+        const int64_t at = (min(lane, a.n_splits - 1) * stride + row) * 2;  // inside the scratch layout
+        m_early = ld_early(partial_ml + at);
+        l_early = ld_early(partial_ml + at + 1);
+    }
+#pragma unroll
+    for (int s = 0; s < kEarlyPartials; ++s)
+        o_early[s] = ld_early(a.partial_out + (min(s, a.n_splits - 1) * stride + row) * head_dim + d);
+    const int len = *a.seq_len;
+    if (!seq_len_valid(len, a.n_new, a.max_ctx)) {
+        *dst = kBf16NaN;
+        return;
+    }
     const int t0 = tok / a.tokens_per_block * a.tokens_per_block;
-    const int pos0 = *a.seq_len - a.n_new;
+    const int pos0 = len - a.n_new;
     const int n_active = split_keys(pos0 + t0 + min(a.tokens_per_block, a.n_new - t0), a.n_splits,
                                     a.min_split_tiles, 0).active_splits;
     if (n_active == 1) return;  // that split's block wrote the output itself
     if (threadIdx.x < 32) {
-        const int lane = threadIdx.x;
         constexpr int kPerLane = kMaxSplits / 32;
         float m[kPerLane], l[kPerLane];
+        const bool early = n_active <= kEarlyPairs;  // block-uniform
 #pragma unroll
         for (int i = 0; i < kPerLane; ++i) {
             const int s = lane + 32 * i;
-            m[i] = s < n_active ? partial_ml[(s * stride + row) * 2] : -INFINITY;
-            l[i] = s < n_active ? partial_ml[(s * stride + row) * 2 + 1] : 0.0f;
+            m[i] = s >= n_active ? -INFINITY : early ? m_early : partial_ml[(s * stride + row) * 2];
+            l[i] = s >= n_active ? 0.0f : early ? l_early : partial_ml[(s * stride + row) * 2 + 1];
         }
         float m_max = m[0];
 #pragma unroll
@@ -357,8 +390,13 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     }
     __syncthreads();
     float o = 0.0f;
+    if (n_active <= kEarlyPartials) {
+#pragma unroll
+        for (int s = 0; s < kEarlyPartials; ++s) o = s < n_active ? fmaf(weight_s[s], o_early[s], o) : o;
+    } else {
 #pragma unroll 16
-    for (int s = 0; s < n_active; ++s) o = fmaf(weight_s[s], a.partial_out[(s * stride + row) * head_dim + d], o);
+        for (int s = 0; s < n_active; ++s) o = fmaf(weight_s[s], a.partial_out[(s * stride + row) * head_dim + d], o);
+    }
     *dst = sa_f32_to_bf16(__fdiv_rn(o, sum_s));
 }
 
