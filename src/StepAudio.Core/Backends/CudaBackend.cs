@@ -53,7 +53,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         // Synchronous with respect to the host buffer: the caller may reuse or unmap it on return.
         if (bytes >= StagingChunk)
         {
-            _staging ??= new PinnedStaging(StagingChunk);
+            _staging ??= new PinnedStaging(_context, StagingChunk);
             _staging.Upload(deviceDst, hostSrc, bytes, _stream);
             return;
         }
@@ -65,23 +65,29 @@ public sealed unsafe class CudaBackend : IComputeBackend
     PinnedStaging? _staging;
 
     /// <summary>Weight loading: the mapped file's pages are copied (several threads) into one of two pinned
-    /// buffers while the other is in flight to the GPU, so disk/page-cache reads overlap the PCIe transfer.</summary>
+    /// buffers while the other is in flight to the GPU, so disk/page-cache reads overlap the PCIe transfer.
+    /// Buffers and events hold references on the context: it outlives them whatever the order of disposal.</summary>
     sealed class PinnedStaging : IDisposable
     {
-        readonly nint[] _buffers = new nint[2];
-        readonly nint[] _done = new nint[2];
+        readonly CudaPinnedHostHandle[] _buffers = new CudaPinnedHostHandle[2];
+        readonly CudaEventHandle[] _done = new CudaEventHandle[2];
         readonly long _chunk;
 
-        public PinnedStaging(long chunk)
+        public PinnedStaging(CudaContext context, long chunk)
         {
             _chunk = chunk;
-            for (int i = 0; i < 2; i++)
+            try
             {
-                nint p, e;
-                CudaDriver.Check(CudaDriver.MemAllocHost(&p, (nuint)chunk), "cuMemAllocHost");
-                CudaDriver.Check(CudaDriver.EventCreate(&e, 2 /* CU_EVENT_DISABLE_TIMING */), "cuEventCreate");
-                _buffers[i] = p;
-                _done[i] = e;
+                for (int i = 0; i < 2; i++)
+                {
+                    _buffers[i] = context.AllocatePinned(chunk);
+                    _done[i] = context.CreateEvent(CudaDriver.EventDisableTiming);
+                }
+            }
+            catch
+            {
+                Dispose();
+                throw;
             }
         }
 
@@ -92,9 +98,10 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 int b = (int)(i & 1);
                 long n = Math.Min(_chunk, bytes - offset);
                 CudaDriver.Check(CudaDriver.EventSynchronize(_done[b]), "cuEventSynchronize"); // buffer b free again
-                ParallelCopy(hostSrc + (nint)offset, _buffers[b], n);
-                CudaDriver.Check(CudaDriver.MemcpyHtoDAsync(deviceDst + (nint)offset, _buffers[b], (nuint)n, stream.Handle), "cuMemcpyHtoDAsync");
-                CudaDriver.Check(CudaDriver.EventRecord(_done[b], stream.Handle), "cuEventRecord");
+                nint buffer = _buffers[b].Pointer;
+                ParallelCopy(hostSrc + (nint)offset, buffer, n);
+                CudaDriver.Check(CudaDriver.MemcpyHtoDAsync(deviceDst + (nint)offset, buffer, (nuint)n, stream.Handle), "cuMemcpyHtoDAsync");
+                CudaDriver.Check(CudaDriver.EventRecord(_done[b], stream.StreamHandle), "cuEventRecord");
             }
             stream.Synchronize();
         }
@@ -112,10 +119,11 @@ public sealed unsafe class CudaBackend : IComputeBackend
 
         public void Dispose()
         {
+            // Null where the constructor failed.
             for (int i = 0; i < 2; i++)
             {
-                if (_done[i] != 0) CudaDriver.EventDestroy(_done[i]);
-                if (_buffers[i] != 0) CudaDriver.MemFreeHost(_buffers[i]);
+                _done[i]?.Dispose();
+                _buffers[i]?.Dispose();
             }
         }
     }
@@ -199,8 +207,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
     {
         readonly CudaBackend _backend;
         readonly CudaStream _copies;
-        readonly nint[] _issued, _copied; // per slot: compute work done / copy done
-        nint _slots;                      // pinned int32[capacity]
+        readonly CudaEventHandle[] _issued, _copied; // per slot: compute work done / copy done
+        readonly CudaPinnedHostHandle _slots;        // pinned int32[capacity]
         int _head, _count;
 
         public StreamReadback(CudaBackend backend, int capacity)
@@ -208,20 +216,15 @@ public sealed unsafe class CudaBackend : IComputeBackend
             ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
             _backend = backend;
             _copies = new CudaStream(backend._context);
-            _issued = new nint[capacity];
-            _copied = new nint[capacity];
+            _issued = new CudaEventHandle[capacity];
+            _copied = new CudaEventHandle[capacity];
             try
             {
-                nint p;
-                CudaDriver.Check(CudaDriver.MemAllocHost(&p, (nuint)capacity * 4), "cuMemAllocHost");
-                _slots = p;
+                _slots = backend._context.AllocatePinned((long)capacity * 4);
                 for (int i = 0; i < capacity; i++)
                 {
-                    nint a, b;
-                    CudaDriver.Check(CudaDriver.EventCreate(&a, CudaDriver.EventDisableTiming), "cuEventCreate");
-                    _issued[i] = a;
-                    CudaDriver.Check(CudaDriver.EventCreate(&b, CudaDriver.EventDisableTiming), "cuEventCreate");
-                    _copied[i] = b;
+                    _issued[i] = backend._context.CreateEvent(CudaDriver.EventDisableTiming);
+                    _copied[i] = backend._context.CreateEvent(CudaDriver.EventDisableTiming);
                 }
             }
             catch
@@ -235,10 +238,10 @@ public sealed unsafe class CudaBackend : IComputeBackend
         {
             if (_count == _issued.Length) throw new InvalidOperationException($"the readback queue already holds its {_issued.Length} reads");
             int slot = (_head + _count) % _issued.Length;
-            CudaDriver.Check(CudaDriver.EventRecord(_issued[slot], _backend.S), "cuEventRecord");
-            CudaDriver.Check(CudaDriver.StreamWaitEvent(_copies.Handle, _issued[slot], 0), "cuStreamWaitEvent");
-            CudaDriver.Check(CudaDriver.MemcpyDtoHAsync(_slots + slot * 4, deviceSrc, 4, _copies.Handle), "cuMemcpyDtoHAsync");
-            CudaDriver.Check(CudaDriver.EventRecord(_copied[slot], _copies.Handle), "cuEventRecord");
+            CudaDriver.Check(CudaDriver.EventRecord(_issued[slot], _backend._stream.StreamHandle), "cuEventRecord");
+            CudaDriver.Check(CudaDriver.StreamWaitEvent(_copies.StreamHandle, _issued[slot], 0), "cuStreamWaitEvent");
+            CudaDriver.Check(CudaDriver.MemcpyDtoHAsync(_slots.Pointer + slot * 4, deviceSrc, 4, _copies.Handle), "cuMemcpyDtoHAsync");
+            CudaDriver.Check(CudaDriver.EventRecord(_copied[slot], _copies.StreamHandle), "cuEventRecord");
             _count++;
         }
 
@@ -246,7 +249,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
         {
             if (_count == 0) throw new InvalidOperationException("the readback queue is empty");
             CudaDriver.Check(CudaDriver.EventSynchronize(_copied[_head]), "cuEventSynchronize");
-            int value = ((int*)_slots)[_head];
+            int value = ((int*)_slots.Pointer)[_head];
             _head = (_head + 1) % _issued.Length;
             _count--;
             return value;
@@ -255,15 +258,13 @@ public sealed unsafe class CudaBackend : IComputeBackend
         public void Dispose()
         {
             // Copies still queued write into the pinned slots: let them land before freeing.
-            if (!_copies.IsDisposed) CudaDriver.StreamSynchronize(_copies.Handle);
+            if (!_copies.IsDisposed) CudaDriver.StreamSynchronize(_copies.StreamHandle);
             for (int i = 0; i < _issued.Length; i++)
             {
-                if (_issued[i] != 0) CudaDriver.EventDestroy(_issued[i]);
-                if (_copied[i] != 0) CudaDriver.EventDestroy(_copied[i]);
-                _issued[i] = _copied[i] = 0;
+                _issued[i]?.Dispose(); // null where the constructor failed
+                _copied[i]?.Dispose();
             }
-            if (_slots != 0) CudaDriver.MemFreeHost(_slots);
-            _slots = 0;
+            _slots?.Dispose(); // null too where the constructor failed
             _copies.Dispose();
         }
     }

@@ -82,6 +82,23 @@ public sealed unsafe partial class CudaContext : IDisposable
         return new CudaDeviceMemory(Handle, p, bytes);
     }
 
+    /// <summary>An event in this context; <see cref="CudaDriver.EventDisableTiming"/> where no time is read from it
+    /// (cheaper to record and wait on).</summary>
+    internal CudaEventHandle CreateEvent(uint flags)
+    {
+        MakeCurrent(); // the event lives in the current context, which must be the one it is bound to
+        int r = CudaDriver.EventCreate(out var ev, flags);
+        return Handle.Adopt(ev, r, "cuEventCreate");
+    }
+
+    /// <summary>Page-locked host memory, which asynchronous copies need; freed with this context current.</summary>
+    internal CudaPinnedHostHandle AllocatePinned(long bytes)
+    {
+        MakeCurrent();
+        int r = CudaDriver.MemAllocHost(out var pinned, (nuint)bytes);
+        return Handle.Adopt(pinned, r, $"cuMemAllocHost({bytes} bytes)");
+    }
+
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0) Handle.Dispose();
@@ -155,11 +172,10 @@ public sealed unsafe class CudaTimer : IDisposable
 
     public CudaTimer(CudaContext context)
     {
-        context.MakeCurrent();
-        _start = CreateEvent(context);
+        _start = context.CreateEvent(0);
         try
         {
-            _stop = CreateEvent(context);
+            _stop = context.CreateEvent(0);
         }
         catch
         {
@@ -169,12 +185,6 @@ public sealed unsafe class CudaTimer : IDisposable
     }
 
     internal CudaTimer(CudaEventHandle start, CudaEventHandle stop) => (_start, _stop) = (start, stop);
-
-    static CudaEventHandle CreateEvent(CudaContext context)
-    {
-        int r = CudaDriver.EventCreate(out var ev, 0);
-        return context.Handle.Adopt(ev, r, "cuEventCreate");
-    }
 
     public bool IsDisposed => _start.IsClosed;
 

@@ -74,7 +74,7 @@ public abstract class CudaContextBoundHandle : SafeHandle
     private protected abstract int Destroy(nint handle);
 }
 
-// The four kinds below come back from their create calls as LibraryImport out parameters, for which the marshaller
+// The kinds below come back from their create calls as LibraryImport out parameters, for which the marshaller
 // makes them with their (implicit, public) parameterless constructor.
 
 internal sealed class CudaStreamHandle : CudaContextBoundHandle
@@ -95,4 +95,21 @@ internal sealed class CudaGraphHandle : CudaContextBoundHandle
 internal sealed class CudaGraphExecHandle : CudaContextBoundHandle
 {
     private protected override int Destroy(nint handle) => CudaDriver.GraphExecDestroy(handle);
+}
+
+/// <summary>Page-locked host memory (cuMemAllocHost), the host side of asynchronous copies. It belongs to the
+/// context it was allocated in, so cuMemFreeHost runs with that context current, like the other destroys.</summary>
+internal sealed class CudaPinnedHostHandle : CudaContextBoundHandle
+{
+    /// <summary>The host address; refused once freed, since host code reads and writes through it directly.</summary>
+    public nint Pointer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(IsClosed, this);
+            return handle;
+        }
+    }
+
+    private protected override int Destroy(nint handle) => CudaDriver.MemFreeHost(handle);
 }

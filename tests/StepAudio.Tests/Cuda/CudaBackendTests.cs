@@ -89,6 +89,52 @@ public class CudaBackendTests
     }
 
     [Fact]
+    public unsafe void AnUploadThroughThePinnedStagingBuffersArrivesIntactAndTheBackendReleasesThem()
+    {
+        using var gpu = RequireGpu(); // also disposed explicitly below (twice: Dispose is idempotent)
+        // Over two 32 MiB chunks: both staging buffers are used, and the first is reused after waiting on its event.
+        var host = new byte[(64L << 20) + Random.Shared.Next(1, 1 << 20)];
+        Random.Shared.NextBytes(host);
+        var back = new byte[host.Length];
+        using (var buffer = gpu.Allocate(host.Length, "staging test buffer"))
+        {
+            fixed (byte* src = host) gpu.Upload(buffer.Pointer, (nint)src, host.Length);
+            fixed (byte* dst = back) gpu.Download(buffer.Pointer, (nint)dst, back.Length);
+        }
+        Assert.True(host.AsSpan().SequenceEqual(back), "the bytes read back differ from those uploaded");
+
+        // The context handle is released (IsClosed) only once every object made in it gave back its reference:
+        // the staging buffers and events, freed by the backend's Dispose.
+        var context = gpu.Context.Handle;
+        gpu.Dispose();
+        gpu.Dispose();
+        Assert.True(context.IsClosed, "the context is still referenced after the backend's Dispose: staging buffers or events leaked");
+    }
+
+    [Fact]
+    public unsafe void TheReadbackQueueReturnsValuesInOrderAndHoldsTheContextUntilDisposed()
+    {
+        using var gpu = RequireGpu(); // also disposed explicitly below, before the queue
+        int[] values = [Random.Shared.Next(), -Random.Shared.Next(), Random.Shared.Next()];
+        var queue = gpu.CreateReadbackQueue(values.Length);
+        using (var buffer = gpu.Allocate(values.Length * 4, "readback test buffer"))
+        {
+            fixed (int* src = values) gpu.Upload(buffer.Pointer, (nint)src, values.Length * 4);
+            foreach (int i in new[] { 2, 0, 1 }) queue.Enqueue(buffer.Pointer + i * 4);
+            Assert.Throws<InvalidOperationException>(() => queue.Enqueue(buffer.Pointer));
+            Assert.Equal([values[2], values[0], values[1]], new[] { queue.Dequeue(), queue.Dequeue(), queue.Dequeue() });
+            Assert.Throws<InvalidOperationException>(() => queue.Dequeue());
+        }
+
+        var context = gpu.Context.Handle;
+        gpu.Dispose();
+        Assert.False(context.IsClosed, "the queue's copy stream, events and pinned slots still reference the context");
+        queue.Dispose();
+        queue.Dispose();
+        Assert.True(context.IsClosed, "the context is still referenced after the queue's Dispose: its events or pinned slots leaked");
+    }
+
+    [Fact]
     public void FullSizeModelLogitsMatchTheCpuReference()
     {
         string? folder = Environment.GetEnvironmentVariable("STEPAUDIO_FULL_MODEL");

@@ -9,13 +9,13 @@ namespace StepAudio.Tests.Cuda;
 [CollectionDefinition(DisableParallelization = true)]
 public class CudaHandleCollection;
 
-/// <summary>The driver-object wrappers (context, stream, events, graphs, device memory) and their SafeHandles:
+/// <summary>The driver-object wrappers (context, stream, events, graphs, device and pinned memory) and their SafeHandles:
 /// release once, disposed use refused with ObjectDisposedException. The first group runs without a GPU (invalid
 /// handles never reach the driver); the second skips, visibly, where no usable GPU is present.</summary>
 [Collection(typeof(CudaHandleCollection))]
 public unsafe class CudaHandleTests
 {
-    public static TheoryData<string> HandleKinds => ["stream", "event", "graph", "graph exec", "context"];
+    public static TheoryData<string> HandleKinds => ["stream", "event", "graph", "graph exec", "pinned host", "context"];
 
     static System.Runtime.InteropServices.SafeHandle ZeroHandle(string kind) => kind switch
     {
@@ -23,6 +23,7 @@ public unsafe class CudaHandleTests
         "event" => new CudaEventHandle(),
         "graph" => new CudaGraphHandle(),
         "graph exec" => new CudaGraphExecHandle(),
+        "pinned host" => new CudaPinnedHostHandle(),
         "context" => new CudaContextHandle(0, device: 0),
         _ => throw new ArgumentException(kind),
     };
@@ -76,6 +77,14 @@ public unsafe class CudaHandleTests
         bool ran = false;
         AssertDisposed<CudaStream>(() => CudaGraph.Capture(deadStream, () => ran = true));
         Assert.False(ran, "the work must not run when the capture cannot start");
+    }
+
+    [Fact]
+    public void ADisposedPinnedHandleRefusesItsPointer()
+    {
+        var pinned = new CudaPinnedHostHandle();
+        pinned.Dispose();
+        AssertDisposed<CudaPinnedHostHandle>(() => _ = pinned.Pointer);
     }
 
     static void AssertDisposed<T>(Action use)
@@ -159,20 +168,29 @@ public unsafe class CudaHandleTests
         var context = RequireContext();
         var stream = new CudaStream(context);
         var memory = context.Allocate(4096, "outlives-the-context buffer");
+        var pinned = context.AllocatePinned(memory.Bytes);
         context.Dispose();
         context.Dispose();
         AssertDisposed<CudaContext>(() => context.MakeCurrent());
         AssertDisposed<CudaContext>(() => context.Allocate(16, "after dispose"));
 
-        // The stream and the buffer each hold a reference on the context handle: they still work, and are
+        // The stream and the buffers each hold a reference on the context handle: they still work, and are
         // destroyed with it current; the context's own release runs after the last of them.
-        Fill(memory, 3, stream);
-        Assert.All(Download(memory, stream), b => Assert.Equal(3, b));
+        byte value = (byte)Random.Shared.Next(1, 256);
+        new Span<byte>((void*)pinned.Pointer, (int)memory.Bytes).Fill(value);
+        CudaDriver.Check(CudaDriver.MemcpyHtoDAsync(memory.Pointer, pinned.Pointer, (nuint)memory.Bytes, stream.Handle), "cuMemcpyHtoDAsync");
+        Assert.All(Download(memory, stream), b => Assert.Equal(value, b));
         stream.Dispose();
         memory.Dispose();
         memory.Dispose();
         AssertDisposed<CudaDeviceMemory>(() => _ = memory.Pointer);
         AssertDisposed<CudaStream>(() => stream.Synchronize());
+        // Disposed, but not released (IsClosed) while the pinned buffer still holds its reference.
+        Assert.False(context.Handle.IsClosed, "the context was released while pinned memory made in it was alive");
+        pinned.Dispose();
+        pinned.Dispose();
+        AssertDisposed<CudaPinnedHostHandle>(() => _ = pinned.Pointer);
+        Assert.True(context.Handle.IsClosed, "the context was not released after the last object made in it");
     }
 
     [Fact]
@@ -188,6 +206,30 @@ public unsafe class CudaHandleTests
         // the buffer's context current. Allowance: 64 MiB for whatever the driver itself takes or gives back.
         Assert.True(freeAfter >= freeBefore + bytes - (64L << 20),
             $"free GPU memory {freeBefore >> 20} MiB while the 1 GiB buffer was held, {freeAfter >> 20} MiB after its finalizer");
+    }
+
+    [Fact]
+    public void TheFinalizerFreesPinnedHostMemoryWithTheContextCurrent()
+    {
+        using var context = RequireContext();
+        nint address = AllocatePinnedAndDrop(context, Random.Shared.Next(1 << 12, 1 << 24));
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        // cuMemHostGetFlags answers only for a live cuMemAllocHost allocation. The finalizer thread has no current
+        // context: cuMemFreeHost there runs with the handle's context made current by ReleaseHandle.
+        uint flags;
+        int r = CudaDriver.MemHostGetFlags(&flags, address);
+        Assert.True(r != 0, "the pinned allocation is still registered after its handle's finalizer ran");
+    }
+
+    /// <summary>Returns the address of pinned memory that nothing roots after the call (not inlined).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static nint AllocatePinnedAndDrop(CudaContext context, int bytes)
+    {
+        var pinned = context.AllocatePinned(bytes);
+        uint flags;
+        CudaDriver.Check(CudaDriver.MemHostGetFlags(&flags, pinned.Pointer), "cuMemHostGetFlags on a live allocation");
+        return pinned.Pointer;
     }
 
     /// <summary>Returns the free memory while the buffer is held; not inlined, so nothing roots the buffer after.</summary>
