@@ -70,6 +70,9 @@ constexpr int kGroup = SA_W4A16_GROUP;
 #ifndef SA_W4A16_SIX_WARPS
 #define SA_W4A16_SIX_WARPS 1
 #endif
+#ifndef SA_W4A16_DEEP_BATCH  // 8-group batches for K >= 8192 without zero codes (0: off, the A/B knob)
+#define SA_W4A16_DEEP_BATCH 1
+#endif
 #ifndef SA_W4A16_SIX_WARP_BLOCKS  // blocks per SM the six-warp kernel's registers must allow
 #define SA_W4A16_SIX_WARP_BLOCKS 3
 #endif
@@ -78,7 +81,7 @@ constexpr int kGroup = SA_W4A16_GROUP;
 #endif
 
 // ==== v5: w4a16_skinny, the register kernel ====
-constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied
+constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied (8 at K >= 8192)
 
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
     uint4 r;
@@ -88,11 +91,12 @@ __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
     return r;
 }
 
-// One batch: kUnroll groups of this warp (codes of rows r and r + 8, their scales and zero codes).
+// One batch: U groups of this warp (codes of rows r and r + 8, their scales and zero codes).
+template <int U>
 struct Batch {
-    uint4 wa[kUnroll], wb[kUnroll];
-    uint16_t sa[kUnroll], sb[kUnroll];
-    uint8_t za[kUnroll], zb[kUnroll];
+    uint4 wa[U], wb[U];
+    uint16_t sa[U], sb[U];
+    uint8_t za[U], zb[U];
 };
 
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
@@ -102,7 +106,7 @@ struct Batch {
 // x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so it must not
 // go through the non-coherent path.
 // Warps: 8, or 6 for multi-wave K = 3072-class launches at M <= 8 (skinny_warps below).
-template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps>
+template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps, int Unroll = kUnroll>
 __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS : SA_W4A16_SIX_WARP_BLOCKS)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
@@ -118,11 +122,11 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
     const int row_b = sa_epilogue::row_ok(tile, r + 8, n, epi) ? sa_epilogue::tile_row(tile, r + 8, n, epi) : n - 1;
     const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4;
     const uint32_t *qb = qweight + (size_t)row_b * kw + t * 4;
-    constexpr int kStride = Warps * kUnroll;  // groups the block covers per batch
+    constexpr int kStride = Warps * Unroll;  // groups the block covers per batch
 
-    auto load = [&](Batch &b, int base) {  // codes, scales and zeros in one round trip
+    auto load = [&](Batch<Unroll> &b, int base) {  // codes, scales and zeros in one round trip
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
+        for (int u = 0; u < Unroll; ++u) {
             const int grp = base + u * Warps;
             if (grp < groups) {
                 b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
@@ -139,7 +143,7 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
 #pragma unroll
     for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
 
-    Batch b;
+    Batch<Unroll> b;
     load(b, warp);
     if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of tile row i, into L2
         const int row = sa_epilogue::tile_row(tile, threadIdx.x, n, epi), row_bytes = k / 2, first = kStride * kGroup / 2;
@@ -154,7 +158,7 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
 
     for (int base = warp; base < groups; base += kStride) {
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
+        for (int u = 0; u < Unroll; ++u) {
             const int grp = base + u * Warps;
             if (grp >= groups) break;
             const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
@@ -227,6 +231,17 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
         if (warps == 6) {
             auto kernel = has_zeros ? &w4a16_skinny<1, Fp16Scales, true, 6> : &w4a16_skinny<1, Fp16Scales, false, 6>;
             return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(6 * 32), 0, s, x, q, sc, z,
+                                          y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
+        }
+    }
+    if constexpr (Tiles == 1) {
+        // K >= 64 groups (Step1's down: K = 8192): 8-group batches, so a warp's 8 groups of a K = 8192 row pair are
+        // requested at once instead of in two dependent batches (127 registers, still 2 blocks per SM; with zero
+        // codes it needs 155 and would fit only one, so AWQ-style weights keep 4-group batches). Measured: down
+        // 7.95 → 7.46 µs, the W4A16 step −10 µs (kernels/NOTES_QUANT.md, session 4).
+        if (SA_W4A16_DEEP_BATCH && !has_zeros && k / kGroup >= 8 * 2 * kUnroll) {
+            auto kernel = &w4a16_skinny<1, Fp16Scales, false, 8, 8>;
+            return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(8 * 32), 0, s, x, q, sc, z,
                                           y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
         }
     }
