@@ -20,8 +20,9 @@
 //  2. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights. It is
 //     launched whenever more than one split may be used (the graph is fixed) and returns at once when only one was.
 //
-// Split partials go to one module-level scratch buffer (8 MB; the API has no workspace argument and the functions
-// must not allocate). So calls must be serialised — one stream, as the decode graph is — never concurrent.
+// Split partials go to a workspace the caller owns (at most SA_ATTENTION_WORKSPACE_BYTES; the functions must not
+// allocate, the decode graph is captured): one per stream. It used to be one module-level buffer, which two models
+// decoding on two streams at once overwrote for each other (found by the C# suite, whose test classes run at once).
 // A *seq_len outside [n_new, max_ctx] cannot be reported from inside a graph: the cache is left untouched and
 // the output is filled with NaN so the failure is loud downstream.
 #include <algorithm>
@@ -41,10 +42,8 @@ constexpr int kMaxSplits = 128;         // the combine kernel handles up to 128 
 constexpr int kTargetBlocks = 2 * 132;    // two blocks per H100 SM: 64 splits per group for Step1 (see NOTES.md)
 constexpr int kDefaultMinSplitTiles = 1;  // one tile per split until the splits run out (measured best, NOTES.md)
 constexpr int kQueryBatch = 3;            // queries a warp scores together; Step1 decode: 12 = 4 warps x 3
-constexpr int64_t kScratchFloats = 1 << 21;
+constexpr int64_t kWorkspaceFloats = SA_ATTENTION_WORKSPACE_BYTES / 4;
 constexpr uint16_t kBf16NaN = 0x7fc0;
-
-__device__ float g_attention_scratch[kScratchFloats];
 
 struct AttnArgs {
     const uint16_t *qkv;
@@ -400,14 +399,6 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     *dst = sa_f32_to_bf16(__fdiv_rn(o, sum_s));
 }
 
-float *scratch_pointer() {
-    static float *ptr = nullptr;
-    static std::once_flag once;
-    static cudaError_t err = cudaSuccess;
-    std::call_once(once, [] { err = cudaGetSymbolAddress(reinterpret_cast<void **>(&ptr), g_attention_scratch); });
-    return err == cudaSuccess ? ptr : nullptr;
-}
-
 // Tiles per split at least (STEPAUDIO_ATTN_MIN_TILES, a benchmark knob; default kDefaultMinSplitTiles).
 int min_split_tiles() {
     static const int tiles = [] {
@@ -427,11 +418,14 @@ sa_status launch_attention(const AttnArgs &a, dim3 grid, int accumulators, cudaS
 
 SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16_t *qkv, uint16_t *k_cache,
                                         uint16_t *v_cache, const int32_t *seq_len, const float *slopes, uint16_t *out,
-                                        void *stream) {
+                                        float *workspace, int64_t workspace_bytes, void *stream) {
     SA_GUARD_BEGIN
     using namespace sa_cuda;
     if (!shape || !qkv || !k_cache || !v_cache || !seq_len || !slopes || !out)
         return invalid("sa_cuda_attention_bf16: null pointer");
+    if (workspace_bytes < 0 || (workspace_bytes > 0 && !workspace) || (workspace && !aligned16(workspace)))
+        return invalid("sa_cuda_attention_bf16: the workspace must be 16-byte aligned, workspace_bytes >= 0 (" +
+                       std::to_string(workspace_bytes) + ") and non-NULL when workspace_bytes > 0");
     const int H = shape->n_heads, G = shape->n_kv_heads, D = shape->head_dim, T = shape->n_new;
     if (H <= 0 || G <= 0 || T < 0 || shape->max_ctx <= 0 || H % G != 0)
         return invalid("sa_cuda_attention_bf16: heads must be a positive multiple of KV groups, n_new >= 0, max_ctx > 0");
@@ -444,8 +438,6 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     if (!aligned16(qkv) || !aligned16(k_cache) || !aligned16(v_cache) || !aligned16(out))
         return invalid("sa_cuda_attention_bf16: qkv, the caches and out must be 16-byte aligned");
     if (T == 0) return SA_OK;
-    float *scratch = scratch_pointer();
-    if (!scratch) return sa::fail(SA_E_CUDA, "sa_cuda_attention_bf16: cannot resolve the attention scratch buffer");
     cudaStream_t s = as_stream(stream);
 
     AttnArgs a{};
@@ -455,7 +447,7 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.seq_len = seq_len;
     a.slopes = slopes;
     a.out = out;
-    a.partial_out = scratch;
+    a.partial_out = workspace;
     a.n_heads = H;
     a.n_kv = G;
     a.n_new = T;
@@ -464,15 +456,15 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.tokens_per_block = std::min({T, kMaxQueries / hpg, kMaxQueryElems / (hpg * D)});
     const int token_blocks = (T + a.tokens_per_block - 1) / a.tokens_per_block;
     // Splits of the key range: enough blocks to fill the GPU at long context, no more than a full cache can give
-    // min_split_tiles tiles each, and the partials must fit the scratch buffer. The device uses only as many as
-    // *seq_len needs.
+    // min_split_tiles tiles each, and the partials must fit the workspace (none: one split). The device uses only as
+    // many as *seq_len needs.
     a.min_split_tiles = min_split_tiles();
     const int64_t partial_per_split = (int64_t)T * H * (D + 2);
     const int64_t cache_tiles = (shape->max_ctx + kKeyTile - 1) / kKeyTile;
     int splits = (kTargetBlocks + token_blocks * G - 1) / (token_blocks * G);
     splits = std::min<int64_t>(splits, kMaxSplits);
     splits = std::min<int64_t>(splits, (cache_tiles + a.min_split_tiles - 1) / a.min_split_tiles);
-    splits = (int)std::min<int64_t>(splits, kScratchFloats / partial_per_split);
+    splits = (int)std::min<int64_t>(splits, std::min(workspace_bytes / 4, kWorkspaceFloats) / partial_per_split);
     a.n_splits = std::max(splits, 1);
 
     const dim3 grid(token_blocks, G, a.n_splits);

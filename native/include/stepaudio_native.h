@@ -22,7 +22,7 @@
 #endif
 #define SA_API SA_EXTERN __attribute__((visibility("default")))
 
-#define SA_ABI_VERSION 3
+#define SA_ABI_VERSION 4
 
 typedef int32_t sa_status;
 enum {
@@ -141,9 +141,14 @@ SA_API sa_status sa_cuda_add_bf16(uint16_t *x, const uint16_t *y, int64_t n, voi
 /* sa_cpu_add_rmsnorm_bf16 in one kernel (one block per row). */
 SA_API sa_status sa_cuda_add_rmsnorm_bf16(uint16_t *x, const uint16_t *y, const uint16_t *w, uint16_t *out, int32_t rows,
                                           int32_t dim, float eps, void *stream);
+/* sa_cpu_attention_bf16 on the GPU. workspace: device memory for the key-range splits' partial sums, 16-byte
+ * aligned, owned by the caller and used by one stream at a time (concurrent calls need their own). A call never
+ * uses more than SA_ATTENTION_WORKSPACE_BYTES; a smaller one (or NULL, 0) means fewer splits — slower at long
+ * context, the same results within rounding. */
+#define SA_ATTENTION_WORKSPACE_BYTES (8 << 20)
 SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16_t *qkv, uint16_t *k_cache,
                                         uint16_t *v_cache, const int32_t *seq_len, const float *slopes, uint16_t *out,
-                                        void *stream);
+                                        float *workspace, int64_t workspace_bytes, void *stream);
 /* GPU sampler, same rule as the CPU one. history, history_len and step live in device memory so that the decode
  * step can be captured once as a graph: the kernel writes *out_id, appends it (history[*history_len] = id,
  * ++*history_len) and increments *step. history must have room for one more id. */

@@ -28,7 +28,7 @@ SA_API sa_status sa_cuda_add_rmsnorm_bf16(uint16_t *, const uint16_t *, const ui
     return no_cuda("sa_cuda_add_rmsnorm_bf16");
 }
 SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *, const uint16_t *, uint16_t *, uint16_t *, const int32_t *,
-                                        const float *, uint16_t *, void *) {
+                                        const float *, uint16_t *, float *, int64_t, void *) {
     return no_cuda("sa_cuda_attention_bf16");
 }
 SA_API sa_status sa_cuda_sample_bf16(const uint16_t *, int32_t, int32_t *, int32_t *, const sa_sample_params *,

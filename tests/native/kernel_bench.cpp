@@ -255,8 +255,9 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     uint16_t *lm = alloc((size_t)vocab * hidden, 0x3c), *final_norm = alloc(hidden, 0x3f);
     uint16_t *x = alloc(hidden, 0), *norm = alloc(hidden, 0), *qkv = alloc(qkv_n, 0), *att = alloc(H * D, 0),
              *tmp = alloc(hidden, 0), *gu = alloc(2 * inter, 0), *act = alloc(inter, 0), *logits = alloc(vocab, 0);
-    float *slopes, *sumsq;
+    float *slopes, *sumsq, *attn_ws;
     ok(cudaMalloc(&sumsq, hidden / 16 * 4), "malloc");
+    ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
     int32_t *history, *len, *next;
     uint64_t *step;
     ok(cudaMalloc(&slopes, H * 4), "malloc");
@@ -285,7 +286,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
                 if (l == 0) sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
                 if (!(skip & kSkipQkv)) L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, l == 0 ? nullptr : &consume);
                 if (!(skip & kSkipAttention))
-                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
+                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
                 if (!(skip & kSkipO)) L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD, &produce_post);
                 if (!(skip & kSkipGateUp)) L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU, &consume);
                 if (!(skip & kSkipDown)) L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD, &produce_next);
@@ -294,7 +295,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             if (fusion == Fusion::epilogues) {
                 sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
                 L.qkv->run(norm, qkv, stream, "qkv");
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
                 L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD);
                 sa_ok(sa_cuda_rmsnorm_bf16(x, L.post_norm, norm, 1, hidden, eps, stream), "rmsnorm");
                 L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU);
@@ -311,7 +312,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             };
             norm_into(L.in_norm);
             L.qkv->run(norm, qkv, stream, "qkv");
-            sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, stream), "attention");
+            sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
             L.o->run(att, tmp, stream, "o");
             norm_into(L.post_norm);
             L.gate_up->run(norm, gu, stream, "gate_up");
@@ -383,7 +384,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     for (auto &l : ls)
         for (uint16_t *p : {l.in_norm, l.post_norm, l.kc, l.vc}) cudaFree(p);
     for (uint16_t *p : {lm, final_norm, x, norm, qkv, att, tmp, gu, act, logits}) cudaFree(p);
-    cudaFree(slopes), cudaFree(sumsq), cudaFree(history), cudaFree(len), cudaFree(next), cudaFree(step);
+    cudaFree(slopes), cudaFree(sumsq), cudaFree(attn_ws), cudaFree(history), cudaFree(len), cudaFree(next), cudaFree(step);
     return ms[ms.size() / 2];
 }
 
@@ -428,6 +429,8 @@ void attention_bench(cudaStream_t stream) {
     ok(cudaMalloc(&out, (size_t)H * D * 2 * 16), "malloc");
     ok(cudaMalloc(&slopes, H * 4), "malloc");
     ok(cudaMalloc(&len, 4), "malloc");
+    float *attn_ws;
+    ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
     cudaMemset(qkv, 0x3c, (size_t)(H + 2 * G) * D * 2 * 16);
     std::vector<float> hs(H);
     sa_alibi_slopes(H, hs.data());
@@ -436,10 +439,12 @@ void attention_bench(cudaStream_t stream) {
         for (int n_new : {1, 4}) {
             cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
             sa_attn_shape shape{H, G, D, n_new, max_ctx};
-            sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, stream), "attention");
+            sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, attn_ws, SA_ATTENTION_WORKSPACE_BYTES,
+                                         stream), "attention");
             ok(cudaStreamSynchronize(stream), "sync");
             const double us = time_graph(stream, [&](int i) {
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, stream),
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, attn_ws,
+                                             SA_ATTENTION_WORKSPACE_BYTES, stream),
                       "attention");
             });
             const double bytes = 2.0 * seq * G * D * 2;
@@ -448,6 +453,7 @@ void attention_bench(cudaStream_t stream) {
         }
     }
     for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
+    cudaFree(attn_ws);
     cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
 }
 

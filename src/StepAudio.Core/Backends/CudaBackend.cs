@@ -25,7 +25,12 @@ public sealed unsafe class CudaBackend : IComputeBackend
         CudaContext.PreferEagerModuleLoading();
         _context = new CudaContext(device);
         _stream = new CudaStream(_context);
+        _attentionWorkspace = _context.Allocate(NativeMethods.AttentionWorkspaceBytes, "attention workspace (split partial sums)");
     }
+
+    // The attention kernels' scratch for this backend's stream: every backend (every model) has its own, so models
+    // decoding at once on different streams cannot overwrite each other's partial sums.
+    readonly CudaDeviceMemory _attentionWorkspace;
 
     sealed class GpuBuffer : DeviceBuffer
     {
@@ -173,7 +178,8 @@ public sealed unsafe class CudaBackend : IComputeBackend
     public void Attention(in AttentionShape s, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output)
     {
         var shape = new NativeMethods.AttnShape { NHeads = s.NHeads, NKvHeads = s.NKvHeads, HeadDim = s.HeadDim, NNew = s.NNew, MaxCtx = s.MaxCtx };
-        NativeException.Check(NativeMethods.CudaAttention(&shape, qkv, kCache, vCache, seqLen, slopes, output, S));
+        NativeException.Check(NativeMethods.CudaAttention(&shape, qkv, kCache, vCache, seqLen, slopes, output,
+            _attentionWorkspace.Pointer, _attentionWorkspace.Bytes, S));
     }
 
     public void Sample(nint logits, int vocab, nint history, nint historyLen, in SamplingParams p, nint step, nint outId)
@@ -272,6 +278,7 @@ public sealed unsafe class CudaBackend : IComputeBackend
     public void Dispose()
     {
         _staging?.Dispose();
+        _attentionWorkspace.Dispose();
         _stream.Dispose();
         _context.Dispose();
     }

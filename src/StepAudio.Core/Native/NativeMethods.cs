@@ -8,7 +8,7 @@ namespace StepAudio.Native;
 internal static unsafe partial class NativeMethods
 {
     internal const string Library = "stepaudio_native";
-    internal const int ExpectedAbiVersion = 3;
+    internal const int ExpectedAbiVersion = 4;
 
     static NativeMethods() => NativeLibraryResolver.Install();
 
@@ -66,7 +66,9 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library, EntryPoint = "sa_cuda_swiglu_bf16")] internal static partial int CudaSwiGlu(nint gateUp, nint output, int m, int f, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_bf16")] internal static partial int CudaAdd(nint x, nint y, long n, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_add_rmsnorm_bf16")] internal static partial int CudaAddRmsNorm(nint x, nint y, nint w, nint output, int rows, int dim, float eps, nint stream);
-    [LibraryImport(Library, EntryPoint = "sa_cuda_attention_bf16")] internal static partial int CudaAttention(AttnShape* shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_attention_bf16")] internal static partial int CudaAttention(AttnShape* shape, nint qkv, nint kCache, nint vCache, nint seqLen, nint slopes, nint output, nint workspace, long workspaceBytes, nint stream);
+    /// <summary>SA_ATTENTION_WORKSPACE_BYTES: the most device scratch one attention call uses.</summary>
+    internal const long AttentionWorkspaceBytes = 8L << 20;
     [LibraryImport(Library, EntryPoint = "sa_cuda_linear_w4a16")] internal static partial int CudaLinearW4A16(nint x, nint qweight, nint scales, nint zeros, int flags, nint y, int m, int n, int k, int epilogue, NormFoldNative* fold, nint stream);
     [LibraryImport(Library, EntryPoint = "sa_cuda_sample_bf16")] internal static partial int CudaSample(nint logits, int vocab, nint history, nint historyLen, SampleParams* p, nint step, nint outId, nint stream);
 
