@@ -227,27 +227,23 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
     // Blocks of the first wave (two or three per SM) may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks =
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : SA_W4A16_SIX_WARP_BLOCKS) * dev.sms : 0;
+    auto launch = [&](auto kernel, int warps_per_block) {
+        return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(warps_per_block * 32), 0, s, x,
+                                      q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
+    };
     if constexpr (Tiles == 1) {
-        if (warps == 6) {
-            auto kernel = has_zeros ? &w4a16_skinny<1, Fp16Scales, true, 6> : &w4a16_skinny<1, Fp16Scales, false, 6>;
-            return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(6 * 32), 0, s, x, q, sc, z,
-                                          y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
-        }
-    }
-    if constexpr (Tiles == 1) {
+        if (warps == 6)
+            return has_zeros ? launch(&w4a16_skinny<1, Fp16Scales, true, 6>, 6)
+                             : launch(&w4a16_skinny<1, Fp16Scales, false, 6>, 6);
         // K >= 64 groups (Step1's down: K = 8192): 8-group batches, so a warp's 8 groups of a K = 8192 row pair are
         // requested at once instead of in two dependent batches (127 registers, still 2 blocks per SM; with zero
         // codes it needs 155 and would fit only one, so AWQ-style weights keep 4-group batches). Measured: down
         // 7.95 → 7.46 µs, the W4A16 step −10 µs (kernels/NOTES_QUANT.md, session 4).
-        if (SA_W4A16_DEEP_BATCH && !has_zeros && k / kGroup >= 8 * 2 * kUnroll) {
-            auto kernel = &w4a16_skinny<1, Fp16Scales, false, 8, 8>;
-            return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(8 * 32), 0, s, x, q, sc, z,
-                                          y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
-        }
+        if (SA_W4A16_DEEP_BATCH && !has_zeros && k / kGroup >= 8 * 2 * kUnroll)
+            return launch(&w4a16_skinny<1, Fp16Scales, false, 8, 8>, 8);
     }
-    auto kernel = has_zeros ? &w4a16_skinny<Tiles, Fp16Scales, true, 8> : &w4a16_skinny<Tiles, Fp16Scales, false, 8>;
-    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(8 * 32), 0, s, x, q, sc, z, y,
-                                  m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
+    return has_zeros ? launch(&w4a16_skinny<Tiles, Fp16Scales, true, 8>, 8)
+                     : launch(&w4a16_skinny<Tiles, Fp16Scales, false, 8>, 8);
 }
 
 // ==== v6: w4a16_wide, the ring kernel ====
