@@ -39,13 +39,15 @@ inline sa_status invalid(const std::string &message) { return sa::fail(SA_E_INVA
 //       it off (plain stream order; used by the decode-step benchmark to measure what PDL buys).
 //  quant_pdl: PDL for the W4A16 and NF4 linears too: pdl, unless STEPAUDIO_NO_QUANT_PDL=1 (a benchmark knob: the
 //       quantized decode step with those kernels launched plainly, as before, next to PDL everywhere else).
-//  sms: multiprocessor count (sizes the GEMV's first-wave L2 prefetch).
+//  sms: multiprocessor count (sizes the GEMV's first-wave L2 prefetch, and the prefill GEMM's waves).
+//  clusters: thread-block clusters (sm_90+; the prefill GEMM's K split).
 //  gemv_prefetch_bytes: L2 prefetch per first-wave GEMV block before its wait (STEPAUDIO_GEMV_PREFETCH_KB, a tuning
 //       knob of the benchmark; default 32 KB, 0 when PDL is off since there is nothing to overlap).
 struct DeviceTraits {
     bool pdl = false;
     bool quant_pdl = false;
     int sms = 0;
+    bool clusters = false;
     int gemv_prefetch_bytes = 0;
 };
 inline const DeviceTraits &device_traits() {
@@ -60,6 +62,7 @@ inline const DeviceTraits &device_traits() {
             const char *quant_off = std::getenv("STEPAUDIO_NO_QUANT_PDL");
             t.quant_pdl = t.pdl && !(quant_off && quant_off[0] && quant_off[0] != '0');
             t.sms = sms;
+            t.clusters = major >= 9;
             const char *kb = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
             t.gemv_prefetch_bytes = t.pdl ? (kb && kb[0] ? std::atoi(kb) : 32) * 1024 : 0;
             if (t.gemv_prefetch_bytes < 0) t.gemv_prefetch_bytes = 0;

@@ -429,26 +429,6 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
 
 // ---- host side ----
 
-struct DeviceInfo {
-    int sms = 132;
-    bool clusters = false;  // sm_90+: thread-block clusters for the K split
-};
-const DeviceInfo &device_info() {
-    static const DeviceInfo info = [] {
-        DeviceInfo d;
-        int dev = 0, major = 0, sms = 0;
-        if (cudaGetDevice(&dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess) {
-            d.sms = sms;
-            d.clusters = major >= 9;
-        }
-        (void)cudaGetLastError();
-        return d;
-    }();
-    return info;
-}
-
 template <int Fmt, int WM, int NT>
 sa_status launch(const Params &p, int splits, cudaStream_t stream) {
     using P = Plan<Fmt, WM, NT>;
@@ -501,7 +481,7 @@ sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStr
                                                    std::to_string(c.tokens) + " tile (128 or 256 rows x 64 or 128 tokens)");
     if (c.splits != 1 && c.splits != 2 && c.splits != 4 && c.splits != 8)
         return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: splits must be 1, 2, 4 or 8, got " + std::to_string(c.splits));
-    if (c.splits > 1 && !device_info().clusters)
+    if (c.splits > 1 && !sa_cuda::device_traits().clusters)
         return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: a K split needs thread-block clusters (sm_90)");
     if (c.splits > p.k / group)
         return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: " + std::to_string(c.splits) + " splits of " +
@@ -526,7 +506,8 @@ Config choose(int m, int n, int k, int group) {
     };
     static const Tile tiles[] = {{128, 64, 2, 0.8}, {256, 64, 1, 0.9}, {128, 128, 1, 1.0}, {256, 128, 1, 1.2}};
     constexpr double kFixed = 4.0, kFixedPerSplit = 1.0, kBigClusterWaves = 1.2;
-    const DeviceInfo &dev = device_info();
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    const int sms = dev.sms > 0 ? dev.sms : 132;  // a failed device query: size for an H100 (nothing runs anyway)
     const int groups = k / group;
     Config best;
     double best_cost = 0;
@@ -534,7 +515,7 @@ Config choose(int m, int n, int k, int group) {
         const long long blocks_per_split = (long long)((n + tile.rows - 1) / tile.rows) * ((m + tile.tokens - 1) / tile.tokens);
         for (int s = 1; s <= kMaxSplits; s *= 2) {
             if (s > 1 && (!dev.clusters || s > groups)) break;
-            const long long resident = (long long)dev.sms * tile.per_sm;
+            const long long resident = (long long)sms * tile.per_sm;
             const long long waves = (blocks_per_split * s + resident - 1) / resident;
             const double macs = (double)tile.rows * tile.tokens * ((double)k / s);
             double cost = (double)waves * (macs / (tile.rate * 1e6 / tile.per_sm) + kFixed + kFixedPerSplit * s);
