@@ -22,6 +22,9 @@
 // w4a16_skinny (v5, 16-row blocks; every M = 1..4 launch and the M > 4 launches whose N is too small for wider
 // blocks): each warp loads a batch of 4 groups (codes, scales, zeros) into registers, then multiplies it.
 //
+// w4a16_stream (v8, the M <= 4 launches with K <= 3072 whose tiles fill 1–4 persistent waves: Step1's gate_up): v5's
+// blocks made persistent, each requesting its next tile before reducing the current one.
+//
 // w4a16_wide (v6, M > 4 with N / 32 >= SMs: 64- or 32-row blocks): one x fragment, loaded per group, feeds 4 or 2
 // row tiles (at M = 16 the x loads — 16 tokens × 8 scattered 16-byte chunks per instruction — bound v5, not the
 // weights). Codes stream through a per-thread cp.async ring in shared memory (WIDE_STAGES groups per warp in
@@ -37,6 +40,7 @@
 // measurements: kernels/NOTES_QUANT.md.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <string>
 
 #include "cuda_common.cuh"
@@ -218,6 +222,135 @@ int skinny_warps(int tiles, int groups, int row_tiles) {
     return SA_W4A16_SIX_WARPS && tiles == 1 && groups > 16 && groups <= 6 * kUnroll && multi_wave ? 6 : 8;
 }
 
+// ==== v8: w4a16_stream, persistent v5 blocks that request their next tile before reducing this one ====
+// Why: in the decode step gate_up (1024 tiles, ~2.6 waves of v5 blocks) took 16.6 µs against 12.8 alone and 8.7 at
+// copy speed; its later waves started ~10 µs after its release (the step's timeline, NOTES.md), each new block paying
+// its launch and a load round trip. Here the grid is one wave (3 blocks of 6 warps per SM) and each block walks its
+// tiles tile, tile + grid, ...: it reads a tile as v5 does (all warps together request the whole 16-row tile in one
+// batch: DRAM-friendly), multiplies it, requests its next tile into the same registers and only then reduces across
+// warps and stores. The first tile is requested before pdl_wait, plus an L2 prefetch of the second. One batch per
+// tile: K <= 6 · 4 groups. Measured (kernels/NOTES_QUANT.md, session 5): the W4A16 step 1.444 → 1.397 ms; gate_up
+// alone unchanged (12.8 µs). Not kept: two tiles in flight per block (2 blocks per SM: step 1.467), 4 or 2 blocks
+// per SM (1.450, 1.527), and a first form where one warp owned a whole tile and streamed it in 4-group pieces
+// (41–48% of copy alone; likely because a tile's DRAM pages were then visited once per piece).
+#ifndef SA_W4A16_STREAM  // 0 turns the streaming kernel off (the A/B knob)
+#define SA_W4A16_STREAM 1
+#endif
+#ifndef SA_W4A16_STREAM_SLOTS  // tiles in flight per block
+#define SA_W4A16_STREAM_SLOTS 1
+#endif
+#ifndef SA_W4A16_STREAM_BLOCKS  // blocks per SM: the register budget and the persistent grid
+#define SA_W4A16_STREAM_BLOCKS 3
+#endif
+constexpr int kStreamWarps = 6, kStreamSlots = SA_W4A16_STREAM_SLOTS;
+
+template <bool Fp16Scales, bool HasZeros>
+__global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
+    w4a16_stream(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
+                 const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_bytes, int epi,
+                 sa_norm_fold fold) {
+    pdl_launch_dependents();
+    __shared__ float partial[kStreamWarps * 16 * 16];  // [warp][row][token]
+    __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
+    const int groups = k / kGroup, kw = k / 8, tiles = (n + 15) / 16;
+    const int my_tiles = (int)blockIdx.x < tiles ? (tiles - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
+    auto tile_of = [&](int j) { return (int)blockIdx.x + j * (int)gridDim.x; };
+    auto load = [&](Batch<kUnroll> &b, int j) {  // the block's j-th tile: codes, scales and zeros, one round trip
+        if (j >= my_tiles) return;
+        const int tile = tile_of(j);
+        const int row_a = sa_epilogue::row_ok(tile, r, n, epi) ? sa_epilogue::tile_row(tile, r, n, epi) : n - 1;
+        const int row_b = sa_epilogue::row_ok(tile, r + 8, n, epi) ? sa_epilogue::tile_row(tile, r + 8, n, epi) : n - 1;
+        const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4, *qb = qweight + (size_t)row_b * kw + t * 4;
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+            const int grp = warp + u * kStreamWarps;
+            if (grp < groups) {
+                b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
+                b.wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
+                b.sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
+                b.sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
+                b.za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
+                b.zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
+            }
+        }
+    };
+
+    Batch<kUnroll> slot[kStreamSlots];
+#pragma unroll
+    for (int s = 0; s < kStreamSlots; ++s) load(slot[s], s);
+    if (kStreamSlots < my_tiles && (int)threadIdx.x < 16) {  // thread i: row i of the next tile, into L2 (keeps the wait below)
+        const int tile = tile_of(kStreamSlots), row_bytes = k / 2;
+        const int bytes = min(row_bytes, prefetch_bytes / 16) & ~15;
+        if (sa_epilogue::row_ok(tile, threadIdx.x, n, epi) && bytes > 0)
+            prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) +
+                            (size_t)sa_epilogue::tile_row(tile, threadIdx.x, n, epi) * row_bytes, (uint32_t)bytes);
+    }
+    pdl_wait();
+    sa_epilogue::fold_prefetch(fold, m, k);
+    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);  // read after the first barrier
+
+    for (int j0 = 0; j0 < my_tiles; j0 += kStreamSlots) {
+#pragma unroll
+        for (int s = 0; s < kStreamSlots; ++s) {  // tile j0 + s sits in slot s (static register indices)
+            const int j = j0 + s;
+            if (j >= my_tiles) break;  // block-uniform
+            float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+            const Batch<kUnroll> &b = slot[s];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {  // v5's multiply, one 8-token tile
+                const int grp = warp + u * kStreamWarps;
+                if (grp >= groups) break;
+                const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
+                const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
+                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
+                const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
+#pragma unroll
+                for (int w = 0; w < 4; ++w) {
+                    const int kx = grp * kGroup + (t * 4 + w) * 8;
+                    const uint4 xv = r < m ? *reinterpret_cast<const uint4 *>(x + (size_t)r * k + kx) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
+                        const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
+                        mma_bf16_16816(part, a0, a1, a2, a3, h == 0 ? xv.x : xv.z, h == 0 ? xv.y : xv.w);
+                    }
+                }
+                acc[0][0] += part[0] * sa;
+                acc[0][1] += part[1] * sa;
+                acc[0][2] += part[2] * sb;
+                acc[0][3] += part[3] * sb;
+            }
+            load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
+            sa_epilogue::write_partials<1>(partial + warp * 256, acc, r, t);
+            __syncthreads();
+            if (threadIdx.x < 128)
+                sa_epilogue::reduce_store<kStreamWarps>(partial, 256, threadIdx.x, y, epi, n, m, 8, tile_of(j), fold,
+                                                        fold_inv);
+            __syncthreads();  // partial is rewritten by the next tile
+        }
+    }
+}
+
+// The streaming kernel takes launches of one 8-token tile with K <= 3072 whose tiles fill more than one wave of v5
+// blocks (2 per SM) and at most 4 per persistent block — Step1's gate_up (2.6 per block). The 4-bit lm_head (11.8 per
+// block) stays on v5's waves: alone 43.8 vs 45.5 µs. false: the caller launches v5.
+bool stream_fits(int m, int n, int k) {
+    const int tiles = (n + 15) / 16, sms = sa_cuda::device_traits().sms;
+    return SA_W4A16_STREAM && m <= 8 && k / kGroup <= kStreamWarps * kUnroll && tiles > 2 * sms &&
+           tiles <= 4 * SA_W4A16_STREAM_BLOCKS * sms;
+}
+template <bool Fp16Scales>
+sa_status launch_stream(bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc,
+                        const uint8_t *z, uint16_t *y, int m, int n, int k, int epi, const sa_norm_fold &fold) {
+    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
+    const dim3 grid((unsigned)std::min((n + 15) / 16, SA_W4A16_STREAM_BLOCKS * dev.sms));
+    auto kernel = has_zeros ? &w4a16_stream<Fp16Scales, true> : &w4a16_stream<Fp16Scales, false>;
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_stream", kernel, grid, dim3(kStreamWarps * 32), 0, s, x, q,
+                                  sc, z, y, m, n, k, dev.gemv_prefetch_bytes, epi, fold);
+}
+
 template <int Tiles, bool Fp16Scales>
 sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_t *x, const uint32_t *q,
                         const uint16_t *sc, const uint8_t *z, uint16_t *y, int m, int n, int k, int epi,
@@ -227,6 +360,8 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
     // Blocks of the first wave (two or three per SM) may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks =
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : SA_W4A16_SIX_WARP_BLOCKS) * dev.sms : 0;
+    if (Tiles == 1 && stream_fits(m, n, k))
+        return launch_stream<Fp16Scales>(has_zeros, s, x, q, sc, z, y, m, n, k, epi, fold);
     auto launch = [&](auto kernel, int warps_per_block) {
         return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(warps_per_block * 32), 0, s, x,
                                       q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
