@@ -13,6 +13,9 @@
 //     the device from *seq_len: each split gets at least min_split_tiles tiles (STEPAUDIO_ATTN_MIN_TILES, default
 //     1 = 32 keys), the blocks beyond the used count return at once, and when one split covers all keys (short
 //     context) that block normalises and writes the bf16 output itself.
+//     Head slices: at short context the blocks of splits beyond the used count share the working splits' heads
+//     instead of returning (up to SA_ATTN_HEAD_SLICES = 3 blocks per split, 4 of Step1's 12 heads each): the per-tile
+//     math is what a working split costs there (kernels/NOTES.md, session 5).
 //     Per tile, a warp scores 3 queries at once (independent FMA chains, batched shuffles), and each thread's
 //     accumulators share one output column d, so one V element feeds all of them.
 //     The blocks of split 0 also append the new tokens' k, v rows to the caches at pos0 = *seq_len - n_new;
@@ -41,6 +44,9 @@ constexpr int kMaxQueryElems = 4096;      // queries x head_dim per block: 32 fp
 constexpr int kMaxSplits = 128;         // the combine kernel handles up to 128 (four per lane)
 constexpr int kTargetBlocks = 2 * 132;    // two blocks per H100 SM: 64 splits per group for Step1 (see NOTES.md)
 constexpr int kDefaultMinSplitTiles = 1;  // one tile per split until the splits run out (measured best, NOTES.md)
+#ifndef SA_ATTN_HEAD_SLICES  // at most this many blocks share a split's heads at short context (1: off; the A/B knob)
+#define SA_ATTN_HEAD_SLICES 3
+#endif
 constexpr int kQueryBatch = 3;            // queries a warp scores together; Step1 decode: 12 = 4 warps x 3
 constexpr int64_t kWorkspaceFloats = SA_ATTENTION_WORKSPACE_BYTES / 4;
 constexpr uint16_t kBf16NaN = 0x7fc0;
@@ -55,6 +61,7 @@ struct AttnArgs {
     float *partial_out;  // [splits][n_new][n_heads][D], then partial_ml [splits][n_new][n_heads][2]
     int n_heads, n_kv, n_new, max_ctx;
     int tokens_per_block, n_splits, min_split_tiles;
+    int head_slices;  // at most this many blocks share a split's heads at short context (attention_kernel)
     float scale;
 };
 
@@ -85,26 +92,40 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     pdl_wait();  // qkv, the caches and *seq_len come from earlier kernels
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int heads_per_group = a.n_heads / a.n_kv;
-    const int group = blockIdx.y, split = blockIdx.z;
+    const int group = blockIdx.y;
     const int t0 = blockIdx.x * a.tokens_per_block;
     const int n_tok = min(a.tokens_per_block, a.n_new - t0);
-    const int n_q = n_tok * heads_per_group;  // query q = token (t0 + q / hpg), head group*hpg + q % hpg
     const int len = *a.seq_len, pos0 = len - a.n_new;
     const int qkv_row = (a.n_heads + 2 * a.n_kv) * D, kv_width = a.n_kv * D, out_row = a.n_heads * D;
 
     if (!seq_len_valid(len, a.n_new, a.max_ctx)) {
-        if (split == 0)
-            for (int e = tid; e < n_q * D; e += kThreads) {
+        if (blockIdx.z == 0)
+            for (int e = tid; e < n_tok * heads_per_group * D; e += kThreads) {
                 const int q = e / D, d = e % D;
                 const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
                 a.out[(int64_t)tok * out_row + h * D + d] = kBf16NaN;
             }
         return;
     }
+    // Head slices: at short context most of the n_splits blocks of a (token block, group) have no keys, and what a
+    // working split costs is its per-tile math, not its loads. So the idle blocks take a share of the heads: with
+    // `active` splits in use and S slices (S divides hpg, active · S <= n_splits, the largest S <= head_slices), block
+    // z works on split z % active for heads [(z / active) · hpg / S, ...) and scores the same keys as its split's
+    // other slices. No extra blocks are launched: at long context S = 1 and nothing changes.
+    const int causal_end = pos0 + t0 + n_tok;
+    const int active = split_keys(causal_end, a.n_splits, a.min_split_tiles, 0).active_splits;
+    int slices = a.head_slices;
+    while (slices > 1 && (heads_per_group % slices != 0 || active * slices > a.n_splits)) --slices;
+    const int z = blockIdx.z, split = z % active, slice = z / active;
+    if (slice >= slices) return;  // nothing to do; the combine kernel skips splits >= active
+    const KeyRange keys = split_keys(causal_end, a.n_splits, a.min_split_tiles, split);
+    const int heads = heads_per_group / slices;  // heads of this block
+    const int h_first = group * heads_per_group + slice * heads;
+    const int n_q = n_tok * heads;  // query q = token (t0 + q / heads), head h_first + q % heads
 
     // Append this block's new tokens (their k, v slices of this group) to the caches; split 0 does it. Every
     // block reads keys at positions >= pos0 straight from qkv, so no block waits for these writes.
-    if (split == 0) {
+    if (z == 0) {
         const int chunks = n_tok * (D / 8);
         for (int e = tid; e < 2 * chunks; e += kThreads) {
             const int is_v = e >= chunks, ti = (e % chunks) / (D / 8), c = e % (D / 8), tok = t0 + ti;
@@ -115,7 +136,6 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         }
     }
 
-    const KeyRange keys = split_keys(pos0 + t0 + n_tok, a.n_splits, a.min_split_tiles, split);
     if (keys.begin >= keys.end) return;  // nothing to do; the combine kernel skips this split
     const int key_begin = keys.begin, key_end = keys.end;
 
@@ -150,15 +170,15 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 
     for (int e = tid; e < n_q * (D / 8); e += kThreads) {
         const int q = e / (D / 8), c = e % (D / 8);
-        const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
+        const int tok = t0 + q / heads, h = h_first + q % heads;
         reinterpret_cast<uint4 *>(&q_s[q][0])[c] =
             reinterpret_cast<const uint4 *>(a.qkv + (int64_t)tok * qkv_row + h * D)[c];
     }
     for (int q = tid; q < n_q; q += kThreads) {
         m_s[q] = -INFINITY;
         l_s[q] = 0.0f;
-        slope_s[q] = a.slopes[group * heads_per_group + q % heads_per_group];
-        pos_s[q] = pos0 + t0 + q / heads_per_group;
+        slope_s[q] = a.slopes[h_first + q % heads];
+        pos_s[q] = pos0 + t0 + q / heads;
     }
     // Thread tid owns output elements e = tid + 128 r, i.e. column d = tid % D of queries q_first + kQueryStride r.
     constexpr int kQueryStride = kThreads / D;
@@ -285,7 +305,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         for (int r = 0; r < kR; ++r) {
             const int q = q_first + kQueryStride * r;
             if (q < n_q) {
-                const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
+                const int tok = t0 + q / heads, h = h_first + q % heads;
                 a.out[(int64_t)tok * out_row + h * D + d] = sa_f32_to_bf16(__fdiv_rn(acc[r], l_s[q]));
             }
         }
@@ -296,12 +316,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
         for (int r = 0; r < kR; ++r) {
             const int q = q_first + kQueryStride * r;
             if (q < n_q) {
-                const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
+                const int tok = t0 + q / heads, h = h_first + q % heads;
                 a.partial_out[(split_base + (int64_t)tok * a.n_heads + h) * D + d] = acc[r];
             }
         }
         for (int q = tid; q < n_q; q += kThreads) {
-            const int tok = t0 + q / heads_per_group, h = group * heads_per_group + q % heads_per_group;
+            const int tok = t0 + q / heads, h = h_first + q % heads;
             partial_ml[(split_base + (int64_t)tok * a.n_heads + h) * 2 + 0] = m_s[q];
             partial_ml[(split_base + (int64_t)tok * a.n_heads + h) * 2 + 1] = l_s[q];
         }
@@ -467,6 +487,7 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     splits = (int)std::min<int64_t>(splits, std::min(workspace_bytes / 4, kWorkspaceFloats) / partial_per_split);
     a.n_splits = std::max(splits, 1);
 
+    a.head_slices = SA_ATTN_HEAD_SLICES;
     const dim3 grid(token_blocks, G, a.n_splits);
     const int accumulators = (a.tokens_per_block * hpg * D + kThreads - 1) / kThreads;
     sa_status st = D == 32 ? launch_attention<32>(a, grid, accumulators, s)
