@@ -42,7 +42,9 @@ inline sa_status invalid(const std::string &message) { return sa::fail(SA_E_INVA
 //  sms: multiprocessor count (sizes the GEMV's first-wave L2 prefetch, and the prefill GEMM's waves).
 //  clusters: thread-block clusters (sm_90+; the prefill GEMM's K split).
 //  gemv_prefetch_bytes: L2 prefetch per first-wave GEMV block before its wait (STEPAUDIO_GEMV_PREFETCH_KB, a tuning
-//       knob of the benchmark; default 32 KB, 0 when PDL is off since there is nothing to overlap).
+//       knob of the benchmark; default 8 KB, 0 when PDL is off since there is nothing to overlap). 8 KB since
+//       session 5: with W4A16 v8 and the attention head slices, 32 KB of early L2 traffic per block cost the W4A16
+//       step 20-27 µs (4-12 KB tie; NOTES_QUANT.md).
 struct DeviceTraits {
     bool pdl = false;
     bool quant_pdl = false;
@@ -64,7 +66,7 @@ inline const DeviceTraits &device_traits() {
             t.sms = sms;
             t.clusters = major >= 9;
             const char *kb = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
-            t.gemv_prefetch_bytes = t.pdl ? (kb && kb[0] ? std::atoi(kb) : 32) * 1024 : 0;
+            t.gemv_prefetch_bytes = t.pdl ? (kb && kb[0] ? std::atoi(kb) : 8) * 1024 : 0;
             if (t.gemv_prefetch_bytes < 0) t.gemv_prefetch_bytes = 0;
         }
         (void)cudaGetLastError();  // a failed query must not surface as the next launch's error
