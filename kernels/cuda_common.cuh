@@ -163,7 +163,8 @@ __device__ __forceinline__ sa_trace_block &sa_trace_this_block() {
 // Programmatic dependent launch (no-ops before sm_90, where the host never sets the attribute).
 // pdl_wait: returns once every earlier kernel in the stream has completed and its memory is visible.
 // pdl_launch_dependents: lets the next kernel in the stream be scheduled now (its blocks then sit in their own
-// pdl_wait, or run their independent prologue). Every kernel calls it first: the next grid can only start once all
+// pdl_wait, or run their independent prologue). Every kernel calls it first — except the 4-bit attention output
+// projection, which calls it after its wait (sa_epilogue::trigger_after_wait) — the next grid can only start once all
 // blocks of this one are resident, which bounds how far launches run ahead.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -54,7 +54,21 @@ __device__ __forceinline__ uint4 add_bf16x8(uint4 a, uint4 b) {
     return make_uint4(add_bf16x2(a.x, b.x), add_bf16x2(a.y, b.y), add_bf16x2(a.z, b.z), add_bf16x2(a.w, b.w));
 }
 
+// 0 turns trigger_after_wait off (the A/B knob of NOTES_QUANT.md, session 5).
+#ifndef SA_LATE_TRIGGER_O
+#define SA_LATE_TRIGGER_O 1
+#endif
+
 namespace sa_epilogue {
+
+// Whether a 4-bit decode linear lets the next kernel launch only after its own pdl_wait instead of at its start: the
+// attention output projection does (an ADD epilogue with K <= N; the FFN's down, also ADD, has K > N). Its successor
+// is gate_up, whose blocks would otherwise become resident while attention runs and request their first tiles then;
+// that traffic slowed attention and its combine down by more than the early tiles saved (W4A16 step −55 µs; NF4,
+// whose gate_up blocks do not fit beside attention's anyway, ±5). Triggering later is always safe under PDL.
+__device__ __forceinline__ bool trigger_after_wait(int epilogue, int n, int k) {
+    return SA_LATE_TRIGGER_O && epilogue == SA_EPILOGUE_ADD && k <= n;
+}
 
 // The W row that row r (0..15) of 16-row tile `tile` reads: consecutive rows, or for SwiGLU gate row 8·tile + r
 // (r < 8) and the matching up row n/2 + 8·tile + r − 8 (r >= 8).
