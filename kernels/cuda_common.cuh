@@ -163,9 +163,9 @@ __device__ __forceinline__ sa_trace_block &sa_trace_this_block() {
 // Programmatic dependent launch (no-ops before sm_90, where the host never sets the attribute).
 // pdl_wait: returns once every earlier kernel in the stream has completed and its memory is visible.
 // pdl_launch_dependents: lets the next kernel in the stream be scheduled now (its blocks then sit in their own
-// pdl_wait, or run their independent prologue). Every kernel calls it first — except the 4-bit attention output
-// projection, which calls it after its wait (sa_epilogue::trigger_after_wait) — the next grid can only start once all
-// blocks of this one are resident, which bounds how far launches run ahead.
+// pdl_wait, or run their independent prologue). Every kernel calls it first — the 4-bit attention output projection
+// with trigger = false and pdl_trigger() after its wait (sa_epilogue::trigger_after_wait) — and the next grid can only
+// start once all blocks of this one are resident, which bounds how far launches run ahead.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -181,14 +181,19 @@ __device__ __forceinline__ void pdl_wait() {
     }
 #endif
 }
-__device__ __forceinline__ void pdl_launch_dependents() {
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Every kernel's first call. `trigger` false: only the timeline's start record (SA_TRACE builds); the kernel calls
+// pdl_trigger() itself later (the 4-bit o projection, after its wait).
+__device__ __forceinline__ void pdl_launch_dependents(bool trigger = true) {
 #if SA_TRACE
     if (threadIdx.x == 0 && threadIdx.y == 0 && g_sa_trace)
         sa_trace_this_block() = {sa_trace_now(), atomicAdd(g_sa_trace_count, 1u)};
 #endif
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
+    if (trigger) pdl_trigger();
 }
 
 // Asks L2 to fetch [p, p + bytes) (16-byte aligned, bytes a multiple of 16); sm_90 bulk prefetch, no-op before.

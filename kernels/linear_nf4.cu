@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
              const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
-    if (!late) pdl_launch_dependents();
+    pdl_launch_dependents(!late);
     constexpr int kBatch = Tiles == 1 ? SA_NF4_BATCH : SA_NF4_BATCH2;
     static_assert(kSegUnits % (2 * kBatch) == 0, "a segment is a whole number of batch pairs");
     extern __shared__ __align__(16) uint8_t smem[];
@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     decode_segment(0, kDecodeUnroll * kThreads);  // K > 8192 only
     __syncthreads();  // pair table and scales
     pdl_wait();
-    if (late) pdl_launch_dependents();
+    if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
 
     float acc[Tiles][4] = {};
@@ -446,7 +446,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
                     const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
-    if (!late) pdl_launch_dependents();
+    pdl_launch_dependents(!late);
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *lut = smem;
     float *nested_map = reinterpret_cast<float *>(smem + kNestedOffset);
@@ -536,7 +536,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     load_scales(sr, 1);
     __syncthreads();  // pair table, tile 0's scales
     pdl_wait();
-    if (late) pdl_launch_dependents();
+    if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
     float *fold_inv = reinterpret_cast<float *>(smem + stream_inv_offset(kb));
 

@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes, int epi, sa_norm_fold fold) {
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
-    if (!late) pdl_launch_dependents();
+    pdl_launch_dependents(!late);
     __shared__ float partial[Warps * 16 * 16];  // [warp][row][token]
     __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
         }
     }
     pdl_wait();
-    if (late) pdl_launch_dependents();
+    if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
 
     for (int base = warp; base < groups; base += kStride) {
