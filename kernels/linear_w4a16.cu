@@ -101,6 +101,26 @@ struct Batch {
     uint4 wa[U], wb[U];
     uint16_t sa[U], sb[U];
     uint8_t za[U], zb[U];
+
+    // Groups first, first + stride, ... (none past the last) of rows row_a and row_b, in one round trip; qa / qb
+    // point at this thread's 16 B of the rows' group 0.
+    template <bool HasZeros>
+    __device__ __forceinline__ void load(const uint32_t *qa, const uint32_t *qb, const uint16_t *__restrict__ scales,
+                                         const uint8_t *__restrict__ zeros, int row_a, int row_b, int groups,
+                                         int first, int stride) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int grp = first + u * stride;
+            if (grp < groups) {
+                wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
+                wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
+                sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
+                sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
+                za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
+                zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
+            }
+        }
+    }
 };
 
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
@@ -130,18 +150,7 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
     constexpr int kStride = Warps * Unroll;  // groups the block covers per batch
 
     auto load = [&](Batch<Unroll> &b, int base) {  // codes, scales and zeros in one round trip
-#pragma unroll
-        for (int u = 0; u < Unroll; ++u) {
-            const int grp = base + u * Warps;
-            if (grp < groups) {
-                b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
-                b.wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
-                b.sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
-                b.sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
-                b.za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
-                b.zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
-            }
-        }
+        b.template load<HasZeros>(qa, qb, scales, zeros, row_a, row_b, groups, base, Warps);
     };
 
     float acc[Tiles][4];
@@ -264,18 +273,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
         const int row_a = sa_epilogue::row_ok(tile, r, n, epi) ? sa_epilogue::tile_row(tile, r, n, epi) : n - 1;
         const int row_b = sa_epilogue::row_ok(tile, r + 8, n, epi) ? sa_epilogue::tile_row(tile, r + 8, n, epi) : n - 1;
         const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4, *qb = qweight + (size_t)row_b * kw + t * 4;
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int grp = warp + u * kStreamWarps;
-            if (grp < groups) {
-                b.wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
-                b.wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
-                b.sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
-                b.sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
-                b.za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
-                b.zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
-            }
-        }
+        b.template load<HasZeros>(qa, qb, scales, zeros, row_a, row_b, groups, warp, kStreamWarps);
     };
 
     Batch<kUnroll> slot[kStreamSlots];

@@ -38,16 +38,7 @@ tail -n 1 "$out/tests.txt"
 
 stage "benchmarks"
 export STEPAUDIO_NATIVE_LIB="$root/build/libstepaudio_native.so"
-python3 - > "$out/copy-bw.txt" <<'PY'
-import torch
-x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
-for _ in range(3): y.copy_(x)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-ts = []
-for _ in range(10):
-    s.record(); y.copy_(x); e.record(); torch.cuda.synchronize(); ts.append(s.elapsed_time(e))
-ts.sort(); print(f"{2 * x.numel() / (ts[5] * 1e-3) / 1e9:.0f}")
-PY
+python3 tests/gpu/copy_bw.py > "$out/copy-bw.txt"
 copy=$(cat "$out/copy-bw.txt"); echo "device-to-device copy: $copy GB/s (read + write)"
 [ -x build/kernel_bench ] && build/kernel_bench > "$out/kernel-bench.txt" 2>&1
 for w in w4a16 nf4; do [ -x build/kernel_bench ] && timeout 60 build/kernel_bench decode $w >> "$out/decode-step-quant.txt" 2>&1; done

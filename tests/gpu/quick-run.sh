@@ -13,16 +13,7 @@ stage() { echo "== $(date +%H:%M:%S) $*" | tee -a "$log"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$log"
 
 # The copy ceiling, measured while nvcc builds (torch's 2 GiB device-to-device copy, bytes read + written).
-python3 - > /tmp/copy-bw.txt 2>&1 <<'PY' &
-import torch
-x = torch.empty(2 * 1024**3, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
-for _ in range(3): y.copy_(x)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-ts = []
-for _ in range(10):
-    s.record(); y.copy_(x); e.record(); torch.cuda.synchronize(); ts.append(s.elapsed_time(e))
-ts.sort(); print(f"{2 * x.numel() / (ts[5] * 1e-3) / 1e9:.0f}")
-PY
+python3 tests/gpu/copy_bw.py > /tmp/copy-bw.txt 2>&1 &
 
 stage "build (sm_90a only)"
 if ! { cmake -S . -B build -DSTEPAUDIO_REQUIRE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DSTEPAUDIO_CUDA_ARCHITECTURES=90a &&
