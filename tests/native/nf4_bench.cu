@@ -2,7 +2,9 @@
 // gpu_checks_nf4.inc, then measured copy bandwidth, NF4 GEMV time (one CUDA graph of launches over rotating weight
 // copies, median of 20 replays) and bandwidth counting packed bytes (nibbles + u8 absmax codes + nested pairs), and
 // the 32-layer Step1 linear stack (fused QKV, O, fused gate+up, down) replayed as one CUDA graph. Weights rotate over
-// enough copies that the 50 MB L2 never holds them. NF4_BENCH_M="1,16" limits the token counts (default 1, 4, 16).
+// enough copies that the 50 MB L2 never holds them. NF4_BENCH_M="1,16" limits the token counts (default 1, 4, 16);
+// NF4_BENCH_SHAPES="16384x3072,3072x8192" the shapes (N x K; default all), NF4_BENCH_NO_CHECKS=1 skips the checks
+// (both for profiling one kernel: tests/gpu/profile-run.sh).
 // Built by CMake in a CUDA build (target nf4_bench), or by hand:
 //   nvcc -O3 -std=c++17 -arch=sm_90a -Inative/include -Inative/src tests/native/nf4_bench.cu kernels/linear_nf4.cu \
 //        native/src/cpu_nf4.cpp native/src/api.cpp -Xcompiler -fopenmp -o nf4_bench
@@ -41,9 +43,18 @@ static DevW make(int n, int k, std::mt19937 &rng) {
     return w;
 }
 
+// NF4_BENCH_SHAPES: a comma-separated list of NxK shapes for the sweep (default all).
+static bool shape_wanted(int n, int k) {
+    const char *v = std::getenv("NF4_BENCH_SHAPES");
+    if (!v || !v[0]) return true;
+    const std::string list = std::string(",") + v + ",";
+    return list.find("," + std::to_string(n) + "x" + std::to_string(k) + ",") != std::string::npos;
+}
+
 int main() {
     int passed = 0, failed = 0;
-    register_nf4_gpu_checks();
+    const char *no_checks = std::getenv("NF4_BENCH_NO_CHECKS");
+    if (!(no_checks && no_checks[0] && no_checks[0] != '0')) register_nf4_gpu_checks();
     for (auto &c : registry()) {
         std::string e = c.run();
         if (e.empty()) ++passed; else { ++failed; std::printf("[FAIL] %s: %s\n", c.name.c_str(), e.c_str()); }
@@ -83,6 +94,7 @@ int main() {
     const int shapes[][2] = {{3584, 3072}, {3072, 3072}, {16384, 3072}, {3072, 8192}, {8192, 8192}, {16384, 8192}, {8192, 3072}};
     for (auto &sh : shapes) {
         int n = sh[0], k = sh[1];
+        if (!shape_wanted(n, k)) continue;
         int copies = (int)std::max<int64_t>(2, (512ll << 20) / ((int64_t)n * k / 2));
         std::vector<DevW> ws;
         for (int c = 0; c < copies; ++c) ws.push_back(make(n, k, rng));
