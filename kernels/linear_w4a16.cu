@@ -139,6 +139,23 @@ struct Batch {
     }
 };
 
+// One code word per row into the MMA: word w of rows r and r + 8 (qa, qb: 8 codes each) against the x fragments of
+// the same k (xv[tt]: token tt·8 + r), in two MMA steps h, elements 4h..4h+3 — every kernel here multiplies this way.
+template <int Tiles>
+__device__ __forceinline__ void mma_code_word(float (&part)[Tiles][4], uint32_t qa, uint32_t qb, uint32_t za,
+                                              uint32_t zb, const uint4 (&xv)[Tiles]) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const uint32_t a0 = dequant_pair(qa, 8 * h, za), a2 = dequant_pair(qa, 8 * h + 4, za);
+        const uint32_t a1 = dequant_pair(qb, 8 * h, zb), a3 = dequant_pair(qb, 8 * h + 4, zb);
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt) {
+            const uint32_t b0 = h == 0 ? xv[tt].x : xv[tt].z, b1 = h == 0 ? xv[tt].y : xv[tt].w;
+            mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
+        }
+    }
+}
+
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
 // block issues its first batch (codes, scales, zeros) and, in the first wave, an L2 prefetch of the rest of its
 // rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the prefetch
@@ -210,16 +227,7 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
                     xv[tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + kx)
                                        : make_uint4(0, 0, 0, 0);
                 }
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {  // MMA step h: elements 4h..4h+3 of the word
-                    const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
-                    const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
-#pragma unroll
-                    for (int tt = 0; tt < Tiles; ++tt) {
-                        const uint32_t b0 = h == 0 ? xv[tt].x : xv[tt].z, b1 = h == 0 ? xv[tt].y : xv[tt].w;
-                        mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
-                    }
-                }
+                mma_code_word<Tiles>(part, qwa[w], qwb[w], za, zb, xv);
             }
 #pragma unroll
             for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
@@ -319,24 +327,19 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                 if (grp >= groups) break;
                 const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
                 const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
-                float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                float part[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
                 const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
                 const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
 #pragma unroll
                 for (int w = 0; w < 4; ++w) {
                     const int kx = grp * kGroup + (t * 4 + w) * 8;
-                    const uint4 xv = r < m ? *reinterpret_cast<const uint4 *>(x + (size_t)r * k + kx) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
-                        const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
-                        mma_bf16_16816(part, a0, a1, a2, a3, h == 0 ? xv.x : xv.z, h == 0 ? xv.y : xv.w);
-                    }
+                    const uint4 xv[1] = {r < m ? *reinterpret_cast<const uint4 *>(x + (size_t)r * k + kx) : make_uint4(0, 0, 0, 0)};
+                    mma_code_word<1>(part, qwa[w], qwb[w], za, zb, xv);
                 }
-                acc[0][0] += part[0] * sa;
-                acc[0][1] += part[1] * sa;
-                acc[0][2] += part[2] * sb;
-                acc[0][3] += part[3] * sb;
+                acc[0][0] += part[0][0] * sa;
+                acc[0][1] += part[0][1] * sa;
+                acc[0][2] += part[0][2] * sb;
+                acc[0][3] += part[0][3] * sb;
             }
             load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
             sa_epilogue::write_partials<1>(partial + warp * 256, acc, r, t);
@@ -535,18 +538,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
 #pragma unroll
                 for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
 #pragma unroll
-                for (int w = 0; w < 4; ++w)
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {  // MMA step h: elements 4h..4h+3 of word w
-                        const uint32_t a0 = dequant_pair(qwa[w], 8 * h, za), a2 = dequant_pair(qwa[w], 8 * h + 4, za);
-                        const uint32_t a1 = dequant_pair(qwb[w], 8 * h, zb), a3 = dequant_pair(qwb[w], 8 * h + 4, zb);
-#pragma unroll
-                        for (int tt = 0; tt < Tiles; ++tt) {
-                            const uint32_t b0 = h == 0 ? xv[w][tt].x : xv[w][tt].z;
-                            const uint32_t b1 = h == 0 ? xv[w][tt].y : xv[w][tt].w;
-                            mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
-                        }
-                    }
+                for (int w = 0; w < 4; ++w) mma_code_word<Tiles>(part, qwa[w], qwb[w], za, zb, xv[w]);
                 const float sa = scale_to_f32<Fp16Scales>(sc[ra]), sb = scale_to_f32<Fp16Scales>(sc[ra + 8]);
 #pragma unroll
                 for (int tt = 0; tt < Tiles; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
