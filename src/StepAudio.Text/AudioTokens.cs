@@ -22,6 +22,19 @@ public static class AudioTokens
     public const int Vq06Offset = 1024;
     /// <summary>Number of <c>&lt;audio_N&gt;</c> tokens in the vocabulary (only the first 5120 are ever produced).</summary>
     public const int TokenCount = 9216;
+    /// <summary>Control tokens at the start of the vocabulary (<c>&lt;unk&gt;</c> 0, <c>&lt;s&gt;</c> 1, <c>&lt;/s&gt;</c> 2,
+    /// <c>&lt;|EOT|&gt;</c> 3, <c>&lt;|BOT|&gt;</c> 4, …): the byte pieces start at 68 (<c>&lt;0x0A&gt;</c> = 78, spec §2.1).</summary>
+    public const int ControlTokenCount = 68;
+
+    /// <summary>The ids that are not text pieces, as (first id, count) runs: the control tokens (EOS among them) and
+    /// the audio tokens — everything an audio generation can use. For the model option that computes logits only for
+    /// these (StepAudio.Model.ModelOptions.LogitIds).</summary>
+    public static (int Start, int Count)[] NonTextIds(int vocabSize)
+    {
+        if (vocabSize <= IdBase)
+            throw new ArgumentException($"vocab_size {vocabSize} has no audio ids (they start at {IdBase}): not the Step-Audio vocabulary");
+        return [(0, ControlTokenCount), (IdBase, vocabSize - IdBase)];
+    }
 
     /// <summary>Interleaves vq02/vq06 codes 2:3 into mixed codes, as tokenizer.py (<c>merge_vq0206_to_token_str</c>,
     /// <c>wav2token</c>): groups = min(len(vq02)/2, len(vq06)/3), the tails are dropped.</summary>

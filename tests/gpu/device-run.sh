@@ -57,6 +57,11 @@ timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda 
   --copy-gbps "$copy" > "$out/bench-w4a16.txt" 2>&1 || echo "W4A16 quantize/bench failed or timed out (rc $?)" >> "$out/bench-w4a16.txt"
 timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --quantize-lm-head --contexts 64 --prefill-lengths 32 \
   --copy-gbps "$copy" > "$out/bench-w4a16-lmhead.txt" 2>&1 || echo "W4A16 lm_head bench failed or timed out (rc $?)" >> "$out/bench-w4a16-lmhead.txt"
+stage "--no-text-logits (lm_head over the control and audio ids only)"
+timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --no-text-logits --contexts 64 --prefill-lengths 32 \
+  --copy-gbps "$copy" > "$out/bench-w4a16-notext.txt" 2>&1 || echo "W4A16 --no-text-logits bench failed or timed out (rc $?)" >> "$out/bench-w4a16-notext.txt"
+timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --no-text-logits --contexts 64 --prefill-lengths 32 \
+  --copy-gbps "$copy" > "$out/bench-bf16-notext.txt" 2>&1 || echo "bf16 --no-text-logits bench failed or timed out (rc $?)" >> "$out/bench-bf16-notext.txt"
 
 stage "summary"
 echo "--- kernels (ours) ---"; tail -n 40 "$out/kernel-bench.txt" 2>/dev/null
@@ -69,5 +74,6 @@ echo "--- model bf16 ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
 echo "--- model NF4 ---"; tail -n 8 "$out/bench-nf4.txt"
 echo "--- model W4A16 ---"; tail -n 3 "$out/quantize-w4a16.txt"; tail -n 8 "$out/bench-w4a16.txt"
 echo "--- model W4A16 with a W4A16 lm_head ---"; tail -n 5 "$out/bench-w4a16-lmhead.txt"
+echo "--- model W4A16 / bf16 with --no-text-logits ---"; tail -n 4 "$out/bench-w4a16-notext.txt"; tail -n 4 "$out/bench-bf16-notext.txt"
 echo "--- tests ---"; tail -n 1 "$out/tests.txt"
 exit $tests_rc

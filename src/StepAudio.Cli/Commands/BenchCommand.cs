@@ -20,12 +20,13 @@ public static class BenchCommand
         {
             Description = "Also RTN-quantize lm_head to W4A16 at load (off by default; every released variant keeps it bf16), and report its logit error against the bf16 lm_head",
         };
+        var noTextLogits = CommonOptions.NoTextLogits();
         var contexts = new Option<string>("--contexts") { Description = "Context lengths at which to time decoding", DefaultValueFactory = _ => "64,1024,4096" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "Tokens decoded per measurement", DefaultValueFactory = _ => 128 };
         var prefills = new Option<string>("--prefill-lengths") { Description = "Prompt lengths at which to time prefill", DefaultValueFactory = _ => "32,1000" };
         var copyBandwidth = new Option<double>("--copy-gbps") { Description = "Measured device copy bandwidth (GB/s) to report % of", DefaultValueFactory = _ => 3000 };
         var command = new Command("bench", "Benchmark the Step1 LLM on a checkpoint (use a full-size one for real figures): load, prefill, greedy decode tok/s with effective bandwidth per context, sampled decode (temperature 0.7, top-k 50) at the first context, the 50-token seed form.")
-        { model, device, contexts, decodeTokens, prefills, copyBandwidth, variant, quantizeLmHead };
+        { model, device, contexts, decodeTokens, prefills, copyBandwidth, variant, quantizeLmHead, noTextLogits };
 
         command.SetAction(parse =>
         {
@@ -39,13 +40,20 @@ public static class BenchCommand
             int maxCtx = Math.Max(ctxs.Max() + n + 1, pre.Max() + 64);
             long freeBefore = (backend as CudaBackend)?.Context.MemoryInfo().Free ?? 0;
             var wall = Stopwatch.StartNew();
-            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = maxCtx, MaxTokensPerForward = 1024, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!), QuantizeLmHead = parse.GetValue(quantizeLmHead) });
+            var logitIds = CommonOptions.LogitIds(parse.GetValue(noTextLogits), c);
+            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions
+            {
+                MaxContext = maxCtx, MaxTokensPerForward = 1024, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!),
+                QuantizeLmHead = parse.GetValue(quantizeLmHead), LogitIds = logitIds,
+            });
             double loadSeconds = wall.Elapsed.TotalSeconds;
             long used = backend is CudaBackend cb ? freeBefore - cb.Context.MemoryInfo().Free : 0;
             Console.WriteLine($"backend: {backend.Name}");
             Console.WriteLine($"model:   {checkpoint.Folder} ({c.NumHiddenLayers} layers, hidden {c.HiddenSize}, vocab {c.VocabSize})");
             Console.WriteLine($"load:    {loadSeconds:F2} s, weights {llm.WeightBytes / 1e9:F2} GB" +
                               (used > 0 ? $", GPU memory in use {used / 1e9:F2} GB (weights + {maxCtx}-token KV cache + activations)" : ""));
+            if (logitIds != null)
+                Console.WriteLine($"logits:  {logitIds.Sum(r => r.Count)} of {c.VocabSize} ids (--no-text-logits: {string.Join(", ", logitIds.Select(r => $"{r.Start}..{r.Start + r.Count - 1}"))})");
 
             var generator = new Generator(llm);
             var rng = new Random(1234);
@@ -60,8 +68,7 @@ public static class BenchCommand
                 var r = generator.Generate(Prompt(length), greedy with { MaxNewTokens = 1 });
                 Console.WriteLine($"prefill: {length,5} tokens  {r.PrefillTime.TotalMilliseconds,8:F2} ms  ({length / r.PrefillTime.TotalSeconds,9:F0} tok/s)");
             }
-            // Every weight on the device is read once per token, except the embedding table: one row of it.
-            long weightBytesPerToken = c.TieWordEmbeddings ? llm.WeightBytes : llm.WeightBytes - (long)c.VocabSize * c.HiddenSize * 2 + c.HiddenSize * 2L;
+            long weightBytesPerToken = llm.WeightBytesPerToken;
             foreach (int ctx in ctxs)
             {
                 var r = generator.Generate(Prompt(ctx), greedy with { MaxNewTokens = n });
@@ -97,10 +104,15 @@ public static class BenchCommand
                 var quantized = LastLogits(llm, prompt);
                 llm.Dispose();
                 using var reference = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = 64, MaxTokensPerForward = 64,
-                    QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!) });
+                    QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!), LogitIds = logitIds });
                 var exact = LastLogits(reference, prompt);
                 double num = 0, den = 0;
-                for (int i = 0; i < exact.Length; i++) { num += Math.Pow(quantized[i] - exact[i], 2); den += (double)exact[i] * exact[i]; }
+                for (int i = 0; i < exact.Length; i++)
+                {
+                    if (float.IsNegativeInfinity(exact[i])) continue;  // an id --no-text-logits skips
+                    num += Math.Pow(quantized[i] - exact[i], 2);
+                    den += (double)exact[i] * exact[i];
+                }
                 bool sameTop = Array.IndexOf(exact, exact.Max()) == Array.IndexOf(quantized, quantized.Max());
                 Console.WriteLine($"lm_head W4A16: logits relative L2 error {Math.Sqrt(num / den):E2} vs the bf16 lm_head (32-token prompt), top-1 {(sameTop ? "same" : "differs")}");
             }

@@ -34,6 +34,18 @@ public static class CommonOptions
         return option;
     }
 
+    public static Option<bool> NoTextLogits() => new("--no-text-logits")
+    {
+        Description = "Compute logits only for the control ids (0-67, EOS among them) and the audio ids (65536 and up): text " +
+                      "ids get -inf and are never sampled, and lm_head reads 12% of its rows. Off by default: the reference " +
+                      "samples from the whole vocabulary. Greedy decoding gives its ids whenever its choice is not a text id; " +
+                      "sampling draws from its distribution renormalised over the non-text ids",
+    };
+
+    /// <summary>ModelOptions.LogitIds for --no-text-logits: null (every id) unless it is set.</summary>
+    public static IReadOnlyList<(int Start, int Count)>? LogitIds(bool noTextLogits, StepAudio.Checkpoints.Step1Config config) =>
+        noTextLogits ? StepAudio.Text.AudioTokens.NonTextIds(config.VocabSize) : null;
+
     /// <summary>The load-time quantization a --variant value asks for.</summary>
     public static StepAudio.Backends.WeightFormat QuantizeAtLoad(string variant) => variant switch
     {

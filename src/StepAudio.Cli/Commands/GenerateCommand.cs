@@ -25,12 +25,13 @@ public static class GenerateCommand
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep decoding past EOS (for timing on random weights)" };
         var maxContext = CommonOptions.MaxContext();
         var variant = CommonOptions.Variant();
+        var noTextLogits = CommonOptions.NoTextLogits();
         var request = new PromptRequestOptions(tokenizerRequired: false);
 
         var command = new Command("generate",
             "Run the Step1 LLM on prompt token ids and print the generated ids with timings. With no --model, uses the " +
             "bundled tiny synthetic model (models/tiny-step1), so the command always demonstrates a real decode.")
-        { model, device, ids, idsFile, maxNew, maxLength, greedy, temperature, topK, seed, ignoreEos, maxContext, variant };
+        { model, device, ids, idsFile, maxNew, maxLength, greedy, temperature, topK, seed, ignoreEos, maxContext, variant, noTextLogits };
         request.AddTo(command);
         command.Description += " With --mode clone|edit the prompt is built from text and audio codes exactly as tts.py " +
                                "does, and the output is the generated audio codes (vq02 0..1023, vq06 1024..5119) ready for the vocoder.";
@@ -56,7 +57,11 @@ public static class GenerateCommand
             using var checkpoint = CheckpointFolder.Open(folder);
             Console.Error.WriteLine($"loading {checkpoint.Folder} ({checkpoint.Variant}, {checkpoint.TotalBytes / 1e9:F2} GB) on {backend.Name} ...");
             int context = Math.Min(parse.GetValue(maxContext), options.MaxLength);
-            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = context, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!) },
+            using var llm = Step1Model.Load(checkpoint, backend, new ModelOptions
+                {
+                    MaxContext = context, QuantizeAtLoad = CommonOptions.QuantizeAtLoad(parse.GetValue(variant)!),
+                    LogitIds = CommonOptions.LogitIds(parse.GetValue(noTextLogits), checkpoint.Config),
+                },
                 CommonOptions.StatusLine());
             Console.Error.WriteLine((Console.IsErrorRedirected ? "" : "\r") + $"loaded in {llm.LoadTime.TotalSeconds:F2} s ({llm.WeightBytes / 1e9:F2} GB of weights)".PadRight(80));
 

@@ -10,6 +10,23 @@ public abstract class DeviceBuffer : IDisposable
     public abstract void Dispose();
 }
 
+/// <summary>A window into another buffer (some rows of a weight): it owns no memory, so disposing it frees nothing,
+/// and it is valid as long as the buffer it looks into.</summary>
+public sealed class DeviceBufferView : DeviceBuffer
+{
+    public DeviceBufferView(DeviceBuffer parent, long byteOffset, long bytes, string purpose)
+    {
+        if (byteOffset < 0 || bytes < 1 || byteOffset + bytes > parent.Bytes)
+            throw new ArgumentOutOfRangeException(nameof(byteOffset),
+                $"bytes [{byteOffset}, {byteOffset + bytes}) are not inside {parent.Purpose} ({parent.Bytes} bytes)");
+        Pointer = parent.At(byteOffset);
+        Bytes = bytes;
+        Purpose = purpose;
+    }
+
+    public override void Dispose() { }
+}
+
 /// <summary>A prepared piece of device work (one decode step) that can be run many times. The CUDA backend captures
 /// it once as a graph and replays it; the CPU backend simply calls it.</summary>
 public interface IReplayableStep : IDisposable

@@ -21,6 +21,11 @@ public sealed record ModelOptions
     /// <summary>Quantize lm_head to W4A16 at load (round-to-nearest, symmetric, group 128). Off by default: every
     /// released variant keeps lm_head bf16; this trades a small logit error for ~0.34 GB less read per token.</summary>
     public bool QuantizeLmHead { get; init; }
+    /// <summary>Compute logits only for these vocabulary ids, as (first id, count) runs in increasing order, each
+    /// starting at an even id; every other logit is −∞, so it is never sampled, and lm_head reads only these rows.
+    /// Null (the default): every id, as the reference. Needs <see cref="MaxLogitRows"/> = 1 and must include EOS.
+    /// StepAudio.Text's <c>AudioTokens.NonTextIds</c> gives the control and audio ids of the release vocabulary.</summary>
+    public IReadOnlyList<(int Start, int Count)>? LogitIds { get; init; }
 }
 
 /// <summary>The Step1 LLM on one compute backend: weights (QKV and gate/up fused at load), the KV cache, the
@@ -35,6 +40,9 @@ public sealed unsafe class Step1Model : IDisposable
     public ModelOptions Options { get; }
     public TimeSpan LoadTime { get; }
     public long WeightBytes { get; }
+    /// <summary>Weight bytes one decode step reads: every weight once, except the embedding table (one row) and
+    /// lm_head (only the rows of <see cref="ModelOptions.LogitIds"/>, when given).</summary>
+    public long WeightBytesPerToken { get; }
 
     sealed record Layer(DeviceBuffer InputNorm, LinearWeight Qkv, LinearWeight O, DeviceBuffer PostNorm, LinearWeight GateUp, LinearWeight Down);
 
@@ -42,6 +50,8 @@ public sealed unsafe class Step1Model : IDisposable
     readonly ILinearLoader _linearLoader;
     readonly DeviceBuffer _embed, _finalNorm, _slopes;
     readonly LinearWeight _lmHead;
+    // lm_head as launched: the whole weight, or its rows for ModelOptions.LogitIds (Start: the first id of each part).
+    readonly (int Start, LinearWeight Weight)[] _lmHeadParts;
     readonly Layer[] _layers;
     readonly DeviceBuffer _kCache, _vCache;
     readonly DeviceBuffer _x, _norm, _sumSq, _qkv, _att, _tmp, _gateUp, _act, _logits;
@@ -101,6 +111,7 @@ public sealed unsafe class Step1Model : IDisposable
         _linearLoader = LinearLoaders.For(checkpoint, options);
         if (options.MaxContext < 2 || options.MaxTokensPerForward < 1 || options.MaxLogitRows < 1 || options.MaxLogitRows > options.MaxTokensPerForward)
             throw new ArgumentException($"invalid model options {options}");
+        if (options.LogitIds is { } logitIds) CheckLogitIds(logitIds, config, options);
 
         _embed = Upload(checkpoint, Step1Layout.Embed);
         _layers = new Layer[c.NumHiddenLayers];
@@ -119,7 +130,11 @@ public sealed unsafe class Step1Model : IDisposable
         _lmHead = options.QuantizeLmHead ? QuantizedLmHead(checkpoint, c)
                 : c.TieWordEmbeddings ? new LinearWeight(WeightFormat.Bf16, c.VocabSize, c.HiddenSize, _embed)
                 : new Bf16LinearLoader().Load(checkpoint, backend, Step1Layout.LmHead, [Step1Layout.LmHeadModule], Own);
+        _lmHeadParts = options.LogitIds is { } ids ? ids.Select(r => (r.Start, _lmHead.Rows(r.Start, r.Count))).ToArray() : [(0, _lmHead)];
         WeightBytes = _owned.Sum(b => b.Bytes);
+        // lm_head's own buffers (not the tied embedding) are counted in WeightBytes whole; per token, its parts are read.
+        long lmHeadOwned = ReferenceEquals(_lmHead.Data, _embed) ? 0 : _lmHead.Bytes;
+        WeightBytesPerToken = WeightBytes - _embed.Bytes + 2L * c.HiddenSize - lmHeadOwned + _lmHeadParts.Sum(p => p.Weight.Bytes);
 
         var slopes = new float[c.NumAttentionHeads];
         fixed (float* p = slopes) NativeException.Check(NativeMethods.AlibiSlopes(c.NumAttentionHeads, p));
@@ -140,6 +155,12 @@ public sealed unsafe class Step1Model : IDisposable
         _gateUp = Own(backend.Allocate((long)t * c.IntermediateSize * 2 * 2, "gate/up activations"));
         _act = Own(backend.Allocate((long)t * c.IntermediateSize * 2, "SwiGLU output"));
         _logits = Own(backend.Allocate((long)options.MaxLogitRows * c.VocabSize * 2, "logits"));
+        if (options.LogitIds != null)  // the ids lm_head skips stay −∞ (bf16 0xFF80) for good
+        {
+            var minusInfinity = new ushort[(long)options.MaxLogitRows * c.VocabSize];
+            Array.Fill(minusInfinity, (ushort)0xFF80);
+            fixed (ushort* p = minusInfinity) backend.Upload(_logits.Pointer, (nint)p, minusInfinity.Length * 2L);
+        }
         _history = Own(backend.Allocate((options.MaxContext + 1) * 4L, "token history"));
         _state = Own(backend.Allocate(32, "generation state"));
         backend.Synchronize();
@@ -159,6 +180,32 @@ public sealed unsafe class Step1Model : IDisposable
         if (options.MaxContext > checkpoint.Config.MaxSeqLen)
             options = options with { MaxContext = checkpoint.Config.MaxSeqLen };
         return new Step1Model(checkpoint.Config, backend, options, checkpoint, progress);
+    }
+
+    static void CheckLogitIds(IReadOnlyList<(int Start, int Count)> ids, Step1Config c, ModelOptions options)
+    {
+        string Fail(string what) => throw new ArgumentException($"ModelOptions.LogitIds: {what}");
+        if (ids.Count == 0) Fail("the list is empty (null means every id)");
+        if (options.MaxLogitRows != 1) Fail($"needs MaxLogitRows = 1 (it is {options.MaxLogitRows}): the logits of one row only");
+        long next = 0;
+        foreach (var (start, count) in ids)
+        {
+            string run = $"the run ({start}, {count})";
+            if (count < 1 || start < 0 || (long)start + count > c.VocabSize) Fail($"{run} is not inside the vocabulary [0, {c.VocabSize})");
+            if (start < next) Fail($"{run} overlaps or precedes the run before it (give them in increasing order)");
+            // The GPU linears store bf16 pairs, so a part's first logit must sit 4-byte aligned.
+            if (start % 2 != 0) Fail($"{run} starts at an odd id");
+            next = (long)start + count;
+        }
+        if (!ids.Any(r => c.EosTokenId >= r.Start && c.EosTokenId < r.Start + r.Count))
+            Fail($"EOS (id {c.EosTokenId}) is not among the ids, so generation could never end");
+    }
+
+    /// <summary>logits[logitRows, vocab] = lm_head(x): one linear per part of <see cref="ModelOptions.LogitIds"/>.</summary>
+    void LmHead(nint x, int logitRows, NormFold fold = default)
+    {
+        foreach (var (start, weight) in _lmHeadParts)
+            Backend.Linear(x, weight, _logits.At(start * 2L), logitRows, LinearEpilogue.Store, fold);
     }
 
     DeviceBuffer Own(DeviceBuffer b)
@@ -231,12 +278,11 @@ public sealed unsafe class Step1Model : IDisposable
             bool folded = ForwardDecodeLayers(n, shape, seqLen, layerKv);
             long skipped = n - logitRows;  // lm_head reads the last logitRows rows
             if (folded)  // the last down linear wrote h·g_final and its sums of squares
-                b.Linear(_norm.At(skipped * h * 2), _lmHead, _logits.Pointer, logitRows, LinearEpilogue.Store,
-                         NormFold.Consume(_sumSq.At(skipped * (h / 16) * 4), c.RmsNormEps));
+                LmHead(_norm.At(skipped * h * 2), logitRows, NormFold.Consume(_sumSq.At(skipped * (h / 16) * 4), c.RmsNormEps));
             else
             {
                 b.RmsNorm(_x.At(skipped * h * 2), _finalNorm.Pointer, _norm.Pointer, logitRows, h, c.RmsNormEps);
-                b.Linear(_norm.Pointer, _lmHead, _logits.Pointer, logitRows);
+                LmHead(_norm.Pointer, logitRows);
             }
             return;
         }
@@ -256,7 +302,7 @@ public sealed unsafe class Step1Model : IDisposable
         }
         // The final norm runs over all n rows (the residual add must anyway); lm_head takes the last logitRows.
         NormInto(_finalNorm);
-        b.Linear(_norm.At((long)(n - logitRows) * h * 2), _lmHead, _logits.Pointer, logitRows);
+        LmHead(_norm.At((long)(n - logitRows) * h * 2), logitRows);
     }
 
     /// <summary>The layers as decode runs them: the residual adds folded into the o and down linears and SwiGLU into
