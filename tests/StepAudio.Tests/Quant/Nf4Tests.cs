@@ -99,6 +99,69 @@ public class Nf4Tests
         }
     }
 
+    [Fact]
+    public void VectorNearestEqualsTheScanEverywhere()
+    {
+        // NearestNf4x8 (AVX2, what quantize-at-load runs) against the linear scan, lane for lane, on the probes of the
+        // scalar test above: every NF4 midpoint and 4 fp32 values each side of it, the entries, signed zeros, values
+        // outside [-1, 1], infinities, NaN and random values.
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) Assert.Skip("no AVX2 on this CPU: the scalar path is the only one");
+        var table = Nf4Format.CodeTable;
+        var codes = new Nf4Quantizer.SortedCodes(table);
+        var probes = new List<float> { 0f, -0f, 2f, -2f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 1e-30f, -1e-30f, 1e6f, -1e6f };
+        probes.AddRange(table);
+        foreach (float mid in codes.Midpoints)
+        {
+            float up = mid, down = mid;
+            probes.Add(mid);
+            for (int i = 0; i < 4; i++) probes.Add(up = MathF.BitIncrement(up));
+            for (int i = 0; i < 4; i++) probes.Add(down = MathF.BitDecrement(down));
+        }
+        var rng = new Random(9);
+        for (int i = 0; i < 100_000; i++) probes.Add((float)(rng.NextDouble() * 2.2 - 1.1));
+        while (probes.Count % 8 != 0) probes.Add(0.5f);
+        var values = probes.ToArray();
+        for (int i = 0; i < values.Length; i += 8)
+        {
+            var got = Nf4Quantizer.NearestNf4x8(System.Runtime.Intrinsics.Vector256.Create(values, i));
+            for (int lane = 0; lane < 8; lane++)
+            {
+                float v = values[i + lane];
+                Assert.True(Nf4Quantizer.NearestByScan(v, table) == got[lane],
+                    $"v = {v:R} ({BitConverter.SingleToInt32Bits(v):X8}): scan {Nf4Quantizer.NearestByScan(v, table)}, AVX2 {got[lane]}");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(16, 256, 64, true)]
+    [InlineData(7, 100, 64, true)]     // 700 values: a ragged last block takes the scalar path
+    [InlineData(9, 128, 128, false)]
+    [InlineData(5, 66, 66, true)]      // a block size that is not a multiple of 8: scalar only
+    public void VectorQuantizeGivesTheScalarBytes(int n, int k, int blocksize, bool doubleQuant)
+    {
+        var rng = new Random(n * 31 + k);
+        var w = RandomBf16(rng, n, k);
+        // Special values in some blocks: a NaN (that block goes scalar), ±∞, a block of zeros, tiny and huge values.
+        ushort Bits(float f) => (ushort)(BitConverter.SingleToInt32Bits(f) >> 16);
+        w[3] = Bits(float.NaN);
+        w[blocksize + 5] = Bits(float.PositiveInfinity);
+        w[2 * blocksize + 1] = Bits(float.NegativeInfinity);
+        if (w.Length >= 4 * blocksize) Array.Fill(w, (ushort)0, 3 * blocksize, blocksize);
+        w[^2] = Bits(1e-38f);
+        w[^1] = Bits(-3e38f);
+        var scalar = Nf4Quantizer.Quantize(w, n, k, blocksize, doubleQuant, vectorized: false);
+        var vector = Nf4Quantizer.Quantize(w, n, k, blocksize, doubleQuant, vectorized: true);
+        Assert.Equal(scalar.Packed, vector.Packed);
+        if (doubleQuant)
+        {
+            Assert.Equal(scalar.AbsmaxCodes, vector.AbsmaxCodes);
+            Assert.Equal(scalar.NestedAbsmax!.Select(BitConverter.SingleToInt32Bits), vector.NestedAbsmax!.Select(BitConverter.SingleToInt32Bits));
+            Assert.Equal(scalar.State, vector.State);
+        }
+        else Assert.Equal(scalar.Absmax!.Select(BitConverter.SingleToInt32Bits), vector.Absmax!.Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Theory]
     [InlineData(1, 64, true)]
     [InlineData(3, 192, false)]
