@@ -71,8 +71,8 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
     /// that sits on it), and |fl(v − t)| is unimodal over a sorted table, so the scan's answer lies in that window of
     /// three, where the same scan decides. About 3x faster than scanning all 16 NF4 entries (quantizing a full
     /// model at load is 3.1 G values). One limit, outside what quantizing produces (|x / absmax| ≤ 1): where |v| is so
-    /// large that v − t rounds to the same value for every entry (near float.MaxValue), the scan keeps index 0 and
-    /// this returns the window's first.</summary>
+    /// large that fp32 rounding of v − t makes neighbouring entries' distances equal (|v| ≳ 10^5 for the double-quant
+    /// map), the scan keeps the lowest tied index and this the window's first.</summary>
     internal static int Nearest(float v, SortedCodes codes)
     {
         if (!float.IsFinite(v)) return 0;  // every distance is ∞ or NaN: the scan keeps index 0

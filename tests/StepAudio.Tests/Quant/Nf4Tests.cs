@@ -72,6 +72,25 @@ public class Nf4Tests
         return w;
     }
 
+    /// <summary>Inputs where a nearest-code search can go wrong: signed zeros, values outside [-1, 1], infinities, NaN,
+    /// the table entries, every midpoint and the 4 fp32 values on each side of it, then random values in and around
+    /// [-1, 1] and small ones of every decade.</summary>
+    static List<float> NearestProbes(float[] table, Random rng)
+    {
+        var probes = new List<float> { 0f, -0f, 2f, -2f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 1e-30f, -1e-30f };
+        probes.AddRange(table);
+        foreach (float mid in new Nf4Quantizer.SortedCodes(table).Midpoints)
+        {
+            float up = mid, down = mid;
+            probes.Add(mid);
+            for (int i = 0; i < 4; i++) probes.Add(up = MathF.BitIncrement(up));
+            for (int i = 0; i < 4; i++) probes.Add(down = MathF.BitDecrement(down));
+        }
+        for (int i = 0; i < 200_000; i++) probes.Add((float)(rng.NextDouble() * 2.2 - 1.1));
+        for (int i = 0; i < 20_000; i++) probes.Add((float)((rng.NextDouble() - 0.5) * Math.Pow(10, -rng.Next(0, 8))));
+        return probes;
+    }
+
     [Fact]
     public void NearestCodeEqualsTheLinearScanEverywhere()
     {
@@ -82,18 +101,7 @@ public class Nf4Tests
         foreach (var table in new[] { Nf4Format.CodeTable, Nf4Quantizer.DynamicMap })
         {
             var codes = new Nf4Quantizer.SortedCodes(table);
-            var probes = new List<float> { 0f, -0f, 2f, -2f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 1e-30f, -1e-30f };
-            probes.AddRange(table);
-            foreach (float mid in codes.Midpoints)
-            {
-                float up = mid, down = mid;
-                probes.Add(mid);
-                for (int i = 0; i < 4; i++) probes.Add(up = MathF.BitIncrement(up));
-                for (int i = 0; i < 4; i++) probes.Add(down = MathF.BitDecrement(down));
-            }
-            for (int i = 0; i < 200_000; i++) probes.Add((float)(rng.NextDouble() * 2.2 - 1.1));
-            for (int i = 0; i < 20_000; i++) probes.Add((float)((rng.NextDouble() - 0.5) * Math.Pow(10, -rng.Next(0, 8))));
-            foreach (float v in probes)
+            foreach (float v in NearestProbes(table, rng))
                 Assert.True(Nf4Quantizer.NearestByScan(v, table) == Nf4Quantizer.Nearest(v, codes),
                     $"table of {table.Length}: v = {v:R} ({BitConverter.SingleToInt32Bits(v):X8}): scan {Nf4Quantizer.NearestByScan(v, table)}, fast {Nf4Quantizer.Nearest(v, codes)}");
         }
@@ -102,23 +110,11 @@ public class Nf4Tests
     [Fact]
     public void VectorNearestEqualsTheScanEverywhere()
     {
-        // NearestNf4x8 (AVX2, what quantize-at-load runs) against the linear scan, lane for lane, on the probes of the
-        // scalar test above: every NF4 midpoint and 4 fp32 values each side of it, the entries, signed zeros, values
-        // outside [-1, 1], infinities, NaN and random values.
+        // NearestNf4x8 (AVX2, what quantize-at-load runs) against the linear scan, lane for lane, on the scalar test's
+        // probes.
         if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported) Assert.Skip("no AVX2 on this CPU: the scalar path is the only one");
         var table = Nf4Format.CodeTable;
-        var codes = new Nf4Quantizer.SortedCodes(table);
-        var probes = new List<float> { 0f, -0f, 2f, -2f, float.PositiveInfinity, float.NegativeInfinity, float.NaN, 1e-30f, -1e-30f, 1e6f, -1e6f };
-        probes.AddRange(table);
-        foreach (float mid in codes.Midpoints)
-        {
-            float up = mid, down = mid;
-            probes.Add(mid);
-            for (int i = 0; i < 4; i++) probes.Add(up = MathF.BitIncrement(up));
-            for (int i = 0; i < 4; i++) probes.Add(down = MathF.BitDecrement(down));
-        }
-        var rng = new Random(9);
-        for (int i = 0; i < 100_000; i++) probes.Add((float)(rng.NextDouble() * 2.2 - 1.1));
+        var probes = NearestProbes(table, new Random(9));
         while (probes.Count % 8 != 0) probes.Add(0.5f);
         var values = probes.ToArray();
         for (int i = 0; i < values.Length; i += 8)
