@@ -21,7 +21,9 @@ mkdir -p .publish && tar -xJf .carry/bundle/bundle.tar.xz -C .publish || { echo 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$out/gpu.txt"
 
 stage "building libstepaudio_native with CUDA"
-if ! { cmake -S . -B build -DSTEPAUDIO_REQUIRE_CUDA=ON -DCMAKE_BUILD_TYPE=Release && cmake --build build -j 16; } >"$out/build.log" 2>&1; then
+# Hopper only by default (the machines lent are H100 / H200): half the build time of the "80;90a" default.
+if ! { cmake -S . -B build -DSTEPAUDIO_REQUIRE_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+         -DSTEPAUDIO_CUDA_ARCHITECTURES="${STEPAUDIO_CUDA_ARCHITECTURES:-90a}" && cmake --build build -j 16; } >"$out/build.log" 2>&1; then
   grep -E "error|Error" "$out/build.log" | head -40; echo "CUDA build failed"; exit 1
 fi
 grep -E "registers|spill|bytes stack" "$out/build.log" > "$out/ptxas.txt" || true
