@@ -20,7 +20,10 @@
 //     accumulators share one output column d, so one V element feeds all of them.
 //     The blocks of split 0 also append the new tokens' k, v rows to the caches at pos0 = *seq_len - n_new;
 //     every block takes keys at positions >= pos0 from qkv itself, so no second kernel or ordering is needed.
-//  2. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights. It is
+//  2. attention_decode_mma_kernel (session 7) takes decode instead — one new token, head_dim 64, at most 16 heads per
+//     group (Step1) — on tensor cores: the group's heads are the 16 rows of one MMA tile (its own comment below).
+//     Same splits, partials and combine; the per-tile math is 48 MMAs per warp instead of 32-deep FMA chains.
+//  3. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights. It is
 //     launched whenever more than one split may be used (the graph is fixed) and returns at once when only one was.
 //
 // Split partials go to a workspace the caller owns (at most SA_ATTENTION_WORKSPACE_BYTES; the functions must not
@@ -328,6 +331,229 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     }
 }
 
+// ==== decode on tensor cores: attention_decode_mma_kernel (one new token, <= 16 heads per group, head_dim 64) ====
+// Why (kernels/NOTES.md, session 7): at short context attention_kernel's time is its per-tile math — a warp scores
+// 3 queries as 32-deep FMA chains, one key per lane, and the V sums are 32-deep chains again — latency that no other
+// warp hides (ncu: 17% issue, "wait" the first stall). Here all heads of the group are the 16 rows of one MMA tile:
+// a warp scores a 32-key tile in 16 MMAs (4 chains of 4) and multiplies it by V in 32 (8 chains of 4).
+//  * A block is one split of the key range, as attention_kernel's (same split_keys, so the combine kernel is
+//    shared), but its 4 warps take the split's tiles in turn, each with its own online softmax; the block merges
+//    them in shared memory and writes the output itself when one split covered all keys, else its partial.
+//    min_split_tiles defaults to 2 here, so up to 64 keys one split does it all and the combine kernel exits at once.
+//  * Each warp copies its own K and V tiles into shared memory with cp.async (all 16 copies of a lane in flight at
+//    once; rows padded to 36 words: the fragment loads are conflict-free), so no block barrier is needed until the
+//    merge. The new token's k, v rows are appended to the caches last.
+//  * Scores, softmax and the accumulators are fp32 as in attention_kernel. The probabilities enter the second MMA as
+//    bf16 hi + lo parts (two MMAs), so P·V keeps ~16 bits of P instead of bf16's 8.
+// 4 warps per block (1 or 2 were slower in the step, measured before the cp.async staging); splits of at least 2
+// tiles (4: 64 keys the same, 1024 slower, 4000 faster) — kernels/NOTES.md, session 7.
+constexpr int kMmaWarps = 4, kMmaThreads = 32 * kMmaWarps, kMmaMinSplitTiles = 2;
+constexpr int kMmaRowWords = 64 / 2 + 4;  // a K or V row of the staged tile: 32 words of bf16 pairs + 4 of padding
+
+__device__ __forceinline__ uint32_t cvt_bf16x2(float lo, float hi) {  // round to nearest even, lo in the low half
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnArgs a) {
+    static_assert(D == 64, "one 16x64 query tile: 4 k-steps of the score MMA, 8 column tiles of the output");
+    pdl_launch_dependents();
+    pdl_wait();  // qkv, the caches and *seq_len come from earlier kernels
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int hpg = a.n_heads / a.n_kv, group = blockIdx.y, z = blockIdx.z;
+    const int len = *a.seq_len, pos0 = len - 1;  // one new token, at position pos0
+    const int kv_width = a.n_kv * D;
+    if (!seq_len_valid(len, 1, a.max_ctx)) {
+        if (z == 0)
+            for (int e = tid; e < hpg * D; e += kMmaThreads) a.out[group * hpg * D + e] = kBf16NaN;
+        return;
+    }
+    const KeyRange keys = split_keys(len, a.n_splits, a.min_split_tiles, z);
+    if (keys.begin >= keys.end) return;  // nothing to do; the combine kernel skips this split
+
+    // The query tile: rows g and g + 8 are heads group·hpg + g, + g + 8 (rows >= hpg are zero and never stored).
+    const int head_g = group * hpg + g, head_g8 = head_g + 8;
+    const bool row_g = g < hpg, row_g8 = g + 8 < hpg;
+    uint32_t qa[D / 16][4];
+    const uint32_t *q_g = reinterpret_cast<const uint32_t *>(a.qkv + head_g * D);
+    const uint32_t *q_g8 = reinterpret_cast<const uint32_t *>(a.qkv + head_g8 * D);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {  // A fragment: rows g / g + 8, k = 16ks + 2t (+1), and + 8
+        qa[ks][0] = row_g ? q_g[8 * ks + t] : 0u;
+        qa[ks][1] = row_g8 ? q_g8[8 * ks + t] : 0u;
+        qa[ks][2] = row_g ? q_g[8 * ks + 4 + t] : 0u;
+        qa[ks][3] = row_g8 ? q_g8[8 * ks + 4 + t] : 0u;
+    }
+    const float slope_g = row_g ? a.slopes[head_g] : 0.0f, slope_g8 = row_g8 ? a.slopes[head_g8] : 0.0f;
+
+    // Shared memory: per warp a K and a V tile [32 keys][kMmaRowWords]; reused by the merge at the end.
+    constexpr int kTileWords = kKeyTile * kMmaRowWords;
+    __shared__ __align__(16) uint32_t smem[kMmaWarps * 2 * kTileWords];
+    uint32_t *k_w = smem + warp * 2 * kTileWords, *v_w = k_w + kTileWords;
+    const uint16_t *v_h = reinterpret_cast<const uint16_t *>(v_w);
+
+    float m_g = -INFINITY, m_g8 = -INFINITY, l_g = 0.0f, l_g8 = 0.0f;  // l: this thread's share of the row sums
+    float o[D / 8][4];  // output column tiles n: c0, c1 = row g, columns 8n + 2t (+1); c2, c3 = row g + 8
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+    const int n_tiles = (keys.end - keys.begin + kKeyTile - 1) / kKeyTile;
+    for (int i = warp; i < n_tiles; i += kMmaWarps) {
+        const int j0 = keys.begin + i * kKeyTile;
+        // Stage: 32 keys x 8 chunks of 16 B for K and for V, 8 of each per lane. Old keys from the cache, the new one
+        // from qkv (its cache copy may not be written yet); rows past the split are zero (never a NaN times 0).
+        // Asynchronous copies straight into shared memory, all 16 in flight at once (register loads split into
+        // dependent round trips: the first form of this kernel was slower in the step than alone). Rows past the
+        // split read a valid row with 0 source bytes: zero-filled, so a zero probability never meets a NaN.
+#pragma unroll
+        for (int e = 0; e < kKeyTile * (D / 8) / 32; ++e) {
+            const int c = lane + 32 * e, r = c / (D / 8), cc = c % (D / 8), j = min(j0 + r, keys.end - 1);
+            const int bytes = j0 + r < keys.end ? 16 : 0;
+            const uint16_t *k_src = j < pos0 ? a.k_cache + (int64_t)j * kv_width : a.qkv + a.n_heads * D;
+            const uint16_t *v_src = j < pos0 ? a.v_cache + (int64_t)j * kv_width : k_src + kv_width;
+            cp_async16(smem_u32(k_w + r * kMmaRowWords + 4 * cc), k_src + group * D + 8 * cc, bytes);
+            cp_async16(smem_u32(v_w + r * kMmaRowWords + 4 * cc), v_src + group * D + 8 * cc, bytes);
+        }
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncwarp();
+
+        // Scores S[row][key] for the tile's 4 column tiles of 8 keys: B[k = dim][n = key] is K row (8n + g).
+        float sc[kKeyTile / 8][4];
+#pragma unroll
+        for (int n = 0; n < kKeyTile / 8; ++n) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+            const uint32_t *k_row = k_w + (8 * n + g) * kMmaRowWords;
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks)
+                mma_bf16_16816(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], k_row[8 * ks + t], k_row[8 * ks + 4 + t]);
+        }
+        // Scale, sqrt-ALiBi, mask, and the tile's row maxima (a row's 32 keys sit in the 4 lanes of a quad).
+        float mx_g = -INFINITY, mx_g8 = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < kKeyTile / 8; ++n)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const int j = j0 + 8 * n + 2 * t + (c & 1);
+                const float slope = c < 2 ? slope_g : slope_g8;
+                const float s = j < keys.end && j <= pos0 ? sc[n][c] * a.scale - slope * sqrtf((float)(pos0 - j)) : -INFINITY;
+                sc[n][c] = s;
+                if (c < 2) mx_g = fmaxf(mx_g, s);
+                else mx_g8 = fmaxf(mx_g8, s);
+            }
+#pragma unroll
+        for (int off = 1; off <= 2; off <<= 1) {
+            mx_g = fmaxf(mx_g, __shfl_xor_sync(0xffffffffu, mx_g, off));
+            mx_g8 = fmaxf(mx_g8, __shfl_xor_sync(0xffffffffu, mx_g8, off));
+        }
+        // Online softmax: rescale what this warp has by exp(m_old - m_new); -inf rows keep exp() finite.
+        const float mn_g = fmaxf(m_g, mx_g), mn_g8 = fmaxf(m_g8, mx_g8);
+        const float mu_g = mn_g == -INFINITY ? 0.0f : mn_g, mu_g8 = mn_g8 == -INFINITY ? 0.0f : mn_g8;
+        const float alpha_g = __expf(m_g - mu_g), alpha_g8 = __expf(m_g8 - mu_g8);
+        m_g = mn_g;
+        m_g8 = mn_g8;
+        float sum_g = 0.0f, sum_g8 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < kKeyTile / 8; ++n)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const float p = __expf(sc[n][c] - (c < 2 ? mu_g : mu_g8));
+                sc[n][c] = p;
+                if (c < 2) sum_g += p;
+                else sum_g8 += p;
+            }
+        l_g = l_g * alpha_g + sum_g;
+        l_g8 = l_g8 * alpha_g8 + sum_g8;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            o[n][0] *= alpha_g;
+            o[n][1] *= alpha_g;
+            o[n][2] *= alpha_g8;
+            o[n][3] *= alpha_g8;
+        }
+        // O += P·V over the tile's two 16-key steps: the score tiles 2kk, 2kk + 1 are the A fragment (as bf16 hi and
+        // lo parts); B[k = key][n = column] pairs two keys of one V column.
+#pragma unroll
+        for (int kk = 0; kk < kKeyTile / 16; ++kk) {
+            uint32_t hi[4], lo[4];
+#pragma unroll
+            for (int f = 0; f < 4; ++f) {  // a0: row g, keys 2t (+1); a1: row g + 8; a2, a3: the same, keys + 8
+                const float *p = &sc[2 * kk + (f >> 1)][(f & 1) * 2];
+                hi[f] = cvt_bf16x2(p[0], p[1]);
+                lo[f] = cvt_bf16x2(p[0] - bf16_lo(hi[f]), p[1] - bf16_hi(hi[f]));
+            }
+            const int key = 16 * kk + 2 * t;
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+                const int col = 8 * n + g;
+                const uint32_t b0 = v_h[key * 2 * kMmaRowWords + col] | (uint32_t)v_h[(key + 1) * 2 * kMmaRowWords + col] << 16;
+                const uint32_t b1 = v_h[(key + 8) * 2 * kMmaRowWords + col] | (uint32_t)v_h[(key + 9) * 2 * kMmaRowWords + col] << 16;
+                mma_bf16_16816(o[n], hi[0], hi[1], hi[2], hi[3], b0, b1);
+                mma_bf16_16816(o[n], lo[0], lo[1], lo[2], lo[3], b0, b1);
+            }
+        }
+        __syncwarp();  // the next tile overwrites this warp's K and V
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        l_g += __shfl_xor_sync(0xffffffffu, l_g, off);
+        l_g8 += __shfl_xor_sync(0xffffffffu, l_g8, off);
+    }
+
+    // Merge the warps: (max, sum) and the unnormalised outputs [warp][row][column] in the tiles' memory.
+    __syncthreads();
+    float *o_s = reinterpret_cast<float *>(smem);  // [kMmaWarps][16][D]
+    float *ml_s = o_s + kMmaWarps * 16 * D;          // [kMmaWarps][16][2]
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+        float *at = o_s + (warp * 16 + g) * D + 8 * n + 2 * t;
+        at[0] = o[n][0];
+        at[1] = o[n][1];
+        at[8 * D] = o[n][2];
+        at[8 * D + 1] = o[n][3];
+    }
+    if (t == 0) {
+        ml_s[(warp * 16 + g) * 2] = m_g;
+        ml_s[(warp * 16 + g) * 2 + 1] = l_g;
+        ml_s[(warp * 16 + g + 8) * 2] = m_g8;
+        ml_s[(warp * 16 + g + 8) * 2 + 1] = l_g8;
+    }
+    __syncthreads();
+    float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_heads * D;
+    for (int e = tid; e < hpg * D; e += kMmaThreads) {
+        const int row = e / D, d = e % D, h = group * hpg + row;
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kMmaWarps; ++w) mx = fmaxf(mx, ml_s[(w * 16 + row) * 2]);
+        float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kMmaWarps; ++w) {
+            const float m = ml_s[(w * 16 + row) * 2];
+            const float weight = m == -INFINITY ? 0.0f : __expf(m - mx);  // -inf: the warp saw no key
+            sum = fmaf(weight, ml_s[(w * 16 + row) * 2 + 1], sum);
+            acc = fmaf(weight, o_s[(w * 16 + row) * D + d], acc);
+        }
+        if (keys.active_splits == 1) {
+            a.out[h * D + d] = sa_f32_to_bf16(__fdiv_rn(acc, sum));
+        } else {
+            a.partial_out[((int64_t)z * a.n_heads + h) * D + d] = acc;
+            if (d == 0) {
+                partial_ml[((int64_t)z * a.n_heads + h) * 2] = mx;
+                partial_ml[((int64_t)z * a.n_heads + h) * 2 + 1] = sum;
+            }
+        }
+    }
+    // Append the new k, v rows of this group (16-byte chunks) last: no block of this call reads them from the cache
+    // (the new key comes from qkv), and done first it put a load-store round trip before split 0's work.
+    if (z == 0 && tid < 2 * (D / 8)) {
+        const int is_v = tid >= D / 8, c = tid % (D / 8);
+        const uint4 val = reinterpret_cast<const uint4 *>(a.qkv + a.n_heads * D + is_v * kv_width + group * D)[c];
+        reinterpret_cast<uint4 *>((is_v ? a.v_cache : a.k_cache) + (int64_t)pos0 * kv_width + group * D)[c] = val;
+    }
+}
+
 // A plain (coherent: written by the previous kernel) load that stays where it is written: the merge below requests
 // the first splits' values together with *seq_len, and the compiler must not sink them past the branches on it.
 __device__ __forceinline__ float ld_early(const float *p) {
@@ -419,14 +645,21 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     *dst = sa_f32_to_bf16(__fdiv_rn(o, sum_s));
 }
 
-// Tiles per split at least (STEPAUDIO_ATTN_MIN_TILES, a benchmark knob; default kDefaultMinSplitTiles).
-int min_split_tiles() {
-    static const int tiles = [] {
+// Tiles per split at least (STEPAUDIO_ATTN_MIN_TILES, a benchmark knob; default `fallback`: kDefaultMinSplitTiles
+// for attention_kernel, kMmaMinSplitTiles for attention_decode_mma_kernel).
+int min_split_tiles(int fallback) {
+    static const int env_tiles = [] {
         const char *env = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
-        return std::max(env && env[0] ? std::atoi(env) : kDefaultMinSplitTiles, 1);
+        return env && env[0] ? std::max(std::atoi(env), 1) : 0;
     }();
-    return tiles;
+    return env_tiles > 0 ? env_tiles : fallback;
 }
+
+// Decode (one new token) of up to 16 heads per group of dim 64 runs on tensor cores (attention_decode_mma_kernel);
+// 0 sends it to attention_kernel like everything else (the A/B knob).
+#ifndef SA_ATTN_MMA
+#define SA_ATTN_MMA 1
+#endif
 
 template <int D>
 sa_status launch_attention(const AttnArgs &a, dim3 grid, int accumulators, cudaStream_t stream) {
@@ -478,7 +711,8 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     // Splits of the key range: enough blocks to fill the GPU at long context, no more than a full cache can give
     // min_split_tiles tiles each, and the partials must fit the workspace (none: one split). The device uses only as
     // many as *seq_len needs.
-    a.min_split_tiles = min_split_tiles();
+    const bool mma = SA_ATTN_MMA && T == 1 && D == 64 && hpg <= 16;
+    a.min_split_tiles = min_split_tiles(mma ? kMmaMinSplitTiles : kDefaultMinSplitTiles);
     const int64_t partial_per_split = (int64_t)T * H * (D + 2);
     const int64_t cache_tiles = (shape->max_ctx + kKeyTile - 1) / kKeyTile;
     int splits = (kTargetBlocks + token_blocks * G - 1) / (token_blocks * G);
@@ -490,7 +724,8 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.head_slices = SA_ATTN_HEAD_SLICES;
     const dim3 grid(token_blocks, G, a.n_splits);
     const int accumulators = (a.tokens_per_block * hpg * D + kThreads - 1) / kThreads;
-    sa_status st = D == 32 ? launch_attention<32>(a, grid, accumulators, s)
+    sa_status st = mma ? launch_pdl("attention_decode_mma_kernel", &attention_decode_mma_kernel<64>, grid, dim3(kMmaThreads), 0, s, a)
+                 : D == 32 ? launch_attention<32>(a, grid, accumulators, s)
                  : D == 64 ? launch_attention<64>(a, grid, accumulators, s)
                            : launch_attention<128>(a, grid, accumulators, s);
     if (st != SA_OK) return st;
