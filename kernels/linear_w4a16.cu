@@ -87,21 +87,9 @@ constexpr int kGroup = SA_W4A16_GROUP;
 // ==== v5: w4a16_skinny, the register kernel ====
 constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied (8 at K >= 8192)
 
-// The L2 prefetch-size hint of the v5 / v8 weight loads: 0 none (since v4), or 64 / 128 / 256 bytes (the bf16 and
-// NF4 weight loads use 256). An A/B knob prepared in session 6 and not yet measured (kernels/NOTES_QUANT.md, the
-// plan after session 6): VARIANTS="h256:-DSA_W4A16_L2_HINT=256 h128:-DSA_W4A16_L2_HINT=128" tests/gpu/w4fast-run.sh.
-#ifndef SA_W4A16_L2_HINT
-#define SA_W4A16_L2_HINT 0
-#endif
-#if SA_W4A16_L2_HINT == 0
+// The v5 / v8 weight loads carry no L2 prefetch-size hint (the bf16 and NF4 weight loads use .L2::256B): measured in
+// session 7, .L2::256B here cost the W4A16 step 25 µs (kernels/NOTES_QUANT.md).
 #define SA_W4A16_WEIGHT_LOAD "ld.global.nc.L1::no_allocate.v4.u32"
-#elif SA_W4A16_L2_HINT == 64 || SA_W4A16_L2_HINT == 128 || SA_W4A16_L2_HINT == 256
-#define SA_W4A16_STR2(v) #v
-#define SA_W4A16_STR(v) SA_W4A16_STR2(v)
-#define SA_W4A16_WEIGHT_LOAD "ld.global.nc.L1::no_allocate.L2::" SA_W4A16_STR(SA_W4A16_L2_HINT) "B.v4.u32"
-#else
-#error "SA_W4A16_L2_HINT must be 0, 64, 128 or 256"
-#endif
 
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t *p) {
     uint4 r;
