@@ -113,16 +113,20 @@ struct Batch {
                                          const uint8_t *__restrict__ zeros, int row_a, int row_b, int groups,
                                          int first, int stride) {
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int grp = first + u * stride;
-            if (grp < groups) {
-                wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
-                wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
-                sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
-                sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
-                za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
-                zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
-            }
+        for (int u = 0; u < U; ++u) load_one<HasZeros>(u, qa, qb, scales, zeros, row_a, row_b, groups, first + u * stride);
+    }
+    // Entry u only: group grp (none past the last).
+    template <bool HasZeros>
+    __device__ __forceinline__ void load_one(int u, const uint32_t *qa, const uint32_t *qb,
+                                             const uint16_t *__restrict__ scales, const uint8_t *__restrict__ zeros,
+                                             int row_a, int row_b, int groups, int grp) {
+        if (grp < groups) {
+            wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
+            wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
+            sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
+            sb[u] = __ldg(scales + (size_t)row_b * groups + grp);
+            za[u] = HasZeros ? __ldg(zeros + (size_t)row_a * groups + grp) : 8;
+            zb[u] = HasZeros ? __ldg(zeros + (size_t)row_b * groups + grp) : 8;
         }
     }
 };
@@ -273,19 +277,33 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_bytes, int epi,
                  sa_norm_fold fold) {
     pdl_launch_dependents();
+    // With zero codes, the next tile goes out group by group as soon as each group of this one is multiplied (its
+    // registers are then free); without, all at once after the multiply. Measured (session 7, NOTES_QUANT.md): the
+    // AWQ-style step 1.337, 1.338 -> 1.305, 1.300 ms; the symmetric step 1.204 -> 1.260, so it keeps the old order.
+    constexpr bool kRefill = HasZeros;
     __shared__ float partial[kStreamWarps * 16 * 16];  // [warp][row][token]
     __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
     const int groups = k / kGroup, kw = k / 8, tiles = (n + 15) / 16;
     const int my_tiles = (int)blockIdx.x < tiles ? (tiles - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
     auto tile_of = [&](int j) { return (int)blockIdx.x + j * (int)gridDim.x; };
+    struct TileRows {  // this thread's rows r and r + 8 of a tile, and its code pointers into them
+        int row_a, row_b;
+        const uint32_t *qa, *qb;
+    };
+    auto rows_of = [&](int j) {
+        const int tile = tile_of(j);
+        TileRows tr;
+        tr.row_a = sa_epilogue::row_ok(tile, r, n, epi) ? sa_epilogue::tile_row(tile, r, n, epi) : n - 1;
+        tr.row_b = sa_epilogue::row_ok(tile, r + 8, n, epi) ? sa_epilogue::tile_row(tile, r + 8, n, epi) : n - 1;
+        tr.qa = qweight + (size_t)tr.row_a * kw + t * 4;
+        tr.qb = qweight + (size_t)tr.row_b * kw + t * 4;
+        return tr;
+    };
     auto load = [&](Batch<kUnroll> &b, int j) {  // the block's j-th tile: codes, scales and zeros, one round trip
         if (j >= my_tiles) return;
-        const int tile = tile_of(j);
-        const int row_a = sa_epilogue::row_ok(tile, r, n, epi) ? sa_epilogue::tile_row(tile, r, n, epi) : n - 1;
-        const int row_b = sa_epilogue::row_ok(tile, r + 8, n, epi) ? sa_epilogue::tile_row(tile, r + 8, n, epi) : n - 1;
-        const uint32_t *qa = qweight + (size_t)row_a * kw + t * 4, *qb = qweight + (size_t)row_b * kw + t * 4;
-        b.template load<HasZeros>(qa, qb, scales, zeros, row_a, row_b, groups, warp, kStreamWarps);
+        const TileRows tr = rows_of(j);
+        b.template load<HasZeros>(tr.qa, tr.qb, scales, zeros, tr.row_a, tr.row_b, groups, warp, kStreamWarps);
     };
 
     Batch<kUnroll> slot[kStreamSlots];
@@ -308,7 +326,9 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
             const int j = j0 + s;
             if (j >= my_tiles) break;  // block-uniform
             float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-            const Batch<kUnroll> &b = slot[s];
+            Batch<kUnroll> &b = slot[s];
+            const bool refill = kRefill && j + kStreamSlots < my_tiles;  // block-uniform
+            const TileRows next = rows_of(refill ? j + kStreamSlots : j);
 #pragma unroll
             for (int u = 0; u < kUnroll; ++u) {  // v5's multiply, one 8-token tile
                 const int grp = warp + u * kStreamWarps;
@@ -328,8 +348,10 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                 acc[0][1] += part[0][1] * sa;
                 acc[0][2] += part[0][2] * sb;
                 acc[0][3] += part[0][3] * sb;
+                if (refill)  // this group's registers are free: the slot's next tile's group u goes out now
+                    b.template load_one<HasZeros>(u, next.qa, next.qb, scales, zeros, next.row_a, next.row_b, groups, grp);
             }
-            load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
+            if (!kRefill) load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
             sa_epilogue::write_partials<1>(partial + warp * 256, acc, r, t);
             __syncthreads();
             if (threadIdx.x < 128)
