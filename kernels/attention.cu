@@ -348,6 +348,14 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 // 4 warps per block (1 or 2 were slower in the step, measured before the cp.async staging); splits of at least 2
 // tiles (4: 64 keys the same, 1024 slower, 4000 faster) — kernels/NOTES.md, session 7.
 constexpr int kMmaWarps = 4, kMmaThreads = 32 * kMmaWarps, kMmaMinSplitTiles = 2;
+// Keys a warp takes at a time (SA_ATTN_MMA_WARP_KEYS, 32 or 16; an A/B knob prepared in session 7, not yet measured):
+// with 32, a split of 2 tiles (64 keys; every split up to ~2000 keys) keeps only 2 of the 4 warps busy; with 16 all 4
+// are, for a little more per-unit work (the softmax rescale) at long context.
+#ifndef SA_ATTN_MMA_WARP_KEYS
+#define SA_ATTN_MMA_WARP_KEYS 32
+#endif
+constexpr int kWarpKeys = SA_ATTN_MMA_WARP_KEYS;
+static_assert(kWarpKeys == 16 || kWarpKeys == 32, "whole 16-key MMA steps, at most a split tile");
 constexpr int kMmaRowWords = 64 / 2 + 4;  // a K or V row of the staged tile: 32 words of bf16 pairs + 4 of padding
 
 __device__ __forceinline__ uint32_t cvt_bf16x2(float lo, float hi) {  // round to nearest even, lo in the low half
@@ -388,8 +396,9 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
     }
     const float slope_g = row_g ? a.slopes[head_g] : 0.0f, slope_g8 = row_g8 ? a.slopes[head_g8] : 0.0f;
 
-    // Shared memory: per warp a K and a V tile [32 keys][kMmaRowWords]; reused by the merge at the end.
-    constexpr int kTileWords = kKeyTile * kMmaRowWords;
+    // Shared memory: per warp a K and a V tile [kWarpKeys keys][kMmaRowWords]; reused by the merge at the end.
+    constexpr int kTileWords = kWarpKeys * kMmaRowWords;
+    static_assert(kMmaWarps * 2 * kTileWords >= kMmaWarps * 16 * (D + 2), "the merge reuses the tiles' memory");
     __shared__ __align__(16) uint32_t smem[kMmaWarps * 2 * kTileWords];
     uint32_t *k_w = smem + warp * 2 * kTileWords, *v_w = k_w + kTileWords;
     const uint16_t *v_h = reinterpret_cast<const uint16_t *>(v_w);
@@ -399,16 +408,16 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
 
-    const int n_tiles = (keys.end - keys.begin + kKeyTile - 1) / kKeyTile;
-    for (int i = warp; i < n_tiles; i += kMmaWarps) {
-        const int j0 = keys.begin + i * kKeyTile;
-        // Stage: 32 keys x 8 chunks of 16 B for K and for V, 8 of each per lane. Old keys from the cache, the new one
+    const int n_units = (keys.end - keys.begin + kWarpKeys - 1) / kWarpKeys;
+    for (int i = warp; i < n_units; i += kMmaWarps) {
+        const int j0 = keys.begin + i * kWarpKeys;
+        // Stage: kWarpKeys keys x 8 chunks of 16 B for K and for V. Old keys from the cache, the new one
         // from qkv (its cache copy may not be written yet); rows past the split are zero (never a NaN times 0).
         // Asynchronous copies straight into shared memory, all 16 in flight at once (register loads split into
         // dependent round trips: the first form of this kernel was slower in the step than alone). Rows past the
         // split read a valid row with 0 source bytes: zero-filled, so a zero probability never meets a NaN.
 #pragma unroll
-        for (int e = 0; e < kKeyTile * (D / 8) / 32; ++e) {
+        for (int e = 0; e < kWarpKeys * (D / 8) / 32; ++e) {
             const int c = lane + 32 * e, r = c / (D / 8), cc = c % (D / 8), j = min(j0 + r, keys.end - 1);
             const int bytes = j0 + r < keys.end ? 16 : 0;
             const uint16_t *k_src = j < pos0 ? a.k_cache + (int64_t)j * kv_width : a.qkv + a.n_heads * D;
@@ -420,20 +429,20 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
         cp_async_wait<0>();
         __syncwarp();
 
-        // Scores S[row][key] for the tile's 4 column tiles of 8 keys: B[k = dim][n = key] is K row (8n + g).
-        float sc[kKeyTile / 8][4];
+        // Scores S[row][key] for the unit's column tiles of 8 keys: B[k = dim][n = key] is K row (8n + g).
+        float sc[kWarpKeys / 8][4];
 #pragma unroll
-        for (int n = 0; n < kKeyTile / 8; ++n) {
+        for (int n = 0; n < kWarpKeys / 8; ++n) {
             sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
             const uint32_t *k_row = k_w + (8 * n + g) * kMmaRowWords;
 #pragma unroll
             for (int ks = 0; ks < D / 16; ++ks)
                 mma_bf16_16816(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], k_row[8 * ks + t], k_row[8 * ks + 4 + t]);
         }
-        // Scale, sqrt-ALiBi, mask, and the tile's row maxima (a row's 32 keys sit in the 4 lanes of a quad).
+        // Scale, sqrt-ALiBi, mask, and the unit's row maxima (a row's keys sit in the 4 lanes of a quad).
         float mx_g = -INFINITY, mx_g8 = -INFINITY;
 #pragma unroll
-        for (int n = 0; n < kKeyTile / 8; ++n)
+        for (int n = 0; n < kWarpKeys / 8; ++n)
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
                 const int j = j0 + 8 * n + 2 * t + (c & 1);
@@ -456,7 +465,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
         m_g8 = mn_g8;
         float sum_g = 0.0f, sum_g8 = 0.0f;
 #pragma unroll
-        for (int n = 0; n < kKeyTile / 8; ++n)
+        for (int n = 0; n < kWarpKeys / 8; ++n)
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
                 const float p = __expf(sc[n][c] - (c < 2 ? mu_g : mu_g8));
@@ -476,7 +485,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
         // O += P·V over the tile's two 16-key steps: the score tiles 2kk, 2kk + 1 are the A fragment (as bf16 hi and
         // lo parts); B[k = key][n = column] pairs two keys of one V column.
 #pragma unroll
-        for (int kk = 0; kk < kKeyTile / 16; ++kk) {
+        for (int kk = 0; kk < kWarpKeys / 16; ++kk) {
             uint32_t hi[4], lo[4];
 #pragma unroll
             for (int f = 0; f < 4; ++f) {  // a0: row g, keys 2t (+1); a1: row g + 8; a2, a3: the same, keys + 8
