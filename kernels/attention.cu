@@ -88,6 +88,16 @@ __device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int
     return r;
 }
 
+// Key / value row j (add group·D for the group's slice): old keys from the caches, this call's new ones (j >= pos0)
+// from qkv, whose rows are the new tokens in order (their cache copies may not be written yet).
+struct KvRow {
+    const uint16_t *k, *v;
+};
+__device__ __forceinline__ KvRow kv_row(const AttnArgs &a, int j, int pos0, int qkv_row, int q_width, int kv_width) {
+    const uint16_t *k = j < pos0 ? a.k_cache + (int64_t)j * kv_width : a.qkv + (int64_t)(j - pos0) * qkv_row + q_width;
+    return {k, j < pos0 ? a.v_cache + (int64_t)j * kv_width : k + kv_width};
+}
+
 // kR = accumulators per thread (queries x D / 128, rounded up to 8 or 32).
 template <int D, int kR>
 __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
@@ -160,12 +170,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
             // Rows past key_end are zero so that a zero probability never meets a garbage (NaN) value.
             k_next[i] = v_next[i] = make_uint4(0, 0, 0, 0);
             if (j < key_end) {
-                // Old keys from the cache, this call's new keys from qkv (the cache copy may not be written yet).
-                const uint16_t *k_src = j < pos0 ? a.k_cache + (int64_t)j * kv_width
-                                                 : a.qkv + (int64_t)(j - pos0) * qkv_row + a.n_heads * D;
-                const uint16_t *v_src = j < pos0 ? a.v_cache + (int64_t)j * kv_width : k_src + kv_width;
-                k_next[i] = reinterpret_cast<const uint4 *>(k_src + group * D)[c];
-                v_next[i] = reinterpret_cast<const uint4 *>(v_src + group * D)[c];
+                const KvRow src = kv_row(a, j, pos0, qkv_row, a.n_heads * D, kv_width);
+                k_next[i] = reinterpret_cast<const uint4 *>(src.k + group * D)[c];
+                v_next[i] = reinterpret_cast<const uint4 *>(src.v + group * D)[c];
             }
         }
     };
@@ -411,19 +418,17 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
     const int n_units = (keys.end - keys.begin + kWarpKeys - 1) / kWarpKeys;
     for (int i = warp; i < n_units; i += kMmaWarps) {
         const int j0 = keys.begin + i * kWarpKeys;
-        // Stage: kWarpKeys keys x 8 chunks of 16 B for K and for V. Old keys from the cache, the new one
-        // from qkv (its cache copy may not be written yet); rows past the split are zero (never a NaN times 0).
-        // Asynchronous copies straight into shared memory, all 16 in flight at once (register loads split into
-        // dependent round trips: the first form of this kernel was slower in the step than alone). Rows past the
-        // split read a valid row with 0 source bytes: zero-filled, so a zero probability never meets a NaN.
+        // Stage kWarpKeys keys x 8 chunks of 16 B of K and of V by asynchronous copies straight into shared memory,
+        // all of a lane's in flight at once (register loads split into dependent round trips: the first form of this
+        // kernel was slower in the step than alone). Rows past the split read a valid row with 0 source bytes:
+        // zero-filled, so a zero probability never meets a NaN.
 #pragma unroll
         for (int e = 0; e < kWarpKeys * (D / 8) / 32; ++e) {
             const int c = lane + 32 * e, r = c / (D / 8), cc = c % (D / 8), j = min(j0 + r, keys.end - 1);
             const int bytes = j0 + r < keys.end ? 16 : 0;
-            const uint16_t *k_src = j < pos0 ? a.k_cache + (int64_t)j * kv_width : a.qkv + a.n_heads * D;
-            const uint16_t *v_src = j < pos0 ? a.v_cache + (int64_t)j * kv_width : k_src + kv_width;
-            cp_async16(smem_u32(k_w + r * kMmaRowWords + 4 * cc), k_src + group * D + 8 * cc, bytes);
-            cp_async16(smem_u32(v_w + r * kMmaRowWords + 4 * cc), v_src + group * D + 8 * cc, bytes);
+            const KvRow src = kv_row(a, j, pos0, 0, a.n_heads * D, kv_width);  // qkv_row 0: the one new row is qkv's first
+            cp_async16(smem_u32(k_w + r * kMmaRowWords + 4 * cc), src.k + group * D + 8 * cc, bytes);
+            cp_async16(smem_u32(v_w + r * kMmaRowWords + 4 * cc), src.v + group * D + 8 * cc, bytes);
         }
         cp_async_commit();
         cp_async_wait<0>();
