@@ -355,11 +355,13 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 // 4 warps per block (1 or 2 were slower in the step, measured before the cp.async staging); splits of at least 2
 // tiles (4: 64 keys the same, 1024 slower, 4000 faster) — kernels/NOTES.md, session 7.
 constexpr int kMmaWarps = 4, kMmaThreads = 32 * kMmaWarps, kMmaMinSplitTiles = 2;
-// Keys a warp takes at a time (SA_ATTN_MMA_WARP_KEYS, 32 or 16; an A/B knob prepared in session 7, not yet measured):
-// with 32, a split of 2 tiles (64 keys; every split up to ~2000 keys) keeps only 2 of the 4 warps busy; with 16 all 4
-// are, for a little more per-unit work (the softmax rescale) at long context.
+// Keys a warp takes at a time (SA_ATTN_MMA_WARP_KEYS, 16 or 32): with 32, a split of 2 tiles (64 keys; every split
+// up to ~2000 keys) keeps only 2 of the 4 warps busy; with 16 all 4 are, for a little more per-unit work (the softmax
+// rescale) and half the shared memory (18 KB). Measured in session 8 (kernels/NOTES.md): 16 is faster in every decode
+// step (W4A16 at 64 keys 1.160 -> 1.124 ms, at 1024 1.226 -> 1.206; bf16 at 4000 2.365 -> 2.348), slower only alone
+// at 8192 keys (9.89 -> 10.28 us).
 #ifndef SA_ATTN_MMA_WARP_KEYS
-#define SA_ATTN_MMA_WARP_KEYS 32
+#define SA_ATTN_MMA_WARP_KEYS 16
 #endif
 constexpr int kWarpKeys = SA_ATTN_MMA_WARP_KEYS;
 static_assert(kWarpKeys == 16 || kWarpKeys == 32, "whole 16-key MMA steps, at most a split tile");
