@@ -26,6 +26,7 @@
 // than plain loads.
 //
 // Usage: layer_stream_bench [slots=24] [context=64]    (tests/gpu/stream-run.sh builds and runs it on the GPU machine)
+//        layer_stream_bench profile                   (one launch of stream only, plain loads, full: for ncu)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -891,7 +892,9 @@ float time_ms(Model &m, cudaStream_t st, int blocks, int slots, Mode mode, int p
 }  // namespace
 
 int main(int argc, char **argv) {
-    const int slots_arg = argc > 1 ? std::atoi(argv[1]) : 24, context = argc > 2 ? std::atoi(argv[2]) : 64;
+    // "profile": one launch each of stream only, plain loads (4 per lane) and full, nothing else (for ncu).
+    const bool profile = argc > 1 && std::strcmp(argv[1], "profile") == 0;
+    const int slots_arg = argc > 1 && !profile ? std::atoi(argv[1]) : 24, context = argc > 2 ? std::atoi(argv[2]) : 64;
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     if (prop.major < 9) {
@@ -917,6 +920,16 @@ int main(int argc, char **argv) {
     std::printf("%s, %d SMs; one block of %d threads per SM (%d consumer warps), %d ring slots of %d B (%zu B shared memory)\n",
                 prop.name, blocks, kThreads, kConsumerWarps, slots_arg, kChunkBytes, smem);
 
+    if (profile) {
+        Model m(32, context);
+        for (Mode mode : {kStreamOnly, kPlainLoads, kFull}) {
+            m.reset(st);
+            m.launch(st, blocks, slots_arg, mode, mode == kPlainLoads ? 4 : 1);
+        }
+        CK(cudaStreamSynchronize(st));
+        std::printf("profile: stream only, plain loads, full: one launch each\n");
+        return 0;
+    }
     {  // correctness first: 2 layers at a ragged context, every stage against the CPU
         Model small(2, 37);
         std::printf("check (2 layers, context 37):\n");
