@@ -99,7 +99,8 @@ struct Params {
     __nv_bfloat16 *act;    // [layers][inter]
     unsigned *counters;    // [layers][phases], zero before the launch
     unsigned long long *trace;  // [2][kTracePoints]: block 0's and the last block's clock in the middle layer
-    int layers, context, slots, mode, pieces;  // pieces: bulk copies per chunk
+    int layers, context, slots, mode;
+    int variant;  // TMA: bulk copies per chunk (1 or 4); plain loads: 16-byte loads per lane in flight (2, 4, 8, 17)
 };
 
 __device__ __forceinline__ uint64_t now_ns() {
@@ -407,7 +408,8 @@ __global__ void __launch_bounds__(kThreads, 1) layer_stream_kernel(Params p) {
         const int lane = threadIdx.x % 32, pwarp = (threadIdx.x - kConsumers) / 32;
         if ((!LSB_CP_ASYNC && lane != 0) || p.mode == kPlainLoads) return;
         uint32_t seq = 0;
-        const unsigned piece = kChunkBytes / p.pieces;
+        const int pieces = p.variant;
+        const unsigned piece = kChunkBytes / pieces;
         for (int layer = 0; layer < p.layers; ++layer)
             for (int lin = 0; lin < kLinears; ++lin) {
                 const int tiles = tiles_of(lin), chunks = chunks_of(lin);
@@ -437,7 +439,7 @@ __global__ void __launch_bounds__(kThreads, 1) layer_stream_kernel(Params p) {
                             cp_async_arrive(&s.full[slot]);
                         } else {
                             mbar_arrive_expect_tx(&s.full[slot], kChunkBytes);
-                            for (int i = 0; i < p.pieces; ++i)
+                            for (int i = 0; i < pieces; ++i)
                                 bulk_copy(dst + i * piece, src + i * piece, piece, &s.full[slot]);
                         }
                     }
@@ -446,7 +448,7 @@ __global__ void __launch_bounds__(kThreads, 1) layer_stream_kernel(Params p) {
     }
 
     if (p.mode == kPlainLoads) {  // the same bytes per block, read by plain 16-byte loads, no TMA, no math
-        switch (p.pieces) {         // loads in flight per lane: p.pieces (2, 4, 8 or 17 = a whole chunk)
+        switch (p.variant) {        // loads in flight per lane (17 = a whole chunk)
         case 2: plain_loads<2>(p); break;
         case 4: plain_loads<4>(p); break;
         case 8: plain_loads<8>(p); break;
@@ -695,11 +697,11 @@ struct Model {
         CK(cudaMemsetAsync(counters, 0, (size_t)layers * kPhases * 4, st));
         CK(cudaMemsetAsync(trace, 0, 2 * kTracePoints * 8, st));
     }
-    void launch(cudaStream_t st, int blocks, int slots, Mode mode, int pieces = 1) {
+    void launch(cudaStream_t st, int blocks, int slots, Mode mode, int variant = 1) {
         Params p{};
         for (int l = 0; l < kLinears; ++l) p.w[l] = w[l];
         p.norm1 = norm1, p.norm2 = norm2, p.kcache = kc, p.vcache = vc, p.h = h, p.qkv = qkv, p.attn = attn, p.act = act;
-        p.counters = counters, p.trace = trace, p.layers = layers, p.context = context, p.slots = slots, p.mode = mode, p.pieces = pieces;
+        p.counters = counters, p.trace = trace, p.layers = layers, p.context = context, p.slots = slots, p.mode = mode, p.variant = variant;
         void *args[] = {&p};
         CK(cudaLaunchCooperativeKernel((void *)layer_stream_kernel, dim3(blocks), dim3(kThreads), args,
                                        smem_bytes(slots), st));
@@ -870,7 +872,7 @@ bool gemv_bench(Model &m, cudaStream_t st, int lin, int blocks_per_sm, int sms) 
     return e < 1e-3;
 }
 
-float time_ms(Model &m, cudaStream_t st, int blocks, int slots, Mode mode, int pieces) {
+float time_ms(Model &m, cudaStream_t st, int blocks, int slots, Mode mode, int variant) {
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a));
     CK(cudaEventCreate(&b));
@@ -878,7 +880,7 @@ float time_ms(Model &m, cudaStream_t st, int blocks, int slots, Mode mode, int p
     for (int r = 0; r < 12; ++r) {
         m.reset(st);
         CK(cudaEventRecord(a, st));
-        m.launch(st, blocks, slots, mode, pieces);
+        m.launch(st, blocks, slots, mode, variant);
         CK(cudaEventRecord(b, st));
         CK(cudaEventSynchronize(b));
         float ms;
