@@ -355,6 +355,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 // 4 warps per block (1 or 2 were slower in the step, measured before the cp.async staging); splits of at least 2
 // tiles (4: 64 keys the same, 1024 slower, 4000 faster) — kernels/NOTES.md, session 7.
 constexpr int kMmaWarps = 4, kMmaThreads = 32 * kMmaWarps, kMmaMinSplitTiles = 2;
+// At most 32 splits per group (SA_ATTN_MMA_MAX_SPLITS): beyond ~2000 keys longer splits win in the decode step (session
+// 8, kernels/NOTES.md: 4000 keys, bf16 step 2.347 ms with 62 splits of 2 tiles against 2.269 with 31 of 4), and the
+// combine merges up to 32 splits in two round trips, more in three. Up to 2048 keys nothing changes.
+#ifndef SA_ATTN_MMA_MAX_SPLITS
+#define SA_ATTN_MMA_MAX_SPLITS 32
+#endif
 // Keys a warp takes at a time (SA_ATTN_MMA_WARP_KEYS, 16 or 32): with 32, a split of 2 tiles (64 keys; every split
 // up to ~2000 keys) keeps only 2 of the 4 warps busy; with 16 all 4 are, for a little more per-unit work (the softmax
 // rescale) and half the shared memory (18 KB). Measured in session 8 (kernels/NOTES.md): 16 is faster in every decode
@@ -732,7 +738,7 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     const int64_t partial_per_split = (int64_t)T * H * (D + 2);
     const int64_t cache_tiles = (shape->max_ctx + kKeyTile - 1) / kKeyTile;
     int splits = (kTargetBlocks + token_blocks * G - 1) / (token_blocks * G);
-    splits = std::min<int64_t>(splits, kMaxSplits);
+    splits = std::min<int64_t>(splits, mma ? SA_ATTN_MMA_MAX_SPLITS : kMaxSplits);
     splits = std::min<int64_t>(splits, (cache_tiles + a.min_split_tiles - 1) / a.min_split_tiles);
     splits = (int)std::min<int64_t>(splits, std::min(workspace_bytes / 4, kWorkspaceFloats) / partial_per_split);
     a.n_splits = std::max(splits, 1);
