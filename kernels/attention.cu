@@ -355,11 +355,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 // 4 warps per block (1 or 2 were slower in the step, measured before the cp.async staging); splits of at least 2
 // tiles (4: 64 keys the same, 1024 slower, 4000 faster) — kernels/NOTES.md, session 7.
 constexpr int kMmaWarps = 4, kMmaThreads = 32 * kMmaWarps, kMmaMinSplitTiles = 2;
-// At most 32 splits per group (SA_ATTN_MMA_MAX_SPLITS): beyond ~2000 keys longer splits win in the decode step (session
-// 8, kernels/NOTES.md: 4000 keys, bf16 step 2.347 ms with 62 splits of 2 tiles against 2.269 with 31 of 4), and the
-// combine merges up to 32 splits in two round trips, more in three. Up to 2048 keys nothing changes.
+// Splits per group at most (SA_ATTN_MMA_MAX_SPLITS; default kMaxSplits, i.e. no cap of its own). 32 was measured in
+// session 8 (kernels/NOTES.md) and is mixed: 4-tile splits at 4000 keys are faster in the step, 5-tile splits at
+// 4096-4224 keys slower, since their 10 16-key units do not divide over the 4 warps. Not the default.
 #ifndef SA_ATTN_MMA_MAX_SPLITS
-#define SA_ATTN_MMA_MAX_SPLITS 32
+#define SA_ATTN_MMA_MAX_SPLITS kMaxSplits
 #endif
 // Keys a warp takes at a time (SA_ATTN_MMA_WARP_KEYS, 16 or 32): with 32, a split of 2 tiles (64 keys; every split
 // up to ~2000 keys) keeps only 2 of the 4 warps busy; with 16 all 4 are, for a little more per-unit work (the softmax
