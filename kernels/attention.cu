@@ -78,9 +78,18 @@ __device__ __forceinline__ bool seq_len_valid(int len, int n_new, int max_ctx) {
 struct KeyRange {
     int begin, end, active_splits;
 };
+// SA_ATTN_SPLIT_MULTIPLE (build-time, default 1 = off): tiles per split rounded up to a multiple of it, e.g. 2 so a
+// split's 16-key units divide evenly over the MMA kernel's 4 warps (the next A/B after session 8's mixed cap of 32
+// splits, kernels/NOTES.md). It applies to every attention launch, prefill included.
+#ifndef SA_ATTN_SPLIT_MULTIPLE
+#define SA_ATTN_SPLIT_MULTIPLE 1
+#endif
 __device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int min_tiles, int split) {
     const int tiles = (causal_end + kKeyTile - 1) / kKeyTile;
-    const int tiles_per_split = max((tiles + n_splits - 1) / n_splits, min_tiles);
+    int tiles_per_split = max((tiles + n_splits - 1) / n_splits, min_tiles);
+#if SA_ATTN_SPLIT_MULTIPLE > 1
+    tiles_per_split = (tiles_per_split + SA_ATTN_SPLIT_MULTIPLE - 1) / SA_ATTN_SPLIT_MULTIPLE * SA_ATTN_SPLIT_MULTIPLE;
+#endif
     KeyRange r;
     r.begin = split * tiles_per_split * kKeyTile;
     r.end = min(causal_end, r.begin + tiles_per_split * kKeyTile);

@@ -228,7 +228,9 @@ enum Skip : unsigned { kSkipNone = 0, kSkipAttention = 1, kSkipQkv = 2, kSkipO =
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16,
                       unsigned skip = kSkipNone) {
     const bool fused = fusion == Fusion::add_norm;
-    const int H = 48, G = 4, D = 64, hidden = 3072, inter = 8192, vocab = 74752, layers = 32, max_ctx = 4096;
+    // The cache holds 4096 tokens (the figures of every session), more only for a longer context.
+    const int H = 48, G = 4, D = 64, hidden = 3072, inter = 8192, vocab = 74752, layers = 32;
+    const int max_ctx = std::max(4096, context + 128);
     const int qkv_n = (H + 2 * G) * D, kvw = G * D;
     const float eps = 1e-5f;
     struct Layer {
@@ -511,6 +513,7 @@ void sampler_bench(cudaStream_t stream) {
 // kernel_bench sampler    only the sampler
 // kernel_bench trace [bf16|w4a16|nf4]...  the folded step's timeline per layer position (a -DSA_TRACE=1 build)
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
+//                         (STEPAUDIO_BENCH_CONTEXTS=64,2100,4200 for others; the cache grows past 4096 if needed)
 // kernel_bench decode [bf16|w4a16|w4a16-awq|nf4]...
 //     only the decode steps (of the formats named, default all) and, with bf16, the small kernels; for sweeps
 //     over STEPAUDIO_* settings (STEPAUDIO_NO_PDL=1, STEPAUDIO_NO_QUANT_PDL=1, STEPAUDIO_GEMV_PREFETCH_KB)
@@ -573,7 +576,22 @@ int main(int argc, char **argv) {
         const char *tiles = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
         std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
         attention_bench(stream);
-        for (int context : {64, 1024, 4000}) decode_step_ms(stream, Fusion::folded, context);
+        // The bf16 step at these contexts (STEPAUDIO_BENCH_CONTEXTS="64,2100,4200" to choose others).
+        std::vector<int> contexts = {64, 1024, 4000};
+        if (const char *env = std::getenv("STEPAUDIO_BENCH_CONTEXTS"); env && env[0]) {
+            contexts.clear();
+            for (const char *c = env; *c;) {
+                char *end;
+                const long v = std::strtol(c, &end, 10);
+                if (end == c || v < 1 || v > 65536) {
+                    std::fprintf(stderr, "STEPAUDIO_BENCH_CONTEXTS: \"%s\" is not a comma-separated list of contexts 1..65536\n", env);
+                    return 2;
+                }
+                contexts.push_back((int)v);
+                c = *end == ',' ? end + 1 : end;
+            }
+        }
+        for (int context : contexts) decode_step_ms(stream, Fusion::folded, context);
         return 0;
     }
     if (wanted(Weights::bf16))
