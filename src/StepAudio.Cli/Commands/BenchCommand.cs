@@ -21,7 +21,7 @@ public static class BenchCommand
             Description = "Also RTN-quantize lm_head to W4A16 at load (off by default; every released variant keeps it bf16), and report its logit error against the bf16 lm_head",
         };
         var noTextLogits = CommonOptions.NoTextLogits();
-        var contexts = new Option<string>("--contexts") { Description = "Context lengths at which to time decoding", DefaultValueFactory = _ => "64,1024,4096" };
+        var contexts = new Option<string>("--contexts") { Description = "Prompt lengths after which --decode-tokens tokens are decoded and timed (attention sees the prompt plus half of them on average)", DefaultValueFactory = _ => "64,1024,4096" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "Tokens decoded per measurement", DefaultValueFactory = _ => 128 };
         var prefills = new Option<string>("--prefill-lengths") { Description = "Prompt lengths at which to time prefill", DefaultValueFactory = _ => "32,1000" };
         var copyBandwidth = new Option<double>("--copy-gbps") { Description = "Measured device copy bandwidth (GB/s) to report % of", DefaultValueFactory = _ => 3000 };
