@@ -166,8 +166,10 @@ __device__ __forceinline__ void cp_async_arrive(uint64_t *bar) {
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar)) : "memory");
 }
 
+// LSB_LANE0_POLL=1: one lane per consumer warp spins on a chunk's barrier, the others test it once after it (measured
+// slower than every lane spinning, the default 0: kernels/NOTES_QUANT.md, session 8).
 #ifndef LSB_LANE0_POLL
-#define LSB_LANE0_POLL 1
+#define LSB_LANE0_POLL 0
 #endif
 
 // The consumer threads' own barrier (the producer warp never joins it).
@@ -228,8 +230,8 @@ struct Smem {
     alignas(128) uint8_t ring[1];               // slots × kChunkBytes follow
 };
 
-// The consumers' multiply of one linear's tiles owned by this block (tile b, b + G, ...); the epilogue gets
-// (tile, y[16]) on threads 0..15 (y of row threadIdx.x).
+// The consumers' multiply of one linear's tiles owned by this block (tile b, b + G, ...). The epilogue runs on threads
+// 0..15 with (tile, y = row threadIdx.x's sum, the warps' row sums, the residual value of that row when `residual`).
 template <class Epilogue>
 __device__ void consume_linear(const Params &p, Smem &s, int lin, uint32_t &seq, int &tile_count, Epilogue epilogue,
                                const __nv_bfloat16 *residual = nullptr) {
@@ -244,8 +246,8 @@ __device__ void consume_linear(const Params &p, Smem &s, int lin, uint32_t &seq,
         for (int c = set; c < chunks; c += kSets) {
             // chunk number seq + c of this block's stream sits in slot (seq + c) % slots, ring round (seq + c) / slots
             const uint32_t q = seq + c, slot = q % p.slots;
-            // One lane spins (LSB_LANE0_POLL, default on); then every lane's own test returns at once, which also
-            // gives each lane the barrier's acquire of the chunk's bytes.
+            // Every lane waits (with LSB_LANE0_POLL, lane 0 spins and the others' test then returns at once); each
+            // lane's own completed wait is what makes the chunk's bytes visible to it.
             if (!LSB_LANE0_POLL || lane == 0) mbar_wait(&s.full[slot], (q / p.slots) & 1, "a weight chunk", lin, t);
             if (LSB_LANE0_POLL) {
                 __syncwarp();
@@ -292,7 +294,7 @@ __device__ void consume_linear(const Params &p, Smem &s, int lin, uint32_t &seq,
 // line); the phase counters' acquire orders it.
 // RMSNorm of the residual stream into s.x (bf16), as the model's input norms.
 __device__ void norm_into_x(const Params &p, Smem &s, const __nv_bfloat16 *weight) {
-    constexpr int per = kHidden / kConsumers;  // 12
+    constexpr int per = kHidden / kConsumers;  // 12 with 8 consumer warps, 6 with 16, 4 with 24
     float v[per], ss = 0.f;
 #pragma unroll
     for (int i = 0; i < per; ++i) v[i] = bf(__ldcg(p.h + threadIdx.x * per + i)), ss += v[i] * v[i];
@@ -317,8 +319,8 @@ __device__ void copy_into_x(Smem &s, const __nv_bfloat16 *src, int n) {
     consumers_sync();
 }
 
-// The attention stand-in for one head: softmax(q·K / 8) V over the `context` cached keys of its group; the 8 warps
-// take keys w, w + 8, ... and are merged in shared memory.
+// The attention stand-in for one head: softmax(q·K / 8) V over the `context` cached keys of its group; consumer warp
+// w takes keys w, w + kConsumerWarps, ..., and the warps are merged in shared memory.
 __device__ void attend_head(const Params &p, Smem &s, int layer, int head) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, T = p.context, grp = head / (kHeads / kGroups);
     const uint32_t q2 = __ldcg(reinterpret_cast<const unsigned *>(p.qkv + (size_t)layer * kQkvN + head * kHeadDim) + lane);
