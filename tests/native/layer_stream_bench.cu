@@ -810,6 +810,29 @@ void print_trace(const Model &m) {
     }
 }
 
+// Median ms of 10 timed runs of timed() (after 2 warm-ups) on stream st; untimed() runs before each, outside the events.
+template <class Untimed, class Timed>
+float median_ms(cudaStream_t st, Untimed untimed, Timed timed) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    std::vector<float> t;
+    for (int r = 0; r < 12; ++r) {
+        untimed();
+        CK(cudaEventRecord(a, st));
+        timed();
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        if (r >= 2) t.push_back(ms);
+    }
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
 // The chunk-layout GEMV alone: checked against the CPU reader on layer 0, then timed in a graph of 32 launches over
 // the 32 layers' copies (1.6 GB in all, so no launch finds its weights in L2), µs per launch.
 bool gemv_bench(Model &m, cudaStream_t st, int lin, int blocks_per_sm, int sms) {
@@ -849,21 +872,7 @@ bool gemv_bench(Model &m, cudaStream_t st, int lin, int blocks_per_sm, int sms) 
     for (int l = 0; l < m.layers; ++l) launch(l);
     CK(cudaStreamEndCapture(st, &g));
     CK(cudaGraphInstantiateWithFlags(&ge, g, 0));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    std::vector<float> ts;
-    for (int r = 0; r < 12; ++r) {
-        CK(cudaEventRecord(a, st));
-        CK(cudaGraphLaunch(ge, st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        if (r >= 2) ts.push_back(ms);
-    }
-    std::sort(ts.begin(), ts.end());
-    const double us = ts[ts.size() / 2] * 1e3 / m.layers;
+    const double us = median_ms(st, [] {}, [&] { CK(cudaGraphLaunch(ge, st)); }) * 1e3 / m.layers;
     std::printf("  chunk-layout GEMV %-8s %5d x %4d, grid %4d: %6.2f us per launch, %5.0f GB/s; check relative L2 %.1e %s\n",
                 lin == kQkv ? "qkv" : lin == kO ? "o" : lin == kGateUp ? "gate_up" : "down", n, k, grid, us,
                 linear_bytes(lin) / (us * 1e-6) / 1e9, e, e < 1e-3 ? "ok" : "FAIL");
@@ -875,22 +884,7 @@ bool gemv_bench(Model &m, cudaStream_t st, int lin, int blocks_per_sm, int sms) 
 }
 
 float time_ms(Model &m, cudaStream_t st, int blocks, int slots, Mode mode, int variant) {
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    std::vector<float> t;
-    for (int r = 0; r < 12; ++r) {
-        m.reset(st);
-        CK(cudaEventRecord(a, st));
-        m.launch(st, blocks, slots, mode, variant);
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        if (r >= 2) t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
+    return median_ms(st, [&] { m.reset(st); }, [&] { m.launch(st, blocks, slots, mode, variant); });
 }
 
 }  // namespace
@@ -960,9 +954,10 @@ int main(int argc, char **argv) {
                 if (mode == kFull && slots == slots_arg && pieces == 1) print_trace(m);
             }
         }
+    bool gemv_ok = true;
     if (!std::getenv("LSB_NO_GEMV"))  // the chunk-layout GEMV alone (LSB_NO_GEMV=1 skips it)
         for (int lin = 0; lin < kLinears; ++lin)
-            for (int per_sm : {0, 2}) gemv_bench(m, st, lin, per_sm, blocks);
+            for (int per_sm : {0, 2}) gemv_ok &= gemv_bench(m, st, lin, per_sm, blocks);
     for (int depth : {2, 4, 8, 17}) {
         const float ms = time_ms(m, st, blocks, slots_arg, kPlainLoads, depth);
         const double us_layer = ms * 1e3 / layers;
@@ -970,5 +965,6 @@ int main(int argc, char **argv) {
                     depth, depth * 512 * kConsumerWarps / 1024, ms, us_layer, bytes / (us_layer * 1e-6) / 1e9);
     }
     CK(cudaStreamDestroy(st));
-    return 0;
+    if (!gemv_ok) std::printf("layer_stream_bench: a chunk-layout GEMV CHECK FAILED\n");
+    return gemv_ok ? 0 : 1;
 }
