@@ -78,18 +78,9 @@ __device__ __forceinline__ bool seq_len_valid(int len, int n_new, int max_ctx) {
 struct KeyRange {
     int begin, end, active_splits;
 };
-// SA_ATTN_SPLIT_MULTIPLE (build-time, default 1 = off): tiles per split rounded up to a multiple of it, e.g. 2 so a
-// split's 16-key units divide evenly over the MMA kernel's 4 warps (the next A/B after session 8's mixed cap of 32
-// splits, kernels/NOTES.md). It applies to every attention launch, prefill included.
-#ifndef SA_ATTN_SPLIT_MULTIPLE
-#define SA_ATTN_SPLIT_MULTIPLE 1
-#endif
 __device__ __forceinline__ KeyRange split_keys(int causal_end, int n_splits, int min_tiles, int split) {
     const int tiles = (causal_end + kKeyTile - 1) / kKeyTile;
-    int tiles_per_split = max((tiles + n_splits - 1) / n_splits, min_tiles);
-#if SA_ATTN_SPLIT_MULTIPLE > 1
-    tiles_per_split = (tiles_per_split + SA_ATTN_SPLIT_MULTIPLE - 1) / SA_ATTN_SPLIT_MULTIPLE * SA_ATTN_SPLIT_MULTIPLE;
-#endif
+    const int tiles_per_split = max((tiles + n_splits - 1) / n_splits, min_tiles);
     KeyRange r;
     r.begin = split * tiles_per_split * kKeyTile;
     r.end = min(causal_end, r.begin + tiles_per_split * kKeyTile);
@@ -364,12 +355,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 // 4 warps per block (1 or 2 were slower in the step, measured before the cp.async staging); splits of at least 2
 // tiles (4: 64 keys the same, 1024 slower, 4000 faster) — kernels/NOTES.md, session 7.
 constexpr int kMmaWarps = 4, kMmaThreads = 32 * kMmaWarps, kMmaMinSplitTiles = 2;
-// Splits per group at most (SA_ATTN_MMA_MAX_SPLITS; default kMaxSplits, i.e. no cap of its own). 32 was measured in
-// session 8 (kernels/NOTES.md) and is mixed: 4-tile splits at 4000 keys are faster in the step, 5-tile splits at
-// 4096-4224 keys slower, since their 10 16-key units do not divide over the 4 warps. Not the default.
-#ifndef SA_ATTN_MMA_MAX_SPLITS
-#define SA_ATTN_MMA_MAX_SPLITS kMaxSplits
-#endif
+// Splits per group at most (host side, mma_max_splits): one working block per SM — SMs / (groups × token blocks),
+// 33 for Step1 on 132 SMs — where attention_kernel aims at two. Measured in session 9 (kernels/NOTES.md): the bf16
+// step 3.0–3.4% faster at 3000–6000 keys, 1.6% at 8000, the same up to 2100 keys (the splits are not capped there)
+// and at 4200 (+0.3%). SA_ATTN_MMA_MAX_SPLITS overrides it (the A/B knob; session 8's 32 lost at 4096–4224 keys,
+// where 5-tile splits leave 10 16-key units for 4 warps).
 // Keys a warp takes at a time (SA_ATTN_MMA_WARP_KEYS, 16 or 32): with 32, a split of 2 tiles (64 keys; every split
 // up to ~2000 keys) keeps only 2 of the 4 warps busy; with 16 all 4 are, for a little more per-unit work (the softmax
 // rescale) and half the shared memory (18 KB). Measured in session 8 (kernels/NOTES.md): 16 is faster in every decode
@@ -686,6 +676,15 @@ int min_split_tiles(int fallback) {
     return env_tiles > 0 ? env_tiles : fallback;
 }
 
+// Splits per group at most on the tensor-core path: one working block per SM (attention_decode_mma_kernel's comment).
+int mma_max_splits(int blocks_per_split) {
+#ifdef SA_ATTN_MMA_MAX_SPLITS
+    return SA_ATTN_MMA_MAX_SPLITS;
+#else
+    return std::max(1, sa_cuda::device_traits().sms / blocks_per_split);
+#endif
+}
+
 // Decode (one new token) of up to 16 heads per group of dim 64 runs on tensor cores (attention_decode_mma_kernel);
 // 0 sends it to attention_kernel like everything else (the A/B knob).
 #ifndef SA_ATTN_MMA
@@ -747,7 +746,7 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     const int64_t partial_per_split = (int64_t)T * H * (D + 2);
     const int64_t cache_tiles = (shape->max_ctx + kKeyTile - 1) / kKeyTile;
     int splits = (kTargetBlocks + token_blocks * G - 1) / (token_blocks * G);
-    splits = std::min<int64_t>(splits, mma ? SA_ATTN_MMA_MAX_SPLITS : kMaxSplits);
+    splits = std::min<int64_t>(splits, mma ? mma_max_splits(token_blocks * G) : kMaxSplits);
     splits = std::min<int64_t>(splits, (cache_tiles + a.min_split_tiles - 1) / a.min_split_tiles);
     splits = (int)std::min<int64_t>(splits, std::min(workspace_bytes / 4, kWorkspaceFloats) / partial_per_split);
     a.n_splits = std::max(splits, 1);

@@ -23,7 +23,8 @@
 // blocks): each warp loads a batch of 4 groups (codes, scales, zeros) into registers, then multiplies it.
 //
 // w4a16_stream (v8, the M <= 4 launches with K <= 3072 whose tiles fill 1–4 persistent waves: Step1's gate_up): v5's
-// blocks made persistent, each requesting its next tile before reducing the current one.
+// blocks made persistent, each requesting its next tile before reducing the current one. At M <= 4 it multiplies on
+// int8 tensor cores (v9, the integer path below: x staged once per block as exact 8-bit slices).
 //
 // w4a16_wide (v6, M > 4 with N / 32 >= SMs: 64- or 32-row blocks): one x fragment, loaded per group, feeds 4 or 2
 // row tiles (at M = 16 the x loads — 16 tokens × 8 scattered 16-byte chunks per instruction — bound v5, not the
@@ -148,6 +149,124 @@ __device__ __forceinline__ void mma_code_word(float (&part)[Tiles][4], uint32_t 
     }
 }
 
+// ==== The integer path (SA_W4A16_IMMA; v9): the decode kernels' multiply on int8 tensor cores ====
+// Why: the bf16 multiply spends ~16 instructions per mma.m16n8k16 (LOP3 + SHF + HFMA2 to turn 8 codes into 4 exact
+// bf16 pairs), and the decode GEMVs are bound by that consume path (~18–22 GB/s per SM, kernels/NOTES_QUANT.md,
+// sessions 7–8). mma.m16n8k32 on 8-bit codes needs 3 ALU instructions per code word (w4a16_dequant.cuh: codes_s8x16
+// for symmetric weights, codes_u8 with zero codes) and covers twice the k per instruction. x must then be integers:
+// each warp stages x of its own groups (tokens < m) once, after the wait, as X = round(x · 2^s) with one power-of-two
+// s per (token, 128-group) that puts the group's largest |x| in [2^14, 2^15). X fits 16 bits and is split exactly
+// into a signed high and an unsigned low byte, each multiplied by its own MMA, so the group's Σ (c − z)·X (256·Σ hi
+// part + Σ lo part, minus z·Σ X with zero codes) is exact in int32; times (weight scale · 2^−s) it joins the fp32
+// accumulator.
+// Exactness: bf16 has 8 significant bits, so X = x · 2^s exactly for every element within 2^8 of its group's
+// largest; a smaller element is rounded to the group's step, an error of at most 2^−16 of the group's largest |x|
+// (the bf16 path's only rounding is the fp32 accumulation; both are far below the output's bf16 rounding). An Inf or
+// NaN in a group makes that group's result NaN.
+// Shared memory (dynamic, per block): [token][k / 8 chunk] 16 B = the chunk's MMA B registers {b0 hi, b1 hi, b0 lo,
+// b1 lo} (elements 0, 4, 1, 5 and 2, 6, 3, 7, the order of the codes' A registers), then [token][group] float2
+// {2^−s, Σ X as int bits (zero codes only)}.
+// Measured in session 9 (kernels/NOTES_QUANT.md), H200, M = 1: gate_up alone 10.87 -> 10.45 µs, the W4A16 step at 64
+// keys 1.128 / 1.130 -> 1.122 ms, the AWQ-style step (zero codes, fp16 scales) 1.241 / 1.244 -> 1.172 ms. In the
+// single-tile kernels (qkv, o, down, lm_head) the staging sits on the critical path after the wait and costs more
+// than the cheaper multiply saves (qkv 3.44 -> 3.91 µs, down 6.77 -> 7.71): so 2 is the default.
+#ifndef SA_W4A16_IMMA
+#define SA_W4A16_IMMA 2
+#endif
+constexpr int kImmaMaxM = 4;                // tokens the integer path takes (the decode launches)
+constexpr size_t kImmaMaxSmem = 36 * 1024;  // with the static partial sums, under the 48 KB that needs no opt-in
+constexpr int kImmaStageRound = 4;          // groups a warp stages at once (their loads and reductions overlap)
+__host__ __device__ constexpr size_t imma_smem_bytes(int m, int k) { return (size_t)m * (2 * k + 8 * (k / kGroup)); }
+// SA_W4A16_IMMA: 0 off, 1 every decode kernel, 2 only the streaming kernel (gate_up), where the staging is paid once
+// per block for ~2.6 tiles.
+bool imma_fits(int m, int k, bool stream) {
+    return (SA_W4A16_IMMA == 1 || (SA_W4A16_IMMA == 2 && stream)) && m <= kImmaMaxM && imma_smem_bytes(m, k) <= kImmaMaxSmem;
+}
+
+// Stages x of this warp's groups (warp, warp + Warps, ... below k / 128) for tokens < m, one group per warp
+// instruction: lane (chunk c = lane / 2, word j = lane % 2) makes B word j of chunk c from elements 2j, 2j + 1 and
+// 2j + 4, 2j + 5. Warp-synchronous: the warp reads only what it staged.
+template <int Warps, bool HasZeros>
+__device__ __forceinline__ void imma_stage_x(const uint16_t *x, int m, int k, int warp, int lane, uint32_t *xq,
+                                             float2 *xs) {
+    const int groups = k / kGroup, my_groups = (groups - warp + Warps - 1) / Warps, c = lane >> 1, j = lane & 1;
+    for (int token = 0; token < m; ++token)
+        for (int base = 0; base < my_groups; base += kImmaStageRound) {
+            uint32_t near[kImmaStageRound], far[kImmaStageRound];  // elements (2j, 2j + 1) and (2j + 4, 2j + 5)
+#pragma unroll
+            for (int i = 0; i < kImmaStageRound; ++i) {  // past the last group: repeat it (never stored)
+                const int grp = warp + min(base + i, my_groups - 1) * Warps;
+                const uint16_t *p = x + (size_t)token * k + grp * kGroup + c * 8 + 2 * j;
+                near[i] = *reinterpret_cast<const uint32_t *>(p);
+                far[i] = *reinterpret_cast<const uint32_t *>(p + 4);
+            }
+#pragma unroll
+            for (int i = 0; i < kImmaStageRound; ++i) {
+                if (base + i >= my_groups) break;  // warp-uniform
+                const int grp = warp + (base + i) * Warps;
+                // The group's largest magnitude: bf16 bits without the sign order like the values.
+                const uint32_t pair = __vmaxu2(near[i] & 0x7fff7fffu, far[i] & 0x7fff7fffu);
+                const uint32_t mx = __reduce_max_sync(0xffffffffu, max(pair & 0xffffu, pair >> 16));
+                // Its biased exponent e; 2^(141 − e) puts it in [2^14, 2^15). e >= 15 keeps both powers normal
+                // floats (a group below 2^−112 loses its smallest bits, nothing else).
+                const int e = max((int)(mx >> 7), 15);
+                const float mul = __uint_as_float((uint32_t)(268 - e) << 23);
+                const float scale = mx >= 0x7f80u ? __uint_as_float(0x7fc00000u) : __uint_as_float((uint32_t)(e - 14) << 23);
+                // f = bits of x·mul + 1.5·2^23 = 0x4B400000 + round(x·mul): byte 0 is X's low byte, byte 1 its high.
+                const uint32_t f0 = __float_as_uint(fmaf(__uint_as_float(near[i] << 16), mul, 12582912.0f));
+                const uint32_t f1 = __float_as_uint(fmaf(__uint_as_float(near[i] & 0xffff0000u), mul, 12582912.0f));
+                const uint32_t f2 = __float_as_uint(fmaf(__uint_as_float(far[i] << 16), mul, 12582912.0f));
+                const uint32_t f3 = __float_as_uint(fmaf(__uint_as_float(far[i] & 0xffff0000u), mul, 12582912.0f));
+                const uint32_t u = __byte_perm(f0, f1, 0x5140), v = __byte_perm(f2, f3, 0x5140);
+                uint32_t *chunk = xq + ((size_t)token * (k / 8) + grp * 16 + c) * 4;
+                chunk[j] = __byte_perm(u, v, 0x7362);      // high bytes of elements 2j, 2j + 4, 2j + 1, 2j + 5
+                chunk[2 + j] = __byte_perm(u, v, 0x5140);  // low bytes
+                int sum = 0;
+                if constexpr (HasZeros) sum = (int)__reduce_add_sync(0xffffffffu, f0 + f1 + f2 + f3 - 4u * 0x4B400000u);
+                if (lane == 0) xs[token * groups + grp] = make_float2(scale, __int_as_float(sum));
+            }
+        }
+    __syncwarp();
+}
+
+// One group of one 16-row tile on the integer path: acc (rows g / g + 8 × tokens 2t / 2t + 1, as mma's C) += the
+// group's sums times the scales. xq_lane: this lane's staged chunks of the group (token min(g, m − 1), + 4t); xs0 /
+// xs1: {2^−s, Σ X} of tokens 2t and 2t + 1 (clamped to m − 1); za / zb: the rows' zero codes (HasZeros).
+template <bool HasZeros>
+__device__ __forceinline__ void imma_group(float (&acc)[4], const uint4 &wa, const uint4 &wb, float sa, float sb,
+                                           int za, int zb, const uint4 *xq_lane, float2 xs0, float2 xs1) {
+    int hi[4] = {0, 0, 0, 0}, lo[4] = {0, 0, 0, 0};
+    const uint32_t qa[4] = {wa.x, wa.y, wa.z, wa.w}, qb[4] = {wb.x, wb.y, wb.z, wb.w};
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {  // word w of this thread: the group's chunk 4t + w
+        const uint4 xv = xq_lane[w];
+        if constexpr (HasZeros) {
+            const uint32_t a0 = sa_w4a16::codes_u8(qa[w], false), a2 = sa_w4a16::codes_u8(qa[w], true);
+            const uint32_t a1 = sa_w4a16::codes_u8(qb[w], false), a3 = sa_w4a16::codes_u8(qb[w], true);
+            sa_w4a16::imma_16832<false, true>(hi, a0, a1, a2, a3, xv.x, xv.y);
+            sa_w4a16::imma_16832<false, false>(lo, a0, a1, a2, a3, xv.z, xv.w);
+        } else {
+            const uint32_t a0 = sa_w4a16::codes_s8x16(qa[w], false), a2 = sa_w4a16::codes_s8x16(qa[w], true);
+            const uint32_t a1 = sa_w4a16::codes_s8x16(qb[w], false), a3 = sa_w4a16::codes_s8x16(qb[w], true);
+            sa_w4a16::imma_16832<true, true>(hi, a0, a1, a2, a3, xv.x, xv.y);
+            sa_w4a16::imma_16832<true, false>(lo, a0, a1, a2, a3, xv.z, xv.w);
+        }
+    }
+    if constexpr (HasZeros) {  // Σ (c − z)·X = Σ c·X − z·Σ X
+        const int s0 = __float_as_int(xs0.y), s1 = __float_as_int(xs1.y);
+        acc[0] += (float)(hi[0] * 256 + lo[0] - za * s0) * (sa * xs0.x);
+        acc[1] += (float)(hi[1] * 256 + lo[1] - za * s1) * (sa * xs1.x);
+        acc[2] += (float)(hi[2] * 256 + lo[2] - zb * s0) * (sb * xs0.x);
+        acc[3] += (float)(hi[3] * 256 + lo[3] - zb * s1) * (sb * xs1.x);
+    } else {  // the codes were 16·(c − 8)
+        sa *= 0.0625f, sb *= 0.0625f;
+        acc[0] += (float)(hi[0] * 256 + lo[0]) * (sa * xs0.x);
+        acc[1] += (float)(hi[1] * 256 + lo[1]) * (sa * xs1.x);
+        acc[2] += (float)(hi[2] * 256 + lo[2]) * (sb * xs0.x);
+        acc[3] += (float)(hi[3] * 256 + lo[3]) * (sb * xs1.x);
+    }
+}
+
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
 // block issues its first batch (codes, scales, zeros) and, in the first wave, an L2 prefetch of the rest of its
 // rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the prefetch
@@ -155,7 +274,8 @@ __device__ __forceinline__ void mma_code_word(float (&part)[Tiles][4], uint32_t 
 // x and y are not __restrict__ and x is read with plain loads: x was written by the previous kernel, so it must not
 // go through the non-coherent path.
 // Warps: 8, or 6 for multi-wave K = 3072-class launches at M <= 8 (skinny_warps below).
-template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps, int Unroll = kUnroll>
+// Imma: the integer path above (Tiles == 1; dynamic shared memory imma_smem_bytes(m, k)).
+template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps, int Unroll = kUnroll, bool Imma = false>
 __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS : SA_W4A16_SIX_WARP_BLOCKS)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
@@ -195,6 +315,10 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
     pdl_wait();
     if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
+    static_assert(!Imma || Tiles == 1, "the integer path takes one 8-token tile");
+    extern __shared__ __align__(16) uint4 imma_x[];  // Imma: staged x, then {2^-s, sum} per (token, group)
+    float2 *imma_xs = reinterpret_cast<float2 *>(imma_x + (size_t)m * (k / 8));
+    if constexpr (Imma) imma_stage_x<Warps, HasZeros>(x, m, k, warp, lane, reinterpret_cast<uint32_t *>(imma_x), imma_xs);
 
     for (int base = warp; base < groups; base += kStride) {
 #pragma unroll
@@ -202,6 +326,13 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
             const int grp = base + u * Warps;
             if (grp >= groups) break;
             const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
+            if constexpr (Imma) {
+                imma_group<HasZeros>(acc[0], b.wa[u], b.wb[u], sa, sb, b.za[u], b.zb[u],
+                                     imma_x + (size_t)min(r, m - 1) * (k / 8) + grp * 16 + t * 4,
+                                     imma_xs[min(2 * t, m - 1) * groups + grp],
+                                     imma_xs[min(2 * t + 1, m - 1) * groups + grp]);
+                continue;
+            }
             const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
             float part[Tiles][4];
 #pragma unroll
@@ -271,7 +402,7 @@ int skinny_warps(int tiles, int groups, int row_tiles) {
 #endif
 constexpr int kStreamWarps = 6, kStreamSlots = SA_W4A16_STREAM_SLOTS;
 
-template <bool Fp16Scales, bool HasZeros>
+template <bool Fp16Scales, bool HasZeros, bool Imma = false>
 __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
     w4a16_stream(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_bytes, int epi,
@@ -319,6 +450,9 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
     pdl_wait();
     sa_epilogue::fold_prefetch(fold, m, k);
     if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);  // read after the first barrier
+    extern __shared__ __align__(16) uint4 imma_x[];  // Imma: staged x (a warp's groups are the same in every tile)
+    float2 *imma_xs = reinterpret_cast<float2 *>(imma_x + (size_t)m * (k / 8));
+    if constexpr (Imma) imma_stage_x<kStreamWarps, HasZeros>(x, m, k, warp, lane, reinterpret_cast<uint32_t *>(imma_x), imma_xs);
 
     for (int j0 = 0; j0 < my_tiles; j0 += kStreamSlots) {
 #pragma unroll
@@ -334,20 +468,28 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                 const int grp = warp + u * kStreamWarps;
                 if (grp >= groups) break;
                 const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
-                const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
-                float part[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-                const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
-                const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
+                if constexpr (Imma) {
+                    imma_group<HasZeros>(acc[0], b.wa[u], b.wb[u], sa, sb, b.za[u], b.zb[u],
+                                         imma_x + (size_t)min(r, m - 1) * (k / 8) + grp * 16 + t * 4,
+                                         imma_xs[min(2 * t, m - 1) * groups + grp],
+                                         imma_xs[min(2 * t + 1, m - 1) * groups + grp]);
+                } else {
+                    const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
+                    float part[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+                    const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
+                    const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
 #pragma unroll
-                for (int w = 0; w < 4; ++w) {
-                    const int kx = grp * kGroup + (t * 4 + w) * 8;
-                    const uint4 xv[1] = {r < m ? *reinterpret_cast<const uint4 *>(x + (size_t)r * k + kx) : make_uint4(0, 0, 0, 0)};
-                    mma_code_word<1>(part, qwa[w], qwb[w], za, zb, xv);
+                    for (int w = 0; w < 4; ++w) {
+                        const int kx = grp * kGroup + (t * 4 + w) * 8;
+                        const uint4 xv[1] = {r < m ? *reinterpret_cast<const uint4 *>(x + (size_t)r * k + kx)
+                                                   : make_uint4(0, 0, 0, 0)};
+                        mma_code_word<1>(part, qwa[w], qwb[w], za, zb, xv);
+                    }
+                    acc[0][0] += part[0][0] * sa;
+                    acc[0][1] += part[0][1] * sa;
+                    acc[0][2] += part[0][2] * sb;
+                    acc[0][3] += part[0][3] * sb;
                 }
-                acc[0][0] += part[0][0] * sa;
-                acc[0][1] += part[0][1] * sa;
-                acc[0][2] += part[0][2] * sb;
-                acc[0][3] += part[0][3] * sb;
                 if (refill)  // this group's registers are free: the slot's next tile's group u goes out now
                     b.template load_one<HasZeros>(u, next.qa, next.qb, scales, zeros, next.row_a, next.row_b, groups, grp);
             }
@@ -375,9 +517,12 @@ sa_status launch_stream(bool has_zeros, cudaStream_t s, const uint16_t *x, const
                         const uint8_t *z, uint16_t *y, int m, int n, int k, int epi, const sa_norm_fold &fold) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const dim3 grid((unsigned)std::min((n + 15) / 16, SA_W4A16_STREAM_BLOCKS * dev.sms));
-    auto kernel = has_zeros ? &w4a16_stream<Fp16Scales, true> : &w4a16_stream<Fp16Scales, false>;
-    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_stream", kernel, grid, dim3(kStreamWarps * 32), 0, s, x, q,
-                                  sc, z, y, m, n, k, dev.gemv_prefetch_bytes, epi, fold);
+    const bool imma = imma_fits(m, k, true);
+    auto kernel = imma ? (has_zeros ? &w4a16_stream<Fp16Scales, true, true> : &w4a16_stream<Fp16Scales, false, true>)
+                       : (has_zeros ? &w4a16_stream<Fp16Scales, true> : &w4a16_stream<Fp16Scales, false>);
+    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_stream", kernel, grid, dim3(kStreamWarps * 32),
+                                  imma ? imma_smem_bytes(m, k) : 0, s, x, q, sc, z, y, m, n, k, dev.gemv_prefetch_bytes,
+                                  epi, fold);
 }
 
 template <int Tiles, bool Fp16Scales>
@@ -391,11 +536,22 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : SA_W4A16_SIX_WARP_BLOCKS) * dev.sms : 0;
     if (Tiles == 1 && stream_fits(m, n, k))
         return launch_stream<Fp16Scales>(has_zeros, s, x, q, sc, z, y, m, n, k, epi, fold);
+    const bool imma = Tiles == 1 && imma_fits(m, k, false);
     auto launch = [&](auto kernel, int warps_per_block) {
-        return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(warps_per_block * 32), 0, s, x,
-                                      q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
+        return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(warps_per_block * 32),
+                                      imma ? imma_smem_bytes(m, k) : 0, s, x, q, sc, z, y, m, n, k, prefetch_blocks,
+                                      dev.gemv_prefetch_bytes, epi, fold);
     };
     if constexpr (Tiles == 1) {
+        if constexpr (SA_W4A16_IMMA == 1) if (imma) {  // the integer path: the same block shapes as below
+            if (warps == 6)
+                return has_zeros ? launch(&w4a16_skinny<1, Fp16Scales, true, 6, kUnroll, true>, 6)
+                                 : launch(&w4a16_skinny<1, Fp16Scales, false, 6, kUnroll, true>, 6);
+            if (SA_W4A16_DEEP_BATCH && !has_zeros && k / kGroup >= 8 * 2 * kUnroll)
+                return launch(&w4a16_skinny<1, Fp16Scales, false, 8, 8, true>, 8);
+            return has_zeros ? launch(&w4a16_skinny<1, Fp16Scales, true, 8, kUnroll, true>, 8)
+                             : launch(&w4a16_skinny<1, Fp16Scales, false, 8, kUnroll, true>, 8);
+        }
         if (warps == 6)
             return has_zeros ? launch(&w4a16_skinny<1, Fp16Scales, true, 6>, 6)
                              : launch(&w4a16_skinny<1, Fp16Scales, false, 6>, 6);
