@@ -408,10 +408,11 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_bytes, int epi,
                  sa_norm_fold fold) {
     pdl_launch_dependents();
-    // With zero codes, the next tile goes out group by group as soon as each group of this one is multiplied (its
-    // registers are then free); without, all at once after the multiply. Measured (session 7, NOTES_QUANT.md): the
-    // AWQ-style step 1.337, 1.338 -> 1.305, 1.300 ms; the symmetric step 1.204 -> 1.260, so it keeps the old order.
-    constexpr bool kRefill = HasZeros;
+    // Refill: the next tile goes out group by group as soon as each group of this one is multiplied (its registers
+    // are then free); otherwise all at once after the multiply. Measured (NOTES_QUANT.md): on the bf16 path it pays
+    // with zero codes only (session 7: AWQ-style step 1.337 -> 1.300–1.305 ms, symmetric 1.204 -> 1.260); on the
+    // integer path it pays for symmetric weights too (session 9: gate_up 10.41 -> 9.63 µs, step 1.118 -> 1.108).
+    constexpr bool kRefill = HasZeros || Imma;
     __shared__ float partial[kStreamWarps * 16 * 16];  // [warp][row][token]
     __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
