@@ -160,14 +160,15 @@ __device__ __forceinline__ void mma_code_word(float (&part)[Tiles][4], uint32_t 
 // part + Σ lo part, minus z·Σ X with zero codes) is exact in int32; times (weight scale · 2^−s) it joins the fp32
 // accumulator.
 // Exactness: bf16 has 8 significant bits, so X = x · 2^s exactly for every element within 2^8 of its group's
-// largest; a smaller element is rounded to the group's step, an error of at most 2^−16 of the group's largest |x|
+// largest; a smaller element is rounded to the group's step, an error of at most 2^−15 of the group's largest |x|
 // (the bf16 path's only rounding is the fp32 accumulation; both are far below the output's bf16 rounding). An Inf or
 // NaN in a group makes that group's result NaN.
 // Shared memory (dynamic, per block): [token][k / 8 chunk] 16 B = the chunk's MMA B registers {b0 hi, b1 hi, b0 lo,
 // b1 lo} (elements 0, 4, 1, 5 and 2, 6, 3, 7, the order of the codes' A registers), then [token][group] float2
 // {2^−s, Σ X as int bits (zero codes only)}.
-// Measured in session 9 (kernels/NOTES_QUANT.md), H200, M = 1: gate_up alone 10.87 -> 10.45 µs, the W4A16 step at 64
-// keys 1.128 / 1.130 -> 1.122 ms, the AWQ-style step (zero codes, fp16 scales) 1.241 / 1.244 -> 1.172 ms. In the
+// Measured in session 9 (kernels/NOTES_QUANT.md), H200, M = 1: gate_up alone 10.87 -> 10.45 µs (9.63 with the
+// refill, w4a16_stream), the W4A16 step at 64 keys 1.128 / 1.130 -> 1.122 (1.108) ms, the AWQ-style step (zero codes,
+// fp16 scales) 1.241 / 1.244 -> 1.172 ms. In the
 // single-tile kernels (qkv, o, down, lm_head) the staging sits on the critical path after the wait and costs more
 // than the cheaper multiply saves (qkv 3.44 -> 3.91 µs, down 6.77 -> 7.71): so 2 is the default.
 #ifndef SA_W4A16_IMMA
