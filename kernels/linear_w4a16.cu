@@ -231,11 +231,15 @@ __device__ __forceinline__ void imma_stage_x(const uint16_t *x, int m, int k, in
 }
 
 // One group of one 16-row tile on the integer path: acc (rows g / g + 8 × tokens 2t / 2t + 1, as mma's C) += the
-// group's sums times the scales. xq_lane: this lane's staged chunks of the group (token min(g, m − 1), + 4t); xs0 /
-// xs1: {2^−s, Σ X} of tokens 2t and 2t + 1 (clamped to m − 1); za / zb: the rows' zero codes (HasZeros).
+// group's sums times the scales sa / sb. xq / xs: what imma_stage_x wrote; za / zb: the rows' zero codes (HasZeros).
+// Tokens past m read token m − 1 (those columns are never stored).
 template <bool HasZeros>
 __device__ __forceinline__ void imma_group(float (&acc)[4], const uint4 &wa, const uint4 &wb, float sa, float sb,
-                                           int za, int zb, const uint4 *xq_lane, float2 xs0, float2 xs1) {
+                                           int za, int zb, const uint4 *xq, const float2 *xs, int grp, int m, int k,
+                                           int g, int t) {
+    const int groups = k / kGroup;
+    const uint4 *xq_lane = xq + (size_t)min(g, m - 1) * (k / 8) + grp * 16 + t * 4;  // chunks 4t + w of token g
+    const float2 xs0 = xs[min(2 * t, m - 1) * groups + grp], xs1 = xs[min(2 * t + 1, m - 1) * groups + grp];
     int hi[4] = {0, 0, 0, 0}, lo[4] = {0, 0, 0, 0};
     const uint32_t qa[4] = {wa.x, wa.y, wa.z, wa.w}, qb[4] = {wb.x, wb.y, wb.z, wb.w};
 #pragma unroll
@@ -328,10 +332,7 @@ __global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS :
             if (grp >= groups) break;
             const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
             if constexpr (Imma) {
-                imma_group<HasZeros>(acc[0], b.wa[u], b.wb[u], sa, sb, b.za[u], b.zb[u],
-                                     imma_x + (size_t)min(r, m - 1) * (k / 8) + grp * 16 + t * 4,
-                                     imma_xs[min(2 * t, m - 1) * groups + grp],
-                                     imma_xs[min(2 * t + 1, m - 1) * groups + grp]);
+                imma_group<HasZeros>(acc[0], b.wa[u], b.wb[u], sa, sb, b.za[u], b.zb[u], imma_x, imma_xs, grp, m, k, r, t);
                 continue;
             }
             const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
@@ -471,10 +472,8 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                 if (grp >= groups) break;
                 const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
                 if constexpr (Imma) {
-                    imma_group<HasZeros>(acc[0], b.wa[u], b.wb[u], sa, sb, b.za[u], b.zb[u],
-                                         imma_x + (size_t)min(r, m - 1) * (k / 8) + grp * 16 + t * 4,
-                                         imma_xs[min(2 * t, m - 1) * groups + grp],
-                                         imma_xs[min(2 * t + 1, m - 1) * groups + grp]);
+                    imma_group<HasZeros>(acc[0], b.wa[u], b.wb[u], sa, sb, b.za[u], b.zb[u], imma_x, imma_xs, grp, m,
+                                         k, r, t);
                 } else {
                     const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
                     float part[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};

@@ -484,14 +484,14 @@ __global__ void __launch_bounds__(kThreads, 1) layer_stream_kernel(Params p) {
         }
         arrive_phase(p, layer, kPhAttn);
         mark(kTrAttnOut);
-        // h += W_o · attn
+        // h += W_o · attn (and below h += W_down · act): tile t's rows plus the residual
+        auto add_into_h = [&](int t, float y, float(*)[kTileRows], float res) {
+            p.h[t * kTileRows + threadIdx.x] = __float2bfloat16(res + round_bf(y));
+        };
         wait_phase(p, layer, kPhAttn);
         mark(kTrOIn);
         copy_into_x(s, p.attn + (size_t)layer * kHidden, kHidden);
-        consume_linear(
-            p, s, kO, seq, tile_count,
-            [&](int t, float y, float(*)[kTileRows], float res) { p.h[t * kTileRows + threadIdx.x] = __float2bfloat16(res + round_bf(y)); },
-            p.h);
+        consume_linear(p, s, kO, seq, tile_count, add_into_h, p.h);
         arrive_phase(p, layer, kPhO);
         mark(kTrOOut);
         // act = silu(gate) * up, tile t holding gate rows 8t..8t+7 then up rows 8t..8t+7
@@ -513,10 +513,7 @@ __global__ void __launch_bounds__(kThreads, 1) layer_stream_kernel(Params p) {
         wait_phase(p, layer, kPhGateUp);
         mark(kTrDownIn);
         copy_into_x(s, act, kInter);
-        consume_linear(
-            p, s, kDown, seq, tile_count,
-            [&](int t, float y, float(*)[kTileRows], float res) { p.h[t * kTileRows + threadIdx.x] = __float2bfloat16(res + round_bf(y)); },
-            p.h);
+        consume_linear(p, s, kDown, seq, tile_count, add_into_h, p.h);
         arrive_phase(p, layer, kPhDown);
         mark(kTrDownOut);
     }
