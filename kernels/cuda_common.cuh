@@ -79,24 +79,44 @@ inline const DeviceTraits &device_traits() {
 // when `allow` is set and the stream is a created one (the legacy default stream, which the kernel checks use, keeps
 // plain ordering). The kernel must call pdl_wait() before it reads anything an earlier kernel wrote, and before it
 // writes anything (an earlier kernel may still be reading it). SA_OK or SA_E_CUDA naming the kernel.
+// cluster > 1: thread-block clusters of that many blocks along x (only where device_traits().clusters; grid.x must be
+// a multiple of it).
 template <typename... KernelArgs, typename... Args>
-sa_status launch_pdl_if(bool allow, const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
-                        size_t smem, cudaStream_t stream, Args &&...args) {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
+sa_status launch_cluster_pdl_if(bool allow, unsigned cluster, const char *name, void (*kernel)(KernelArgs...), dim3 grid,
+                                dim3 block, size_t smem, cudaStream_t stream, Args &&...args) {
+    cudaLaunchAttribute attr[2];
+    unsigned nattr = 0;
+    if (allow && stream != nullptr) {
+        attr[nattr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[nattr].val.programmaticStreamSerializationAllowed = 1;
+        ++nattr;
+    }
+    if (cluster > 1) {
+        attr[nattr].id = cudaLaunchAttributeClusterDimension;
+        attr[nattr].val.clusterDim.x = cluster;
+        attr[nattr].val.clusterDim.y = 1;
+        attr[nattr].val.clusterDim.z = 1;
+        ++nattr;
+    }
     cudaLaunchConfig_t config = {};
     config.gridDim = grid;
     config.blockDim = block;
     config.dynamicSmemBytes = smem;
     config.stream = stream;
     config.attrs = attr;
-    config.numAttrs = allow && stream != nullptr ? 1 : 0;
+    config.numAttrs = nattr;
     const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
     if (err == cudaSuccess) return check_launch(name);
     (void)cudaGetLastError();
     return sa::fail(SA_E_CUDA, std::string(name) + ": launch failed with " + cudaGetErrorName(err) + " (" +
                                    cudaGetErrorString(err) + ")");
+}
+
+// launch_cluster_pdl_if without clusters.
+template <typename... KernelArgs, typename... Args>
+sa_status launch_pdl_if(bool allow, const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
+                        size_t smem, cudaStream_t stream, Args &&...args) {
+    return launch_cluster_pdl_if(allow, 1, name, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // launch_pdl_if with PDL as the device allows (the bf16-path kernels).
@@ -194,6 +214,36 @@ __device__ __forceinline__ void pdl_launch_dependents(bool trigger = true) {
         sa_trace_this_block() = {sa_trace_now(), atomicAdd(g_sa_trace_count, 1u)};
 #endif
     if (trigger) pdl_trigger();
+}
+
+// Thread-block clusters (sm_90; no-ops before, where the host never launches clusters). A block may touch another
+// block's shared memory only after a barrier phase both took part in (so that block has started), and only until a
+// later phase it has not yet left (so it has not exited): cluster_arrive() early, cluster_wait() before the first
+// remote access, cluster_sync_all() after the last.
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_sync_all() {
+    cluster_arrive();
+    cluster_wait();
+}
+// The generic address of *p (a shared-memory variable of this block) in the block of cluster rank `rank`.
+template <typename T>
+__device__ __forceinline__ T *cluster_peer(T *p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t r;
+    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
+    return reinterpret_cast<T *>(r);
+#else
+    return p;
+#endif
 }
 
 // Asks L2 to fetch [p, p + bytes) (16-byte aligned, bytes a multiple of 16); sm_90 bulk prefetch, no-op before.
