@@ -286,10 +286,13 @@ __device__ __forceinline__ void imma_group(float (&acc)[4], const uint4 &wa, con
 #ifndef SA_W4A16_KSPLIT_MIN_K
 #define SA_W4A16_KSPLIT_MIN_K 8192
 #endif
-constexpr int kSplit = 2;
-// Blocks per SM the split kernels' registers must allow, so that all tiles · 2 blocks are resident in one wave: 8-warp
-// blocks (shares of 25–32 groups, one 4-group batch per warp) 3, 6-warp blocks (shares of <= 12 groups) 4.
-__host__ __device__ constexpr int split_min_blocks(int warps) { return warps == 8 ? 3 : 4; }
+#ifndef SA_W4A16_KSPLIT_DEEP_WARPS  // warps of a block whose share is 25–32 groups: 8 (4-group batches) or 4 (8-group)
+#define SA_W4A16_KSPLIT_DEEP_WARPS 8
+#endif
+constexpr int kSplit = 2, kSplitDeepWarps = SA_W4A16_KSPLIT_DEEP_WARPS, kSplitDeepUnroll = 32 / kSplitDeepWarps;
+// Blocks per SM the split kernels' registers must allow, so that all tiles · 2 blocks are resident in one wave:
+// 6-warp blocks (shares of 12 groups, 2 per warp) 4, the deep shares' blocks (25–32 groups) 3.
+__host__ __device__ constexpr int split_min_blocks(int warps) { return warps == 6 ? 4 : 3; }
 
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
 // block issues its first batch (codes, scales, zeros) and, in the first wave, an L2 prefetch of the rest of its
@@ -419,13 +422,13 @@ int skinny_warps(int tiles, int groups, int row_tiles) {
 
 // Warps per block of the K-split kernel for a one-token-tile launch of n rows and k columns, or 0 for no split:
 // a single-wave launch whose tiles leave SMs with two (sms < tiles), all of whose half tiles are resident at once,
-// with shares of one batch per warp (12 groups: 6 warps × 2; 25–32 groups: 8 warps × 4).
+// with shares of one batch per warp (12 groups: 6 warps × 2; 25–32 groups: 8 warps × 4 or 4 × 8).
 int ksplit_warps(int n, int k) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int tiles = (n + 15) / 16, share = k / kGroup / kSplit;
     if (SA_W4A16_KSPLIT == 0 || !dev.clusters || (k / kGroup) % kSplit != 0 || tiles <= dev.sms) return 0;
     if (SA_W4A16_KSPLIT == 1 && k < SA_W4A16_KSPLIT_MIN_K) return 0;
-    const int warps = share == 12 ? 6 : share > 24 && share <= 8 * kUnroll ? 8 : 0;
+    const int warps = share == 12 ? 6 : share > 24 && share <= 32 ? kSplitDeepWarps : 0;
     return warps > 0 && tiles * kSplit <= split_min_blocks(warps) * dev.sms ? warps : 0;
 }
 
@@ -595,8 +598,9 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
         if (split_warps == 6)
             return has_zeros ? launch_split(&w4a16_skinny<1, Fp16Scales, true, 6, 2, false, kSplit>)
                              : launch_split(&w4a16_skinny<1, Fp16Scales, false, 6, 2, false, kSplit>);
-        return has_zeros ? launch_split(&w4a16_skinny<1, Fp16Scales, true, 8, kUnroll, false, kSplit>)
-                         : launch_split(&w4a16_skinny<1, Fp16Scales, false, 8, kUnroll, false, kSplit>);
+        return has_zeros
+                   ? launch_split(&w4a16_skinny<1, Fp16Scales, true, kSplitDeepWarps, kSplitDeepUnroll, false, kSplit>)
+                   : launch_split(&w4a16_skinny<1, Fp16Scales, false, kSplitDeepWarps, kSplitDeepUnroll, false, kSplit>);
     }
     const bool imma = Tiles == 1 && imma_fits(m, k, false);
     auto launch = [&](auto kernel, int warps_per_block) {
