@@ -615,8 +615,14 @@ sa_status launch_v4(const uint16_t *x, const uint8_t *qw, const void *absmax, co
                     int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     auto kernel = &nf4_gemv<Tiles, DQ, Ring, KSplit>;
     constexpr int kMaxSmem = Ring ? v4_extra_offset(kSegBlocks) + (kRingSlots - 2) * kExtraSlotBytes : kSmemMax;
-    // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
-    static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
+    // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation). The K split
+    // needs 3 blocks of ~73 KB per SM resident at once: ask for the largest shared-memory carveout.
+    static const cudaError_t opt_in = [&] {
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
+        if (e == cudaSuccess && KSplit > 1)
+            e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+        return e;
+    }();
     if (opt_in != cudaSuccess)
         return sa::fail(SA_E_CUDA, std::string("nf4_gemv: cannot reserve shared memory: ") + cudaGetErrorName(opt_in));
     const int kb = k / SA_NF4_BLOCK;

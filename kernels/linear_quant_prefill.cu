@@ -128,12 +128,8 @@ __device__ __forceinline__ uint32_t w4_pair(uint32_t v, uint32_t neg_magic_z) {
     return r;
 }
 
-// Thread-block cluster pieces (sm_90; the host launches splits > 1 only there).
-__device__ __forceinline__ void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
-#endif
-}
+// Thread-block cluster pieces beside cuda_common.cuh's (sm_90; the host launches splits > 1 only there): the
+// reduction addresses shared memory through 32-bit shared-window addresses.
 __device__ __forceinline__ uint32_t cluster_map(uint32_t addr, int rank) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     uint32_t r;
@@ -374,7 +370,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
     float sl[kMT][2];
 #pragma unroll
     for (int j = 0; j < kMT; ++j) sl[j][0] = last[row_a[j]], sl[j][1] = last[row_a[j] + 8];
-    if (splits > 1) cluster_sync();  // every block of the cluster is done with its pipeline buffers
+    if (splits > 1) cluster_sync_all();  // every block of the cluster is done with its pipeline buffers
     else __syncthreads();
     const uint32_t red_src = smem_u32(red + (size_t)split * BT * pitch);
 #pragma unroll
@@ -401,7 +397,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
             }
         }
     }
-    if (splits > 1) cluster_sync();  // all partials of my rows have landed
+    if (splits > 1) cluster_sync_all();  // all partials of my rows have landed
     else __syncthreads();
     const int row0 = n0 + split * R;
     const bool vec = (p.n % 4 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 7u) == 0);
@@ -438,34 +434,10 @@ sa_status launch(const Params &p, int splits, cudaStream_t stream) {
     if (attr_err != cudaSuccess)
         return sa::fail(SA_E_CUDA, std::string("quant_prefill: cannot reserve ") + std::to_string(P::kSmem) +
                                        " bytes of shared memory (" + cudaGetErrorName(attr_err) + ")");
-    const sa_cuda::DeviceTraits &traits = sa_cuda::device_traits();
-    cudaLaunchAttribute attr[2];
-    int nattr = 0;
-    if (splits > 1) {
-        attr[nattr].id = cudaLaunchAttributeClusterDimension;
-        attr[nattr].val.clusterDim.x = (unsigned)splits;
-        attr[nattr].val.clusterDim.y = 1;
-        attr[nattr].val.clusterDim.z = 1;
-        ++nattr;
-    }
-    if (traits.quant_pdl && stream != nullptr) {  // as launch_pdl_if: never on the legacy default stream
-        attr[nattr].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[nattr].val.programmaticStreamSerializationAllowed = 1;
-        ++nattr;
-    }
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3((unsigned)splits, (unsigned)((p.n + P::kRows - 1) / P::kRows),
-                          (unsigned)((p.m + P::kTokens - 1) / P::kTokens));
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = P::kSmem;
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = (unsigned)nattr;
-    const cudaError_t err = cudaLaunchKernelEx(&config, kernel, p);
-    if (err == cudaSuccess) return sa_cuda::check_launch("quant_prefill");
-    (void)cudaGetLastError();
-    return sa::fail(SA_E_CUDA, std::string("quant_prefill: launch failed with ") + cudaGetErrorName(err) + " (" +
-                                   cudaGetErrorString(err) + ")");
+    const dim3 grid((unsigned)splits, (unsigned)((p.n + P::kRows - 1) / P::kRows),
+                    (unsigned)((p.m + P::kTokens - 1) / P::kTokens));
+    return sa_cuda::launch_cluster_pdl_if(sa_cuda::device_traits().quant_pdl, (unsigned)splits, "quant_prefill", kernel,
+                                          grid, dim3(kThreads), P::kSmem, stream, p);
 }
 
 template <int Fmt>
