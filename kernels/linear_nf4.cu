@@ -633,8 +633,9 @@ sa_status launch_v4(const uint16_t *x, const uint8_t *qw, const void *absmax, co
                                           x, qw, absmax, tables, y, m, n, k, epi, fold);
 }
 
-// The K split (SA_NF4_KSPLIT, session 10; linear_w4a16.cu says why): 0 off, 1 for single-wave ring launches whose
-// tiles leave SMs with two (Step1's down: 192 tiles of 64 KB for 132 SMs) when all half tiles fit 3 blocks per SM.
+// The K split (SA_NF4_KSPLIT, session 10; linear_w4a16.cu says why): for single-wave launches whose tiles leave SMs
+// with two when all half tiles fit 3 blocks per SM. 0 off; 1 where v4 (the ring path) runs anyway (Step1's down: 192
+// tiles of 64 KB for 132 SMs); 2 also instead of v5 for K <= 4096 (Step1's o; qkv's 448 half tiles do not fit).
 #ifndef SA_NF4_KSPLIT
 #define SA_NF4_KSPLIT 0
 #endif
@@ -653,6 +654,8 @@ sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const
                  int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int tiles = (n + kTileRows - 1) / kTileRows, kb = k / SA_NF4_BLOCK;
+    if constexpr (SA_NF4_KSPLIT == 2 && Tiles == 1)
+        if (kb <= kSegBlocks && nf4_ksplit(n, k)) return launch_v4<1, DQ, true, 2>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
     if (kb <= kStreamMaxKb &&
         (int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
         return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
