@@ -426,13 +426,10 @@ __global__ void __launch_bounds__(kThreads, KSplit > 1 ? 3 : SA_NF4_BLOCKS_PER_S
     float *fold_inv = partial + KSplit * kWarps * kTileRows * 16;  // also in the table's space
     static_assert((KSplit * kWarps * kTileRows * 16 + SA_EPILOGUE_MAX_M) * 4 <= kNf4LutBytes, "partials fit the table");
     if constexpr (KSplit > 1) {
-        cluster_arrive();  // this block is done with its table ...
-        cluster_wait();    // ... and so is every other block of the cluster: share 0's table space takes the partials
-        sa_epilogue::write_partials<Tiles>(cluster_peer(partial, 0) + (share * kWarps + warp) * kTileRows * 16, acc, g,
-                                           t);
-        if (share == 0 && sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
-        cluster_sync_all();  // all partials have landed; the other blocks may exit
-        if (share != 0) return;
+        cluster_arrive();  // this block is done with its table: once all are, share 0's table space takes the partials
+        if (!sa_epilogue::gather_split_partials<Tiles>(partial, kTileRows * 16, share, kWarps, warp, acc, g, t, fold, m,
+                                                       k, fold_inv))
+            return;
     } else {
         __syncthreads();
         sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);

@@ -394,11 +394,8 @@ __global__ void __launch_bounds__(Warps * 32, KSplit > 1   ? split_min_blocks(Wa
         load(b, base + kStride);  // the next batch (nothing past the last group)
     }
     if constexpr (KSplit > 1) {  // every share's warps write into share 0's partials, which its block reduces
-        cluster_wait();          // every block of the cluster has started (so its shared memory exists)
-        sa_epilogue::write_partials<Tiles>(cluster_peer(partial, 0) + (share * Warps + warp) * 256, acc, r, t);
-        if (share == 0 && sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
-        cluster_sync_all();  // all partials have landed (release / acquire at cluster scope); the others may exit
-        if (share != 0) return;
+        if (!sa_epilogue::gather_split_partials<Tiles>(partial, 256, share, Warps, warp, acc, r, t, fold, m, k, fold_inv))
+            return;
     } else {
         sa_epilogue::write_partials<Tiles>(partial + warp * 256, acc, r, t);
         if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
