@@ -218,8 +218,7 @@ __device__ __forceinline__ void pdl_launch_dependents(bool trigger = true) {
 
 // Thread-block clusters (sm_90; no-ops before, where the host never launches clusters). A block may touch another
 // block's shared memory only after a barrier phase both took part in (so that block has started), and only until a
-// later phase it has not yet left (so it has not exited): cluster_arrive() early, cluster_wait() before the first
-// remote access, cluster_sync_all() after the last.
+// later phase it has not yet left (so it has not exited). The prefill GEMM's K split (linear_quant_prefill.cu).
 __device__ __forceinline__ void cluster_arrive() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("barrier.cluster.arrive.aligned;" ::: "memory");
@@ -234,18 +233,6 @@ __device__ __forceinline__ void cluster_sync_all() {
     cluster_arrive();
     cluster_wait();
 }
-// The generic address of *p (a shared-memory variable of this block) in the block of cluster rank `rank`.
-template <typename T>
-__device__ __forceinline__ T *cluster_peer(T *p, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint64_t r;
-    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(r) : "l"(p), "r"(rank));
-    return reinterpret_cast<T *>(r);
-#else
-    return p;
-#endif
-}
-
 // Asks L2 to fetch [p, p + bytes) (16-byte aligned, bytes a multiple of 16); sm_90 bulk prefetch, no-op before.
 __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -188,23 +188,6 @@ __device__ __forceinline__ void reduce_store(const float *partial, int warp_stri
     }
 }
 
-// The end of a K-split tile (linear_w4a16.cu, linear_nf4.cu: a tile's K shares over a cluster of blocks): every block
-// writes its warps' sums into the cluster's block 0, at warp slot share · warps + warp of block 0's `partial`
-// ([slot][row][token], warp_stride floats apart), and block 0 also computes a folded norm's 1/rms. The caller has
-// already arrived on the cluster barrier (cluster_arrive) at a point after which block 0's `partial` space is free.
-// Returns true in block 0 once every share has landed, which then calls reduce_store over all slots; the other blocks
-// return false and must exit without touching shared memory of the cluster again.
-template <int Tiles>
-__device__ __forceinline__ bool gather_split_partials(float *partial, int warp_stride, int share, int warps, int warp,
-                                                      const float (&acc)[Tiles][4], int g, int t,
-                                                      const sa_norm_fold &fold, int m, int k, float *fold_inv) {
-    cluster_wait();  // every block of the cluster has started and passed its arrive point
-    write_partials<Tiles>(cluster_peer(partial, 0) + (share * warps + warp) * warp_stride, acc, g, t);
-    if (share == 0 && folds_in(fold)) fold_inverse(fold, m, k, fold_inv);
-    cluster_sync_all();  // all partials have landed (release / acquire at cluster scope)
-    return share == 0;
-}
-
 // Host side: SA_OK if `epilogue` is valid for y[m, n] = x[m, k] · W^T, else SA_E_INVALID_ARGUMENT naming the problem
 // (`fn` is the entry point).
 inline sa_status check_host_args(const char *fn, int epilogue, const sa_norm_fold *fold, const void *x, const void *y,

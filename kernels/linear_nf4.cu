@@ -179,10 +179,8 @@ struct WarpRing {
     int lo, hi, base0, stages;  // the warp's 64-blocks [lo, hi) of a tile, in stages from base0 (128-byte aligned)
     uint32_t slot01, extra;     // shared byte offsets of row 0 of the warp's slot 0 and of its first extra slot
 
-    // The warp's share of the 64-blocks [first, end) of each row (all of them, or a K split's share).
-    __device__ __forceinline__ void init(int warp, int first, int end, uint32_t extra_offset) {
-        lo = first + warp * (end - first) / kWarps, hi = first + (warp + 1) * (end - first) / kWarps;
-        base0 = lo & ~(kStageBlocks - 1);
+    __device__ __forceinline__ void init(int warp, int kb, uint32_t extra_offset) {
+        lo = warp * kb / kWarps, hi = (warp + 1) * kb / kWarps, base0 = lo & ~(kStageBlocks - 1);
         stages = hi > lo ? (hi - base0 + kStageBlocks - 1) / kStageBlocks : 0;
         slot01 = (uint32_t)(warp * 2 * kTileRows * kNf4LutRowBytes + 128);
         extra = extra_offset + (uint32_t)(warp * (kRingSlots - 2) * kTileRows * 128);
@@ -250,15 +248,10 @@ struct Codes {
 // Ring-path smem beyond the scales: the extra ring slots.
 __host__ __device__ constexpr int v4_extra_offset(int kb) { return kScalesOffset + (kb < kSegBlocks ? kb : kSegBlocks) * 8 * 8; }
 
-// KSplit > 1 (ring path only): a tile's 64-blocks are split into KSplit equal shares over a thread-block cluster of
-// that many blocks (sm_90; grid = tiles · KSplit), as in linear_w4a16.cu's K split: after every share's multiply,
-// the other shares' warps write their partial sums into the first block's (free) table space, which that block
-// reduces in a fixed order.
-template <int Tiles, bool DQ, bool Ring, int KSplit = 1>
-__global__ void __launch_bounds__(kThreads, KSplit > 1 ? 3 : SA_NF4_BLOCKS_PER_SM)
+template <int Tiles, bool DQ, bool Ring>
+__global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
              const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
-    static_assert(KSplit == 1 || Ring, "the K split takes the ring path");
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
     pdl_launch_dependents(!late);
     constexpr int kBatch = Tiles == 1 ? SA_NF4_BATCH : SA_NF4_BATCH2;
@@ -268,7 +261,7 @@ __global__ void __launch_bounds__(kThreads, KSplit > 1 ? 3 : SA_NF4_BLOCKS_PER_S
     float *nested_map = reinterpret_cast<float *>(smem + kNestedOffset);
     float *scales = reinterpret_cast<float *>(smem + kScalesOffset);  // [64-block % kSegBlocks][g][row g, row g + 8]
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int tile = blockIdx.x / KSplit, share = blockIdx.x % KSplit, kb = k / SA_NF4_BLOCK;
+    const int tile = blockIdx.x, kb = k / SA_NF4_BLOCK;
     const int units = (kb + kWarps - 1) / kWarps;  // per warp, block-uniform (the segment barriers)
     // W row of tile row i (linear_epilogue.cuh: consecutive rows, or a SwiGLU tile's gate and up rows); rows past n
     // read row n - 1 (valid memory) and are never stored.
@@ -296,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, KSplit > 1 ? 3 : SA_NF4_BLOCKS_PER_S
     WarpRing ring{};
     const uint8_t *src[4];
     if constexpr (Ring) {
-        ring.init(warp, share * kb / KSplit, (share + 1) * kb / KSplit, v4_extra_offset(kb));
+        ring.init(warp, kb, v4_extra_offset(kb));
 #pragma unroll
         for (int i = 0; i < 4; ++i) src[i] = qweight + (size_t)w_row(lane / 8 + 4 * i) * (k / 2) + 16 * (lane % 8);
     }
@@ -422,23 +415,15 @@ __global__ void __launch_bounds__(kThreads, KSplit > 1 ? 3 : SA_NF4_BLOCKS_PER_S
     }
 
     // Reduce the warps' partial sums over the table's space and write y once, in bf16.
-    float *partial = reinterpret_cast<float *>(smem);  // [share][warp][row][token]
-    float *fold_inv = partial + KSplit * kWarps * kTileRows * 16;  // also in the table's space
-    static_assert((KSplit * kWarps * kTileRows * 16 + SA_EPILOGUE_MAX_M) * 4 <= kNf4LutBytes, "partials fit the table");
-    if constexpr (KSplit > 1) {
-        cluster_arrive();  // this block is done with its table: once all are, share 0's table space takes the partials
-        if (!sa_epilogue::gather_split_partials<Tiles>(partial, kTileRows * 16, share, kWarps, warp, acc, g, t, fold, m,
-                                                       k, fold_inv))
-            return;
-    } else {
-        __syncthreads();
-        sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);
-        if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
-        __syncthreads();
-    }
+    __syncthreads();
+    float *partial = reinterpret_cast<float *>(smem);  // [warp][row][token]
+    sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);
+    float *fold_inv = partial + kWarps * kTileRows * 16;  // also in the table's space
+    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
+    __syncthreads();
     if (threadIdx.x < 128)
-        sa_epilogue::reduce_store<KSplit * kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8, tile,
-                                                   fold, fold_inv);
+        sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8, tile, fold,
+                                          fold_inv);
 }
 
 // ---- v5: persistent blocks, the code ring streaming across tiles ---------------------------------------------------
@@ -517,7 +502,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     // The issue cursor walks the warp's stages tile after tile, kRingSlots stages ahead of the multiplies; stage
     // number sig goes to slot sig % kRingSlots.
     WarpRing ring{};
-    ring.init(warp, 0, kb, stream_extra_offset(kb));
+    ring.init(warp, kb, stream_extra_offset(kb));
     int issue_ti = 0, issue_s = 0, issue_sig = 0;
     const uint8_t *src[4];
     auto set_src = [&](int ti) {
@@ -607,39 +592,20 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
                                   absmax, tables, y, m, n, k, epi, fold);
 }
 
-template <int Tiles, bool DQ, bool Ring, int KSplit = 1>
+template <int Tiles, bool DQ, bool Ring>
 sa_status launch_v4(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
                     int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
-    auto kernel = &nf4_gemv<Tiles, DQ, Ring, KSplit>;
+    auto kernel = &nf4_gemv<Tiles, DQ, Ring>;
     constexpr int kMaxSmem = Ring ? v4_extra_offset(kSegBlocks) + (kRingSlots - 2) * kExtraSlotBytes : kSmemMax;
-    // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation). The K split
-    // needs 3 blocks of ~73 KB per SM resident at once: ask for the largest shared-memory carveout.
-    static const cudaError_t opt_in = [&] {
-        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
-        if (e == cudaSuccess && KSplit > 1)
-            e = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-        return e;
-    }();
+    // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
+    static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
     if (opt_in != cudaSuccess)
         return sa::fail(SA_E_CUDA, std::string("nf4_gemv: cannot reserve shared memory: ") + cudaGetErrorName(opt_in));
     const int kb = k / SA_NF4_BLOCK;
     const size_t smem = v4_extra_offset(kb) + (Ring ? (kRingSlots - 2) * kExtraSlotBytes : 0);
-    const dim3 grid((unsigned)((n + kTileRows - 1) / kTileRows * KSplit)), block(kThreads);
-    return sa_cuda::launch_cluster_pdl_if(sa_cuda::device_traits().quant_pdl, KSplit,
-                                          KSplit > 1 ? "nf4_gemv (K split)" : "nf4_gemv", kernel, grid, block, smem, s,
-                                          x, qw, absmax, tables, y, m, n, k, epi, fold);
-}
-
-// The K split (SA_NF4_KSPLIT, session 10; linear_w4a16.cu says why): for single-wave launches whose tiles leave SMs
-// with two when all half tiles fit 3 blocks per SM. 0 off; 1 where v4 (the ring path) runs anyway (Step1's down: 192
-// tiles of 64 KB for 132 SMs); 2 also instead of v5 for K <= 4096 (Step1's o; qkv's 448 half tiles do not fit).
-#ifndef SA_NF4_KSPLIT
-#define SA_NF4_KSPLIT 0
-#endif
-bool nf4_ksplit(int n, int k) {
-    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
-    const int tiles = (n + kTileRows - 1) / kTileRows, kb = k / SA_NF4_BLOCK;
-    return SA_NF4_KSPLIT && dev.clusters && kb % 2 == 0 && kb / 2 >= kWarps && tiles > dev.sms && 2 * tiles <= 3 * dev.sms;
+    const dim3 grid((unsigned)((n + kTileRows - 1) / kTileRows)), block(kThreads);
+    return sa_cuda::launch_pdl_if(sa_cuda::device_traits().quant_pdl, "nf4_gemv", kernel, grid, block, smem, s, x, qw,
+                                  absmax, tables, y, m, n, k, epi, fold);
 }
 
 // v5 (persistent) when K <= 4096 — there a v4 block holds its whole tile in flight at once, so v4's blocks load and
@@ -651,13 +617,9 @@ sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const
                  int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int tiles = (n + kTileRows - 1) / kTileRows, kb = k / SA_NF4_BLOCK;
-    if constexpr (SA_NF4_KSPLIT == 2 && Tiles == 1)
-        if (kb <= kSegBlocks && nf4_ksplit(n, k)) return launch_v4<1, DQ, true, 2>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
     if (kb <= kStreamMaxKb &&
         (int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
         return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
-    if constexpr (SA_NF4_KSPLIT != 0 && Tiles == 1)
-        if (kb <= kSegBlocks && nf4_ksplit(n, k)) return launch_v4<1, DQ, true, 2>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
     if (kb <= kSegBlocks) return launch_v4<Tiles, DQ, true>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
     return launch_v4<Tiles, DQ, false>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
 }

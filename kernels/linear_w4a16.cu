@@ -107,22 +107,21 @@ struct Batch {
     uint16_t sa[U], sb[U];
     uint8_t za[U], zb[U];
 
-    // Groups first, first + stride, ... (none from `end` on) of rows row_a and row_b, in one round trip; qa / qb
-    // point at this thread's 16 B of the rows' group 0, and a row has `groups` groups.
+    // Groups first, first + stride, ... (none past the last) of rows row_a and row_b, in one round trip; qa / qb
+    // point at this thread's 16 B of the rows' group 0.
     template <bool HasZeros>
     __device__ __forceinline__ void load(const uint32_t *qa, const uint32_t *qb, const uint16_t *__restrict__ scales,
-                                         const uint8_t *__restrict__ zeros, int row_a, int row_b, int groups, int end,
+                                         const uint8_t *__restrict__ zeros, int row_a, int row_b, int groups,
                                          int first, int stride) {
 #pragma unroll
-        for (int u = 0; u < U; ++u)
-            load_one<HasZeros>(u, qa, qb, scales, zeros, row_a, row_b, groups, end, first + u * stride);
+        for (int u = 0; u < U; ++u) load_one<HasZeros>(u, qa, qb, scales, zeros, row_a, row_b, groups, first + u * stride);
     }
-    // Entry u only: group grp (nothing if grp >= end).
+    // Entry u only: group grp (none past the last).
     template <bool HasZeros>
     __device__ __forceinline__ void load_one(int u, const uint32_t *qa, const uint32_t *qb,
                                              const uint16_t *__restrict__ scales, const uint8_t *__restrict__ zeros,
-                                             int row_a, int row_b, int groups, int end, int grp) {
-        if (grp < end) {
+                                             int row_a, int row_b, int groups, int grp) {
+        if (grp < groups) {
             wa[u] = ld_stream16(qa + (size_t)grp * (kGroup / 8));
             wb[u] = ld_stream16(qb + (size_t)grp * (kGroup / 8));
             sa[u] = __ldg(scales + (size_t)row_a * groups + grp);
@@ -273,27 +272,6 @@ __device__ __forceinline__ void imma_group(float (&acc)[4], const uint4 &wa, con
     }
 }
 
-// ==== The K split (SA_W4A16_KSPLIT; session 10): single-wave launches balanced over the SMs ====
-// Why: Step1's down and o have 192 row tiles (qkv 224) for 132 SMs, so 60 SMs multiply two tiles and the rest one; the
-// launch ends when the two-tile SMs do (down: 128 KB per SM, 6.8 µs, where 12.6 MB take 3.0 µs at copy speed). With
-// each tile's K groups split over a cluster of 2 blocks, 384 half tiles fill 3 blocks per SM: at most 96 KB per SM.
-// The shares' warps write their partial sums into the first block's shared memory (DSMEM) and that block reduces
-// all of them in a fixed order, so the result does not depend on timing. A K split over a cluster was slower in
-// session 1 (v3: NOTES_QUANT.md), before PDL and with 1–2 groups per warp; here a share is one batch per warp.
-#ifndef SA_W4A16_KSPLIT  // 0: off; 1: launches with K >= SA_W4A16_KSPLIT_MIN_K only; 2: every launch that fits
-#define SA_W4A16_KSPLIT 0
-#endif
-#ifndef SA_W4A16_KSPLIT_MIN_K
-#define SA_W4A16_KSPLIT_MIN_K 8192
-#endif
-#ifndef SA_W4A16_KSPLIT_DEEP_WARPS  // warps of a block whose share is 25–32 groups: 8 (4-group batches) or 4 (8-group)
-#define SA_W4A16_KSPLIT_DEEP_WARPS 8
-#endif
-constexpr int kSplit = 2, kSplitDeepWarps = SA_W4A16_KSPLIT_DEEP_WARPS, kSplitDeepUnroll = 32 / kSplitDeepWarps;
-// Blocks per SM the split kernels' registers must allow, so that all tiles · 2 blocks are resident in one wave:
-// 6-warp blocks (shares of 12 groups, 2 per warp) 4, the deep shares' blocks (25–32 groups) 3.
-__host__ __device__ constexpr int split_min_blocks(int warps) { return warps == 6 ? 4 : 3; }
-
 // Programmatic dependent launch (kernels/cuda_common.cuh): the weights never depend on the previous kernel, so a
 // block issues its first batch (codes, scales, zeros) and, in the first wave, an L2 prefetch of the rest of its
 // rows (up to prefetch_bytes per block) before pdl_wait(); x is read and y written only after it. Keep the prefetch
@@ -302,22 +280,17 @@ __host__ __device__ constexpr int split_min_blocks(int warps) { return warps == 
 // go through the non-coherent path.
 // Warps: 8, or 6 for multi-wave K = 3072-class launches at M <= 8 (skinny_warps below).
 // Imma: the integer path above (Tiles == 1; dynamic shared memory imma_smem_bytes(m, k)).
-// KSplit > 1: a tile's K groups are split into KSplit equal shares over a thread-block cluster of that many blocks
-// (sm_90; the K split below), the grid being tiles · KSplit blocks.
-template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps, int Unroll = kUnroll, bool Imma = false, int KSplit = 1>
-__global__ void __launch_bounds__(Warps * 32, KSplit > 1   ? split_min_blocks(Warps)
-                                              : Warps == 8 ? SA_W4A16_MIN_BLOCKS
-                                                           : SA_W4A16_SIX_WARP_BLOCKS)
+template <int Tiles, bool Fp16Scales, bool HasZeros, int Warps, int Unroll = kUnroll, bool Imma = false>
+__global__ void __launch_bounds__(Warps * 32, Warps == 8 ? SA_W4A16_MIN_BLOCKS : SA_W4A16_SIX_WARP_BLOCKS)
     w4a16_skinny(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_blocks,
                  int prefetch_bytes, int epi, sa_norm_fold fold) {
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
     pdl_launch_dependents(!late);
-    __shared__ float partial[KSplit * Warps * 16 * 16];  // [share][warp][row][token]: share 0's block reduces all
+    __shared__ float partial[Warps * 16 * 16];  // [warp][row][token]
     __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
-    const int tile = blockIdx.x / KSplit, share = blockIdx.x % KSplit, groups = k / kGroup, kw = k / 8;
-    const int g_begin = share * (groups / KSplit), g_end = g_begin + groups / KSplit;  // this block's K groups
+    const int tile = blockIdx.x, groups = k / kGroup, kw = k / 8;
     // Tile rows r and r + 8 (linear_epilogue.cuh: consecutive W rows, or a SwiGLU tile's gate and up rows); rows
     // past n read row n - 1 (valid memory) and are never stored.
     const int row_a = sa_epilogue::row_ok(tile, r, n, epi) ? sa_epilogue::tile_row(tile, r, n, epi) : n - 1;
@@ -327,7 +300,7 @@ __global__ void __launch_bounds__(Warps * 32, KSplit > 1   ? split_min_blocks(Wa
     constexpr int kStride = Warps * Unroll;  // groups the block covers per batch
 
     auto load = [&](Batch<Unroll> &b, int base) {  // codes, scales and zeros in one round trip
-        b.template load<HasZeros>(qa, qb, scales, zeros, row_a, row_b, groups, g_end, base, Warps);
+        b.template load<HasZeros>(qa, qb, scales, zeros, row_a, row_b, groups, base, Warps);
     };
 
     float acc[Tiles][4];
@@ -335,30 +308,28 @@ __global__ void __launch_bounds__(Warps * 32, KSplit > 1   ? split_min_blocks(Wa
     for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
 
     Batch<Unroll> b;
-    load(b, g_begin + warp);
-    if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of its share of tile row i, into L2
-        const int row = sa_epilogue::tile_row(tile, threadIdx.x, n, epi), row_bytes = k / 2;
-        const int first = (g_begin + kStride) * kGroup / 2, end = KSplit == 1 ? row_bytes : g_end * kGroup / 2;
-        if (sa_epilogue::row_ok(tile, threadIdx.x, n, epi) && first < end) {
-            const int bytes = min(end - first, prefetch_bytes / 16) & ~15;
+    load(b, warp);
+    if ((int)blockIdx.x < prefetch_blocks && (int)threadIdx.x < 16) {  // thread i: the rest of tile row i, into L2
+        const int row = sa_epilogue::tile_row(tile, threadIdx.x, n, epi), row_bytes = k / 2, first = kStride * kGroup / 2;
+        if (sa_epilogue::row_ok(tile, threadIdx.x, n, epi) && first < row_bytes) {
+            const int bytes = min(row_bytes - first, prefetch_bytes / 16) & ~15;
             if (bytes > 0)
                 prefetch_l2(reinterpret_cast<const uint8_t *>(qweight) + (size_t)row * row_bytes + first, (uint32_t)bytes);
         }
     }
-    if constexpr (KSplit > 1) cluster_arrive();  // paired with the cluster_wait() before the partials go out
     pdl_wait();
     if (late) pdl_trigger();
-    if (share == 0) sa_epilogue::fold_prefetch(fold, m, k);
-    static_assert(!Imma || (Tiles == 1 && KSplit == 1), "the integer path takes one 8-token tile, no K split");
+    sa_epilogue::fold_prefetch(fold, m, k);
+    static_assert(!Imma || Tiles == 1, "the integer path takes one 8-token tile");
     extern __shared__ __align__(16) uint4 imma_x[];  // Imma: staged x, then {2^-s, sum} per (token, group)
     float2 *imma_xs = reinterpret_cast<float2 *>(imma_x + (size_t)m * (k / 8));
     if constexpr (Imma) imma_stage_x<Warps, HasZeros>(x, m, k, warp, lane, reinterpret_cast<uint32_t *>(imma_x), imma_xs);
 
-    for (int base = g_begin + warp; base < g_end; base += kStride) {
+    for (int base = warp; base < groups; base += kStride) {
 #pragma unroll
         for (int u = 0; u < Unroll; ++u) {
             const int grp = base + u * Warps;
-            if (grp >= g_end) break;
+            if (grp >= groups) break;
             const float sa = scale_to_f32<Fp16Scales>(b.sa[u]), sb = scale_to_f32<Fp16Scales>(b.sb[u]);
             if constexpr (Imma) {
                 imma_group<HasZeros>(acc[0], b.wa[u], b.wb[u], sa, sb, b.za[u], b.zb[u], imma_x, imma_xs, grp, m, k, r, t);
@@ -393,17 +364,11 @@ __global__ void __launch_bounds__(Warps * 32, KSplit > 1   ? split_min_blocks(Wa
         }
         load(b, base + kStride);  // the next batch (nothing past the last group)
     }
-    if constexpr (KSplit > 1) {  // every share's warps write into share 0's partials, which its block reduces
-        if (!sa_epilogue::gather_split_partials<Tiles>(partial, 256, share, Warps, warp, acc, r, t, fold, m, k, fold_inv))
-            return;
-    } else {
-        sa_epilogue::write_partials<Tiles>(partial + warp * 256, acc, r, t);
-        if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
-        __syncthreads();
-    }
+    sa_epilogue::write_partials<Tiles>(partial + warp * 256, acc, r, t);
+    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
+    __syncthreads();
     if (threadIdx.x < 128)
-        sa_epilogue::reduce_store<KSplit * Warps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile, fold,
-                                                  fold_inv);
+        sa_epilogue::reduce_store<Warps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile, fold, fold_inv);
 }
 
 // Warps per skinny block. A warp's batch is kUnroll = 4 groups, so for K = 17..24 groups (Step1's hidden 3072)
@@ -415,18 +380,6 @@ __global__ void __launch_bounds__(Warps * 32, KSplit > 1   ? split_min_blocks(Wa
 int skinny_warps(int tiles, int groups, int row_tiles) {
     const bool multi_wave = row_tiles > 2 * sa_cuda::device_traits().sms;
     return SA_W4A16_SIX_WARPS && tiles == 1 && groups > 16 && groups <= 6 * kUnroll && multi_wave ? 6 : 8;
-}
-
-// Warps per block of the K-split kernel for a one-token-tile launch of n rows and k columns, or 0 for no split:
-// a single-wave launch whose tiles leave SMs with two (sms < tiles), all of whose half tiles are resident at once,
-// with shares of one batch per warp (12 groups: 6 warps × 2; 25–32 groups: 8 warps × 4 or 4 × 8).
-int ksplit_warps(int n, int k) {
-    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
-    const int tiles = (n + 15) / 16, share = k / kGroup / kSplit;
-    if (SA_W4A16_KSPLIT == 0 || !dev.clusters || (k / kGroup) % kSplit != 0 || tiles <= dev.sms) return 0;
-    if (SA_W4A16_KSPLIT == 1 && k < SA_W4A16_KSPLIT_MIN_K) return 0;
-    const int warps = share == 12 ? 6 : share > 24 && share <= 32 ? kSplitDeepWarps : 0;
-    return warps > 0 && tiles * kSplit <= split_min_blocks(warps) * dev.sms ? warps : 0;
 }
 
 // ==== v8: w4a16_stream, persistent v5 blocks that request their next tile before reducing this one ====
@@ -484,7 +437,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
     auto load = [&](Batch<kUnroll> &b, int j) {  // the block's j-th tile: codes, scales and zeros, one round trip
         if (j >= my_tiles) return;
         const TileRows tr = rows_of(j);
-        b.template load<HasZeros>(tr.qa, tr.qb, scales, zeros, tr.row_a, tr.row_b, groups, groups, warp, kStreamWarps);
+        b.template load<HasZeros>(tr.qa, tr.qb, scales, zeros, tr.row_a, tr.row_b, groups, warp, kStreamWarps);
     };
 
     Batch<kUnroll> slot[kStreamSlots];
@@ -539,8 +492,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                     acc[0][3] += part[0][3] * sb;
                 }
                 if (refill)  // this group's registers are free: the slot's next tile's group u goes out now
-                    b.template load_one<HasZeros>(u, next.qa, next.qb, scales, zeros, next.row_a, next.row_b, groups,
-                                                  groups, grp);
+                    b.template load_one<HasZeros>(u, next.qa, next.qb, scales, zeros, next.row_a, next.row_b, groups, grp);
             }
             if (!kRefill) load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
             sa_epilogue::write_partials<1>(partial + warp * 256, acc, r, t);
@@ -585,20 +537,6 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : SA_W4A16_SIX_WARP_BLOCKS) * dev.sms : 0;
     if (Tiles == 1 && stream_fits(m, n, k))
         return launch_stream<Fp16Scales>(has_zeros, s, x, q, sc, z, y, m, n, k, epi, fold);
-    if constexpr (SA_W4A16_KSPLIT != 0) if (const int split_warps = Tiles == 1 ? ksplit_warps(n, k) : 0; split_warps > 0) {
-        auto launch_split = [&](auto kernel) {
-            return sa_cuda::launch_cluster_pdl_if(dev.quant_pdl, kSplit, "w4a16_skinny (K split)", kernel,
-                                                  dim3(grid.x * kSplit), dim3(split_warps * 32), 0, s, x, q, sc, z, y,
-                                                  m, n, k, dev.quant_pdl ? (int)grid.x * kSplit : 0,
-                                                  dev.gemv_prefetch_bytes, epi, fold);
-        };
-        if (split_warps == 6)
-            return has_zeros ? launch_split(&w4a16_skinny<1, Fp16Scales, true, 6, 2, false, kSplit>)
-                             : launch_split(&w4a16_skinny<1, Fp16Scales, false, 6, 2, false, kSplit>);
-        return has_zeros
-                   ? launch_split(&w4a16_skinny<1, Fp16Scales, true, kSplitDeepWarps, kSplitDeepUnroll, false, kSplit>)
-                   : launch_split(&w4a16_skinny<1, Fp16Scales, false, kSplitDeepWarps, kSplitDeepUnroll, false, kSplit>);
-    }
     const bool imma = Tiles == 1 && imma_fits(m, k, false);
     auto launch = [&](auto kernel, int warps_per_block) {
         return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(warps_per_block * 32),

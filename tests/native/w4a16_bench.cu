@@ -20,6 +20,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sa_numeric.h"
@@ -81,6 +82,26 @@ static bool m_wanted(int m) {
     return list.find("," + std::to_string(m) + ",") != std::string::npos;
 }
 
+// W4A16_BENCH_SHAPES="N:K,N:K,...": the shape sweep over these shapes instead of Step1's (K a multiple of 128).
+static bool custom_shapes(std::vector<std::pair<int, int>> &shapes, std::vector<std::string> &names) {
+    const char *v = std::getenv("W4A16_BENCH_SHAPES");
+    if (!v || !v[0]) return true;
+    shapes.clear(); names.clear();
+    std::string list = v;
+    for (size_t at = 0; at <= list.size();) {
+        size_t end = list.find(',', at); if (end == std::string::npos) end = list.size();
+        const std::string item = list.substr(at, end - at);
+        int n = 0, k = 0;
+        if (std::sscanf(item.c_str(), "%d:%d", &n, &k) != 2 || n <= 0 || k <= 0 || k % 128 != 0) {
+            std::fprintf(stderr, "W4A16_BENCH_SHAPES: '%s' is not N:K with K a multiple of 128\n", item.c_str());
+            return false;
+        }
+        shapes.push_back({n, k}); names.push_back("custom");
+        at = end + 1;
+    }
+    return true;
+}
+
 int main() {
     int passed = 0, failed = 0;
     const bool no_cublas = env_set("W4A16_BENCH_NO_CUBLAS");
@@ -103,10 +124,11 @@ int main() {
 
     uint16_t *x, *y; cudaMalloc(&x, 64 * 16384 * 2); cudaMalloc(&y, 64 * 131072 * 2);
     fill(x, 64 * 16384 * 2, 99, 0x3f7f3f7fu, 0);
-    const int shapes[][2] = {{3584, 3072}, {3072, 3072}, {16384, 3072}, {3072, 8192}, {8192, 8192}, {74752, 3072}};
-    const char *names[] = {"qkv", "o", "gate_up", "down", "8192sq", "lm_head"};
-    for (int si = 0; si < 6; ++si) {
-        int n = shapes[si][0], k = shapes[si][1];
+    std::vector<std::pair<int, int>> shapes = {{3584, 3072}, {3072, 3072}, {16384, 3072}, {3072, 8192}, {8192, 8192}, {74752, 3072}};
+    std::vector<std::string> names = {"qkv", "o", "gate_up", "down", "8192sq", "lm_head"};
+    if (!custom_shapes(shapes, names)) return 2;
+    for (size_t si = 0; si < shapes.size(); ++si) {
+        int n = shapes[si].first, k = shapes[si].second;
         // W4A16_BENCH_HOT=1: one copy launched 20 times, so shapes under 50 MB stream from L2 (what is DRAM, what is not).
         int copies = hot ? 1 : (int)std::max<size_t>(2, (size_t)400e6 / ((size_t)n * k / 2) + 1);
         std::vector<W4> ws; std::vector<uint16_t *> bf;
@@ -126,7 +148,7 @@ int main() {
             });
             double gbs = ws[0].bytes / w4_ms / 1e6;
             std::printf("%-8s N=%5d K=%4d M=%2d  w4a16 %8.2f us %6.0f GB/s (%3.0f%% of copy) | cublas bf16 %8.2f us | speed-up %.2fx\n",
-                        names[si], n, k, m, w4_ms * 1e3, gbs, 100 * gbs / copy_gbs, bf_ms * 1e3, bf_ms / w4_ms);
+                        names[si].c_str(), n, k, m, w4_ms * 1e3, gbs, 100 * gbs / copy_gbs, bf_ms * 1e3, bf_ms / w4_ms);
         }
         for (auto &w : ws) { cudaFree(w.q); cudaFree(w.s); }
         for (auto b : bf) cudaFree(b);
