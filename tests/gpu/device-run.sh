@@ -47,6 +47,9 @@ for w in w4a16 nf4; do [ -x build/kernel_bench ] && timeout 60 build/kernel_benc
 [ -x build/kernel_bench ] && timeout 60 build/kernel_bench ablate > "$out/ablate.txt" 2>&1  # what each part adds to the step
 [ -x build/sync_bench ] && timeout 60 build/sync_bench > "$out/sync-bench.txt" 2>&1  # what a phase dependency costs
 [ -x build/w4a16_bench ] && timeout 90 build/w4a16_bench > "$out/w4a16-bench.txt" 2>&1
+# The single-launch cost model (kernels/NOTES_QUANT.md, session 11): M = 1 GEMVs of 1 to 264 row tiles per launch.
+[ -x build/w4a16_bench ] && W4A16_BENCH_SHAPES=16:3072,1056:3072,2112:3072,3072:3072,4224:3072,16:8192,1056:8192,2112:8192,3072:8192,4224:8192 \
+  W4A16_BENCH_M=1 W4A16_BENCH_NO_CHECKS=1 W4A16_BENCH_NO_CUBLAS=1 timeout 60 build/w4a16_bench 2>&1 | grep custom > "$out/w4a16-cost-model.txt"
 [ -x build/nf4_bench ] && timeout 90 build/nf4_bench > "$out/nf4-bench.txt" 2>&1
 [ -f tests/native/bench_torch.py ] && python3 tests/native/bench_torch.py > "$out/cublas-bench.txt" 2>&1
 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --copy-gbps "$copy" > "$out/bench.txt" 2>&1
@@ -72,6 +75,7 @@ echo "--- decode step, 4-bit weights (kernel_bench) ---"; grep -i "ms/token" "$o
 echo "--- decode step ablation, context 64 (kernel_bench ablate) ---"; cut -c1-80 "$out/ablate.txt" 2>/dev/null | grep ms/token
 echo "--- a dependency between phases (sync_bench) ---"; cat "$out/sync-bench.txt" 2>/dev/null
 echo "--- W4A16 / NF4 kernels ---"; tail -n 14 "$out/w4a16-bench.txt" 2>/dev/null; tail -n 14 "$out/nf4-bench.txt" 2>/dev/null
+echo "--- W4A16 single launches, 1 to 264 row tiles (the cost model) ---"; cut -c1-75 "$out/w4a16-cost-model.txt" 2>/dev/null
 echo "--- model bf16 ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
 echo "--- model NF4 ---"; tail -n 8 "$out/bench-nf4.txt"
 echo "--- model W4A16 ---"; tail -n 3 "$out/quantize-w4a16.txt"; tail -n 8 "$out/bench-w4a16.txt"
