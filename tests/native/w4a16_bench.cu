@@ -8,7 +8,8 @@
 // 3. times the decode GEMV stack of the full Step1 model (32 x qkv, o, gate_up, down + lm_head) as one CUDA graph,
 //    W4A16 vs cuBLAS bf16, lm_head bf16 (default) or W4A16 (option) — weights only, no attention / norms.
 // Environment (for before/after runs of several kernel builds in one device call): W4A16_BENCH_NO_CHECKS=1 skips 1,
-// W4A16_BENCH_NO_CUBLAS=1 skips the cuBLAS timings, W4A16_BENCH_M=1,4 times only those token counts.
+// W4A16_BENCH_NO_CUBLAS=1 skips the cuBLAS timings, W4A16_BENCH_M=1,4 times only those token counts,
+// W4A16_BENCH_SHAPES=N:K,N:K times these shapes instead of Step1's (device-run.sh's single-launch cost model).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
