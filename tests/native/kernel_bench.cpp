@@ -225,6 +225,8 @@ const char *fusion_name(Fusion f) {
 enum Skip : unsigned { kSkipNone = 0, kSkipAttention = 1, kSkipQkv = 2, kSkipO = 4, kSkipGateUp = 8, kSkipDown = 16,
                        kSkipLmHead = 32, kSkipSampler = 64 };
 
+constexpr int kShortGraphContext = 512;  // Step1Model's short decode graph (src/StepAudio.Core/Model/Step1Model.cs)
+
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16,
                       unsigned skip = kSkipNone) {
     const bool fused = fusion == Fusion::add_norm;
@@ -274,7 +276,12 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     cudaMemset(next, 0, 4);
     cudaMemset(step, 0, 8);
     const sa_sample_params greedy{0.0f, 1, 10, 1};
-    const sa_attn_shape shape{H, G, D, 1, max_ctx};
+    // The model decodes sequences of up to kShortGraphContext keys with a graph whose attention shape says that
+    // max_ctx (its splits then merge inside one cluster launch, attention.cu); STEPAUDIO_BENCH_FULL_GRAPH=1 keeps the
+    // whole cache's max_ctx at every context (the graph before session 12).
+    const char *full_graph = std::getenv("STEPAUDIO_BENCH_FULL_GRAPH");
+    const bool short_graph = context <= kShortGraphContext && !(full_graph && full_graph[0] && full_graph[0] != '0');
+    const sa_attn_shape shape{H, G, D, 1, short_graph ? kShortGraphContext : max_ctx};
     // As in Generator, *seq_len is the history length, which includes the token being decoded.
     auto run_step = [&] {
         sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, next, 1, x, stream), "embed");
@@ -437,21 +444,25 @@ void attention_bench(cudaStream_t stream) {
     std::vector<float> hs(H);
     sa_alibi_slopes(H, hs.data());
     cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
-    for (int seq : {64, 128, 256, 1000, 4097, 8192}) {
+    // max_ctx kShortGraphContext as well where the sequence fits it: the model's short decode graph (one launch).
+    for (int seq : {64, 128, 256, 500, 1000, 4097, 8192}) {
         for (int n_new : {1, 4}) {
-            cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
-            sa_attn_shape shape{H, G, D, n_new, max_ctx};
-            sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, attn_ws, SA_ATTENTION_WORKSPACE_BYTES,
-                                         stream), "attention");
-            ok(cudaStreamSynchronize(stream), "sync");
-            const double us = time_graph(stream, [&](int i) {
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, attn_ws,
-                                             SA_ATTENTION_WORKSPACE_BYTES, stream),
-                      "attention");
-            });
-            const double bytes = 2.0 * seq * G * D * 2;
-            std::printf("attention decode seq_len %5d n_new %d: %8.2f us, KV %6.0f GB/s\n", seq, n_new, us,
-                        bytes / (us * 1e3));
+            for (int graph_ctx : {max_ctx, kShortGraphContext}) {
+                if (graph_ctx == kShortGraphContext && (seq > kShortGraphContext || n_new != 1)) continue;
+                cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
+                sa_attn_shape shape{H, G, D, n_new, graph_ctx};
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, attn_ws,
+                                             SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+                ok(cudaStreamSynchronize(stream), "sync");
+                const double us = time_graph(stream, [&](int i) {
+                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, attn_ws,
+                                                 SA_ATTENTION_WORKSPACE_BYTES, stream),
+                          "attention");
+                });
+                const double bytes = 2.0 * seq * G * D * 2;
+                std::printf("attention decode seq_len %5d n_new %d max_ctx %4d: %8.2f us, KV %6.0f GB/s\n", seq, n_new,
+                            graph_ctx, us, bytes / (us * 1e3));
+            }
         }
     }
     for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
@@ -535,8 +546,10 @@ int main(int argc, char **argv) {
         return v && v[0] && v[0] != '0';
     };
     const char *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
-    std::printf("settings: PDL %s, W4A16/NF4 PDL %s, GEMV L2 prefetch %s KB\n", set("STEPAUDIO_NO_PDL") ? "off" : "on",
-                set("STEPAUDIO_NO_PDL") || set("STEPAUDIO_NO_QUANT_PDL") ? "off" : "on", prefetch ? prefetch : "default");
+    std::printf("settings: PDL %s, W4A16/NF4 PDL %s, GEMV L2 prefetch %s KB, decode graph up to %d keys: %s\n",
+                set("STEPAUDIO_NO_PDL") ? "off" : "on", set("STEPAUDIO_NO_PDL") || set("STEPAUDIO_NO_QUANT_PDL") ? "off" : "on",
+                prefetch ? prefetch : "default", kShortGraphContext,
+                set("STEPAUDIO_BENCH_FULL_GRAPH") ? "the full one (STEPAUDIO_BENCH_FULL_GRAPH)" : "the short one, as the model");
     if (mode == "sampler") {
         sampler_bench(stream);
         return 0;

@@ -60,9 +60,14 @@ public static class BenchCommand
             int[] Prompt(int length) => [1, 4, .. Enumerable.Range(0, length - 2).Select(_ => rng.Next(5, c.VocabSize))];
             var greedy = new GenerationOptions { Greedy = true, IgnoreEos = true, MaxLength = maxCtx };
 
-            // Warm-up: module load and the decode graphs (the model keeps one per sampling setting, as a server reuses).
-            generator.Generate(Prompt(16), greedy with { MaxNewTokens = 8 });
-            generator.Generate(Prompt(16), new GenerationOptions { IgnoreEos = true, MaxLength = maxCtx, MaxNewTokens = 8 });
+            // Warm-up: module load and the decode graphs (the model keeps one per sampling setting and attention size,
+            // as a server reuses them): short sequences, then long ones where the cache holds them.
+            var warmSampled = new GenerationOptions { IgnoreEos = true, MaxLength = maxCtx, MaxNewTokens = 8 };
+            foreach (int warmLength in new[] { 16, Step1Model.ShortDecodeContext + 1 }.Where(l => l + 9 <= maxCtx))
+            {
+                generator.Generate(Prompt(warmLength), greedy with { MaxNewTokens = 8 });
+                generator.Generate(Prompt(warmLength), warmSampled);
+            }
             foreach (int length in pre)
             {
                 var r = generator.Generate(Prompt(length), greedy with { MaxNewTokens = 1 });

@@ -34,8 +34,8 @@ public sealed record GenerationResult(int[] Tokens, StopReason Stop, TimeSpan Pr
 }
 
 /// <summary>Prefill then token-by-token decode. The decode step (embed the last id → 32 layers → lm_head → sample,
-/// which appends to the device-side history) is prepared once per sampling setting (kept by the model across calls)
-/// and replayed, one step ahead of the host; the host
+/// which appends to the device-side history) is prepared once per sampling setting and attention size (kept by the
+/// model across calls, see <see cref="Step1Model.DecodeStep"/>) and replayed, one step ahead of the host; the host
 /// reads back only the chosen ids.</summary>
 public sealed class Generator(Step1Model model)
 {
@@ -64,7 +64,6 @@ public sealed class Generator(Step1Model model)
         var tokens = new List<int>();
         int length = ids.Length + 1; // the sequence so far, `token` included
         clock.Restart();
-        var step = model.DecodeStep(sampling);  // prepared once per sampling setting, kept by the model
         // The host keeps one step ahead: the step after token t is launched before t is read back, so the GPU does
         // not idle for the host's round trip. A step run at sequence length L appends its id at history[L]; that
         // slot, unlike NextId, is not overwritten by the step launched after it, so it is what gets read. (After a
@@ -74,7 +73,7 @@ public sealed class Generator(Step1Model model)
         int pending = 0;
         void Launch(int atLength)
         {
-            step.Run();
+            model.DecodeStep(sampling, atLength).Run();  // prepared once per setting and size, kept by the model
             readback.Enqueue(model.History + (nint)atLength * 4);
             pending++;
         }

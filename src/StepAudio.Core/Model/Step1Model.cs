@@ -68,17 +68,30 @@ public sealed unsafe class Step1Model : IDisposable
     /// (see Generator). Made once here, as its pinned memory, stream and events are slow to create.</summary>
     public IReadbackQueue Readback { get; }
 
-    // Prepared decode steps, most recently used first (a few sampling settings: greedy, the server's, a benchmark's).
-    readonly List<(SamplingParams Sampling, IReplayableStep Step)> _decodeSteps = [];
-    const int MaxPreparedSteps = 4;
-    /// <summary>The decode step — forward the token at <see cref="NextId"/>, then sample it — prepared (on the GPU:
-    /// captured as a graph of ~200 launches) once per sampling setting and kept across generations (the last
-    /// <see cref="MaxPreparedSteps"/> settings): preparing it costs more than a decoded token, and a server sends the
-    /// same settings request after request.</summary>
-    public IReplayableStep DecodeStep(in SamplingParams sampling)
+    // Prepared decode steps, most recently used first (a few sampling settings: greedy, the server's, a benchmark's;
+    // each with a short and a full graph).
+    readonly List<(SamplingParams Sampling, int AttentionContext, IReplayableStep Step)> _decodeSteps = [];
+    const int MaxPreparedSteps = 8;
+    /// <summary>Sequences up to this many tokens decode with a graph whose attention is sized for this many keys, not
+    /// for the whole cache: there it has at most 8 splits per group on the GPU, which merge inside the attention
+    /// launch (a thread-block cluster) instead of in a second kernel — one launch fewer per layer
+    /// (kernels/attention.cu, kernels/NOTES.md session 12).</summary>
+    public const int ShortDecodeContext = 512;
+
+    /// <summary>The decode step for a sequence of <paramref name="sequenceLength"/> tokens (the token at
+    /// <see cref="NextId"/> included) — forward that token, then sample — prepared (on the GPU: captured as a graph
+    /// of ~200 launches) once per sampling setting and attention size (<see cref="ShortDecodeContext"/> or the
+    /// whole cache) and kept across generations (the last <see cref="MaxPreparedSteps"/>): preparing it costs more
+    /// than a decoded token, and a server sends the same settings request after request. The step it returns must
+    /// run only at that length: the short one writes NaN past its size (attention.cu), which the sampler turns into a
+    /// failed draw rather than a wrong token.</summary>
+    public IReplayableStep DecodeStep(in SamplingParams sampling, int sequenceLength)
     {
+        if (sequenceLength < 1 || sequenceLength > Options.MaxContext)
+            throw new ArgumentOutOfRangeException(nameof(sequenceLength), $"a decode step runs at sequence length 1..{Options.MaxContext} (the KV cache), got {sequenceLength}");
         var settings = sampling;
-        int i = _decodeSteps.FindIndex(e => e.Sampling == settings);
+        int attentionContext = sequenceLength <= ShortDecodeContext ? Math.Min(ShortDecodeContext, Options.MaxContext) : Options.MaxContext;
+        int i = _decodeSteps.FindIndex(e => e.Sampling == settings && e.AttentionContext == attentionContext);
         if (i >= 0)
         {
             var hit = _decodeSteps[i];
@@ -94,10 +107,10 @@ public sealed unsafe class Step1Model : IDisposable
         var backend = Backend;
         var step = backend.Prepare(() =>
         {
-            Forward(NextId, 1, HistoryLength);
+            Forward(NextId, 1, HistoryLength, attentionContext: attentionContext);
             backend.Sample(Logits, Config.VocabSize, History, HistoryLength, settings, SampleStep, NextId);
         });
-        _decodeSteps.Insert(0, (settings, step));
+        _decodeSteps.Insert(0, (settings, attentionContext, step));
         return step;
     }
 
@@ -249,8 +262,10 @@ public sealed unsafe class Step1Model : IDisposable
 
     /// <summary>Runs the model over n tokens whose ids are at device address ids. *seqLen (device) is the sequence
     /// length including these tokens; their K/V rows go into the cache. Logits of the last logitRows tokens land in
-    /// <see cref="Logits"/> ([logitRows, vocab] bf16).</summary>
-    public void Forward(nint ids, int n, nint seqLen, int logitRows = 1)
+    /// <see cref="Logits"/> ([logitRows, vocab] bf16). <paramref name="attentionContext"/>: the longest sequence this
+    /// call is prepared for (default: the whole cache; see <see cref="ShortDecodeContext"/>); a longer *seqLen
+    /// yields NaN outputs.</summary>
+    public void Forward(nint ids, int n, nint seqLen, int logitRows = 1, int? attentionContext = null)
     {
         var c = Config;
         if (n < 1 || n > Options.MaxTokensPerForward)
@@ -260,7 +275,10 @@ public sealed unsafe class Step1Model : IDisposable
         var b = Backend;
         int h = c.HiddenSize, f = c.IntermediateSize;
         long layerKv = (long)Options.MaxContext * c.KvDim * 2;
-        var shape = new AttentionShape(c.NumAttentionHeads, c.NumAttentionGroups, c.HeadDim, n, Options.MaxContext);
+        int context = attentionContext ?? Options.MaxContext;
+        if (context < n || context > Options.MaxContext)
+            throw new ArgumentOutOfRangeException(nameof(attentionContext), $"the attention context must be {n}..{Options.MaxContext} (the KV cache), got {context}");
+        var shape = new AttentionShape(c.NumAttentionHeads, c.NumAttentionGroups, c.HeadDim, n, context);
 
         // Each residual add is fused with the RMSNorm that follows it: _tmp holds a projection output not yet added
         // into _x whenever residualPending is set.
@@ -367,7 +385,7 @@ public sealed unsafe class Step1Model : IDisposable
 
     public void Dispose()
     {
-        foreach (var (_, step) in _decodeSteps) step.Dispose();
+        foreach (var (_, _, step) in _decodeSteps) step.Dispose();
         _decodeSteps.Clear();
         Readback.Dispose();
         foreach (var b in _owned) b.Dispose();

@@ -98,19 +98,33 @@ public class CpuOracleTests
     }
 
     [Fact]
-    public void DecodeStepIsPreparedOncePerSamplingSettingAndGenerationsRepeat()
+    public void DecodeStepIsPreparedOncePerSamplingSettingAndSizeAndGenerationsRepeat()
     {
         var oracle = TinyOracle.Load();
         using var backend = new CpuBackend();
         using var model = LoadTiny(backend, maxLogitRows: 1);
         var greedy = new SamplingParams(0f, 1, 10, 1);
-        var first = model.DecodeStep(greedy);
-        Assert.Same(first, model.DecodeStep(greedy));
-        var sampled = model.DecodeStep(greedy with { Temperature = 0.7f, TopK = 50 });
+        var first = model.DecodeStep(greedy, 10);
+        Assert.Same(first, model.DecodeStep(greedy, 10));
+        Assert.Same(first, model.DecodeStep(greedy, 256));  // a 256-token cache: one size for every length
+        var sampled = model.DecodeStep(greedy with { Temperature = 0.7f, TopK = 50 }, 10);
         Assert.NotSame(first, sampled);
-        Assert.Same(first, model.DecodeStep(greedy));  // still kept: the last 4 settings are
-        for (ulong seed = 2; seed <= 5; seed++) model.DecodeStep(greedy with { Seed = seed });
-        Assert.NotSame(first, model.DecodeStep(greedy));  // evicted by four newer settings, prepared again
+        Assert.Same(first, model.DecodeStep(greedy, 10));  // still kept: the last 8 are
+        for (ulong seed = 2; seed <= 9; seed++) model.DecodeStep(greedy with { Seed = seed }, 10);
+        Assert.NotSame(first, model.DecodeStep(greedy, 10));  // evicted by eight newer settings, prepared again
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.DecodeStep(greedy, 257));  // past the cache
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.DecodeStep(greedy, 0));
+
+        // A cache longer than the short size: one step up to it, another past it.
+        using (var checkpoint = CheckpointFolder.Open(RepoPaths.TinyModel))
+        using (var longer = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = Step1Model.ShortDecodeContext + 8, MaxTokensPerForward = 64 }))
+        {
+            var shortStep = longer.DecodeStep(greedy, 1);
+            Assert.Same(shortStep, longer.DecodeStep(greedy, Step1Model.ShortDecodeContext));
+            var fullStep = longer.DecodeStep(greedy, Step1Model.ShortDecodeContext + 1);
+            Assert.NotSame(shortStep, fullStep);
+            Assert.Same(fullStep, longer.DecodeStep(greedy, Step1Model.ShortDecodeContext + 8));
+        }
 
         // A kept step decodes the same tokens call after call (the state it reads is reset by every Generate).
         var generator = new Generator(model);

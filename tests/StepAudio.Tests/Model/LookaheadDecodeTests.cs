@@ -60,12 +60,13 @@ public class LookaheadDecodeTests
 
     /// <summary>Generates with the Generator and checks it against the plain loop on the same model: same tokens, same
     /// stop reason, one callback per token in order; returns the result and the device-side sequence length after it.</summary>
-    static (GenerationResult Result, int DeviceLength) GenerateAndCompare(Step1Model model, GenerationOptions options)
+    static (GenerationResult Result, int DeviceLength) GenerateAndCompare(Step1Model model, GenerationOptions options, int[]? prompt = null)
     {
+        prompt ??= Prompt;
         var callbacks = new List<int>();
-        var result = new Generator(model).Generate(Prompt, options, callbacks.Add);
+        var result = new Generator(model).Generate(prompt, options, callbacks.Add);
         int deviceLength = model.ReadInt(model.HistoryLength);
-        var (tokens, stop) = PlainLoop(model, Prompt, options);
+        var (tokens, stop) = PlainLoop(model, prompt, options);
         Assert.Equal(tokens, result.Tokens);
         Assert.Equal(stop, result.Stop);
         Assert.Equal(result.Tokens, callbacks);
@@ -145,6 +146,25 @@ public class LookaheadDecodeTests
         Assert.InRange(deviceLength, Prompt.Length + at + 1, Prompt.Length + at + 2);
         // The model is idle and reusable: the same request again gives the same result.
         Assert.Equal(first.Tokens, new Generator(eosModel).Generate(Prompt, options).Tokens);
+    }
+
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("cuda")]
+    public void AGenerationAcrossTheShortDecodeSizeSwitchesStepsAndKeepsThePlainLoopsTokens(string backendName)
+    {
+        // Sequences up to ShortDecodeContext tokens decode with a step whose attention is sized for that many keys,
+        // longer ones with the whole cache's. A generation from 12 below it to 18 past it must give the plain loop's
+        // tokens (that loop runs the full size throughout); a short step run past its size would make NaN logits and
+        // fail the draw. The tiny model's attention splits the same way under both sizes, so even sampled draws match.
+        using var backend = CreateBackend(backendName);
+        int size = Step1Model.ShortDecodeContext;
+        using var model = Load(backend, RepoPaths.TinyModel, maxContext: size + 40);
+        var prompt = Enumerable.Range(0, size - 12).Select(i => Prompt[i % Prompt.Length]).ToArray();
+        var (result, deviceLength) = GenerateAndCompare(model, Sampled with { IgnoreEos = true, MaxNewTokens = 30 }, prompt);
+        Assert.Equal(StopReason.MaxNewTokens, result.Stop);
+        Assert.Equal(30, result.Tokens.Length);
+        Assert.Equal(size + 18, deviceLength);
     }
 
     [Theory]
