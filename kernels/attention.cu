@@ -563,6 +563,23 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
         ml_s[(warp * 16 + g + 8) * 2 + 1] = l_g8;
     }
     __syncthreads();
+    // The block's merged (max, sum, unnormalised output) of head row `row`, column d.
+    struct Partial {
+        float m, l, o;
+    };
+    auto block_partial = [&](int row, int d) {
+        Partial p{-INFINITY, 0.0f, 0.0f};
+#pragma unroll
+        for (int w = 0; w < kMmaWarps; ++w) p.m = fmaxf(p.m, ml_s[(w * 16 + row) * 2]);
+#pragma unroll
+        for (int w = 0; w < kMmaWarps; ++w) {
+            const float m = ml_s[(w * 16 + row) * 2];
+            const float weight = m == -INFINITY ? 0.0f : __expf(m - p.m);  // -inf: the warp saw no key
+            p.l = fmaf(weight, ml_s[(w * 16 + row) * 2 + 1], p.l);
+            p.o = fmaf(weight, o_s[(w * 16 + row) * D + d], p.o);
+        }
+        return p;
+    };
     if constexpr (kClusterMerge) {
         // Block z's partial goes to slot z of block 0's cluster_o / cluster_ml (its own too, through the same
         // mapping), then block 0 merges the active splits as attention_combine_kernel does.
@@ -573,22 +590,11 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
             const uint32_t ml_dst = cluster_map(smem_u32(cluster_ml + z * hpg * 2), 0);
             cluster_wait();  // phase 1: block 0 has started
             for (int e = tid; e < hpg * D; e += kMmaThreads) {
-                const int row = e / D;
-                float mx = -INFINITY;
-#pragma unroll
-                for (int w = 0; w < kMmaWarps; ++w) mx = fmaxf(mx, ml_s[(w * 16 + row) * 2]);
-                float sum = 0.0f, acc = 0.0f;
-#pragma unroll
-                for (int w = 0; w < kMmaWarps; ++w) {
-                    const float m = ml_s[(w * 16 + row) * 2];
-                    const float weight = m == -INFINITY ? 0.0f : __expf(m - mx);  // -inf: the warp saw no key
-                    sum = fmaf(weight, ml_s[(w * 16 + row) * 2 + 1], sum);
-                    acc = fmaf(weight, o_s[(w * 16 + row) * D + e % D], acc);
-                }
-                st_cluster_f32(o_dst + 4 * e, acc);
+                const Partial p = block_partial(e / D, e % D);
+                st_cluster_f32(o_dst + 4 * e, p.o);
                 if (e % D == 0) {
-                    st_cluster_f32(ml_dst + 8 * row, mx);
-                    st_cluster_f32(ml_dst + 8 * row + 4, sum);
+                    st_cluster_f32(ml_dst + 8 * (e / D), p.m);
+                    st_cluster_f32(ml_dst + 8 * (e / D) + 4, p.l);
                 }
             }
             cluster_sync_all();  // phase 2: release our stores, acquire everyone's
@@ -611,24 +617,14 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
     float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_heads * D;
     for (int e = tid; e < hpg * D && !cluster_merge; e += kMmaThreads) {
         const int row = e / D, d = e % D, h = group * hpg + row;
-        float mx = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kMmaWarps; ++w) mx = fmaxf(mx, ml_s[(w * 16 + row) * 2]);
-        float sum = 0.0f, acc = 0.0f;
-#pragma unroll
-        for (int w = 0; w < kMmaWarps; ++w) {
-            const float m = ml_s[(w * 16 + row) * 2];
-            const float weight = m == -INFINITY ? 0.0f : __expf(m - mx);  // -inf: the warp saw no key
-            sum = fmaf(weight, ml_s[(w * 16 + row) * 2 + 1], sum);
-            acc = fmaf(weight, o_s[(w * 16 + row) * D + d], acc);
-        }
+        const Partial p = block_partial(row, d);
         if (keys.active_splits == 1) {
-            a.out[h * D + d] = sa_f32_to_bf16(__fdiv_rn(acc, sum));
+            a.out[h * D + d] = sa_f32_to_bf16(__fdiv_rn(p.o, p.l));
         } else {
-            a.partial_out[((int64_t)z * a.n_heads + h) * D + d] = acc;
+            a.partial_out[((int64_t)z * a.n_heads + h) * D + d] = p.o;
             if (d == 0) {
-                partial_ml[((int64_t)z * a.n_heads + h) * 2] = mx;
-                partial_ml[((int64_t)z * a.n_heads + h) * 2 + 1] = sum;
+                partial_ml[((int64_t)z * a.n_heads + h) * 2] = p.m;
+                partial_ml[((int64_t)z * a.n_heads + h) * 2 + 1] = p.l;
             }
         }
     }
