@@ -225,7 +225,26 @@ const char *fusion_name(Fusion f) {
 enum Skip : unsigned { kSkipNone = 0, kSkipAttention = 1, kSkipQkv = 2, kSkipO = 4, kSkipGateUp = 8, kSkipDown = 16,
                        kSkipLmHead = 32, kSkipSampler = 64 };
 
-constexpr int kShortGraphContext = 512;  // Step1Model's short decode graph (src/StepAudio.Core/Model/Step1Model.cs)
+constexpr int kShortGraphContext = 512;
+
+// The decode contexts to time: STEPAUDIO_BENCH_CONTEXTS="64,300,2100" or the defaults. Empty after an error message
+// when the variable does not parse.
+std::vector<int> bench_contexts(std::vector<int> defaults) {
+    const char *env = std::getenv("STEPAUDIO_BENCH_CONTEXTS");
+    if (!env || !env[0]) return defaults;
+    std::vector<int> contexts;
+    for (const char *c = env; *c;) {
+        char *end;
+        const long v = std::strtol(c, &end, 10);
+        if (end == c || v < 1 || v > 65536) {
+            std::fprintf(stderr, "STEPAUDIO_BENCH_CONTEXTS: \"%s\" is not a comma-separated list of contexts 1..65536\n", env);
+            return {};
+        }
+        contexts.push_back((int)v);
+        c = *end == ',' ? end + 1 : end;
+    }
+    return contexts;
+}  // Step1Model's short decode graph (src/StepAudio.Core/Model/Step1Model.cs)
 
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16,
                       unsigned skip = kSkipNone) {
@@ -590,29 +609,19 @@ int main(int argc, char **argv) {
         std::printf("attention min tiles per split: %s\n", tiles ? tiles : "default");
         attention_bench(stream);
         // The bf16 step at these contexts (STEPAUDIO_BENCH_CONTEXTS="64,2100,4200" to choose others).
-        std::vector<int> contexts = {64, 1024, 4000};
-        if (const char *env = std::getenv("STEPAUDIO_BENCH_CONTEXTS"); env && env[0]) {
-            contexts.clear();
-            for (const char *c = env; *c;) {
-                char *end;
-                const long v = std::strtol(c, &end, 10);
-                if (end == c || v < 1 || v > 65536) {
-                    std::fprintf(stderr, "STEPAUDIO_BENCH_CONTEXTS: \"%s\" is not a comma-separated list of contexts 1..65536\n", env);
-                    return 2;
-                }
-                contexts.push_back((int)v);
-                c = *end == ',' ? end + 1 : end;
-            }
-        }
+        const auto contexts = bench_contexts({64, 1024, 4000});
+        if (contexts.empty()) return 2;
         for (int context : contexts) decode_step_ms(stream, Fusion::folded, context);
         return 0;
     }
     if (wanted(Weights::bf16))
         for (int context : {64, 1024})
             for (Fusion f : {Fusion::none, Fusion::add_norm, Fusion::epilogues, Fusion::folded}) decode_step_ms(stream, f, context);
+    const auto contexts = bench_contexts({64, 1024});
+    if (contexts.empty()) return 2;
     for (Weights w : {Weights::w4a16, Weights::w4a16_awq, Weights::nf4})
         if (wanted(w))
-            for (int context : {64, 1024})
+            for (int context : contexts)
                 for (Fusion f : {Fusion::epilogues, Fusion::folded}) decode_step_ms(stream, f, context, w);
     if (wanted(Weights::bf16)) small_kernels(stream);
     if (decode_only) return 0;
