@@ -25,9 +25,6 @@
 //     Same splits, partials and combine; the per-tile math is 48 MMAs per warp instead of 32-deep FMA chains.
 //  3. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights. It is
 //     launched whenever more than one split may be used (the graph is fixed) and returns at once when only one was.
-//     Not on the tensor-core decode path with 2..8 splits (max_ctx up to 512 keys, sm_90): there a group's splits
-//     are one thread-block cluster and merge in its block 0's shared memory (kClusterMerge), one launch fewer. The
-//     model captures a decode graph with max_ctx 512 for short sequences for that reason (Step1Model).
 //
 // Split partials go to a workspace the caller owns (at most SA_ATTENTION_WORKSPACE_BYTES; the functions must not
 // allocate, the decode graph is captured): one per stream. It used to be one module-level buffer, which two models
@@ -358,9 +355,6 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
 // 4 warps per block (1 or 2 were slower in the step, measured before the cp.async staging); splits of at least 2
 // tiles (4: 64 keys the same, 1024 slower, 4000 faster) — kernels/NOTES.md, session 7.
 constexpr int kMmaWarps = 4, kMmaThreads = 32 * kMmaWarps, kMmaMinSplitTiles = 2;
-// The merge in a cluster (kClusterMerge): 8 blocks is the portable cluster size; block 0 holds every split's partial,
-// 96 rows of 64 fp32 (Step1's 12 heads x 8 splits: 25 KB, within the 48 KB of static shared memory with the tiles').
-constexpr int kMaxClusterSplits = 8, kMaxClusterRows = 96;
 // Splits per group at most (host side, mma_max_splits): one working block per SM — SMs / (groups × token blocks),
 // 33 for Step1 on 132 SMs — where attention_kernel aims at two. Measured in session 9 (kernels/NOTES.md): the bf16
 // step 3.0–3.4% faster at 3000–6000 keys, 1.6% at 8000, the same up to 2100 keys (the splits are not capped there)
@@ -384,11 +378,7 @@ __device__ __forceinline__ uint32_t cvt_bf16x2(float lo, float hi) {  // round t
     return r;
 }
 
-// kClusterMerge: the grid's splits of a group are one thread-block cluster (the host launches it so, with at most
-// kMaxClusterSplits splits and kMaxClusterRows heads x splits), and the splits merge in block 0's shared memory
-// instead of through the workspace and attention_combine_kernel — one launch fewer per layer (kernels/NOTES.md,
-// session 12).
-template <int D, bool kClusterMerge>
+template <int D>
 __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnArgs a) {
     static_assert(D == 64, "one 16x64 query tile: 4 k-steps of the score MMA, 8 column tiles of the output");
     pdl_launch_dependents();
@@ -403,18 +393,7 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
         return;
     }
     const KeyRange keys = split_keys(len, a.n_splits, a.min_split_tiles, z);
-    // Merging in the cluster: every block of it takes part in two barrier phases, keys or not (the decision is the
-    // same in all of them). Phase 1 (arrive now, wait before the first remote store) makes sure block 0 has started,
-    // phase 2 that every partial has landed in it before it merges.
-    const bool cluster_merge = kClusterMerge && keys.active_splits > 1;
-    if (cluster_merge) cluster_arrive();
-    if (keys.begin >= keys.end) {  // nothing to do; the merge skips this split
-        if (cluster_merge) {
-            cluster_wait();
-            cluster_sync_all();
-        }
-        return;
-    }
+    if (keys.begin >= keys.end) return;  // nothing to do; the combine kernel skips this split
 
     // The query tile: rows g and g + 8 are heads group·hpg + g, + g + 8 (rows >= hpg are zero and never stored).
     const int head_g = group * hpg + g, head_g8 = head_g + 8;
@@ -563,68 +542,27 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
         ml_s[(warp * 16 + g + 8) * 2 + 1] = l_g8;
     }
     __syncthreads();
-    // The block's merged (max, sum, unnormalised output) of head row `row`, column d.
-    struct Partial {
-        float m, l, o;
-    };
-    auto block_partial = [&](int row, int d) {
-        Partial p{-INFINITY, 0.0f, 0.0f};
+    float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_heads * D;
+    for (int e = tid; e < hpg * D; e += kMmaThreads) {
+        const int row = e / D, d = e % D, h = group * hpg + row;
+        float mx = -INFINITY;
 #pragma unroll
-        for (int w = 0; w < kMmaWarps; ++w) p.m = fmaxf(p.m, ml_s[(w * 16 + row) * 2]);
+        for (int w = 0; w < kMmaWarps; ++w) mx = fmaxf(mx, ml_s[(w * 16 + row) * 2]);
+        float sum = 0.0f, acc = 0.0f;
 #pragma unroll
         for (int w = 0; w < kMmaWarps; ++w) {
             const float m = ml_s[(w * 16 + row) * 2];
-            const float weight = m == -INFINITY ? 0.0f : __expf(m - p.m);  // -inf: the warp saw no key
-            p.l = fmaf(weight, ml_s[(w * 16 + row) * 2 + 1], p.l);
-            p.o = fmaf(weight, o_s[(w * 16 + row) * D + d], p.o);
+            const float weight = m == -INFINITY ? 0.0f : __expf(m - mx);  // -inf: the warp saw no key
+            sum = fmaf(weight, ml_s[(w * 16 + row) * 2 + 1], sum);
+            acc = fmaf(weight, o_s[(w * 16 + row) * D + d], acc);
         }
-        return p;
-    };
-    if constexpr (kClusterMerge) {
-        // Block z's partial goes to slot z of block 0's cluster_o / cluster_ml (its own too, through the same
-        // mapping), then block 0 merges the active splits as attention_combine_kernel does.
-        __shared__ __align__(16) float cluster_o[kMaxClusterRows * D];
-        __shared__ float cluster_ml[kMaxClusterRows * 2];
-        if (cluster_merge) {
-            const uint32_t o_dst = cluster_map(smem_u32(cluster_o + z * hpg * D), 0);
-            const uint32_t ml_dst = cluster_map(smem_u32(cluster_ml + z * hpg * 2), 0);
-            cluster_wait();  // phase 1: block 0 has started
-            for (int e = tid; e < hpg * D; e += kMmaThreads) {
-                const Partial p = block_partial(e / D, e % D);
-                st_cluster_f32(o_dst + 4 * e, p.o);
-                if (e % D == 0) {
-                    st_cluster_f32(ml_dst + 8 * (e / D), p.m);
-                    st_cluster_f32(ml_dst + 8 * (e / D) + 4, p.l);
-                }
-            }
-            cluster_sync_all();  // phase 2: release our stores, acquire everyone's
-            if (z == 0) {
-                for (int e = tid; e < hpg * D; e += kMmaThreads) {
-                    const int row = e / D;
-                    float mx = -INFINITY;
-                    for (int s = 0; s < keys.active_splits; ++s) mx = fmaxf(mx, cluster_ml[(s * hpg + row) * 2]);
-                    float sum = 0.0f, acc = 0.0f;
-                    for (int s = 0; s < keys.active_splits; ++s) {
-                        const float weight = __expf(cluster_ml[(s * hpg + row) * 2] - mx);  // an active split saw keys
-                        sum = fmaf(weight, cluster_ml[(s * hpg + row) * 2 + 1], sum);
-                        acc = fmaf(weight, cluster_o[(s * hpg + row) * D + e % D], acc);
-                    }
-                    a.out[(group * hpg + row) * D + e % D] = sa_f32_to_bf16(__fdiv_rn(acc, sum));
-                }
-            }
-        }
-    }
-    float *partial_ml = a.partial_out + (int64_t)a.n_splits * a.n_heads * D;
-    for (int e = tid; e < hpg * D && !cluster_merge; e += kMmaThreads) {
-        const int row = e / D, d = e % D, h = group * hpg + row;
-        const Partial p = block_partial(row, d);
         if (keys.active_splits == 1) {
-            a.out[h * D + d] = sa_f32_to_bf16(__fdiv_rn(p.o, p.l));
+            a.out[h * D + d] = sa_f32_to_bf16(__fdiv_rn(acc, sum));
         } else {
-            a.partial_out[((int64_t)z * a.n_heads + h) * D + d] = p.o;
+            a.partial_out[((int64_t)z * a.n_heads + h) * D + d] = acc;
             if (d == 0) {
-                partial_ml[((int64_t)z * a.n_heads + h) * 2] = p.m;
-                partial_ml[((int64_t)z * a.n_heads + h) * 2 + 1] = p.l;
+                partial_ml[((int64_t)z * a.n_heads + h) * 2] = mx;
+                partial_ml[((int64_t)z * a.n_heads + h) * 2 + 1] = sum;
             }
         }
     }
@@ -752,11 +690,6 @@ int mma_max_splits(int blocks_per_split) {
 #ifndef SA_ATTN_MMA
 #define SA_ATTN_MMA 1
 #endif
-// Decode on tensor cores with 2..kMaxClusterSplits splits merges them inside a thread-block cluster (sm_90) instead of
-// launching attention_combine_kernel; 0 keeps the combine kernel (the A/B knob).
-#ifndef SA_ATTN_CLUSTER_MERGE
-#define SA_ATTN_CLUSTER_MERGE 1
-#endif
 
 template <int D>
 sa_status launch_attention(const AttnArgs &a, dim3 grid, int accumulators, cudaStream_t stream) {
@@ -821,17 +754,12 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.head_slices = SA_ATTN_HEAD_SLICES;
     const dim3 grid(token_blocks, G, a.n_splits);
     const int accumulators = (a.tokens_per_block * hpg * D + kThreads - 1) / kThreads;
-    // The splits of one group as one cluster (grid.z is exactly the cluster's size): the partials merge in it.
-    const bool cluster_merge = SA_ATTN_CLUSTER_MERGE && mma && device_traits().clusters && a.n_splits > 1 &&
-                               a.n_splits <= kMaxClusterSplits && a.n_splits * hpg <= kMaxClusterRows;
-    sa_status st = cluster_merge ? launch_cluster_pdl_if(device_traits().pdl, dim3(1, 1, a.n_splits), "attention_decode_mma_kernel<cluster>",
-                                                         &attention_decode_mma_kernel<64, true>, grid, dim3(kMmaThreads), 0, s, a)
-                 : mma ? launch_pdl("attention_decode_mma_kernel", &attention_decode_mma_kernel<64, false>, grid, dim3(kMmaThreads), 0, s, a)
+    sa_status st = mma ? launch_pdl("attention_decode_mma_kernel", &attention_decode_mma_kernel<64>, grid, dim3(kMmaThreads), 0, s, a)
                  : D == 32 ? launch_attention<32>(a, grid, accumulators, s)
                  : D == 64 ? launch_attention<64>(a, grid, accumulators, s)
                            : launch_attention<128>(a, grid, accumulators, s);
     if (st != SA_OK) return st;
-    if (a.n_splits > 1 && !cluster_merge) {
+    if (a.n_splits > 1) {
         st = launch_pdl("attention_combine_kernel", &attention_combine_kernel, dim3(T * H), dim3(D), 0, s, a, D);
         if (st != SA_OK) return st;
     }

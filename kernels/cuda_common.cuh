@@ -79,10 +79,10 @@ inline const DeviceTraits &device_traits() {
 // when `allow` is set and the stream is a created one (the legacy default stream, which the kernel checks use, keeps
 // plain ordering). The kernel must call pdl_wait() before it reads anything an earlier kernel wrote, and before it
 // writes anything (an earlier kernel may still be reading it). SA_OK or SA_E_CUDA naming the kernel.
-// cluster: thread-block clusters of that shape when it has more than one block (only where device_traits().clusters;
-// each grid dimension must be a multiple of the cluster's). An unsigned n converts to dim3(n): n blocks along x.
+// cluster > 1: thread-block clusters of that many blocks along x (only where device_traits().clusters; grid.x must be
+// a multiple of it).
 template <typename... KernelArgs, typename... Args>
-sa_status launch_cluster_pdl_if(bool allow, dim3 cluster, const char *name, void (*kernel)(KernelArgs...), dim3 grid,
+sa_status launch_cluster_pdl_if(bool allow, unsigned cluster, const char *name, void (*kernel)(KernelArgs...), dim3 grid,
                                 dim3 block, size_t smem, cudaStream_t stream, Args &&...args) {
     cudaLaunchAttribute attr[2];
     unsigned nattr = 0;
@@ -91,11 +91,11 @@ sa_status launch_cluster_pdl_if(bool allow, dim3 cluster, const char *name, void
         attr[nattr].val.programmaticStreamSerializationAllowed = 1;
         ++nattr;
     }
-    if (cluster.x * cluster.y * cluster.z > 1) {
+    if (cluster > 1) {
         attr[nattr].id = cudaLaunchAttributeClusterDimension;
-        attr[nattr].val.clusterDim.x = cluster.x;
-        attr[nattr].val.clusterDim.y = cluster.y;
-        attr[nattr].val.clusterDim.z = cluster.z;
+        attr[nattr].val.clusterDim.x = cluster;
+        attr[nattr].val.clusterDim.y = 1;
+        attr[nattr].val.clusterDim.z = 1;
         ++nattr;
     }
     cudaLaunchConfig_t config = {};
@@ -116,7 +116,7 @@ sa_status launch_cluster_pdl_if(bool allow, dim3 cluster, const char *name, void
 template <typename... KernelArgs, typename... Args>
 sa_status launch_pdl_if(bool allow, const char *name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block,
                         size_t smem, cudaStream_t stream, Args &&...args) {
-    return launch_cluster_pdl_if(allow, dim3(1), name, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
+    return launch_cluster_pdl_if(allow, 1, name, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // launch_pdl_if with PDL as the device allows (the bf16-path kernels).
@@ -218,8 +218,7 @@ __device__ __forceinline__ void pdl_launch_dependents(bool trigger = true) {
 
 // Thread-block clusters (sm_90; no-ops before, where the host never launches clusters). A block may touch another
 // block's shared memory only after a barrier phase both took part in (so that block has started), and only until a
-// later phase it has not yet left (so it has not exited). The prefill GEMM's K split (linear_quant_prefill.cu) and the
-// decode attention's merge of its splits (attention.cu).
+// later phase it has not yet left (so it has not exited). The prefill GEMM's K split (linear_quant_prefill.cu).
 __device__ __forceinline__ void cluster_arrive() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("barrier.cluster.arrive.aligned;" ::: "memory");
@@ -233,21 +232,6 @@ __device__ __forceinline__ void cluster_wait() {
 __device__ __forceinline__ void cluster_sync_all() {
     cluster_arrive();
     cluster_wait();
-}
-// The address of this shared-window address in the shared memory of the cluster's block `rank` (for st_cluster_f32).
-__device__ __forceinline__ uint32_t cluster_map(uint32_t addr, int rank) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint32_t r;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(rank));
-    return r;
-#else
-    return addr;
-#endif
-}
-__device__ __forceinline__ void st_cluster_f32(uint32_t addr, float v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
-#endif
 }
 // Asks L2 to fetch [p, p + bytes) (16-byte aligned, bytes a multiple of 16); sm_90 bulk prefetch, no-op before.
 __device__ __forceinline__ void prefetch_l2(const void *p, uint32_t bytes) {

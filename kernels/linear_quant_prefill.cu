@@ -128,6 +128,22 @@ __device__ __forceinline__ uint32_t w4_pair(uint32_t v, uint32_t neg_magic_z) {
     return r;
 }
 
+// Thread-block cluster pieces beside cuda_common.cuh's (sm_90; the host launches splits > 1 only there): the
+// reduction addresses shared memory through 32-bit shared-window addresses.
+__device__ __forceinline__ uint32_t cluster_map(uint32_t addr, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(addr), "r"(rank));
+    return r;
+#else
+    return addr;
+#endif
+}
+__device__ __forceinline__ void st_cluster_f32(uint32_t addr, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
+#endif
+}
 __device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
     asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
 }

@@ -225,7 +225,27 @@ const char *fusion_name(Fusion f) {
 enum Skip : unsigned { kSkipNone = 0, kSkipAttention = 1, kSkipQkv = 2, kSkipO = 4, kSkipGateUp = 8, kSkipDown = 16,
                        kSkipLmHead = 32, kSkipSampler = 64 };
 
-constexpr int kShortGraphContext = 512;
+// The attention sizes of the model's decode graphs below the whole cache (Step1Model.DecodeGraphSizes): a sequence
+// decodes with the graph of the smallest size that holds it, whose attention launches only the splits that size
+// needs. STEPAUDIO_BENCH_GRAPH_SIZES="64,512" sets others, "0" none (one graph for the whole cache, as before
+// session 12).
+std::vector<int> decode_graph_sizes() {
+    std::vector<int> sizes = {64, 512};
+    const char *env = std::getenv("STEPAUDIO_BENCH_GRAPH_SIZES");
+    if (!env || !env[0]) return sizes;
+    sizes.clear();
+    for (const char *c = env; *c;) {
+        char *end;
+        const long v = std::strtol(c, &end, 10);
+        if (end == c || v < 0 || v > 65536) {
+            std::fprintf(stderr, "STEPAUDIO_BENCH_GRAPH_SIZES: \"%s\" is not a comma-separated list of sizes\n", env);
+            std::exit(2);
+        }
+        if (v > 0) sizes.push_back((int)v);
+        c = *end == ',' ? end + 1 : end;
+    }
+    return sizes;
+}
 
 // The decode contexts to time: STEPAUDIO_BENCH_CONTEXTS="64,300,2100" or the defaults. Empty after an error message
 // when the variable does not parse.
@@ -295,12 +315,11 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     cudaMemset(next, 0, 4);
     cudaMemset(step, 0, 8);
     const sa_sample_params greedy{0.0f, 1, 10, 1};
-    // The model decodes sequences of up to kShortGraphContext keys with a graph whose attention shape says that
-    // max_ctx (its splits then merge inside one cluster launch, attention.cu); STEPAUDIO_BENCH_FULL_GRAPH=1 keeps the
-    // whole cache's max_ctx at every context (the graph before session 12).
-    const char *full_graph = std::getenv("STEPAUDIO_BENCH_FULL_GRAPH");
-    const bool short_graph = context <= kShortGraphContext && !(full_graph && full_graph[0] && full_graph[0] != '0');
-    const sa_attn_shape shape{H, G, D, 1, short_graph ? kShortGraphContext : max_ctx};
+    // The attention size of the model's graph for this context (decode_graph_sizes).
+    int graph_ctx = max_ctx;
+    for (int size : decode_graph_sizes())
+        if (size >= context && size < graph_ctx) graph_ctx = size;
+    const sa_attn_shape shape{H, G, D, 1, graph_ctx};
     // As in Generator, *seq_len is the history length, which includes the token being decoded.
     auto run_step = [&] {
         sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, next, 1, x, stream), "embed");
@@ -463,11 +482,13 @@ void attention_bench(cudaStream_t stream) {
     std::vector<float> hs(H);
     sa_alibi_slopes(H, hs.data());
     cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
-    // max_ctx kShortGraphContext as well where the sequence fits it: the model's short decode graph (one launch).
+    // Decode also at the sizes of the model's smaller decode graphs that hold the sequence (decode_graph_sizes).
+    std::vector<int> graph_ctxs = {max_ctx};
+    for (int size : decode_graph_sizes()) graph_ctxs.push_back(size);
     for (int seq : {64, 128, 256, 500, 1000, 4097, 8192}) {
         for (int n_new : {1, 4}) {
-            for (int graph_ctx : {max_ctx, kShortGraphContext}) {
-                if (graph_ctx == kShortGraphContext && (seq > kShortGraphContext || n_new != 1)) continue;
+            for (int graph_ctx : graph_ctxs) {
+                if (graph_ctx != max_ctx && (seq > graph_ctx || n_new != 1)) continue;
                 cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
                 sa_attn_shape shape{H, G, D, n_new, graph_ctx};
                 sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, attn_ws,
@@ -565,10 +586,11 @@ int main(int argc, char **argv) {
         return v && v[0] && v[0] != '0';
     };
     const char *prefetch = std::getenv("STEPAUDIO_GEMV_PREFETCH_KB");
-    std::printf("settings: PDL %s, W4A16/NF4 PDL %s, GEMV L2 prefetch %s KB, decode graph up to %d keys: %s\n",
+    std::string sizes;
+    for (int size : decode_graph_sizes()) sizes += (sizes.empty() ? "" : ",") + std::to_string(size);
+    std::printf("settings: PDL %s, W4A16/NF4 PDL %s, GEMV L2 prefetch %s KB, decode graph attention sizes below the cache: %s\n",
                 set("STEPAUDIO_NO_PDL") ? "off" : "on", set("STEPAUDIO_NO_PDL") || set("STEPAUDIO_NO_QUANT_PDL") ? "off" : "on",
-                prefetch ? prefetch : "default", kShortGraphContext,
-                set("STEPAUDIO_BENCH_FULL_GRAPH") ? "the full one (STEPAUDIO_BENCH_FULL_GRAPH)" : "the short one, as the model");
+                prefetch ? prefetch : "default", sizes.empty() ? "none" : sizes.c_str());
     if (mode == "sampler") {
         sampler_bench(stream);
         return 0;

@@ -63,7 +63,7 @@ public static class BenchCommand
             // Warm-up: module load and the decode graphs (the model keeps one per sampling setting and attention size,
             // as a server reuses them): short sequences, then long ones where the cache holds them.
             var warmSampled = new GenerationOptions { IgnoreEos = true, MaxLength = maxCtx, MaxNewTokens = 8 };
-            foreach (int warmLength in new[] { 16, Step1Model.ShortDecodeContext + 1 }.Where(l => l + 9 <= maxCtx))
+            foreach (int warmLength in new[] { 16 }.Concat(Step1Model.DecodeGraphSizes.Select(size => size + 1)).Where(l => l + 9 <= maxCtx))
             {
                 generator.Generate(Prompt(warmLength), greedy with { MaxNewTokens = 8 });
                 generator.Generate(Prompt(warmLength), warmSampled);

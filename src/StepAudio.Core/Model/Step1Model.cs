@@ -69,28 +69,29 @@ public sealed unsafe class Step1Model : IDisposable
     public IReadbackQueue Readback { get; }
 
     // Prepared decode steps, most recently used first (a few sampling settings: greedy, the server's, a benchmark's;
-    // each with a short and a full graph).
+    // each with up to one step per attention size).
     readonly List<(SamplingParams Sampling, int AttentionContext, IReplayableStep Step)> _decodeSteps = [];
-    const int MaxPreparedSteps = 8;
-    /// <summary>Sequences up to this many tokens decode with a graph whose attention is sized for this many keys, not
-    /// for the whole cache: there it has at most 8 splits per group on the GPU, which merge inside the attention
-    /// launch (a thread-block cluster) instead of in a second kernel — one launch fewer per layer
-    /// (kernels/attention.cu, kernels/NOTES.md session 12).</summary>
-    public const int ShortDecodeContext = 512;
+    const int MaxPreparedSteps = 12;
+    /// <summary>Attention sizes below the whole cache that decode steps are prepared for, smallest first: a sequence
+    /// runs with the step of the smallest size that holds it. The GPU attention launches as many key splits as its
+    /// size can use (a graph cannot change its grid), so a short sequence in a step sized for the whole cache pays
+    /// for idle blocks and for the kernel that merges the splits; up to 64 keys one split does it all and that
+    /// kernel is not launched (kernels/attention.cu; kernels/NOTES.md, session 12).</summary>
+    public static readonly IReadOnlyList<int> DecodeGraphSizes = [64, 512];
 
     /// <summary>The decode step for a sequence of <paramref name="sequenceLength"/> tokens (the token at
     /// <see cref="NextId"/> included) — forward that token, then sample — prepared (on the GPU: captured as a graph
-    /// of ~200 launches) once per sampling setting and attention size (<see cref="ShortDecodeContext"/> or the
-    /// whole cache) and kept across generations (the last <see cref="MaxPreparedSteps"/>): preparing it costs more
-    /// than a decoded token, and a server sends the same settings request after request. The step it returns must
-    /// run only at that length: the short one writes NaN past its size (attention.cu), which the sampler turns into a
-    /// failed draw rather than a wrong token.</summary>
+    /// of ~200 launches) once per sampling setting and attention size (<see cref="DecodeGraphSizes"/> or the whole
+    /// cache) and kept across generations (the last <see cref="MaxPreparedSteps"/>): preparing it costs more than a
+    /// decoded token, and a server sends the same settings request after request. The step it returns must run only
+    /// up to that length: past its size it makes NaN logits (attention.cu), which the sampler turns into a failed
+    /// draw rather than a wrong token.</summary>
     public IReplayableStep DecodeStep(in SamplingParams sampling, int sequenceLength)
     {
         if (sequenceLength < 1 || sequenceLength > Options.MaxContext)
             throw new ArgumentOutOfRangeException(nameof(sequenceLength), $"a decode step runs at sequence length 1..{Options.MaxContext} (the KV cache), got {sequenceLength}");
         var settings = sampling;
-        int attentionContext = sequenceLength <= ShortDecodeContext ? Math.Min(ShortDecodeContext, Options.MaxContext) : Options.MaxContext;
+        int attentionContext = DecodeAttentionContext(sequenceLength);
         int i = _decodeSteps.FindIndex(e => e.Sampling == settings && e.AttentionContext == attentionContext);
         if (i >= 0)
         {
@@ -113,6 +114,11 @@ public sealed unsafe class Step1Model : IDisposable
         _decodeSteps.Insert(0, (settings, attentionContext, step));
         return step;
     }
+
+    /// <summary>The attention size of the decode step for a sequence of this many tokens: the smallest of
+    /// <see cref="DecodeGraphSizes"/> that holds it, or the whole cache.</summary>
+    public int DecodeAttentionContext(int sequenceLength) =>
+        DecodeGraphSizes.FirstOrDefault(size => size >= sequenceLength && size < Options.MaxContext, Options.MaxContext);
 
     Step1Model(Step1Config config, IComputeBackend backend, ModelOptions options, CheckpointFolder checkpoint, IProgress<string>? progress)
     {
@@ -263,7 +269,7 @@ public sealed unsafe class Step1Model : IDisposable
     /// <summary>Runs the model over n tokens whose ids are at device address ids. *seqLen (device) is the sequence
     /// length including these tokens; their K/V rows go into the cache. Logits of the last logitRows tokens land in
     /// <see cref="Logits"/> ([logitRows, vocab] bf16). <paramref name="attentionContext"/>: the longest sequence this
-    /// call is prepared for (default: the whole cache; see <see cref="ShortDecodeContext"/>); a longer *seqLen
+    /// call is prepared for (default: the whole cache; see <see cref="DecodeGraphSizes"/>); a longer *seqLen
     /// yields NaN outputs.</summary>
     public void Forward(nint ids, int n, nint seqLen, int logitRows = 1, int? attentionContext = null)
     {

@@ -106,25 +106,22 @@ public class CpuOracleTests
         var greedy = new SamplingParams(0f, 1, 10, 1);
         var first = model.DecodeStep(greedy, 10);
         Assert.Same(first, model.DecodeStep(greedy, 10));
-        Assert.Same(first, model.DecodeStep(greedy, 256));  // a 256-token cache: one size for every length
+        Assert.Same(first, model.DecodeStep(greedy, 64));  // the same size (64) for lengths 1..64
         var sampled = model.DecodeStep(greedy with { Temperature = 0.7f, TopK = 50 }, 10);
         Assert.NotSame(first, sampled);
-        Assert.Same(first, model.DecodeStep(greedy, 10));  // still kept: the last 8 are
-        for (ulong seed = 2; seed <= 9; seed++) model.DecodeStep(greedy with { Seed = seed }, 10);
-        Assert.NotSame(first, model.DecodeStep(greedy, 10));  // evicted by eight newer settings, prepared again
+        Assert.Same(first, model.DecodeStep(greedy, 10));  // still kept: the last 12 are
+        for (ulong seed = 2; seed <= 13; seed++) model.DecodeStep(greedy with { Seed = seed }, 10);
+        Assert.NotSame(first, model.DecodeStep(greedy, 10));  // evicted by twelve newer, prepared again
         Assert.Throws<ArgumentOutOfRangeException>(() => model.DecodeStep(greedy, 257));  // past the cache
         Assert.Throws<ArgumentOutOfRangeException>(() => model.DecodeStep(greedy, 0));
 
-        // A cache longer than the short size: one step up to it, another past it.
+        // One step per size: 64, then the whole 256-token cache (512 is not below it); with a longer cache, 512 too.
+        Assert.Equal([64, 64, 256, 256], new[] { 1, 64, 65, 256 }.Select(model.DecodeAttentionContext));
+        Assert.NotSame(model.DecodeStep(greedy, 64), model.DecodeStep(greedy, 65));
+        Assert.Same(model.DecodeStep(greedy, 65), model.DecodeStep(greedy, 256));
         using (var checkpoint = CheckpointFolder.Open(RepoPaths.TinyModel))
-        using (var longer = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = Step1Model.ShortDecodeContext + 8, MaxTokensPerForward = 64 }))
-        {
-            var shortStep = longer.DecodeStep(greedy, 1);
-            Assert.Same(shortStep, longer.DecodeStep(greedy, Step1Model.ShortDecodeContext));
-            var fullStep = longer.DecodeStep(greedy, Step1Model.ShortDecodeContext + 1);
-            Assert.NotSame(shortStep, fullStep);
-            Assert.Same(fullStep, longer.DecodeStep(greedy, Step1Model.ShortDecodeContext + 8));
-        }
+        using (var longer = Step1Model.Load(checkpoint, backend, new ModelOptions { MaxContext = 520, MaxTokensPerForward = 64 }))
+            Assert.Equal([64, 512, 512, 520], new[] { 64, 65, 512, 513 }.Select(longer.DecodeAttentionContext));
 
         // A kept step decodes the same tokens call after call (the state it reads is reset by every Generate).
         var generator = new Generator(model);

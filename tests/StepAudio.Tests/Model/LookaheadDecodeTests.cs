@@ -151,20 +151,23 @@ public class LookaheadDecodeTests
     [Theory]
     [InlineData("cpu")]
     [InlineData("cuda")]
-    public void AGenerationAcrossTheShortDecodeSizeSwitchesStepsAndKeepsThePlainLoopsTokens(string backendName)
+    public void AGenerationAcrossDecodeStepSizesSwitchesStepsAndKeepsThePlainLoopsTokens(string backendName)
     {
-        // Sequences up to ShortDecodeContext tokens decode with a step whose attention is sized for that many keys,
-        // longer ones with the whole cache's. A generation from 12 below it to 18 past it must give the plain loop's
-        // tokens (that loop runs the full size throughout); a short step run past its size would make NaN logits and
-        // fail the draw. The tiny model's attention splits the same way under both sizes, so even sampled draws match.
+        // Sequences decode with the step of the smallest attention size that holds them (Step1Model.DecodeGraphSizes:
+        // 64, 512, then the whole cache). Generations from 12 below a size to 18 past it must give the plain loop's
+        // tokens (that loop runs the whole cache's size throughout); a step run past its size would make NaN logits and
+        // fail the draw. The tiny model's attention splits the keys the same way under every size, so even sampled
+        // draws match.
         using var backend = CreateBackend(backendName);
-        int size = Step1Model.ShortDecodeContext;
-        using var model = Load(backend, RepoPaths.TinyModel, maxContext: size + 40);
-        var prompt = Enumerable.Range(0, size - 12).Select(i => Prompt[i % Prompt.Length]).ToArray();
-        var (result, deviceLength) = GenerateAndCompare(model, Sampled with { IgnoreEos = true, MaxNewTokens = 30 }, prompt);
-        Assert.Equal(StopReason.MaxNewTokens, result.Stop);
-        Assert.Equal(30, result.Tokens.Length);
-        Assert.Equal(size + 18, deviceLength);
+        using var model = Load(backend, RepoPaths.TinyModel, maxContext: 552);
+        foreach (int size in Step1Model.DecodeGraphSizes)
+        {
+            var prompt = Enumerable.Range(0, size - 12).Select(i => Prompt[i % Prompt.Length]).ToArray();
+            var (result, deviceLength) = GenerateAndCompare(model, Sampled with { IgnoreEos = true, MaxNewTokens = 30 }, prompt);
+            Assert.Equal(StopReason.MaxNewTokens, result.Stop);
+            Assert.Equal(30, result.Tokens.Length);
+            Assert.Equal(size + 18, deviceLength);
+        }
     }
 
     [Theory]
