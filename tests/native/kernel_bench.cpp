@@ -225,46 +225,40 @@ const char *fusion_name(Fusion f) {
 enum Skip : unsigned { kSkipNone = 0, kSkipAttention = 1, kSkipQkv = 2, kSkipO = 4, kSkipGateUp = 8, kSkipDown = 16,
                        kSkipLmHead = 32, kSkipSampler = 64 };
 
+// A comma-separated list of integers in min..65536 from the environment variable `name`, or `defaults` when it is
+// unset or empty. A value that does not parse ends the program with a message naming the variable (exit 2).
+std::vector<int> env_int_list(const char *name, std::vector<int> defaults, int min) {
+    const char *env = std::getenv(name);
+    if (!env || !env[0]) return defaults;
+    std::vector<int> values;
+    for (const char *c = env; *c;) {
+        char *end;
+        const long v = std::strtol(c, &end, 10);
+        if (end == c || v < min || v > 65536) {
+            std::fprintf(stderr, "%s: \"%s\" is not a comma-separated list of integers %d..65536\n", name, env, min);
+            std::exit(2);
+        }
+        values.push_back((int)v);
+        c = *end == ',' ? end + 1 : end;
+    }
+    return values;
+}
+
 // The attention sizes of the model's decode graphs below the whole cache (Step1Model.DecodeGraphSizes): a sequence
 // decodes with the graph of the smallest size that holds it, whose attention launches only the splits that size
 // needs. STEPAUDIO_BENCH_GRAPH_SIZES="64,512" sets others, "0" none (one graph for the whole cache, as before
 // session 12).
 std::vector<int> decode_graph_sizes() {
-    std::vector<int> sizes = {64, 512};
-    const char *env = std::getenv("STEPAUDIO_BENCH_GRAPH_SIZES");
-    if (!env || !env[0]) return sizes;
-    sizes.clear();
-    for (const char *c = env; *c;) {
-        char *end;
-        const long v = std::strtol(c, &end, 10);
-        if (end == c || v < 0 || v > 65536) {
-            std::fprintf(stderr, "STEPAUDIO_BENCH_GRAPH_SIZES: \"%s\" is not a comma-separated list of sizes\n", env);
-            std::exit(2);
-        }
-        if (v > 0) sizes.push_back((int)v);
-        c = *end == ',' ? end + 1 : end;
-    }
+    std::vector<int> sizes;
+    for (int v : env_int_list("STEPAUDIO_BENCH_GRAPH_SIZES", {64, 512}, 0))
+        if (v > 0) sizes.push_back(v);
     return sizes;
 }
 
-// The decode contexts to time: STEPAUDIO_BENCH_CONTEXTS="64,300,2100" or the defaults. Empty after an error message
-// when the variable does not parse.
+// The decode contexts to time: STEPAUDIO_BENCH_CONTEXTS="64,300,2100" or the defaults.
 std::vector<int> bench_contexts(std::vector<int> defaults) {
-    const char *env = std::getenv("STEPAUDIO_BENCH_CONTEXTS");
-    if (!env || !env[0]) return defaults;
-    std::vector<int> contexts;
-    for (const char *c = env; *c;) {
-        char *end;
-        const long v = std::strtol(c, &end, 10);
-        if (end == c || v < 1 || v > 65536) {
-            std::fprintf(stderr, "STEPAUDIO_BENCH_CONTEXTS: \"%s\" is not a comma-separated list of contexts 1..65536\n", env);
-            return {};
-        }
-        contexts.push_back((int)v);
-        c = *end == ',' ? end + 1 : end;
-    }
-    return contexts;
-}  // Step1Model's short decode graph (src/StepAudio.Core/Model/Step1Model.cs)
+    return env_int_list("STEPAUDIO_BENCH_CONTEXTS", std::move(defaults), 1);
+}
 
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16,
                       unsigned skip = kSkipNone) {
@@ -632,7 +626,6 @@ int main(int argc, char **argv) {
         attention_bench(stream);
         // The bf16 step at these contexts (STEPAUDIO_BENCH_CONTEXTS="64,2100,4200" to choose others).
         const auto contexts = bench_contexts({64, 1024, 4000});
-        if (contexts.empty()) return 2;
         for (int context : contexts) decode_step_ms(stream, Fusion::folded, context);
         return 0;
     }
@@ -640,7 +633,6 @@ int main(int argc, char **argv) {
         for (int context : {64, 1024})
             for (Fusion f : {Fusion::none, Fusion::add_norm, Fusion::epilogues, Fusion::folded}) decode_step_ms(stream, f, context);
     const auto contexts = bench_contexts({64, 1024});
-    if (contexts.empty()) return 2;
     for (Weights w : {Weights::w4a16, Weights::w4a16_awq, Weights::nf4})
         if (wanted(w))
             for (int context : contexts)

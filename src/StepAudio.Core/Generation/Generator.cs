@@ -71,9 +71,18 @@ public sealed class Generator(Step1Model model)
         // after the copy of the -1 left there.)
         var readback = model.Readback;
         int pending = 0;
+        // The step in use and its attention size; looked up again (prepared once per setting and size, kept by the
+        // model) only when the sequence outgrows that size, a few times per generation.
+        IReplayableStep? step = null;
+        int stepSize = 0;
         void Launch(int atLength)
         {
-            model.DecodeStep(sampling, atLength).Run();  // prepared once per setting and size, kept by the model
+            if (step is null || atLength > stepSize)
+            {
+                step = model.DecodeStep(sampling, atLength);
+                stepSize = model.DecodeAttentionContext(atLength);
+            }
+            step.Run();
             readback.Enqueue(model.History + (nint)atLength * 4);
             pending++;
         }
