@@ -415,11 +415,31 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             print_timeline(h, layers, skip & kSkipAttention ? 4 : 6);  // launches per layer of the folded step
         }
     }
+    // The model replays the step back to back, one graph per token with an event recorded between them (the
+    // readback, CudaBackend.StreamReadback), where the replay above starts on an idle GPU: what does the boundary
+    // between two graphs cost? Only where the sequence may grow by kBackToBack tokens within this graph's size.
+    constexpr int kBackToBack = 16;
+    double back_to_back_ms = 0;
+    if (context + kBackToBack <= graph_ctx && !skip) {
+        cudaEvent_t between;
+        ok(cudaEventCreateWithFlags(&between, cudaEventDisableTiming), "event");
+        const auto runs = timed_ms(stream, 1, 7, [&] {
+            for (int i = 0; i < kBackToBack; ++i) {
+                ok(cudaGraphLaunch(exec, stream), "graph launch");
+                ok(cudaEventRecord(between, stream), "event record");
+            }
+        }, set_len);
+        cudaEventDestroy(between);
+        back_to_back_ms = runs[runs.size() / 2] / kBackToBack;
+    }
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
     std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)%s\n",
                 weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id,
                 skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
+    if (back_to_back_ms > 0)
+        std::printf("  back to back (%d replays, an event between them): %6.3f ms/token, %+5.1f us per step vs one replay\n",
+                    kBackToBack, back_to_back_ms, 1000.0 * (back_to_back_ms - ms[ms.size() / 2]));
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
     for (auto &l : ls)
