@@ -250,7 +250,7 @@ std::vector<int> env_int_list(const char *name, std::vector<int> defaults, int m
 // session 12).
 std::vector<int> decode_graph_sizes() {
     std::vector<int> sizes;
-    for (int v : env_int_list("STEPAUDIO_BENCH_GRAPH_SIZES", {64, 512}, 0))
+    for (int v : env_int_list("STEPAUDIO_BENCH_GRAPH_SIZES", {64}, 0))
         if (v > 0) sizes.push_back(v);
     return sizes;
 }

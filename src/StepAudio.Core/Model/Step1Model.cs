@@ -76,8 +76,10 @@ public sealed unsafe class Step1Model : IDisposable
     /// runs with the step of the smallest size that holds it. The GPU attention launches as many key splits as its
     /// size can use (a graph cannot change its grid), so a short sequence in a step sized for the whole cache pays
     /// for idle blocks and for the kernel that merges the splits; up to 64 keys one split does it all and that
-    /// kernel is not launched (kernels/attention.cu; kernels/NOTES.md, session 12).</summary>
-    public static readonly IReadOnlyList<int> DecodeGraphSizes = [64, 512];
+    /// kernel is not launched (kernels/attention.cu; kernels/NOTES.md, sessions 12–13: 2.2% (W4A16) and 3.5% (NF4)
+    /// off the step at 64 keys on the H200). A 512 size (8 splits instead of 33) was measured too and dropped: 0.7%
+    /// faster at 300 keys on the H100, 0.7–1.5% slower on the H200.</summary>
+    public static readonly IReadOnlyList<int> DecodeGraphSizes = [64];
 
     /// <summary>The decode step for a sequence of <paramref name="sequenceLength"/> tokens (the token at
     /// <see cref="NextId"/> included) — forward that token, then sample — prepared (on the GPU: captured as a graph

@@ -154,7 +154,7 @@ public class LookaheadDecodeTests
     public void AGenerationAcrossDecodeStepSizesSwitchesStepsAndKeepsThePlainLoopsTokens(string backendName)
     {
         // Sequences decode with the step of the smallest attention size that holds them (Step1Model.DecodeGraphSizes:
-        // 64, 512, then the whole cache). Generations from 12 below a size to 18 past it must give the plain loop's
+        // 64, then the whole cache). Generations from 12 below a size to 18 past it must give the plain loop's
         // tokens (that loop runs the whole cache's size throughout); a step run past its size would make NaN logits and
         // fail the draw. The tiny model's attention splits the keys the same way under every size, so even sampled
         // draws match.
