@@ -368,7 +368,9 @@ public sealed unsafe class Step1Model : IDisposable
         {
             int n = Math.Min(chunk, length - start);
             WriteInt(PrefillLength, start + n);
-            Forward(History + start * 4, n, PrefillLength);
+            // The host knows this call's sequence length, so attention is sized for exactly that many keys: a short
+            // prompt gets one split and no combine launch instead of a grid sized for the whole cache.
+            Forward(History + start * 4, n, PrefillLength, attentionContext: start + n);
         }
     }
 
