@@ -55,17 +55,17 @@ for w in w4a16 nf4; do [ -x build/kernel_bench ] && timeout 60 build/kernel_benc
 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --copy-gbps "$copy" > "$out/bench.txt" 2>&1
 python3 tests/oracle/step1_oracle.py bench /tmp/step1-full > "$out/torch-reference.txt" 2>&1
 stage "NF4 (quantized at load from the base folder) and W4A16 (RTN-quantized checkpoint)"
-timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 32 \
+timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32 \
   --copy-gbps "$copy" > "$out/bench-nf4.txt" 2>&1 || echo "NF4 bench failed or timed out (rc $?)" >> "$out/bench-nf4.txt"
 timeout 150 .publish/cli/stepaudio quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16 > "$out/quantize-w4a16.txt" 2>&1 &&
-timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --contexts 64,1024 --prefill-lengths 32 \
+timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --contexts 64,1024 --prefill-lengths 12,32 \
   --copy-gbps "$copy" > "$out/bench-w4a16.txt" 2>&1 || echo "W4A16 quantize/bench failed or timed out (rc $?)" >> "$out/bench-w4a16.txt"
-timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --quantize-lm-head --contexts 64 --prefill-lengths 32 \
+timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --quantize-lm-head --contexts 64 --prefill-lengths 12,32 \
   --copy-gbps "$copy" > "$out/bench-w4a16-lmhead.txt" 2>&1 || echo "W4A16 lm_head bench failed or timed out (rc $?)" >> "$out/bench-w4a16-lmhead.txt"
 stage "--no-text-logits (lm_head over the control and audio ids only)"
-timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --no-text-logits --contexts 64 --prefill-lengths 32 \
+timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --no-text-logits --contexts 64 --prefill-lengths 12,32 \
   --copy-gbps "$copy" > "$out/bench-w4a16-notext.txt" 2>&1 || echo "W4A16 --no-text-logits bench failed or timed out (rc $?)" >> "$out/bench-w4a16-notext.txt"
-timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --no-text-logits --contexts 64 --prefill-lengths 32 \
+timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --no-text-logits --contexts 64 --prefill-lengths 12,32 \
   --copy-gbps "$copy" > "$out/bench-bf16-notext.txt" 2>&1 || echo "bf16 --no-text-logits bench failed or timed out (rc $?)" >> "$out/bench-bf16-notext.txt"
 
 stage "summary"

@@ -75,7 +75,7 @@ static bool env_set(const char *name) {
     return v && v[0] && v[0] != '0';
 }
 
-// W4A16_BENCH_M: a comma-separated list of token counts for the shape sweep (default all).
+// W4A16_BENCH_M: a comma-separated list of token counts for the shape sweep, of 1, 4, 8, 12, 16 (default all).
 static bool m_wanted(int m) {
     const char *v = std::getenv("W4A16_BENCH_M");
     if (!v || !v[0]) return true;
@@ -136,7 +136,7 @@ int main() {
         for (int c = 0; c < copies; ++c) ws.push_back(make_w4(n, k, 1000 + c));
         int bcopies = (int)std::max<size_t>(2, (size_t)400e6 / ((size_t)n * k * 2) + 1);
         for (int c = 0; c < (no_cublas ? 0 : bcopies); ++c) { uint16_t *b; cudaMalloc(&b, (size_t)n * k * 2); fill(b, (size_t)n * k * 2, 7 + c, 0x3f7f3f7fu); bf.push_back(b); }
-        for (int m : {1, 4, 8, 16}) {
+        for (int m : {1, 4, 8, 12, 16}) {
             if (!m_wanted(m)) continue;
             float w4_ms = 1e-3f * graph_us(st, hot ? 20 : copies, [&](int i) {
                 W4 &w = ws[i % copies];
