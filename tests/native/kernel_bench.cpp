@@ -134,13 +134,14 @@ struct DecodeLinear {
     DecodeLinear &operator=(const DecodeLinear &) = delete;
     ~DecodeLinear() { cudaFree(w), cudaFree(scales), cudaFree(zeros), cudaFree(tables); }
     // epilogue: SA_EPILOGUE_*; fold: a folded RMSNorm or nullptr.
+    // m: rows (tokens) of x and y.
     void run(const uint16_t *x, uint16_t *y, cudaStream_t stream, const char *what, int epilogue = SA_EPILOGUE_STORE,
-             const sa_norm_fold *fold = nullptr) const {
-        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, 1, n, k, epilogue, fold, stream), what);
+             const sa_norm_fold *fold = nullptr, int m = 1) const {
+        if (format == Weights::bf16) sa_ok(sa_cuda_linear_bf16(x, (const uint16_t *)w, y, m, n, k, epilogue, fold, stream), what);
         else if (format == Weights::w4a16 || format == Weights::w4a16_awq)
             sa_ok(sa_cuda_linear_w4a16(x, (const uint32_t *)w, (const uint16_t *)scales, zeros,
-                                       zeros ? SA_W4A16_FP16_SCALES : 0, y, 1, n, k, epilogue, fold, stream), what);
-        else sa_ok(sa_cuda_linear_nf4(x, (const uint8_t *)w, scales, tables, 1, y, 1, n, k, epilogue, fold, stream), what);
+                                       zeros ? SA_W4A16_FP16_SCALES : 0, y, m, n, k, epilogue, fold, stream), what);
+        else sa_ok(sa_cuda_linear_nf4(x, (const uint8_t *)w, scales, tables, 1, y, m, n, k, epilogue, fold, stream), what);
     }
 };
 
@@ -179,7 +180,8 @@ void print_timeline(std::vector<TraceRecord> recs, int layers, int per_layer_gue
     auto c = [&](size_t i) { return i + 1 < n ? (ls[i + 1].release - ls[i].release) / 1e3 : 0.0; };
     auto shape = [](uint32_t s) { return std::to_string(s & 0xfffff) + "x" + std::to_string(s >> 20) + "w"; };
     // Per position in the layer: the launches after the first two (embed, layer 0's input norm), if they repeat.
-    const int head = 2, per = per_layer_guess;
+    // The launches per layer: what the count says (2 before the layers, lm_head and the sampler after), else the guess.
+    const int head = 2, per = n > 4 && (n - 4) % layers == 0 ? (int)(n - 4) / layers : per_layer_guess;
     if ((int)n >= head + per * layers) {
         std::printf("%-4s %-12s %10s %10s %10s %12s %12s\n", "pos", "grid", "c mean us", "c min", "c max",
                     "early us", "late-start us");
@@ -216,6 +218,10 @@ void print_timeline(std::vector<TraceRecord> recs, int layers, int per_layer_gue
 // kernel) — the model's decode path. weights: the format of the layers' qkv / o / gate_up / down (lm_head
 // is bf16). The context is *seq_len, fixed during the replays. Returns ms/token (median of 40 replays, one graph
 // launch each).
+// StepShape::tokens > 1 (folded only): a short prompt's prefill as Step1Model.PrefillHistory runs it — `tokens` new
+// tokens through the same folded layers at M = tokens, attention sized for exactly `context` keys (the prompt), lm_head
+// on the last row, then the sampler (the prompt's first token). StepShape::eager: also time the same launches issued
+// one by one on the stream (the model's prefill is not a graph), so graph vs eager shows the launch gaps.
 enum class Fusion { none, add_norm, epilogues, folded };
 const char *fusion_name(Fusion f) {
     return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : f == Fusion::epilogues ? "epilog" : "folded";
@@ -260,9 +266,19 @@ std::vector<int> bench_contexts(std::vector<int> defaults) {
     return env_int_list("STEPAUDIO_BENCH_CONTEXTS", std::move(defaults), 1);
 }
 
+struct StepShape {
+    int tokens = 1;
+    bool eager = false;
+};
+
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16,
-                      unsigned skip = kSkipNone) {
+                      unsigned skip = kSkipNone, StepShape step_shape = {}) {
     const bool fused = fusion == Fusion::add_norm;
+    const int T = step_shape.tokens;
+    if (T < 1 || T > 16 || T > context || (T > 1 && fusion != Fusion::folded)) {
+        std::fprintf(stderr, "decode_step_ms: %d tokens at context %d (1..16 tokens, folded only beyond 1)\n", T, context);
+        std::exit(2);
+    }
     // The cache holds 4096 tokens (the figures of every session), more only for a longer context.
     const int H = 48, G = 4, D = 64, hidden = 3072, inter = 8192, vocab = 74752, layers = 32;
     const int max_ctx = std::max(4096, context + 128);
@@ -290,10 +306,10 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
         l.vc = alloc((size_t)max_ctx * kvw, 0x3c);
     }
     uint16_t *lm = alloc((size_t)vocab * hidden, 0x3c), *final_norm = alloc(hidden, 0x3f);
-    uint16_t *x = alloc(hidden, 0), *norm = alloc(hidden, 0), *qkv = alloc(qkv_n, 0), *att = alloc(H * D, 0),
-             *tmp = alloc(hidden, 0), *gu = alloc(2 * inter, 0), *act = alloc(inter, 0), *logits = alloc(vocab, 0);
+    uint16_t *x = alloc(T * hidden, 0), *norm = alloc(T * hidden, 0), *qkv = alloc(T * qkv_n, 0), *att = alloc(T * H * D, 0),
+             *tmp = alloc(hidden, 0), *gu = alloc(2 * inter, 0), *act = alloc(T * inter, 0), *logits = alloc(vocab, 0);
     float *slopes, *sumsq, *attn_ws;
-    ok(cudaMalloc(&sumsq, hidden / 16 * 4), "malloc");
+    ok(cudaMalloc(&sumsq, T * hidden / 16 * 4), "malloc");
     ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
     int32_t *history, *len, *next;
     uint64_t *step;
@@ -309,14 +325,16 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     cudaMemset(next, 0, 4);
     cudaMemset(step, 0, 8);
     const sa_sample_params greedy{0.0f, 1, 10, 1};
-    // The attention size of the model's graph for this context (decode_graph_sizes).
+    // The attention size of the model's graph for this context (decode_graph_sizes); a prefill's is its length.
     int graph_ctx = max_ctx;
     for (int size : decode_graph_sizes())
         if (size >= context && size < graph_ctx) graph_ctx = size;
-    const sa_attn_shape shape{H, G, D, 1, graph_ctx};
+    if (T > 1 || step_shape.eager) graph_ctx = context;
+    const sa_attn_shape shape{H, G, D, T, graph_ctx};
+    const size_t last = T - 1;  // lm_head's row
     // As in Generator, *seq_len is the history length, which includes the token being decoded.
     auto run_step = [&] {
-        sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, next, 1, x, stream), "embed");
+        sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, T > 1 ? history : next, T, x, stream), "embed");
         for (int l = 0; l < layers; ++l) {
             const Layer &L = ls[l];
             if (fusion == Fusion::folded) {
@@ -324,13 +342,13 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
                 const sa_norm_fold consume{nullptr, nullptr, nullptr, sumsq, eps};
                 const sa_norm_fold produce_post{L.post_norm, norm, sumsq, nullptr, 0.0f};
                 const sa_norm_fold produce_next{next_norm, norm, sumsq, nullptr, 0.0f};
-                if (l == 0) sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
-                if (!(skip & kSkipQkv)) L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, l == 0 ? nullptr : &consume);
+                if (l == 0) sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, T, hidden, eps, stream), "rmsnorm");
+                if (!(skip & kSkipQkv)) L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, l == 0 ? nullptr : &consume, T);
                 if (!(skip & kSkipAttention))
                     sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
-                if (!(skip & kSkipO)) L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD, &produce_post);
-                if (!(skip & kSkipGateUp)) L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU, &consume);
-                if (!(skip & kSkipDown)) L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD, &produce_next);
+                if (!(skip & kSkipO)) L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD, &produce_post, T);
+                if (!(skip & kSkipGateUp)) L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU, &consume, T);
+                if (!(skip & kSkipDown)) L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD, &produce_next, T);
                 continue;
             }
             if (fusion == Fusion::epilogues) {
@@ -360,10 +378,10 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             sa_ok(sa_cuda_swiglu_bf16(gu, act, 1, inter, stream), "swiglu");
             L.down->run(act, tmp, stream, "down");
         }
-        const sa_norm_fold consume_final{nullptr, nullptr, nullptr, sumsq, eps};
+        const sa_norm_fold consume_final{nullptr, nullptr, nullptr, sumsq + last * (hidden / 16), eps};
         if (fusion == Fusion::folded) {
             if (!(skip & kSkipLmHead))
-                sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, &consume_final, stream), "lm_head");
+                sa_ok(sa_cuda_linear_bf16(norm + last * hidden, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, &consume_final, stream), "lm_head");
             if (!(skip & kSkipSampler)) sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
             return;
         }
@@ -391,6 +409,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     size_t nodes = 0;
     cudaGraphGetNodes(graph, nullptr, &nodes);
     const auto ms = timed_ms(stream, 5, 40, [&] { ok(cudaGraphLaunch(exec, stream), "graph launch"); }, set_len);
+    const auto eager_ms = step_shape.eager ? timed_ms(stream, 3, 20, run_step, set_len) : std::vector<double>{};
     if (g_trace) {  // one more replay with the timeline attached
         auto attach = reinterpret_cast<TraceAttach>(dlsym(RTLD_DEFAULT, "sa_debug_trace_attach"));
         if (!attach) {
@@ -434,9 +453,15 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     }
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
-    std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)%s\n",
-                weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id,
-                skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
+    if (T > 1 || step_shape.eager)
+        std::printf("step %-5s %2d tokens, context %4d (attention %4d): graph %6.3f ms, eager %6.3f ms (%zu launches, last id %d)%s\n",
+                    weights_name(weights), T, context, graph_ctx, ms[ms.size() / 2],
+                    eager_ms.empty() ? 0.0 : eager_ms[eager_ms.size() / 2], nodes, id,
+                    skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
+    else
+        std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)%s\n",
+                    weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id,
+                    skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
     if (back_to_back_ms > 0)
         std::printf("  back to back (%d replays, an event between them): %6.3f ms/token, %+5.1f us per step vs one replay\n",
                     kBackToBack, back_to_back_ms, 1000.0 * (back_to_back_ms - ms[ms.size() / 2]));
@@ -577,6 +602,8 @@ void sampler_bench(cudaStream_t stream) {
 // kernel_bench            every benchmark
 // kernel_bench sampler    only the sampler
 // kernel_bench trace [bf16|w4a16|nf4]...  the folded step's timeline per layer position (a -DSA_TRACE=1 build)
+// kernel_bench prefill [bf16|w4a16|nf4]...  short prompts (STEPAUDIO_BENCH_PREFILL=1,2,4,8,12,16 tokens, ≤ 16) as
+//                         the model prefills them (folded layers at M = tokens), graph vs eager, parts left out
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
 //                         (STEPAUDIO_BENCH_CONTEXTS=64,2100,4200 for others; the cache grows past 4096 if needed)
 // kernel_bench decode [bf16|w4a16|w4a16-awq|nf4]...
@@ -609,13 +636,16 @@ int main(int argc, char **argv) {
         sampler_bench(stream);
         return 0;
     }
-    if (mode == "trace") {  // kernel_bench trace [formats]: the folded step at context 64 and its timeline
+    if (mode == "trace") {  // kernel_bench trace [formats]: the folded step at context 64 and its timeline; with
+                            // STEPAUDIO_TRACE_TOKENS=12, a 12-token prefill's instead
         g_trace = true;
+        const int tokens = env_int_list("STEPAUDIO_TRACE_TOKENS", {1}, 1)[0];
         for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
             if (wanted(w))
                 for (unsigned skip : {(unsigned)kSkipNone, (unsigned)kSkipAttention}) {
-                    std::printf("== %s %s\n", weights_name(w), skip ? "without attention" : "");
-                    decode_step_ms(stream, Fusion::folded, 64, w, skip);
+                    std::printf("== %s %s%s\n", weights_name(w), skip ? "without attention" : "",
+                                tokens > 1 ? (" " + std::to_string(tokens) + " tokens").c_str() : "");
+                    decode_step_ms(stream, Fusion::folded, tokens > 1 ? tokens : 64, w, skip, {tokens, false});
                 }
         return 0;
     }
@@ -638,6 +668,17 @@ int main(int argc, char **argv) {
                     std::printf("%-14s ", p.second);
                     decode_step_ms(stream, Fusion::folded, 64, w, p.first);
                 }
+        return 0;
+    }
+    if (mode == "prefill") {  // kernel_bench prefill [formats]: short prompts' forward, graph vs eager, with and
+                              // without attention, and the decode step at context 64 eagerly for comparison
+        for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
+            if (wanted(w)) {
+                decode_step_ms(stream, Fusion::folded, 64, w, kSkipNone, {1, true});
+                for (int t : env_int_list("STEPAUDIO_BENCH_PREFILL", {1, 2, 4, 8, 12, 16}, 1))
+                    for (unsigned skip : {(unsigned)kSkipNone, (unsigned)kSkipAttention, (unsigned)(kSkipAttention | kSkipLmHead | kSkipSampler)})
+                        decode_step_ms(stream, Fusion::folded, t, w, skip, {t, true});
+            }
         return 0;
     }
     if (mode == "attention") {
