@@ -58,12 +58,9 @@ public sealed class Generator(Step1Model model)
         model.WriteULong(model.SampleStep, 0);
         model.PrefillHistory(ids.Length);
         backend.Sample(model.Logits, config.VocabSize, model.History, model.HistoryLength, sampling, model.SampleStep, model.NextId);
-        int token = model.ReadInt(model.NextId);
-        var prefillTime = clock.Elapsed;
 
         var tokens = new List<int>();
-        int length = ids.Length + 1; // the sequence so far, `token` included
-        clock.Restart();
+        int length = ids.Length + 1; // the sequence so far, the first token included
         // The host keeps one step ahead: the step after token t is launched before t is read back, so the GPU does
         // not idle for the host's round trip. A step run at sequence length L appends its id at history[L]; that
         // slot, unlike NextId, is not overwritten by the step launched after it, so it is what gets read. (After a
@@ -95,9 +92,21 @@ public sealed class Generator(Step1Model model)
             : null;
 
         StopReason stop;
+        int token;
+        TimeSpan prefillTime;
         try
         {
+            // The first token is read like the others, through the queue, and the first decode step is launched
+            // before it arrives (the step takes its input from NextId on the device): the GPU goes from the prefill
+            // straight into decoding instead of waiting for a host round trip. The decode clock starts when the
+            // first token is in hand, so a few microseconds of that first step count as prefill.
+            readback.Enqueue(model.History + (nint)ids.Length * 4);
+            pending++;
             if (Limit(length, 1) is null) Launch(length);
+            token = readback.Dequeue();
+            pending--;
+            prefillTime = clock.Elapsed;
+            clock.Restart();
             while (true)
             {
                 if (token < 0) throw new InvalidOperationException($"sampling failed after {tokens.Count} tokens: every logit was -inf or NaN");
