@@ -122,13 +122,14 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttnArgs a) {
     }
     // Head slices: at short context most of the n_splits blocks of a (token block, group) have no keys, and what a
     // working split costs is its per-tile math, not its loads. So the idle blocks take a share of the heads: with
-    // `active` splits in use and S slices (S divides hpg, active · S <= n_splits, the largest S <= head_slices), block
+    // `active` splits in use and S slices (S divides hpg, active · S <= the blocks launched per (token block, group),
+    // gridDim.z >= n_splits; the largest S <= head_slices), block
     // z works on split z % active for heads [(z / active) · hpg / S, ...) and scores the same keys as its split's
     // other slices. No extra blocks are launched: at long context S = 1 and nothing changes.
     const int causal_end = pos0 + t0 + n_tok;
     const int active = split_keys(causal_end, a.n_splits, a.min_split_tiles, 0).active_splits;
     int slices = a.head_slices;
-    while (slices > 1 && (heads_per_group % slices != 0 || active * slices > a.n_splits)) --slices;
+    while (slices > 1 && (heads_per_group % slices != 0 || active * slices > (int)gridDim.z)) --slices;
     const int z = blockIdx.z, split = z % active, slice = z / active;
     if (slice >= slices) return;  // nothing to do; the combine kernel skips splits >= active
     const KeyRange keys = split_keys(causal_end, a.n_splits, a.min_split_tiles, split);
@@ -685,6 +686,19 @@ int mma_max_splits(int blocks_per_split) {
 #endif
 }
 
+// A short prompt's prefill (at most kSmallPrefillTokens new tokens, every key within kSmallPrefillKeys): one token per
+// block and the group's heads sliced over SA_ATTN_PREFILL_SLICES blocks, instead of up to 5 tokens x 12 heads = 60
+// queries in each of a dozen blocks, whose score loop then runs 5 query batches per warp back to back. The keys are
+// a few tiles that every block reads from L2, so the extra reads cost little and the chain gets short (the seed
+// form's 12-token prompt; kernels/NOTES.md, session 15). 0: the old shape (the A/B knob).
+#ifndef SA_ATTN_SMALL_PREFILL
+#define SA_ATTN_SMALL_PREFILL 1
+#endif
+#ifndef SA_ATTN_PREFILL_SLICES
+#define SA_ATTN_PREFILL_SLICES 3
+#endif
+constexpr int kSmallPrefillTokens = 16, kSmallPrefillKeys = 128;
+
 // Decode (one new token) of up to 16 heads per group of dim 64 runs on tensor cores (attention_decode_mma_kernel);
 // 0 sends it to attention_kernel like everything else (the A/B knob).
 #ifndef SA_ATTN_MMA
@@ -736,12 +750,13 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.n_new = T;
     a.max_ctx = shape->max_ctx;
     a.scale = 1.0f / std::sqrt((float)D);  // the CPU reference's scale, bit for bit
-    a.tokens_per_block = std::min({T, kMaxQueries / hpg, kMaxQueryElems / (hpg * D)});
+    const bool mma = SA_ATTN_MMA && T == 1 && D == 64 && hpg <= 16;
+    const bool small_prefill = SA_ATTN_SMALL_PREFILL && !mma && T > 1 && T <= kSmallPrefillTokens && shape->max_ctx <= kSmallPrefillKeys;
+    a.tokens_per_block = small_prefill ? 1 : std::min({T, kMaxQueries / hpg, kMaxQueryElems / (hpg * D)});
     const int token_blocks = (T + a.tokens_per_block - 1) / a.tokens_per_block;
     // Splits of the key range: enough blocks to fill the GPU at long context, no more than a full cache can give
     // min_split_tiles tiles each, and the partials must fit the workspace (none: one split). The device uses only as
     // many as *seq_len needs.
-    const bool mma = SA_ATTN_MMA && T == 1 && D == 64 && hpg <= 16;
     a.min_split_tiles = min_split_tiles(mma ? kMmaMinSplitTiles : kDefaultMinSplitTiles);
     const int64_t partial_per_split = (int64_t)T * H * (D + 2);
     const int64_t cache_tiles = (shape->max_ctx + kKeyTile - 1) / kKeyTile;
@@ -751,8 +766,9 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     splits = (int)std::min<int64_t>(splits, std::min(workspace_bytes / 4, kWorkspaceFloats) / partial_per_split);
     a.n_splits = std::max(splits, 1);
 
-    a.head_slices = SA_ATTN_HEAD_SLICES;
-    const dim3 grid(token_blocks, G, a.n_splits);
+    a.head_slices = small_prefill ? SA_ATTN_PREFILL_SLICES : SA_ATTN_HEAD_SLICES;
+    // Blocks per (token block, group): one per split, or more where the heads are sliced beyond the splits.
+    const dim3 grid(token_blocks, G, small_prefill ? std::max(a.n_splits, a.head_slices) : a.n_splits);
     const int accumulators = (a.tokens_per_block * hpg * D + kThreads - 1) / kThreads;
     sa_status st = mma ? launch_pdl("attention_decode_mma_kernel", &attention_decode_mma_kernel<64>, grid, dim3(kMmaThreads), 0, s, a)
                  : D == 32 ? launch_attention<32>(a, grid, accumulators, s)
