@@ -690,9 +690,10 @@ int mma_max_splits(int blocks_per_split) {
 // block and the group's heads sliced over SA_ATTN_PREFILL_SLICES blocks, instead of up to 5 tokens x 12 heads = 60
 // queries in each of a dozen blocks, whose score loop then runs 5 query batches per warp back to back. The keys are
 // a few tiles that every block reads from L2, so the extra reads cost little and the chain gets short (the seed
-// form's 12-token prompt; kernels/NOTES.md, session 15). 0: the old shape (the A/B knob).
+// form's 12-token prompt). Off until measured on a GPU (no machine could be started in session 15): 1 turns it on,
+// tests/gpu/prefill-split-run.sh is the A/B and runs the attention checks against it.
 #ifndef SA_ATTN_SMALL_PREFILL
-#define SA_ATTN_SMALL_PREFILL 1
+#define SA_ATTN_SMALL_PREFILL 0
 #endif
 #ifndef SA_ATTN_PREFILL_SLICES
 #define SA_ATTN_PREFILL_SLICES 3
