@@ -690,10 +690,11 @@ int mma_max_splits(int blocks_per_split) {
 // block and the group's heads sliced over SA_ATTN_PREFILL_SLICES blocks, instead of up to 5 tokens x 12 heads = 60
 // queries in each of a dozen blocks, whose score loop then runs 5 query batches per warp back to back. The keys are
 // a few tiles that every block reads from L2, so the extra reads cost little and the chain gets short (the seed
-// form's 12-token prompt). Off until measured on a GPU (no machine could be started in session 15): 1 turns it on,
-// tests/gpu/prefill-split-run.sh is the A/B and runs the attention checks against it.
+// form's 12-token prompt). Measured (H100, session 15, kernel_bench prefill, graph): the 12-token prefill 2.18 -> 1.72
+// ms (W4A16) and 2.39 -> 1.89 ms (NF4); attention's share of it from ~20 to ~5 µs per layer (kernels/NOTES.md).
+// 0: the old shape (the A/B knob; tests/gpu/prefill-split-run.sh).
 #ifndef SA_ATTN_SMALL_PREFILL
-#define SA_ATTN_SMALL_PREFILL 0
+#define SA_ATTN_SMALL_PREFILL 1
 #endif
 #ifndef SA_ATTN_PREFILL_SLICES
 #define SA_ATTN_PREFILL_SLICES 3
