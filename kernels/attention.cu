@@ -700,6 +700,11 @@ int mma_max_splits(int blocks_per_split) {
 #define SA_ATTN_PREFILL_SLICES 3
 #endif
 constexpr int kSmallPrefillTokens = 16, kSmallPrefillKeys = 128;
+// The limits above, or STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS (benchmark knobs: where does the shape stop paying?).
+int small_prefill_limit(const char *name, int fallback) {
+    const char *env = std::getenv(name);
+    return env && env[0] ? std::max(std::atoi(env), 0) : fallback;
+}
 
 // Decode (one new token) of up to 16 heads per group of dim 64 runs on tensor cores (attention_decode_mma_kernel);
 // 0 sends it to attention_kernel like everything else (the A/B knob).
@@ -753,7 +758,9 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.max_ctx = shape->max_ctx;
     a.scale = 1.0f / std::sqrt((float)D);  // the CPU reference's scale, bit for bit
     const bool mma = SA_ATTN_MMA && T == 1 && D == 64 && hpg <= 16;
-    const bool small_prefill = SA_ATTN_SMALL_PREFILL && !mma && T > 1 && T <= kSmallPrefillTokens && shape->max_ctx <= kSmallPrefillKeys;
+    static const int small_tokens = small_prefill_limit("STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS", kSmallPrefillTokens);
+    static const int small_keys = small_prefill_limit("STEPAUDIO_ATTN_SMALL_PREFILL_KEYS", kSmallPrefillKeys);
+    const bool small_prefill = SA_ATTN_SMALL_PREFILL && !mma && T > 1 && T <= small_tokens && shape->max_ctx <= small_keys;
     a.tokens_per_block = small_prefill ? 1 : std::min({T, kMaxQueries / hpg, kMaxQueryElems / (hpg * D)});
     const int token_blocks = (T + a.tokens_per_block - 1) / a.tokens_per_block;
     // Splits of the key range: enough blocks to fill the GPU at long context, no more than a full cache can give

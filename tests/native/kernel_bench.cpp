@@ -497,6 +497,48 @@ void small_kernels(cudaStream_t stream) {
     cudaFree(x), cudaFree(y), cudaFree(w), cudaFree(out), cudaFree(gu);
 }
 
+// Prefill attention alone, Step1 shape: T new tokens after ctx - T earlier ones, attention sized for ctx keys (as
+// Step1Model.PrefillHistory sizes it), rotating over 32 layers' caches; STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS
+// move the short-prefill shape's limits.
+void prefill_attention_bench(cudaStream_t stream) {
+    const int H = 48, G = 4, D = 64, layers = 32;
+    const std::pair<int, int> cases[] = {{2, 2}, {12, 12}, {16, 16}, {24, 24}, {32, 32}, {48, 48}, {64, 64},
+                                         {96, 96}, {128, 128}, {16, 128}, {64, 128}, {200, 200}, {300, 300}, {512, 512}};
+    const int max_ctx = 512;
+    const size_t cache = (size_t)max_ctx * G * D;
+    std::vector<uint16_t *> kc(layers), vc(layers);
+    for (int l = 0; l < layers; ++l) {
+        ok(cudaMalloc(&kc[l], cache * 2), "malloc k");
+        ok(cudaMalloc(&vc[l], cache * 2), "malloc v");
+        cudaMemset(kc[l], 0x3c, cache * 2);
+        cudaMemset(vc[l], 0x3c, cache * 2);
+    }
+    uint16_t *qkv, *out;
+    float *slopes, *attn_ws;
+    int32_t *len;
+    ok(cudaMalloc(&qkv, (size_t)(H + 2 * G) * D * 2 * max_ctx), "malloc");
+    ok(cudaMalloc(&out, (size_t)H * D * 2 * max_ctx), "malloc");
+    ok(cudaMalloc(&slopes, H * 4), "malloc");
+    ok(cudaMalloc(&len, 4), "malloc");
+    ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
+    cudaMemset(qkv, 0x3c, (size_t)(H + 2 * G) * D * 2 * max_ctx);
+    std::vector<float> hs(H);
+    sa_alibi_slopes(H, hs.data());
+    cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
+    for (const auto &c : cases) {
+        const int T = c.first, ctx = c.second;
+        cudaMemcpy(len, &ctx, 4, cudaMemcpyHostToDevice);
+        const sa_attn_shape shape{H, G, D, T, ctx};
+        const double us = time_graph(stream, [&](int i) {
+            sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, attn_ws,
+                                         SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+        });
+        std::printf("attention prefill n_new %4d keys %4d: %8.2f us\n", T, ctx, us);
+    }
+    for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
+    cudaFree(attn_ws), cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
+}
+
 // Decode attention, Step1 shape, rotating over 32 layers' caches (STEPAUDIO_ATTN_MIN_TILES sets the keys per split).
 void attention_bench(cudaStream_t stream) {
     const int H = 48, G = 4, D = 64, max_ctx = 8192, layers = 32;
@@ -679,6 +721,10 @@ int main(int argc, char **argv) {
                     for (unsigned skip : {(unsigned)kSkipNone, (unsigned)kSkipAttention, (unsigned)(kSkipAttention | kSkipLmHead | kSkipSampler)})
                         decode_step_ms(stream, Fusion::folded, t, w, skip, {t, true});
             }
+        return 0;
+    }
+    if (mode == "prefill-attention") {  // kernel_bench prefill-attention: attention alone at prefill shapes
+        prefill_attention_bench(stream);
         return 0;
     }
     if (mode == "attention") {
