@@ -667,13 +667,16 @@ __global__ void attention_combine_kernel(AttnArgs a, int head_dim) {
     *dst = sa_f32_to_bf16(__fdiv_rn(o, sum_s));
 }
 
+// A benchmark knob: the integer in environment variable `name` (at least `min`), or `fallback` when it is unset.
+int env_knob(const char *name, int fallback, int min) {
+    const char *env = std::getenv(name);
+    return env && env[0] ? std::max(std::atoi(env), min) : fallback;
+}
+
 // Tiles per split at least (STEPAUDIO_ATTN_MIN_TILES, a benchmark knob; default `fallback`: kDefaultMinSplitTiles
 // for attention_kernel, kMmaMinSplitTiles for attention_decode_mma_kernel).
 int min_split_tiles(int fallback) {
-    static const int env_tiles = [] {
-        const char *env = std::getenv("STEPAUDIO_ATTN_MIN_TILES");
-        return env && env[0] ? std::max(std::atoi(env), 1) : 0;
-    }();
+    static const int env_tiles = env_knob("STEPAUDIO_ATTN_MIN_TILES", 0, 1);
     return env_tiles > 0 ? env_tiles : fallback;
 }
 
@@ -699,12 +702,8 @@ int mma_max_splits(int blocks_per_split) {
 #ifndef SA_ATTN_PREFILL_SLICES
 #define SA_ATTN_PREFILL_SLICES 3
 #endif
+// The shape's limits; STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS move them (where does it stop paying?).
 constexpr int kSmallPrefillTokens = 16, kSmallPrefillKeys = 128;
-// The limits above, or STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS (benchmark knobs: where does the shape stop paying?).
-int small_prefill_limit(const char *name, int fallback) {
-    const char *env = std::getenv(name);
-    return env && env[0] ? std::max(std::atoi(env), 0) : fallback;
-}
 
 // Decode (one new token) of up to 16 heads per group of dim 64 runs on tensor cores (attention_decode_mma_kernel);
 // 0 sends it to attention_kernel like everything else (the A/B knob).
@@ -758,8 +757,8 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     a.max_ctx = shape->max_ctx;
     a.scale = 1.0f / std::sqrt((float)D);  // the CPU reference's scale, bit for bit
     const bool mma = SA_ATTN_MMA && T == 1 && D == 64 && hpg <= 16;
-    static const int small_tokens = small_prefill_limit("STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS", kSmallPrefillTokens);
-    static const int small_keys = small_prefill_limit("STEPAUDIO_ATTN_SMALL_PREFILL_KEYS", kSmallPrefillKeys);
+    static const int small_tokens = env_knob("STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS", kSmallPrefillTokens, 0);
+    static const int small_keys = env_knob("STEPAUDIO_ATTN_SMALL_PREFILL_KEYS", kSmallPrefillKeys, 0);
     const bool small_prefill = SA_ATTN_SMALL_PREFILL && !mma && T > 1 && T <= small_tokens && shape->max_ctx <= small_keys;
     a.tokens_per_block = small_prefill ? 1 : std::min({T, kMaxQueries / hpg, kMaxQueryElems / (hpg * D)});
     const int token_blocks = (T + a.tokens_per_block - 1) / a.tokens_per_block;

@@ -497,72 +497,65 @@ void small_kernels(cudaStream_t stream) {
     cudaFree(x), cudaFree(y), cudaFree(w), cudaFree(out), cudaFree(gu);
 }
 
+// Step1's attention buffers for the attention benches: 32 layers' K/V caches of max_ctx tokens (rotated over, so L2
+// does not hold them all), qkv and output rows for max_tokens new tokens, slopes, *seq_len and the split workspace.
+struct AttentionBuffers {
+    static constexpr int H = 48, G = 4, D = 64, layers = 32;
+    std::vector<uint16_t *> kc = std::vector<uint16_t *>(layers), vc = std::vector<uint16_t *>(layers);
+    uint16_t *qkv = nullptr, *out = nullptr;
+    float *slopes = nullptr, *ws = nullptr;
+    int32_t *len = nullptr;
+    AttentionBuffers(int max_ctx, int max_tokens) {
+        const size_t cache = (size_t)max_ctx * G * D, qkv_elems = (size_t)(H + 2 * G) * D * max_tokens;
+        for (int l = 0; l < layers; ++l) {
+            ok(cudaMalloc(&kc[l], cache * 2), "malloc k");
+            ok(cudaMalloc(&vc[l], cache * 2), "malloc v");
+            cudaMemset(kc[l], 0x3c, cache * 2);
+            cudaMemset(vc[l], 0x3c, cache * 2);
+        }
+        ok(cudaMalloc(&qkv, qkv_elems * 2), "malloc");
+        ok(cudaMalloc(&out, (size_t)H * D * 2 * max_tokens), "malloc");
+        ok(cudaMalloc(&slopes, H * 4), "malloc");
+        ok(cudaMalloc(&len, 4), "malloc");
+        ok(cudaMalloc(&ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
+        cudaMemset(qkv, 0x3c, qkv_elems * 2);
+        std::vector<float> hs(H);
+        sa_alibi_slopes(H, hs.data());
+        cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
+    }
+    AttentionBuffers(const AttentionBuffers &) = delete;
+    AttentionBuffers &operator=(const AttentionBuffers &) = delete;
+    ~AttentionBuffers() {
+        for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
+        cudaFree(ws), cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
+    }
+    void set_len(int n) { ok(cudaMemcpy(len, &n, 4, cudaMemcpyHostToDevice), "len"); }
+    void run(const sa_attn_shape &shape, int layer, cudaStream_t stream) {
+        sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[layer % layers], vc[layer % layers], len, slopes, out, ws,
+                                     SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+    }
+};
+
 // Prefill attention alone, Step1 shape: T new tokens after ctx - T earlier ones, attention sized for ctx keys (as
-// Step1Model.PrefillHistory sizes it), rotating over 32 layers' caches; STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS
-// move the short-prefill shape's limits.
+// Step1Model.PrefillHistory sizes it); STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS move the short-prefill shape's
+// limits.
 void prefill_attention_bench(cudaStream_t stream) {
-    const int H = 48, G = 4, D = 64, layers = 32;
     const std::pair<int, int> cases[] = {{2, 2}, {12, 12}, {16, 16}, {24, 24}, {32, 32}, {48, 48}, {64, 64},
                                          {96, 96}, {128, 128}, {16, 128}, {64, 128}, {200, 200}, {300, 300}, {512, 512}};
-    const int max_ctx = 512;
-    const size_t cache = (size_t)max_ctx * G * D;
-    std::vector<uint16_t *> kc(layers), vc(layers);
-    for (int l = 0; l < layers; ++l) {
-        ok(cudaMalloc(&kc[l], cache * 2), "malloc k");
-        ok(cudaMalloc(&vc[l], cache * 2), "malloc v");
-        cudaMemset(kc[l], 0x3c, cache * 2);
-        cudaMemset(vc[l], 0x3c, cache * 2);
-    }
-    uint16_t *qkv, *out;
-    float *slopes, *attn_ws;
-    int32_t *len;
-    ok(cudaMalloc(&qkv, (size_t)(H + 2 * G) * D * 2 * max_ctx), "malloc");
-    ok(cudaMalloc(&out, (size_t)H * D * 2 * max_ctx), "malloc");
-    ok(cudaMalloc(&slopes, H * 4), "malloc");
-    ok(cudaMalloc(&len, 4), "malloc");
-    ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
-    cudaMemset(qkv, 0x3c, (size_t)(H + 2 * G) * D * 2 * max_ctx);
-    std::vector<float> hs(H);
-    sa_alibi_slopes(H, hs.data());
-    cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
+    AttentionBuffers a(512, 512);
     for (const auto &c : cases) {
         const int T = c.first, ctx = c.second;
-        cudaMemcpy(len, &ctx, 4, cudaMemcpyHostToDevice);
-        const sa_attn_shape shape{H, G, D, T, ctx};
-        const double us = time_graph(stream, [&](int i) {
-            sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, attn_ws,
-                                         SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
-        });
+        a.set_len(ctx);
+        const sa_attn_shape shape{a.H, a.G, a.D, T, ctx};
+        const double us = time_graph(stream, [&](int i) { a.run(shape, i, stream); });
         std::printf("attention prefill n_new %4d keys %4d: %8.2f us\n", T, ctx, us);
     }
-    for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
-    cudaFree(attn_ws), cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
 }
 
 // Decode attention, Step1 shape, rotating over 32 layers' caches (STEPAUDIO_ATTN_MIN_TILES sets the keys per split).
 void attention_bench(cudaStream_t stream) {
-    const int H = 48, G = 4, D = 64, max_ctx = 8192, layers = 32;
-    const size_t cache = (size_t)max_ctx * G * D;
-    std::vector<uint16_t *> kc(layers), vc(layers);
-    for (int l = 0; l < layers; ++l) {
-        ok(cudaMalloc(&kc[l], cache * 2), "malloc k");
-        ok(cudaMalloc(&vc[l], cache * 2), "malloc v");
-        cudaMemset(kc[l], 0x3c, cache * 2);
-        cudaMemset(vc[l], 0x3c, cache * 2);
-    }
-    uint16_t *qkv, *out;
-    float *slopes;
-    int32_t *len;
-    ok(cudaMalloc(&qkv, (size_t)(H + 2 * G) * D * 2 * 16), "malloc");
-    ok(cudaMalloc(&out, (size_t)H * D * 2 * 16), "malloc");
-    ok(cudaMalloc(&slopes, H * 4), "malloc");
-    ok(cudaMalloc(&len, 4), "malloc");
-    float *attn_ws;
-    ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
-    cudaMemset(qkv, 0x3c, (size_t)(H + 2 * G) * D * 2 * 16);
-    std::vector<float> hs(H);
-    sa_alibi_slopes(H, hs.data());
-    cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
+    const int max_ctx = 8192;
+    AttentionBuffers a(max_ctx, 16);
     // Decode also at the sizes of the model's smaller decode graphs that hold the sequence (decode_graph_sizes).
     std::vector<int> graph_ctxs = {max_ctx};
     for (int size : decode_graph_sizes()) graph_ctxs.push_back(size);
@@ -570,25 +563,17 @@ void attention_bench(cudaStream_t stream) {
         for (int n_new : {1, 4}) {
             for (int graph_ctx : graph_ctxs) {
                 if (graph_ctx != max_ctx && (seq > graph_ctx || n_new != 1)) continue;
-                cudaMemcpy(len, &seq, 4, cudaMemcpyHostToDevice);
-                sa_attn_shape shape{H, G, D, n_new, graph_ctx};
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[0], vc[0], len, slopes, out, attn_ws,
-                                             SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+                a.set_len(seq);
+                const sa_attn_shape shape{a.H, a.G, a.D, n_new, graph_ctx};
+                a.run(shape, 0, stream);
                 ok(cudaStreamSynchronize(stream), "sync");
-                const double us = time_graph(stream, [&](int i) {
-                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, kc[i % layers], vc[i % layers], len, slopes, out, attn_ws,
-                                                 SA_ATTENTION_WORKSPACE_BYTES, stream),
-                          "attention");
-                });
-                const double bytes = 2.0 * seq * G * D * 2;
+                const double us = time_graph(stream, [&](int i) { a.run(shape, i, stream); });
+                const double bytes = 2.0 * seq * a.G * a.D * 2;
                 std::printf("attention decode seq_len %5d n_new %d max_ctx %4d: %8.2f us, KV %6.0f GB/s\n", seq, n_new,
                             graph_ctx, us, bytes / (us * 1e3));
             }
         }
     }
-    for (int l = 0; l < layers; ++l) cudaFree(kc[l]), cudaFree(vc[l]);
-    cudaFree(attn_ws);
-    cudaFree(qkv), cudaFree(out), cudaFree(slopes), cudaFree(len);
 }
 
 // The sampler at Step1's vocabulary: greedy and the server's setting (temperature 0.7, top-k 50, window 10), on two
