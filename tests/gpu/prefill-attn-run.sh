@@ -7,7 +7,7 @@
 cd "$(dirname "$0")/../.."
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 AB_DIR=/tmp/paab DEADLINE=${DEADLINE:-300} . tests/gpu/ab-build.sh
-ab_build kernels/attention.cu
+ab_build kernels/attention.cu tests/native/nf4_bench.cu tests/native/w4a16_bench.cu  # the benches: skinny-profile.sh
 cat "$out/build.txt"
 STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS=512 STEPAUDIO_ATTN_SMALL_PREFILL_KEYS=9000 timeout $(left 90) $b/native_kernel_tests attention \
   > "$out/native-attention-forced.txt" 2>&1
