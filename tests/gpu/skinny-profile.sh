@@ -37,7 +37,7 @@ for shape in ${SHAPES:-gate_up down}; do
     done
   done
 done
-# One row per launch: time, DRAM %, L1 %, shared-memory wavefronts and LSU instructions per KB of packed weight, tensor
+# One row per launch: time, DRAM %, L1 % (throughput, hit rate, bytes read from L2), shared-memory wavefronts and LSU instructions per KB of packed weight, tensor
 # pipe %, issue active %, warps per scheduler, and the three largest stall reasons (cycles per issued instruction).
 python3 - "$out" ${SHAPES:-gate_up down} -- ${MS:-1 8 12 16} <<'PY' | tee "$out/skinny-table.txt"
 import csv, sys, os
@@ -56,8 +56,8 @@ def num(d, key):
     try: return float(v)
     except ValueError: return None
 def fmt(v, p=1): return "-" if v is None else f"{v:.{p}f}"
-print("| launch | kernel | µs | DRAM % | L1 % | smem wavefronts / KB | LSU inst / KB | tensor % | issue % | warps/sched | top stalls |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| launch | kernel | µs | DRAM % | L1 % | L1 hit % | L2 → L1 MB | smem wavefronts / KB | LSU inst / KB | tensor % | issue % | warps/sched | top stalls |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for shape in shapes:
     for m in ms:
         for f in ("nf4", "w4a16"):
@@ -72,6 +72,8 @@ for shape in shapes:
             print(f"| {f} {shape} M={m} | {d.get('Kernel Name', '?')[:40]} | {fmt(t / 1e3 if t else None, 2)} | "
                   f"{fmt(num(d, 'dram__throughput.avg.pct_of_peak_sustained_elapsed'))} | "
                   f"{fmt(num(d, 'l1tex__throughput.avg.pct_of_peak_sustained_active'))} | "
+                  f"{fmt(num(d, 'l1tex__t_sector_hit_rate.pct'))} | "
+                  f"{fmt((num(d, 'lts__t_sectors_srcunit_tex_op_read.sum') or 0) * 32 / 1e6)} | "
                   f"{fmt(wf / kb if wf else None, 0)} | {fmt(lsu / kb if lsu else None, 0)} | "
                   f"{fmt(num(d, 'sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active'))} | "
                   f"{fmt(num(d, 'smsp__issue_active.avg.pct_of_peak_sustained_active'))} | "
