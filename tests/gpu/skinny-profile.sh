@@ -27,7 +27,7 @@ for shape in ${SHAPES:-gate_up down}; do
         regex='nf4_gemv'
       else
         prog="env W4A16_BENCH_NO_CHECKS=1 W4A16_BENCH_NO_CUBLAS=1 W4A16_BENCH_M=$m W4A16_BENCH_SHAPES=${w4_shape[$shape]} $b/w4a16_bench"
-        regex='w4a16_(stream|skinny)'
+        regex='w4a16_(stream|skinny|wide)'
       fi
       timeout 120 ncu --clock-control none $sections --kernel-name-base mangled --kernel-name "regex:$regex" \
         --launch-skip 3 --launch-count 1 -f -o $rep $prog > "$out/ncu-run-$name.txt" 2>&1
