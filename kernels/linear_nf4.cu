@@ -165,16 +165,23 @@ struct UnitMma {
 // pair table's 256-byte rows (slot q of warp w: rows (2w + q)·16 + r, row stride 256 B), further slots in a region of
 // their own (row stride 128 B). Chunk c (16 B) of stage row r sits at chunk c ^ 2·(r & 3): the LDS.64 of a half-warp
 // (rows g..g+3, bytes 8t of one 64-block) then hit 32 different banks, and the copies of one row 8 different chunks.
-// Ring slots per warp (a build-time knob: 3 and 4, with their own shared memory, measured 0-17% slower).
+// Ring slots per warp for one / two 8-token tiles (build-time knobs; 3 and 4 slots, with their own shared memory,
+// measured 0-17% slower at M = 1). More slots also mean more shared memory per block, so fewer resident blocks and
+// more L1 left for x (two token tiles: x of 16 tokens at K = 3072 is 96 KB).
 #ifndef SA_NF4_RING_SLOTS
 #define SA_NF4_RING_SLOTS 2
 #endif
-constexpr int kRingSlots = SA_NF4_RING_SLOTS, kStageBlocks = 4;
+#ifndef SA_NF4_RING_SLOTS2
+#define SA_NF4_RING_SLOTS2 SA_NF4_RING_SLOTS
+#endif
+__host__ __device__ constexpr int ring_slots(int tiles) { return tiles == 1 ? SA_NF4_RING_SLOTS : SA_NF4_RING_SLOTS2; }
+constexpr int kStageBlocks = 4;
 constexpr int kExtraSlotBytes = kWarps * kTileRows * 128;  // per slot beyond the first two, all warps
 static_assert(kNf4LutRowBytes == 256, "the ring's first two slots live in the pair table's spare half-rows");
-static_assert(kWarps * 2 * kTileRows <= 256 && kRingSlots >= 2, "two slots per warp in the table's half-rows");
+static_assert(kWarps * 2 * kTileRows <= 256 && ring_slots(1) >= 2 && ring_slots(2) >= 2,
+              "two slots per warp in the table's half-rows");
 
-
+template <int kRingSlots>
 struct WarpRing {
     int lo, hi, base0, stages;  // the warp's 64-blocks [lo, hi) of a tile, in stages from base0 (128-byte aligned)
     uint32_t slot01, extra;     // shared byte offsets of row 0 of the warp's slot 0 and of its first extra slot
@@ -255,6 +262,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
     pdl_launch_dependents(!late);
     constexpr int kBatch = Tiles == 1 ? SA_NF4_BATCH : SA_NF4_BATCH2;
+    constexpr int kRingSlots = ring_slots(Tiles);
     static_assert(kSegUnits % (2 * kBatch) == 0, "a segment is a whole number of batch pairs");
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *lut = smem;
@@ -286,7 +294,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         }
     };
     // Ring path: the first kRingSlots stages of the warp's range.
-    WarpRing ring{};
+    WarpRing<kRingSlots> ring{};
     const uint8_t *src[4];
     if constexpr (Ring) {
         ring.init(warp, kb, v4_extra_offset(kb));
@@ -372,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         for (int s = 0; s < ring.stages; ++s) {
             cp_async_wait<kRingSlots - 1>();  // stage s has landed (this thread's copies) ...
             __syncwarp();                     // ... and every lane's
-            ring.multiply<kPairs>(mma, acc, smem, s % kRingSlots, ring.base0 + kStageBlocks * s,
+            ring.template multiply<kPairs>(mma, acc, smem, s % kRingSlots, ring.base0 + kStageBlocks * s,
                                   reinterpret_cast<const float2 *>(scales));
             __syncwarp();  // every lane has read the slot before it is refilled
             issue_stage(s + kRingSlots);
@@ -447,6 +455,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
                     const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
     pdl_launch_dependents(!late);
+    constexpr int kRingSlots = ring_slots(Tiles);
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *lut = smem;
     float *nested_map = reinterpret_cast<float *>(smem + kNestedOffset);
@@ -501,7 +510,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 
     // The issue cursor walks the warp's stages tile after tile, kRingSlots stages ahead of the multiplies; stage
     // number sig goes to slot sig % kRingSlots.
-    WarpRing ring{};
+    WarpRing<kRingSlots> ring{};
     ring.init(warp, kb, stream_extra_offset(kb));
     int issue_ti = 0, issue_s = 0, issue_sig = 0;
     const uint8_t *src[4];
@@ -548,7 +557,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         for (int s = 0; s < ring.stages; ++s, ++sig) {
             cp_async_wait<kRingSlots - 1>();  // stage sig has landed (this thread's copies) ...
             __syncwarp();                     // ... and every lane's
-            ring.multiply<SA_NF4_PAIRS != 0>(mma, acc, smem, sig % kRingSlots, ring.base0 + kStageBlocks * s, sc);
+            ring.template multiply<SA_NF4_PAIRS != 0>(mma, acc, smem, sig % kRingSlots, ring.base0 + kStageBlocks * s, sc);
             __syncwarp();  // every lane has read the slot before it is refilled
             issue_next();
         }
@@ -572,6 +581,7 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
                         int m, int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     auto kernel = &nf4_gemv_stream<Tiles, DQ>;
     const int kb = k / SA_NF4_BLOCK;
+    constexpr int kRingSlots = ring_slots(Tiles);
     const int smem = stream_extra_offset(kb) + (kRingSlots - 2) * kExtraSlotBytes;
     constexpr int kMaxSmem = stream_extra_offset(kStreamMaxKb) + (kRingSlots - 2) * kExtraSlotBytes;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation); the grid is
@@ -596,6 +606,7 @@ template <int Tiles, bool DQ, bool Ring>
 sa_status launch_v4(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
                     int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     auto kernel = &nf4_gemv<Tiles, DQ, Ring>;
+    constexpr int kRingSlots = ring_slots(Tiles);
     constexpr int kMaxSmem = Ring ? v4_extra_offset(kSegBlocks) + (kRingSlots - 2) * kExtraSlotBytes : kSmemMax;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
     static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
