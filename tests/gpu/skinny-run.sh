@@ -13,10 +13,10 @@
 #   3. kernel_bench prefill nf4 (the folded forward at 1..16 tokens), main and wide4;
 #   4. kernel_bench prefill-attention: default limits, 128 tokens, 512 tokens / 512 keys (prefill-attn-run.sh);
 #   5. skinny-profile.sh on gate_up at M = 8 and 12 (ncu: L1 hit rate, L2 reads, stalls), if time is left.
-# DEADLINE (default 540 s). Nothing to carry. On the device: bash tests/gpu/skinny-run.sh
+# DEADLINE (default 450 s). Nothing to carry. On the device: bash tests/gpu/skinny-run.sh
 cd "$(dirname "$0")/../.."
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-AB_DIR=/tmp/skab DEADLINE=${DEADLINE:-540} \
+AB_DIR=/tmp/skab DEADLINE=${DEADLINE:-450} \
   VARIANTS="wide3:-DSA_NF4_RING_SLOTS2=3 wide4:-DSA_NF4_RING_SLOTS2=4 bps1:-DSA_NF4_BLOCKS_PER_SM=1" . tests/gpu/ab-build.sh
 ab_build kernels/linear_nf4.cu tests/native/nf4_bench.cu tests/native/w4a16_bench.cu
 cat "$out/build.txt"; grep -E "nf4_gemv_stream" "$out/ptxas.txt" | cut -c1-160 | head -12
