@@ -7,7 +7,7 @@
 # (SA_NF4_RING_SLOTS2=4: wide4) force 1 block per SM with the same bytes in flight and ~124 KB of L1; wide3 and bps1
 # (SA_NF4_BLOCKS_PER_SM=1: up to 255 registers, so 1 block per SM, every M) are the other two points.
 # Builds per file (tests/gpu/ab-build.sh, varied file kernels/linear_nf4.cu, variants wide3 / wide4 / bps1), then:
-#   1. native_kernel_tests, all checks (main's first nvcc build of 1896924 / 197bc41), and the attention checks with the
+#   1. the attention checks of native_kernel_tests (main's first CUDA 13 build of 1896924 / 197bc41), and with the
 #      short-prefill shape forced on for every prefill;
 #   2. nf4_bench at M = 1, 8, 12, 16 on Step1's four shapes, main and each variant (the NF4 checks first for wide4);
 #   3. kernel_bench prefill nf4 (the folded forward at 1..16 tokens), main and wide4;
@@ -20,8 +20,8 @@ AB_DIR=/tmp/skab DEADLINE=${DEADLINE:-450} \
   VARIANTS="wide3:-DSA_NF4_RING_SLOTS2=3 wide4:-DSA_NF4_RING_SLOTS2=4 bps1:-DSA_NF4_BLOCKS_PER_SM=1" . tests/gpu/ab-build.sh
 ab_build kernels/linear_nf4.cu tests/native/nf4_bench.cu tests/native/w4a16_bench.cu
 cat "$out/build.txt"; grep -E "nf4_gemv_stream" "$out/ptxas.txt" | cut -c1-160 | head -12
-timeout $(left 150) $b/native_kernel_tests > "$out/native-all.txt" 2>&1
-echo "native checks rc $? at $(el) s: $(grep -E '^native:' "$out/native-all.txt")"; grep FAIL "$out/native-all.txt" | head
+timeout $(left 90) $b/native_kernel_tests attention > "$out/native-attention.txt" 2>&1
+echo "attention checks rc $? at $(el) s: $(grep -E '^native:' "$out/native-attention.txt")"; grep FAIL "$out/native-attention.txt" | head
 STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS=512 STEPAUDIO_ATTN_SMALL_PREFILL_KEYS=9000 timeout $(left 60) $b/native_kernel_tests attention \
   > "$out/native-attention-forced.txt" 2>&1
 echo "attention checks, shape forced on: rc $? $(grep -E '^native:' "$out/native-attention-forced.txt")"; grep FAIL "$out/native-attention-forced.txt" | head
