@@ -443,10 +443,20 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 constexpr int kStreamMaxKb = 64;
 constexpr int kScaleRegs = kStreamMaxKb * kTileRows / kThreads;
 constexpr int kPartialBytes = kWarps * kTileRows * 16 * 4;
+// Partial-sum buffers of the two-token-tile kernel (a build-time knob): 1 saves 8 KB of shared memory per block, which
+// lets the carveout leave L1 room for x of 12 tokens at 2 blocks per SM (2 x 80 KB + 92 KB of L1), for one more
+// block barrier per tile (before the partials are written, so that the previous tile's reduction has read them).
+#ifndef SA_NF4_STREAM_PARTIALS2
+#define SA_NF4_STREAM_PARTIALS2 2
+#endif
+__host__ __device__ constexpr int partial_buffers(int tiles) { return tiles == 1 ? 2 : SA_NF4_STREAM_PARTIALS2; }
+static_assert(partial_buffers(2) == 1 || partial_buffers(2) == 2, "one or two partial-sum buffers");
 __host__ __device__ constexpr int stream_partial_offset(int kb) { return kScalesOffset + 2 * kb * 8 * 8; }
-__host__ __device__ constexpr int stream_inv_offset(int kb) { return stream_partial_offset(kb) + 2 * kPartialBytes; }
-__host__ __device__ constexpr int stream_extra_offset(int kb) {  // after a folded norm's 1/rms
-    return stream_inv_offset(kb) + (SA_EPILOGUE_MAX_M * 4 + 15) / 16 * 16;
+__host__ __device__ constexpr int stream_inv_offset(int kb, int tiles) {
+    return stream_partial_offset(kb) + partial_buffers(tiles) * kPartialBytes;
+}
+__host__ __device__ constexpr int stream_extra_offset(int kb, int tiles) {  // after a folded norm's 1/rms
+    return stream_inv_offset(kb, tiles) + (SA_EPILOGUE_MAX_M * 4 + 15) / 16 * 16;
 }
 
 template <int Tiles, bool DQ>
@@ -462,10 +472,12 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int kb = k / SA_NF4_BLOCK, tiles = (n + kTileRows - 1) / kTileRows, grid = gridDim.x;
     const int my_tiles = (tiles - (int)blockIdx.x + grid - 1) / grid;  // block-uniform (the tile-end barriers)
-    // Tile ti's scales ([64-block][g] float2) and partial sums ([warp][row][token]) in buffer ti & 1.
+    // Tile ti's scales ([64-block][g] float2) and partial sums ([warp][row][token]) in buffer ti & 1 (the partials in
+    // buffer 0 when there is one).
+    constexpr int kPartialBuffers = partial_buffers(Tiles);
     auto scales = [&](int ti) { return reinterpret_cast<float *>(smem + kScalesOffset + (ti & 1) * kb * 64); };
     auto partials = [&](int ti) {
-        return reinterpret_cast<float *>(smem + stream_partial_offset(kb) + (ti & 1) * kPartialBytes);
+        return reinterpret_cast<float *>(smem + stream_partial_offset(kb) + (ti % kPartialBuffers) * kPartialBytes);
     };
     // W row of row i of the block's tile ti (linear_epilogue.cuh); rows past n read row n - 1 and are never stored.
     auto w_row = [&](int ti, int i) {
@@ -511,7 +523,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     // The issue cursor walks the warp's stages tile after tile, kRingSlots stages ahead of the multiplies; stage
     // number sig goes to slot sig % kRingSlots.
     WarpRing<kRingSlots> ring{};
-    ring.init(warp, kb, stream_extra_offset(kb));
+    ring.init(warp, kb, stream_extra_offset(kb, Tiles));
     int issue_ti = 0, issue_s = 0, issue_sig = 0;
     const uint8_t *src[4];
     auto set_src = [&](int ti) {
@@ -547,7 +559,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     pdl_wait();
     if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
-    float *fold_inv = reinterpret_cast<float *>(smem + stream_inv_offset(kb));
+    float *fold_inv = reinterpret_cast<float *>(smem + stream_inv_offset(kb, Tiles));
 
     const UnitMma<Tiles> mma{lut, x, k, m, g, t, 4u * lane};
     int sig = 0;
@@ -563,6 +575,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         }
         // Tile ti done by this warp. Buffers ti & 1 (partials) and (ti + 1) & 1 (scales) were last read before the
         // previous barrier (the reduction of tile ti - 2, the multiplies of tile ti - 1), which every thread has passed.
+        // One partial buffer: the reduction of tile ti - 1 read it after that barrier, so wait for it (block-uniform).
+        if (kPartialBuffers == 1 && ti > 0) __syncthreads();
         float *partial = partials(ti);
         sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);
         store_scales(sr, ti + 1);
@@ -582,8 +596,8 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
     auto kernel = &nf4_gemv_stream<Tiles, DQ>;
     const int kb = k / SA_NF4_BLOCK;
     constexpr int kRingSlots = ring_slots(Tiles);
-    const int smem = stream_extra_offset(kb) + (kRingSlots - 2) * kExtraSlotBytes;
-    constexpr int kMaxSmem = stream_extra_offset(kStreamMaxKb) + (kRingSlots - 2) * kExtraSlotBytes;
+    const int smem = stream_extra_offset(kb, Tiles) + (kRingSlots - 2) * kExtraSlotBytes;
+    constexpr int kMaxSmem = stream_extra_offset(kStreamMaxKb, Tiles) + (kRingSlots - 2) * kExtraSlotBytes;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation); the grid is
     // as many blocks as are resident at once (at the largest K) or the tile count.
     static int resident_per_sm = 0;
