@@ -10,10 +10,11 @@
 # Builds per file (tests/gpu/ab-build.sh, varied file kernels/linear_nf4.cu, variants wide4 / one / bps1), then:
 #   1. the attention checks of native_kernel_tests (main's first CUDA 13 build of 1896924 / 197bc41), and with the
 #      short-prefill shape forced on for every prefill;
-#   2. nf4_bench at M = 1, 8, 12, 16 on Step1's four shapes, main and each variant (the NF4 checks first for wide4 and one);
+#   2. nf4_bench at M = 1, 8, 12, 16 on Step1's four shapes, main and each variant;
 #   3. kernel_bench prefill nf4 (the folded forward at 1..16 tokens), main, wide4 and one;
-#   4. kernel_bench prefill-attention: default limits, 128 tokens, 512 tokens / 512 keys (prefill-attn-run.sh);
-#   5. skinny-profile.sh on gate_up at M = 8 and 12 (ncu: L1 hit rate, L2 reads, stalls), if time is left.
+#   4. the NF4 native checks (every check whose name has "nf4") against wide4 and one;
+#   5. kernel_bench prefill-attention: default limits, 128 tokens, 512 tokens / 512 keys (prefill-attn-run.sh);
+#   6. skinny-profile.sh on gate_up at M = 8 and 12 (ncu: L1 hit rate, L2 reads, stalls), if time is left.
 # DEADLINE (default 450 s). Nothing to carry. On the device: bash tests/gpu/skinny-run.sh
 cd "$(dirname "$0")/../.."
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
@@ -29,13 +30,15 @@ echo "attention checks, shape forced on: rc $? $(grep -E '^native:' "$out/native
 shapes=16384x3072,3584x3072,3072x3072,3072x8192
 bench() { env NF4_BENCH_NO_CHECKS=1 NF4_BENCH_M=1,8,12,16 NF4_BENCH_SHAPES=$shapes "$@"; }
 run "nf4_bench main" 40 bench $b/nf4_bench
-run "nf4_bench wide4 (with the NF4 checks)" 60 env NF4_BENCH_M=1,8,12,16 NF4_BENCH_SHAPES=$shapes $b/nf4_bench_wide4
-run "nf4_bench one (with the NF4 checks)" 60 env NF4_BENCH_M=1,8,12,16 NF4_BENCH_SHAPES=$shapes $b/nf4_bench_one
+run "nf4_bench wide4" 40 bench $b/nf4_bench_wide4
+run "nf4_bench one" 40 bench $b/nf4_bench_one
 run "nf4_bench bps1" 40 bench $b/nf4_bench_bps1
 run "nf4_bench main, again" 40 bench $b/nf4_bench
 run "prefill nf4 main" 60 env STEPAUDIO_BENCH_PREFILL=1,8,12,16 $b/kernel_bench prefill nf4
 run "prefill nf4 wide4" 60 env STEPAUDIO_BENCH_PREFILL=1,8,12,16 $b/kernel_bench_wide4 prefill nf4
 run "prefill nf4 one" 60 env STEPAUDIO_BENCH_PREFILL=1,8,12,16 $b/kernel_bench_one prefill nf4
+run "NF4 native checks (nf4, epilogue nf4, folded norm nf4), wide4" 60 $b/native_kernel_tests_wide4 nf4
+run "NF4 native checks, one" 60 $b/native_kernel_tests_one nf4
 run "prefill-attention, default limits" 40 $b/kernel_bench prefill-attention
 run "prefill-attention, 128 tokens" 40 env STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS=128 $b/kernel_bench prefill-attention
 run "prefill-attention, 512 tokens, 512 keys" 40 env STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS=512 STEPAUDIO_ATTN_SMALL_PREFILL_KEYS=512 $b/kernel_bench prefill-attention
