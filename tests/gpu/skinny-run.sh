@@ -45,5 +45,5 @@ run "prefill-attention, 512 tokens, 512 keys" 40 env STEPAUDIO_ATTN_SMALL_PREFIL
 if [ $(left 1000) -gt 100 ]; then
   AB_DIR=$b SHAPES=gate_up MS="8 12" timeout $(left 1000) bash tests/gpu/skinny-profile.sh > "$out/skinny-profile.txt" 2>&1
 fi
-grep -E "^==|rc |gemv M=|copy band|^ *[0-9]+ +[0-9.]+ +[0-9.]+|tokens|prefill" "$out/runs.txt" | cut -c1-200 | head -150
+grep -E "^==|^rc |gemv M=|copy band|FAIL|checks:|native:|ms|tokens" "$out/runs.txt" | cut -c1-160 | head -170
 tail -8 "$out/skinny-profile.txt" 2>/dev/null
