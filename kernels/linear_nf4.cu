@@ -438,16 +438,19 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
 // Block b owns tiles b, b + grid, ...; each warp's ring (above) runs on from one tile's stages into the next tile's,
 // so the copies of the next tile are in flight while this one is multiplied. The pair table is built once per block;
 // the absmax of tile ti + 1 are loaded into registers during tile ti and decoded into the other of two shared buffers
-// at its end; the warps' partial sums go to one of two shared buffers, one barrier per tile, and the tile's y is
-// reduced and written while the warps go on with the next tile. K <= 4096 (<= 4 absmax entries per thread and tile).
+// at its end; the warps' partial sums go to one of two shared buffers (one for two token tiles: L1 room for x), one
+// barrier per tile (two), and the tile's y is reduced and written while the warps go on with the next tile.
+// K <= 4096 (<= 4 absmax entries per thread and tile).
 constexpr int kStreamMaxKb = 64;
 constexpr int kScaleRegs = kStreamMaxKb * kTileRows / kThreads;
 constexpr int kPartialBytes = kWarps * kTileRows * 16 * 4;
 // Partial-sum buffers of the two-token-tile kernel (a build-time knob): 1 saves 8 KB of shared memory per block, which
-// lets the carveout leave L1 room for x of 12 tokens at 2 blocks per SM (2 x 80 KB + 92 KB of L1), for one more
-// block barrier per tile (before the partials are written, so that the previous tile's reduction has read them).
+// lets the carveout leave L1 room for x of 12 tokens at 2 blocks per SM (2 x 80 KB + 92 KB of L1; with 2 buffers
+// ~60 KB, and x of 9-16 tokens at K = 3072 is 54-96 KB, re-read by every tile), for one more block barrier per tile
+// (before the partials are written, so that the previous tile's reduction has read them). Measured (H100, session
+// 16, NOTES_QUANT.md): the 12-token NF4 forward 1.866 -> 1.800 ms; 1 block per SM with more L1 was far slower.
 #ifndef SA_NF4_STREAM_PARTIALS2
-#define SA_NF4_STREAM_PARTIALS2 2
+#define SA_NF4_STREAM_PARTIALS2 1
 #endif
 __host__ __device__ constexpr int partial_buffers(int tiles) { return tiles == 1 ? 2 : SA_NF4_STREAM_PARTIALS2; }
 static_assert(partial_buffers(2) == 1 || partial_buffers(2) == 2, "one or two partial-sum buffers");

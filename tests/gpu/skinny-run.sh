@@ -28,12 +28,12 @@ STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS=512 STEPAUDIO_ATTN_SMALL_PREFILL_KEYS=9000 t
   > "$out/native-attention-forced.txt" 2>&1
 echo "attention checks, shape forced on: rc $? $(grep -E '^native:' "$out/native-attention-forced.txt")"; grep FAIL "$out/native-attention-forced.txt" | head
 shapes=16384x3072,3584x3072,3072x3072,3072x8192
-bench() { env NF4_BENCH_NO_CHECKS=1 NF4_BENCH_M=1,8,12,16 NF4_BENCH_SHAPES=$shapes "$@"; }
-run "nf4_bench main" 40 bench $b/nf4_bench
-run "nf4_bench wide4" 40 bench $b/nf4_bench_wide4
-run "nf4_bench one" 40 bench $b/nf4_bench_one
-run "nf4_bench bps1" 40 bench $b/nf4_bench_bps1
-run "nf4_bench main, again" 40 bench $b/nf4_bench
+bench="env NF4_BENCH_NO_CHECKS=1 NF4_BENCH_M=1,8,12,16 NF4_BENCH_SHAPES=$shapes"  # a command prefix: run() uses timeout
+run "nf4_bench main" 40 $bench $b/nf4_bench
+run "nf4_bench wide4" 40 $bench $b/nf4_bench_wide4
+run "nf4_bench one" 40 $bench $b/nf4_bench_one
+run "nf4_bench bps1" 40 $bench $b/nf4_bench_bps1
+run "nf4_bench main, again" 40 $bench $b/nf4_bench
 run "prefill nf4 main" 60 env STEPAUDIO_BENCH_PREFILL=1,8,12,16 $b/kernel_bench prefill nf4
 run "prefill nf4 wide4" 60 env STEPAUDIO_BENCH_PREFILL=1,8,12,16 $b/kernel_bench_wide4 prefill nf4
 run "prefill nf4 one" 60 env STEPAUDIO_BENCH_PREFILL=1,8,12,16 $b/kernel_bench_one prefill nf4
