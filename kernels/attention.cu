@@ -702,8 +702,11 @@ int mma_max_splits(int blocks_per_split) {
 #ifndef SA_ATTN_PREFILL_SLICES
 #define SA_ATTN_PREFILL_SLICES 3
 #endif
-// The shape's limits; STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS move them (where does it stop paying?).
-constexpr int kSmallPrefillTokens = 16, kSmallPrefillKeys = 128;
+// The shape's limits; STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS move them. Measured (H100, session 16, kernel_bench
+// prefill-attention, attention alone, µs, old shape -> this one): 24 tokens 14.96 -> 5.44, 32: 15.08 -> 5.65,
+// 48: 18.48 -> 10.29, 64: 20.31 -> 13.58, 96: 21.80 -> 20.78, 128: 32.01 -> 30.94; beyond 128 keys it loses
+// (200: 59.1 -> 62.2, 512: 220 -> 301). So up to 128 new tokens, every key within 128.
+constexpr int kSmallPrefillTokens = 128, kSmallPrefillKeys = 128;
 
 // Decode (one new token) of up to 16 heads per group of dim 64 runs on tensor cores (attention_decode_mma_kernel);
 // 0 sends it to attention_kernel like everything else (the A/B knob).
