@@ -381,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
             cp_async_wait<kRingSlots - 1>();  // stage s has landed (this thread's copies) ...
             __syncwarp();                     // ... and every lane's
             ring.template multiply<kPairs>(mma, acc, smem, s % kRingSlots, ring.base0 + kStageBlocks * s,
-                                  reinterpret_cast<const float2 *>(scales));
+                                           reinterpret_cast<const float2 *>(scales));
             __syncwarp();  // every lane has read the slot before it is refilled
             issue_stage(s + kRingSlots);
         }
@@ -572,7 +572,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         for (int s = 0; s < ring.stages; ++s, ++sig) {
             cp_async_wait<kRingSlots - 1>();  // stage sig has landed (this thread's copies) ...
             __syncwarp();                     // ... and every lane's
-            ring.template multiply<SA_NF4_PAIRS != 0>(mma, acc, smem, sig % kRingSlots, ring.base0 + kStageBlocks * s, sc);
+            ring.template multiply<SA_NF4_PAIRS != 0>(mma, acc, smem, sig % kRingSlots,
+                                                      ring.base0 + kStageBlocks * s, sc);
             __syncwarp();  // every lane has read the slot before it is refilled
             issue_next();
         }
