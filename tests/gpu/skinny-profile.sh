@@ -16,6 +16,8 @@ if [ ! -x "${AB_DIR:-/tmp/ab}/nf4_bench" ] || [ ! -x "${AB_DIR:-/tmp/ab}/w4a16_b
   cat "$out/build.txt"
 fi
 b=${AB_DIR:-/tmp/ab}
+mkdir -p /tmp/skinny-logs  # the details pages, raw CSVs and ncu logs, packed into one file at the end (the device
+                           # tool returns at most 8 files)
 declare -A nf4_shape=([gate_up]=16384x3072 [down]=3072x8192) w4_shape=([gate_up]=16384:3072 [down]=3072:8192)
 sections="--section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats --section InstructionStats --section Occupancy --section LaunchStats"
 for shape in ${SHAPES:-gate_up down}; do
@@ -30,10 +32,12 @@ for shape in ${SHAPES:-gate_up down}; do
         regex='w4a16_(stream|skinny|wide)'
       fi
       timeout 120 ncu --clock-control none $sections --kernel-name-base mangled --kernel-name "regex:$regex" \
-        --launch-skip 3 --launch-count 1 -f -o $rep $prog > "$out/ncu-run-$name.txt" 2>&1
+        --launch-skip 3 --launch-count 1 -f -o $rep $prog > "/tmp/skinny-logs/ncu-run-$name.txt" 2>&1
       echo "== $name (ncu rc $?)"
-      ncu -i $rep.ncu-rep --page details > "$out/skinny-$name-details.txt" 2>&1
+      mkdir -p /tmp/skinny-logs
+      ncu -i $rep.ncu-rep --page details > "/tmp/skinny-logs/$name-details.txt" 2>&1
       ncu -i $rep.ncu-rep --page raw --csv --print-units base > "/tmp/skinny-$name-raw.csv" 2>&1
+      cp "/tmp/skinny-$name-raw.csv" /tmp/skinny-logs/ 2>/dev/null
     done
   done
 done
@@ -80,3 +84,4 @@ for shape in shapes:
                   f"{fmt(num(d, 'smsp__warps_active.avg.per_cycle_active'), 2)} | "
                   + ", ".join(f"{n} {v:.2f}" for v, n in stalls) + " |")
 PY
+tar -czf "$out/skinny-logs.tgz" -C /tmp skinny-logs
