@@ -3,7 +3,7 @@
 # M = 12 (one 8-token MMA tile -> two)? Nsight Compute on one launch each of the NF4 and W4A16 kernels at Step1's
 # gate_up (16384 x 3072: the persistent streaming kernels) and down (3072 x 8192: the one-tile-per-block kernels),
 # M = 1, 8, 12, 16, with the sections that tell which pipe or stall bounds them (shared-memory / L1 wavefronts, LSU,
-# tensor pipe, issue, stall reasons). Prints one table; keeps each launch's details page under $OUT.
+# tensor pipe, issue, stall reasons). Prints one table; packs each launch's details page and raw metrics into $OUT/skinny-logs.tgz.
 #   Uses $AB_DIR/{nf4_bench,w4a16_bench} when an earlier script of the same call built them (tests/gpu/ab-build.sh),
 #   else builds them. SHAPES (default "gate_up down"), MS (default "1 8 12 16"). Nothing to carry.
 set -uo pipefail
@@ -34,7 +34,6 @@ for shape in ${SHAPES:-gate_up down}; do
       timeout 120 ncu --clock-control none $sections --kernel-name-base mangled --kernel-name "regex:$regex" \
         --launch-skip 3 --launch-count 1 -f -o $rep $prog > "/tmp/skinny-logs/ncu-run-$name.txt" 2>&1
       echo "== $name (ncu rc $?)"
-      mkdir -p /tmp/skinny-logs
       ncu -i $rep.ncu-rep --page details > "/tmp/skinny-logs/$name-details.txt" 2>&1
       ncu -i $rep.ncu-rep --page raw --csv --print-units base > "/tmp/skinny-$name-raw.csv" 2>&1
       cp "/tmp/skinny-$name-raw.csv" /tmp/skinny-logs/ 2>/dev/null
