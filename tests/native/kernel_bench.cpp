@@ -218,10 +218,12 @@ void print_timeline(std::vector<TraceRecord> recs, int layers, int per_layer_gue
 // kernel) — the model's decode path. weights: the format of the layers' qkv / o / gate_up / down (lm_head
 // is bf16). The context is *seq_len, fixed during the replays. Returns ms/token (median of 40 replays, one graph
 // launch each).
-// StepShape::tokens > 1 (folded only): a short prompt's prefill as Step1Model.PrefillHistory runs it — `tokens` new
-// tokens through the same folded layers at M = tokens, attention sized for exactly `context` keys (the prompt), lm_head
-// on the last row, then the sampler (the prompt's first token). StepShape::eager: also time the same launches issued
-// one by one on the stream (the model's prefill is not a graph), so graph vs eager shows the launch gaps.
+// StepShape::tokens > 1: a prompt's prefill as Step1Model.PrefillHistory runs it — `tokens` new tokens, attention
+// sized for exactly `context` keys (the prompt), lm_head on the last row, then the sampler (the prompt's first token).
+// Up to 16 tokens through the same folded layers at M = tokens (Fusion::folded); 17-64 tokens through the model's
+// unfused path (Fusion::add_norm: the residual add fused with the next RMSNorm, a separate SwiGLU, the linears over
+// 16-row slices or on the prefill GEMM). StepShape::eager: also time the same launches issued one by one on the
+// stream (the model's prefill is not a graph), so graph vs eager shows the launch gaps.
 enum class Fusion { none, add_norm, epilogues, folded };
 const char *fusion_name(Fusion f) {
     return f == Fusion::none ? "unfused" : f == Fusion::add_norm ? "add+norm" : f == Fusion::epilogues ? "epilog" : "folded";
@@ -275,8 +277,10 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
                       unsigned skip = kSkipNone, StepShape step_shape = {}) {
     const bool fused = fusion == Fusion::add_norm;
     const int T = step_shape.tokens;
-    if (T < 1 || T > 16 || T > context || (T > 1 && fusion != Fusion::folded)) {
-        std::fprintf(stderr, "decode_step_ms: %d tokens at context %d (1..16 tokens, folded only beyond 1)\n", T, context);
+    const bool prefill_shape = fusion == Fusion::folded ? T <= 16 : fusion == Fusion::add_norm ? T <= 64 : T == 1;
+    if (T < 1 || T > context || !prefill_shape) {
+        std::fprintf(stderr, "decode_step_ms: %d tokens at context %d (1..16 tokens folded, 1..64 add+norm, else 1)\n",
+                     T, context);
         std::exit(2);
     }
     // The cache holds 4096 tokens (the figures of every session), more only for a longer context.
@@ -307,7 +311,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     }
     uint16_t *lm = alloc((size_t)vocab * hidden, 0x3c), *final_norm = alloc(hidden, 0x3f);
     uint16_t *x = alloc(T * hidden, 0), *norm = alloc(T * hidden, 0), *qkv = alloc(T * qkv_n, 0), *att = alloc(T * H * D, 0),
-             *tmp = alloc(hidden, 0), *gu = alloc(2 * inter, 0), *act = alloc(T * inter, 0), *logits = alloc(vocab, 0);
+             *tmp = alloc(T * hidden, 0), *gu = alloc(T * 2 * inter, 0), *act = alloc(T * inter, 0), *logits = alloc(vocab, 0);
     float *slopes, *sumsq, *attn_ws;
     ok(cudaMalloc(&sumsq, T * hidden / 16 * 4), "malloc");
     ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
@@ -361,22 +365,23 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
                 L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD);
                 continue;
             }
-            auto norm_into = [&](const uint16_t *w) {
-                if (l == 0 && w == L.in_norm) sa_ok(sa_cuda_rmsnorm_bf16(x, w, norm, 1, hidden, eps, stream), "rmsnorm");
-                else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, w, norm, 1, hidden, eps, stream), "add_rmsnorm");
+            auto norm_into = [&](const uint16_t *w) {  // over all T rows (unfused paths: T > 1 only with add+norm)
+                if (l == 0 && w == L.in_norm) sa_ok(sa_cuda_rmsnorm_bf16(x, w, norm, T, hidden, eps, stream), "rmsnorm");
+                else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, w, norm, T, hidden, eps, stream), "add_rmsnorm");
                 else {
                     sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
                     sa_ok(sa_cuda_rmsnorm_bf16(x, w, norm, 1, hidden, eps, stream), "rmsnorm");
                 }
             };
             norm_into(L.in_norm);
-            L.qkv->run(norm, qkv, stream, "qkv");
-            sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
-            L.o->run(att, tmp, stream, "o");
+            L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, nullptr, T);
+            if (!(skip & kSkipAttention))
+                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+            L.o->run(att, tmp, stream, "o", SA_EPILOGUE_STORE, nullptr, T);
             norm_into(L.post_norm);
-            L.gate_up->run(norm, gu, stream, "gate_up");
-            sa_ok(sa_cuda_swiglu_bf16(gu, act, 1, inter, stream), "swiglu");
-            L.down->run(act, tmp, stream, "down");
+            L.gate_up->run(norm, gu, stream, "gate_up", SA_EPILOGUE_STORE, nullptr, T);
+            sa_ok(sa_cuda_swiglu_bf16(gu, act, T, inter, stream), "swiglu");
+            L.down->run(act, tmp, stream, "down", SA_EPILOGUE_STORE, nullptr, T);
         }
         const sa_norm_fold consume_final{nullptr, nullptr, nullptr, sumsq + last * (hidden / 16), eps};
         if (fusion == Fusion::folded) {
@@ -386,13 +391,14 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             return;
         }
         if (fusion == Fusion::epilogues) sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
-        else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, 1, hidden, eps, stream), "add_rmsnorm");
+        else if (fused) sa_ok(sa_cuda_add_rmsnorm_bf16(x, tmp, final_norm, norm, T, hidden, eps, stream), "add_rmsnorm");
         else {
             sa_ok(sa_cuda_add_bf16(x, tmp, hidden, stream), "add");
             sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
         }
-        sa_ok(sa_cuda_linear_bf16(norm, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, nullptr, stream), "lm_head");
-        sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
+        if (!(skip & kSkipLmHead))
+            sa_ok(sa_cuda_linear_bf16(norm + last * hidden, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, nullptr, stream), "lm_head");
+        if (!(skip & kSkipSampler)) sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
     };
     // The sampler appends one id per step, so *len grows by one per replay: reset it before each timed replay to
     // keep the attention context fixed.
@@ -454,10 +460,11 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
     if (T > 1 || step_shape.eager)
-        std::printf("step %-5s %2d tokens, context %4d (attention %4d): graph %6.3f ms, eager %6.3f ms (%zu launches, last id %d)%s\n",
+        std::printf("step %-5s %2d tokens, context %4d (attention %4d): graph %6.3f ms, eager %6.3f ms (%zu launches, last id %d)%s%s\n",
                     weights_name(weights), T, context, graph_ctx, ms[ms.size() / 2],
                     eager_ms.empty() ? 0.0 : eager_ms[eager_ms.size() / 2], nodes, id,
-                    skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
+                    skip ? (" skip mask " + std::to_string(skip)).c_str() : "",
+                    fusion == Fusion::folded ? "" : (std::string(" ") + fusion_name(fusion)).c_str());
     else
         std::printf("decode step %-5s %-7s context %4d: %6.3f ms/token = %6.1f tok/s (min %.3f, %zu graph nodes, last id %d)%s\n",
                     weights_name(weights), fusion_name(fusion), context, ms[ms.size() / 2], 1000.0 / ms[ms.size() / 2], ms.front(), nodes, id,
@@ -629,8 +636,9 @@ void sampler_bench(cudaStream_t stream) {
 // kernel_bench            every benchmark
 // kernel_bench sampler    only the sampler
 // kernel_bench trace [bf16|w4a16|nf4]...  the folded step's timeline per layer position (a -DSA_TRACE=1 build)
-// kernel_bench prefill [bf16|w4a16|nf4]...  short prompts (STEPAUDIO_BENCH_PREFILL=1,2,4,8,12,16 tokens, ≤ 16) as
-//                         the model prefills them (folded layers at M = tokens), graph vs eager, parts left out
+// kernel_bench prefill [bf16|w4a16|nf4]...  short prompts (STEPAUDIO_BENCH_PREFILL=1,2,4,8,12,16,24,32 tokens, ≤ 64)
+//                         as the model prefills them (folded layers at M = tokens up to 16, the unfused add+norm
+//                         path beyond), graph vs eager, parts left out
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
 //                         (STEPAUDIO_BENCH_CONTEXTS=64,2100,4200 for others; the cache grows past 4096 if needed)
 // kernel_bench decode [bf16|w4a16|w4a16-awq|nf4]...
@@ -702,9 +710,9 @@ int main(int argc, char **argv) {
         for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
             if (wanted(w)) {
                 decode_step_ms(stream, Fusion::folded, 64, w, kSkipNone, {1, true});
-                for (int t : env_int_list("STEPAUDIO_BENCH_PREFILL", {1, 2, 4, 8, 12, 16}, 1))
+                for (int t : env_int_list("STEPAUDIO_BENCH_PREFILL", {1, 2, 4, 8, 12, 16, 24, 32}, 1))
                     for (unsigned skip : {(unsigned)kSkipNone, (unsigned)kSkipAttention, (unsigned)(kSkipAttention | kSkipLmHead | kSkipSampler)})
-                        decode_step_ms(stream, Fusion::folded, t, w, skip, {t, true});
+                        decode_step_ms(stream, t <= 16 ? Fusion::folded : Fusion::add_norm, t, w, skip, {t, true});
             }
         return 0;
     }
