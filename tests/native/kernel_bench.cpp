@@ -157,7 +157,8 @@ struct TraceRecord {
 using TraceAttach = int32_t (*)(void *, unsigned *, unsigned);
 bool g_trace = false;
 
-void print_timeline(std::vector<TraceRecord> recs, int layers, int per_layer_guess) {
+// head: the launches before the layers (the folded step: embed and layer 0's input norm; the unfused: embed).
+void print_timeline(std::vector<TraceRecord> recs, int layers, int per_layer_guess, int head) {
     std::sort(recs.begin(), recs.end(), [](const TraceRecord &a, const TraceRecord &b) { return a.start < b.start; });
     struct Launch {
         uint32_t shape;
@@ -179,9 +180,10 @@ void print_timeline(std::vector<TraceRecord> recs, int layers, int per_layer_gue
                 n ? (ls.back().release - ls.front().release) / 1e3 : 0.0);
     auto c = [&](size_t i) { return i + 1 < n ? (ls[i + 1].release - ls[i].release) / 1e3 : 0.0; };
     auto shape = [](uint32_t s) { return std::to_string(s & 0xfffff) + "x" + std::to_string(s >> 20) + "w"; };
-    // Per position in the layer: the launches after the first two (embed, layer 0's input norm), if they repeat.
-    // The launches per layer: what the count says (2 before the layers, lm_head and the sampler after), else the guess.
-    const int head = 2, per = n > 4 && (n - 4) % layers == 0 ? (int)(n - 4) / layers : per_layer_guess;
+    // Per position in the layer: the launches after the first `head`, if they repeat. The launches per layer: what
+    // the count says (4 outside the layers: `head` before; lm_head, the sampler and, unfused, the final norm after),
+    // else the guess.
+    const int per = n > 4 && (n - 4) % layers == 0 ? (int)(n - 4) / layers : per_layer_guess;
     if ((int)n >= head + per * layers) {
         std::printf("%-4s %-12s %10s %10s %10s %12s %12s\n", "pos", "grid", "c mean us", "c min", "c max",
                     "early us", "late-start us");
@@ -437,7 +439,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             std::vector<TraceRecord> h(std::min(got, capacity));
             cudaMemcpy(h.data(), records, h.size() * sizeof(TraceRecord), cudaMemcpyDeviceToHost);
             cudaFree(records), cudaFree(count);
-            print_timeline(h, layers, skip & kSkipAttention ? 4 : 6);  // launches per layer of the folded step
+            print_timeline(h, layers, skip & kSkipAttention ? 4 : 6, fusion == Fusion::folded ? 2 : 1);  // guess: folded
         }
     }
     // The model replays the step back to back, one graph per token with an event recorded between them (the
@@ -680,7 +682,8 @@ int main(int argc, char **argv) {
                 for (unsigned skip : {(unsigned)kSkipNone, (unsigned)kSkipAttention}) {
                     std::printf("== %s %s%s\n", weights_name(w), skip ? "without attention" : "",
                                 tokens > 1 ? (" " + std::to_string(tokens) + " tokens").c_str() : "");
-                    decode_step_ms(stream, Fusion::folded, tokens > 1 ? tokens : 64, w, skip, {tokens, false});
+                    decode_step_ms(stream, tokens <= 16 ? Fusion::folded : Fusion::add_norm, tokens > 1 ? tokens : 64, w,
+                                   skip, {tokens, false});
                 }
         return 0;
     }
