@@ -13,7 +13,7 @@
 #   2. nf4_bench at M = 1, 8, 12, 16 on Step1's four shapes, main and each variant;
 #   3. kernel_bench prefill nf4 (the folded forward at 1..16 tokens), main, wide4 and one;
 #   4. the NF4 native checks (every check whose name has "nf4") against wide4 and one;
-#   5. kernel_bench prefill-attention: default limits, 128 tokens, 512 tokens / 512 keys (prefill-attn-run.sh);
+#   5. kernel_bench prefill-attention: default limits, 128 tokens, 512 tokens / 512 keys (the question of session 15);
 #   6. skinny-profile.sh on gate_up at M = 8 and 12 (ncu: L1 hit rate, L2 reads, stalls), if time is left.
 # DEADLINE (default 450 s). Nothing to carry. On the device: bash tests/gpu/skinny-run.sh
 cd "$(dirname "$0")/../.."
