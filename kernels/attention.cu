@@ -23,6 +23,9 @@
 //  2. attention_decode_mma_kernel (session 7) takes decode instead — one new token, head_dim 64, at most 16 heads per
 //     group (Step1) — on tensor cores: the group's heads are the 16 rows of one MMA tile (its own comment below).
 //     Same splits, partials and combine; the per-tile math is 48 MMAs per warp instead of 32-deep FMA chains.
+//  2b. attention_prefill_mma_kernel (session 17) takes a prefill of >= 32 new tokens at head_dim 64 with an even number
+//     of <= 16 heads per group (Step1's prompts): 8 tokens x one group per block, each warp one 16-row MMA tile of two
+//     heads, all the block's keys in 32-key tiles, no splits (its own comment below).
 //  3. attention_combine_kernel merges the splits' (max, sum, unnormalised output) by exp(m_s - M) weights. It is
 //     launched whenever more than one split may be used (the graph is fixed) and returns at once when only one was.
 //
@@ -576,6 +579,219 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
     }
 }
 
+// ==== prefill on tensor cores: attention_prefill_mma_kernel (a long prompt, head_dim 64, an even number of heads
+// per group, at most 16) ====
+// Why: attention_kernel scores a long prompt with 32-deep FMA chains, 5 tokens x 12 heads per block, every block
+// streaming its whole causal key range that way: 220 µs per layer at 512 new tokens (kernels/NOTES.md, session 16),
+// ~7 ms of a 512-token prefill. Here the queries are MMA rows, as in attention_decode_mma_kernel:
+//  * A block is (8 new tokens, one KV group). Warp w owns one 16-row query tile: row g is (token t0 + g, head 2w of
+//    the group), row g + 8 is (the same token, head 2w + 1), so the causal limit is per quad (lane >> 2), and the
+//    two heads' sqrt-ALiBi slopes per half. hpg / 2 warps (6 for Step1), no splits and no combine kernel: the
+//    prompt's token blocks fill the GPU (4 groups x T / 8 blocks: 252 at 1000 tokens).
+//  * The block's keys [0, causal end of its last token) stream through shared memory in 32-key tiles of K and V,
+//    three stages of cp.async deep, one block barrier per tile; every warp multiplies every tile (its two heads):
+//    scores in 16 MMAs, P·V in 32 (P as bf16 hi + lo parts, as the decode kernel: ~16 bits of P). B fragments come
+//    from ldmatrix (V transposed by it), rows padded to 36 words so the 8 rows of each matrix hit 8 bank groups.
+//  * Scores, the online softmax and the accumulators are fp32, with the decode kernel's arithmetic: score · scale −
+//    slope · sqrt(position − key), exp through __expf, the output acc / l rounded once to bf16.
+//  * Blocks are numbered last token block first: late tokens have the most keys, so the long blocks start first.
+//  * The block appends its tokens' k, v rows to the caches at the end; no block reads new keys from the caches
+//    (kv_row takes keys >= pos0 from qkv).
+constexpr int kPfTokens = 8;   // new tokens per block: the 8 row pairs of an MMA tile
+constexpr int kPfKeys = 32;    // keys per staged tile
+constexpr int kPfStages = 3;   // tiles in flight
+constexpr int kPfMaxWarps = 8;  // 16 heads per group
+constexpr int kPfTileWords = kPfKeys * kMmaRowWords;
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+template <int D>
+__global__ void __launch_bounds__(kPfMaxWarps * 32) attention_prefill_mma_kernel(AttnArgs a) {
+    static_assert(D == 64, "one 16x64 query tile per warp: 4 k-steps of the score MMA, 8 column tiles of the output");
+    pdl_launch_dependents();
+    pdl_wait();  // qkv, the caches and *seq_len come from earlier kernels
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int hpg = a.n_heads / a.n_kv, group = blockIdx.y, threads = blockDim.x;
+    const int t0 = (gridDim.x - 1 - blockIdx.x) * kPfTokens, n_tok = min(kPfTokens, a.n_new - t0);
+    const int len = *a.seq_len, pos0 = len - a.n_new;
+    const int qkv_row = (a.n_heads + 2 * a.n_kv) * D, kv_width = a.n_kv * D, out_row = a.n_heads * D;
+    if (!seq_len_valid(len, a.n_new, a.max_ctx)) {
+        for (int e = tid; e < n_tok * hpg * D; e += threads) {
+            const int q = e / D, d = e % D, tok = t0 + q / hpg, h = group * hpg + q % hpg;
+            a.out[(int64_t)tok * out_row + h * D + d] = kBf16NaN;
+        }
+        return;
+    }
+    const int causal_end = pos0 + t0 + n_tok;  // keys [0, causal_end) for the block's last token
+    const int n_tiles = (causal_end + kPfKeys - 1) / kPfKeys;
+
+    __shared__ __align__(16) uint32_t kv_s[kPfStages][2][kPfTileWords];  // [stage][K, V][key][36 words]
+    // Stage tile i: 32 keys x 8 chunks of 16 B of K and of V; keys past causal_end read a valid row with 0 source
+    // bytes (zero-filled: a zero probability never meets a NaN).
+    auto stage = [&](int i) {
+        if (i < n_tiles) {
+            const int j0 = i * kPfKeys;
+            uint32_t *k_t = kv_s[i % kPfStages][0], *v_t = kv_s[i % kPfStages][1];
+            for (int c = tid; c < kPfKeys * (D / 8); c += threads) {
+                const int r = c / (D / 8), cc = c % (D / 8), j = min(j0 + r, causal_end - 1);
+                const int bytes = j0 + r < causal_end ? 16 : 0;
+                const KvRow src = kv_row(a, j, pos0, qkv_row, a.n_heads * D, kv_width);
+                cp_async16(smem_u32(k_t + r * kMmaRowWords + 4 * cc), src.k + group * D + 8 * cc, bytes);
+                cp_async16(smem_u32(v_t + r * kMmaRowWords + 4 * cc), src.v + group * D + 8 * cc, bytes);
+            }
+        }
+        cp_async_commit();  // an empty group past the last tile keeps the wait count uniform
+    };
+    for (int i = 0; i < kPfStages - 1; ++i) stage(i);
+
+    // The query tile: rows g / g + 8 = heads 2w / 2w + 1 of the group for token t0 + g (rows g >= n_tok: zero).
+    const int tok = t0 + g, head_a = group * hpg + 2 * warp, head_b = head_a + 1;
+    const bool row_ok = g < n_tok;
+    const int qpos = pos0 + tok;  // the token's absolute position: keys j <= qpos are visible
+    uint32_t qa[D / 16][4];
+    {
+        const uint32_t *q_a = reinterpret_cast<const uint32_t *>(a.qkv + (int64_t)tok * qkv_row + head_a * D);
+        const uint32_t *q_b = reinterpret_cast<const uint32_t *>(a.qkv + (int64_t)tok * qkv_row + head_b * D);
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {  // A fragment: rows g / g + 8, k = 16ks + 2t (+1), and + 8
+            qa[ks][0] = row_ok ? q_a[8 * ks + t] : 0u;
+            qa[ks][1] = row_ok ? q_b[8 * ks + t] : 0u;
+            qa[ks][2] = row_ok ? q_a[8 * ks + 4 + t] : 0u;
+            qa[ks][3] = row_ok ? q_b[8 * ks + 4 + t] : 0u;
+        }
+    }
+    const float slope_a = a.slopes[head_a], slope_b = a.slopes[head_b];
+
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;  // l: this thread's share of the row sums
+    float o[D / 8][4];  // output column tiles n: c0, c1 = row g, columns 8n + 2t (+1); c2, c3 = row g + 8
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+    // ldmatrix row addresses of this lane (matrix lane / 8, its row lane % 8): for K (scores, B[k = dim][n = key])
+    // matrices = dims 0-7 / 8-15 of k-step ks and ks + 1 for the keys of one 8-key column tile; for V (P·V,
+    // B[k = key][n = column], transposed) = keys 0-7 / 8-15 of a 16-key step for two 8-column tiles.
+    const int mi = lane >> 3, mr = lane & 7;
+    const uint32_t k_lane = (uint32_t)((mr * kMmaRowWords + (mi & 1) * 4 + (mi >> 1) * 8) * 4);
+    const uint32_t v_lane = (uint32_t)((((mi & 1) * 8 + mr) * kMmaRowWords + (mi >> 1) * 4) * 4);
+
+    for (int i = 0; i < n_tiles; ++i) {
+        cp_async_wait<kPfStages - 2>();
+        __syncthreads();  // tile i is in for every thread, and every warp is done with tile i - 1's stage
+        stage(i + kPfStages - 1);
+        const uint32_t k_t = smem_u32(kv_s[i % kPfStages][0]), v_t = smem_u32(kv_s[i % kPfStages][1]);
+        const int j0 = i * kPfKeys;
+
+        // Scores S[row][key] for 4 column tiles of 8 keys.
+        float sc[kPfKeys / 8][4];
+#pragma unroll
+        for (int n = 0; n < kPfKeys / 8; ++n) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ks += 2) {
+                uint32_t b[4];  // b0, b1 of k-step ks, then of ks + 1
+                ldmatrix_x4(k_t + k_lane + (uint32_t)((8 * n * kMmaRowWords + 8 * ks) * 4), b);
+                mma_bf16_16816(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], b[0], b[1]);
+                mma_bf16_16816(sc[n], qa[ks + 1][0], qa[ks + 1][1], qa[ks + 1][2], qa[ks + 1][3], b[2], b[3]);
+            }
+        }
+        // Scale, sqrt-ALiBi, the causal mask, and the tile's row maxima (a row's keys sit in the 4 lanes of a quad).
+        float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < kPfKeys / 8; ++n)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const int j = j0 + 8 * n + 2 * t + (c & 1);
+                const float slope = c < 2 ? slope_a : slope_b;
+                const float s = row_ok && j <= qpos ? sc[n][c] * a.scale - slope * sqrtf((float)(qpos - j)) : -INFINITY;
+                sc[n][c] = s;
+                if (c < 2) mx_a = fmaxf(mx_a, s);
+                else mx_b = fmaxf(mx_b, s);
+            }
+#pragma unroll
+        for (int off = 1; off <= 2; off <<= 1) {
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
+        }
+        // Online softmax: rescale what the warp has by exp(m_old - m_new); -inf rows keep exp() finite.
+        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+        const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
+        const float alpha_a = __expf(m_a - mu_a), alpha_b = __expf(m_b - mu_b);
+        m_a = mn_a;
+        m_b = mn_b;
+        float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+        for (int n = 0; n < kPfKeys / 8; ++n)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                const float p = __expf(sc[n][c] - (c < 2 ? mu_a : mu_b));
+                sc[n][c] = p;
+                if (c < 2) sum_a += p;
+                else sum_b += p;
+            }
+        l_a = l_a * alpha_a + sum_a;
+        l_b = l_b * alpha_b + sum_b;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            o[n][0] *= alpha_a;
+            o[n][1] *= alpha_a;
+            o[n][2] *= alpha_b;
+            o[n][3] *= alpha_b;
+        }
+        // O += P·V over the tile's two 16-key steps: the score tiles 2kk, 2kk + 1 are the A fragment (bf16 hi + lo).
+#pragma unroll
+        for (int kk = 0; kk < kPfKeys / 16; ++kk) {
+            uint32_t hi[4], lo[4];
+#pragma unroll
+            for (int f = 0; f < 4; ++f) {  // a0: row g, keys 2t (+1); a1: row g + 8; a2, a3: the same, keys + 8
+                const float *p = &sc[2 * kk + (f >> 1)][(f & 1) * 2];
+                hi[f] = cvt_bf16x2(p[0], p[1]);
+                lo[f] = cvt_bf16x2(p[0] - bf16_lo(hi[f]), p[1] - bf16_hi(hi[f]));
+            }
+#pragma unroll
+            for (int n = 0; n < D / 8; n += 2) {
+                uint32_t b[4];  // b0, b1 of column tile n, then of n + 1
+                ldmatrix_x4_trans(v_t + v_lane + (uint32_t)((16 * kk * kMmaRowWords + 4 * n) * 4), b);
+                mma_bf16_16816(o[n], hi[0], hi[1], hi[2], hi[3], b[0], b[1]);
+                mma_bf16_16816(o[n], lo[0], lo[1], lo[2], lo[3], b[0], b[1]);
+                mma_bf16_16816(o[n + 1], hi[0], hi[1], hi[2], hi[3], b[2], b[3]);
+                mma_bf16_16816(o[n + 1], lo[0], lo[1], lo[2], lo[3], b[2], b[3]);
+            }
+        }
+    }
+    cp_async_wait<0>();  // no copy may still be landing when the block exits
+
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        l_a += __shfl_xor_sync(0xffffffffu, l_a, off);
+        l_b += __shfl_xor_sync(0xffffffffu, l_b, off);
+    }
+    if (row_ok) {
+        uint16_t *out_a = a.out + (int64_t)tok * out_row + head_a * D, *out_b = a.out + (int64_t)tok * out_row + head_b * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; ++n) {
+            const int col = 8 * n + 2 * t;
+            *reinterpret_cast<uint32_t *>(out_a + col) = (uint32_t)sa_f32_to_bf16(__fdiv_rn(o[n][0], l_a)) |
+                                                         (uint32_t)sa_f32_to_bf16(__fdiv_rn(o[n][1], l_a)) << 16;
+            *reinterpret_cast<uint32_t *>(out_b + col) = (uint32_t)sa_f32_to_bf16(__fdiv_rn(o[n][2], l_b)) |
+                                                         (uint32_t)sa_f32_to_bf16(__fdiv_rn(o[n][3], l_b)) << 16;
+        }
+    }
+    // Append the block's new k, v rows of this group (16-byte chunks) to the caches.
+    for (int e = tid; e < 2 * n_tok * (D / 8); e += threads) {
+        const int is_v = e >= n_tok * (D / 8), ti = (e % (n_tok * (D / 8))) / (D / 8), c = e % (D / 8);
+        const uint4 val = reinterpret_cast<const uint4 *>(a.qkv + (int64_t)(t0 + ti) * qkv_row + a.n_heads * D +
+                                                          is_v * kv_width + group * D)[c];
+        reinterpret_cast<uint4 *>((is_v ? a.v_cache : a.k_cache) + (int64_t)(pos0 + t0 + ti) * kv_width + group * D)[c] = val;
+    }
+}
+
 // A plain (coherent: written by the previous kernel) load that stays where it is written: the merge below requests
 // the first splits' values together with *seq_len, and the compiler must not sink them past the branches on it.
 __device__ __forceinline__ float ld_early(const float *p) {
@@ -705,7 +921,9 @@ int mma_max_splits(int blocks_per_split) {
 // The shape's limits; STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS / _KEYS move them. Measured (H100, session 16, kernel_bench
 // prefill-attention, attention alone, µs, old shape -> this one): 24 tokens 14.96 -> 5.44, 32: 15.08 -> 5.65,
 // 48: 18.48 -> 10.29, 64: 20.31 -> 13.58, 96: 21.80 -> 20.78, 128: 32.01 -> 30.94; beyond 128 keys it loses
-// (200: 59.1 -> 62.2, 512: 220 -> 301). So up to 128 new tokens, every key within 128.
+// (200: 59.1 -> 62.2, 512: 220 -> 301). So up to 128 new tokens, every key within 128. At head_dim 64 with an even
+// number of heads per group the tensor-core prefill takes every prefill from 32 tokens on first (below), so there
+// this shape covers 2-31 tokens.
 constexpr int kSmallPrefillTokens = 128, kSmallPrefillKeys = 128;
 
 // Decode (one new token) of up to 16 heads per group of dim 64 runs on tensor cores (attention_decode_mma_kernel);
@@ -713,6 +931,18 @@ constexpr int kSmallPrefillTokens = 128, kSmallPrefillKeys = 128;
 #ifndef SA_ATTN_MMA
 #define SA_ATTN_MMA 1
 #endif
+
+// A prefill of at least kMmaPrefillTokens new tokens, head_dim 64, an even number of at most 16 heads per group runs
+// on tensor cores (attention_prefill_mma_kernel), ahead of the short-prefill shape. 0 sends it to the shapes below
+// (the A/B knob; STEPAUDIO_ATTN_MMA_PREFILL=0 does the same at run time). Measured (H100, session 17, kernel_bench
+// prefill-attention, attention alone, µs, the other shape -> tensor cores): 32 tokens 5.67 -> 4.23, 64: 13.66 -> 5.19,
+// 128: 31.11 -> 7.34, 512: 220.45 -> 26.23, 1000: 634.98 -> 69.93, 2000: 2110 -> 203; 64 new after 1984 earlier:
+// 194.5 -> 65.6 (kernels/NOTES.md). Below 32 tokens its few blocks (4 per 8 tokens) would each stream a long
+// history alone, where attention_kernel splits the keys; the short shape stays there (~5 µs).
+#ifndef SA_ATTN_MMA_PREFILL
+#define SA_ATTN_MMA_PREFILL 1
+#endif
+constexpr int kMmaPrefillTokens = 32;
 
 template <int D>
 sa_status launch_attention(const AttnArgs &a, dim3 grid, int accumulators, cudaStream_t stream) {
@@ -762,6 +992,12 @@ SA_API sa_status sa_cuda_attention_bf16(const sa_attn_shape *shape, const uint16
     const bool mma = SA_ATTN_MMA && T == 1 && D == 64 && hpg <= 16;
     static const int small_tokens = env_knob("STEPAUDIO_ATTN_SMALL_PREFILL_TOKENS", kSmallPrefillTokens, 0);
     static const int small_keys = env_knob("STEPAUDIO_ATTN_SMALL_PREFILL_KEYS", kSmallPrefillKeys, 0);
+    static const int mma_prefill_on = env_knob("STEPAUDIO_ATTN_MMA_PREFILL", SA_ATTN_MMA_PREFILL, 0);
+    const bool mma_prefill =
+        mma_prefill_on && T >= kMmaPrefillTokens && D == 64 && hpg % 2 == 0 && hpg <= 2 * kPfMaxWarps;
+    if (mma_prefill)
+        return launch_pdl("attention_prefill_mma_kernel", &attention_prefill_mma_kernel<64>,
+                          dim3((T + kPfTokens - 1) / kPfTokens, G), dim3(32 * (hpg / 2)), 0, s, a);
     const bool small_prefill = SA_ATTN_SMALL_PREFILL && !mma && T > 1 && T <= small_tokens && shape->max_ctx <= small_keys;
     a.tokens_per_block = small_prefill ? 1 : std::min({T, kMaxQueries / hpg, kMaxQueryElems / (hpg * D)});
     const int token_blocks = (T + a.tokens_per_block - 1) / a.tokens_per_block;

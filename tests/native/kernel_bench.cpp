@@ -550,8 +550,9 @@ struct AttentionBuffers {
 // limits.
 void prefill_attention_bench(cudaStream_t stream) {
     const std::pair<int, int> cases[] = {{2, 2}, {12, 12}, {16, 16}, {24, 24}, {32, 32}, {48, 48}, {64, 64},
-                                         {96, 96}, {128, 128}, {16, 128}, {64, 128}, {200, 200}, {300, 300}, {512, 512}};
-    AttentionBuffers a(512, 512);
+                                         {96, 96}, {128, 128}, {16, 128}, {64, 128}, {200, 200}, {300, 300}, {512, 512},
+                                         {1000, 1000}, {2000, 2000}, {64, 2048}};
+    AttentionBuffers a(2048, 2048);
     for (const auto &c : cases) {
         const int T = c.first, ctx = c.second;
         a.set_len(ctx);
