@@ -55,10 +55,10 @@ for w in w4a16 nf4; do [ -x build/kernel_bench ] && timeout 60 build/kernel_benc
 .publish/cli/stepaudio bench --model /tmp/step1-full --device cuda --copy-gbps "$copy" > "$out/bench.txt" 2>&1
 python3 tests/oracle/step1_oracle.py bench /tmp/step1-full > "$out/torch-reference.txt" 2>&1
 stage "NF4 (quantized at load from the base folder) and W4A16 (RTN-quantized checkpoint)"
-timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32 \
+timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32,400,1000 \
   --copy-gbps "$copy" > "$out/bench-nf4.txt" 2>&1 || echo "NF4 bench failed or timed out (rc $?)" >> "$out/bench-nf4.txt"
 timeout 150 .publish/cli/stepaudio quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16 > "$out/quantize-w4a16.txt" 2>&1 &&
-timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --contexts 64,1024 --prefill-lengths 12,32 \
+timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --contexts 64,1024 --prefill-lengths 12,32,400,1000 \
   --copy-gbps "$copy" > "$out/bench-w4a16.txt" 2>&1 || echo "W4A16 quantize/bench failed or timed out (rc $?)" >> "$out/bench-w4a16.txt"
 timeout 120 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --quantize-lm-head --contexts 64 --prefill-lengths 12,32 \
   --copy-gbps "$copy" > "$out/bench-w4a16-lmhead.txt" 2>&1 || echo "W4A16 lm_head bench failed or timed out (rc $?)" >> "$out/bench-w4a16-lmhead.txt"
@@ -77,8 +77,8 @@ echo "--- a dependency between phases (sync_bench) ---"; cat "$out/sync-bench.tx
 echo "--- W4A16 / NF4 kernels ---"; tail -n 14 "$out/w4a16-bench.txt" 2>/dev/null; tail -n 14 "$out/nf4-bench.txt" 2>/dev/null
 echo "--- W4A16 single launches, 1 to 264 row tiles (the cost model) ---"; cut -c1-75 "$out/w4a16-cost-model.txt" 2>/dev/null
 echo "--- model bf16 ---"; cat "$out/bench.txt"; cat "$out/torch-reference.txt"
-echo "--- model NF4 ---"; tail -n 8 "$out/bench-nf4.txt"
-echo "--- model W4A16 ---"; tail -n 3 "$out/quantize-w4a16.txt"; tail -n 8 "$out/bench-w4a16.txt"
+echo "--- model NF4 ---"; tail -n 10 "$out/bench-nf4.txt"
+echo "--- model W4A16 ---"; tail -n 3 "$out/quantize-w4a16.txt"; tail -n 10 "$out/bench-w4a16.txt"
 echo "--- model W4A16 with a W4A16 lm_head ---"; tail -n 5 "$out/bench-w4a16-lmhead.txt"
 echo "--- model W4A16 / bf16 with --no-text-logits ---"; tail -n 4 "$out/bench-w4a16-notext.txt"; tail -n 4 "$out/bench-bf16-notext.txt"
 echo "--- tests ---"; tail -n 1 "$out/tests.txt"
