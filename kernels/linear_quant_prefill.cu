@@ -49,6 +49,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "cuda_common.cuh"
@@ -423,6 +424,362 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
     }
 }
 
+// ==== the wgmma kernel (sm_90a): quant_prefill_wg ====
+// Why: quant_prefill's mma.sync runs ~10–12 clock cycles per MMA per sub-partition (190–320 TFLOP/s at M >= 512,
+// 0.25–0.43x cuBLAS); Hopper's warpgroup MMA issues a 64 x 128 x 16 product per instruction, asynchronously, with B
+// read straight from shared memory. Same arithmetic as quant_prefill (exact (c − z) / bf16(quant_map) operands, fp32
+// sums, the accumulator kept in units of the current group's scale), so the same bounds hold:
+//  * Block = 2 warpgroups (8 warps), tile = 2·64·MH weight rows x 128 tokens; warpgroup w owns rows [64·MH·w, +64·MH)
+//    as MH m64 halves. Its warp v holds rows 16v .. 16v + 15 of each half as the register A operand of
+//    wgmma.m64n128k16 (the mma.m16n8k16 A fragment layout), dequantized exactly as quant_prefill does.
+//  * x: per stage (one scale group) 128 tokens x KS k in 64-k halves, each [128 tokens][128 B] with the 128-byte
+//    swizzle (16-byte chunk c of token row r at c ^ (r & 7)), written by cp.async, read by wgmma through a
+//    shared-memory descriptor (K-major, stride 1024 B between 8-row groups; +32 B per k16 step).
+//  * Codes, scales and the pipeline (3 / 4 stages, one barrier per group) as quant_prefill. Per k16 step: dequantize
+//    into one of two A register sets, wgmma.fence, MH wgmmas, commit; wait until at most one step is in flight before
+//    a set is reused; all in flight are waited for at each group boundary (the rescale and the stage reuse need it).
+//  * The accumulator of m64n128 is, per thread, 16 n8 tiles of (row g: tokens 2t, 2t+1; row g + 8: the same), the
+//    mma.sync C layout; the epilogue is quant_prefill's (splits = 1).
+constexpr int kWgTokens = 128;  // tokens per block: the N of wgmma.m64n128k16
+constexpr int kWgMinTokens = 128;  // the entry points take it from this many tokens (choose_engine)
+
+template <int Fmt, int MH>
+struct WgPlan {
+    static constexpr bool kNf4 = is_nf4(Fmt);
+    static constexpr int kRows = 2 * 64 * MH;
+    static constexpr int kStages = kNf4 ? 4 : 3;
+    static constexpr int kKs = kNf4 ? SA_NF4_BLOCK : SA_W4A16_GROUP;
+    static constexpr int kHalves = kKs / 64;                          // 128-byte swizzle atoms per token row and stage
+    static constexpr int kXStage = kHalves * kWgTokens * 128;         // bytes, a multiple of 1024
+    static constexpr int kWPitch = kKs / 2 + 16;
+    static constexpr int kXBytes = kStages * kXStage;
+    static constexpr int kWBytes = kStages * kRows * kWPitch;
+    static constexpr int kRBytes = kStages * kRows * 4;
+    static constexpr int kZBytes = kNf4 ? 0 : kStages * kRows * 4;
+    static constexpr int kLastBytes = kRows * 4;
+    static constexpr int kPipe = kXBytes + kWBytes + kRBytes + kZBytes + kLastBytes;
+    static constexpr int kRed = kWgTokens * (kRows + 4 * kMaxSplits) * 4;  // [splits][tokens][rows / splits + 4]
+    static constexpr int kMain = kPipe > kRed ? kPipe : kRed;
+    static constexpr int kLutBytes = kNf4 ? 256 * 32 * 4 + 256 * 4 : 0;
+    static constexpr int kSmem = 1024 + kMain + kLutBytes;  // + 1024: the x stages start 1024-byte aligned
+    static constexpr int kXChunks = kWgTokens * kKs / 8 / kThreads;
+    static constexpr int kWChunks = kRows * kKs / 32 / kThreads;
+    static_assert(kRows <= kThreads, "one loader thread per row for the scales");
+};
+
+__device__ __forceinline__ void wg_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+#endif
+}
+// cp.async writes x through the generic proxy; wgmma reads it through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+// Keeps the compiler from moving accumulator reads / writes across the asynchronous wgmma (CUTLASS does the same).
+__device__ __forceinline__ void wg_pin(float (&d)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+// K-major shared-memory descriptor with the 128-byte swizzle: start >> 4, leading byte offset 16 (unused for this
+// layout), stride 1024 B between 8-row groups, layout type 1 (128B swizzle).
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr) {
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+
+#define SA_WG_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                    "+f"(d[i + 6]), "+f"(d[i + 7])
+// d (64 fp32) += A (this warp's 16 rows x 16 k, registers) · B (128 tokens x 16 k at desc).
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64_t desc) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+        : SA_WG_D8(0), SA_WG_D8(8), SA_WG_D8(16), SA_WG_D8(24), SA_WG_D8(32), SA_WG_D8(40), SA_WG_D8(48), SA_WG_D8(56)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+#endif
+}
+#undef SA_WG_D8
+
+template <int Fmt, int MH>
+__global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using P = WgPlan<Fmt, MH>;
+    constexpr bool kNf4 = P::kNf4;
+    constexpr int S = P::kStages, KS = P::kKs, BT = kWgTokens, kRows = P::kRows, kSteps = KS / 16;
+    constexpr int kASets = MH == 1 ? 3 : 2;  // A register sets: wgmma steps in flight (256-row tiles: no registers left)
+    pdl_launch_dependents();
+    extern __shared__ __align__(128) uint8_t smem_raw[];
+    uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+    uint8_t *xs = smem;                                                // [S][halves][BT][128], swizzled
+    uint8_t *ws = xs + P::kXBytes;                                     // [S][kRows][kWPitch]
+    float *rs = reinterpret_cast<float *>(ws + P::kWBytes);            // [S][kRows] ratio s_prev / s
+    uint32_t *zs = reinterpret_cast<uint32_t *>(rs + S * kRows);       // [S][kRows] (W4A16)
+    float *last = reinterpret_cast<float *>(smem + P::kPipe) - kRows;  // [kRows] scale of the last group
+    uint32_t *lut = reinterpret_cast<uint32_t *>(smem + P::kMain);     // [256][32] (NF4)
+    float *nested_map = reinterpret_cast<float *>(lut + 256 * 32);     // [256] (NF4)
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int wg = warp / 4, wv = warp % 4;
+    const int split = blockIdx.x, splits = gridDim.x;
+    const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
+    const int groups = p.k / KS;
+    const int g0 = split * groups / splits, iters = (split + 1) * groups / splits - g0;
+
+    // ---- loaders ----
+    constexpr int kWStep = kThreads / (KS / 32);
+    constexpr int kXStep = kThreads / (KS / 8);  // tokens between a thread's x chunks (a multiple of 8)
+    static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
+    const int wrow = tid / (KS / 32), wch = tid % (KS / 32);
+    const int xtok = tid / (KS / 8), xch = tid % (KS / 8);
+    const uint32_t w_dst = smem_u32(ws) + wrow * P::kWPitch + wch * 16;
+    const uint32_t x_dst = smem_u32(xs) + (xch >> 3) * (BT * 128) + xtok * 128 + (((xch & 7) ^ (xtok & 7)) * 16);
+    const uint16_t *x_src = p.x + (size_t)(m0 + xtok) * p.k + xch * 8;
+    const int x_left = p.m - m0 - xtok;
+    auto load_codes = [&](int stage, int grp) {
+#pragma unroll
+        for (int i = 0; i < P::kWChunks; ++i) {
+            const int r = min(n0 + wrow + i * kWStep, p.n - 1);  // ragged rows load valid memory
+            cp_async16(w_dst + (stage * kRows + i * kWStep) * P::kWPitch,
+                       p.q + (size_t)r * (p.k / 2) + wch * 16 + (size_t)grp * (KS / 2), 16);
+        }
+    };
+    auto load_x = [&](int stage, int grp) {
+        const uint16_t *src = x_src + (size_t)grp * KS;
+#pragma unroll
+        for (int i = 0; i < P::kXChunks; ++i) {
+            const bool ok = i * kXStep < x_left;  // tokens past m: zero-filled
+            cp_async16(x_dst + stage * P::kXStage + i * kXStep * 128, ok ? src : p.x, ok ? 16 : 0);
+            src += (size_t)kXStep * p.k;
+        }
+    };
+    const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
+    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) {
+        const size_t idx = sidx + grp;
+        if constexpr (kNf4) {
+            if constexpr (Fmt == kNf4Dq) {
+                raw = __ldg(static_cast<const uint8_t *>(p.scales) + idx);
+                nest = __ldg(reinterpret_cast<const float2 *>(p.tables + SA_NF4_TABLE_HEADER) + idx / SA_NF4_NESTED_BLOCK);
+            } else {
+                raw = __float_as_uint(__ldg(static_cast<const float *>(p.scales) + idx));
+            }
+        } else {
+            constexpr bool kZeros = Fmt == kW4Bf16Zeros || Fmt == kW4Fp16Zeros;
+            raw = __ldg(static_cast<const uint16_t *>(p.scales) + idx) | (uint32_t)(kZeros ? __ldg(p.zeros + idx) : 8) << 16;
+        }
+    };
+    float prev = 1.0f;
+    auto store_scale = [&](int stage, int it, uint32_t raw, float2 nest) {
+        float s;
+        if constexpr (Fmt == kNf4Dq) {
+            s = __fadd_rn(__fmul_rn(nested_map[raw], nest.x), nest.y);
+        } else if constexpr (kNf4) {
+            s = __uint_as_float(raw);
+        } else {
+            const uint16_t bits = (uint16_t)(raw & 0xffffu);
+            if constexpr (Fmt == kW4Fp16 || Fmt == kW4Fp16Zeros) s = __half2float(__ushort_as_half(bits));
+            else s = __uint_as_float((uint32_t)bits << 16);
+            zs[stage * kRows + tid] = (0xC300u + (raw >> 16)) * 0x00010001u;
+        }
+        if (fabsf(s) < kMinScale) s = copysignf(kMinScale, s);
+        rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
+        prev = s;
+        if (it == iters - 1) last[tid] = s;
+    };
+
+    // ---- prologue: weights first, then pdl_wait, then x ----
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s)
+        if (s < iters) load_codes(s, g0 + s);
+    uint32_t raw0[S - 1];
+    float2 nest0[S - 1];
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+        raw0[s] = 0;
+        nest0[s] = make_float2(0.0f, 0.0f);
+        if (tid < kRows && s < iters) load_scale(g0 + s, raw0[s], nest0[s]);
+    }
+    if constexpr (kNf4) {
+        const int b = tid;
+        const uint32_t pair = (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b >> 4))) |
+                              (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b & 15))) << 16;
+#pragma unroll 8
+        for (int j = 0; j < 32; ++j) lut[b * 32 + ((j + b) & 31)] = pair;
+        nested_map[b] = __ldg(p.tables + 16 + b);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s)
+        if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
+    pdl_wait();
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+        if (s < iters) load_x(s, g0 + s);
+        cp_async_commit();
+    }
+
+    const uint32_t *lut_lane = lut + lane;
+    int row_a[MH];  // local row of this thread's A row g (and g + 8) per m64 half
+#pragma unroll
+    for (int j = 0; j < MH; ++j) row_a[j] = wg * (64 * MH) + j * 64 + wv * 16 + g;
+
+    float acc[MH][64];
+#pragma unroll
+    for (int j = 0; j < MH; ++j)
+#pragma unroll
+        for (int i = 0; i < 64; ++i) acc[j][i] = 0.0f;
+
+    for (int it = 0; it < iters; ++it) {
+        cp_async_wait<S - 2>();
+        fence_proxy_async();
+        wg_wait<0>();  // the previous group's wgmmas are done: its stage may be refilled, acc rescaled
+#pragma unroll
+        for (int j = 0; j < MH; ++j) wg_pin(acc[j]);
+        __syncthreads();
+        const int nx = it + S - 1, nstage = nx % S, stage = it % S;
+        uint32_t raw = 0;
+        float2 nest = make_float2(0.0f, 0.0f);
+        if (nx < iters) {
+            load_codes(nstage, g0 + nx);
+            load_x(nstage, g0 + nx);
+            if (tid < kRows) load_scale(g0 + nx, raw, nest);
+        }
+        cp_async_commit();
+
+        const uint8_t *wst = ws + stage * kRows * P::kWPitch;
+        uint32_t za[MH], zb[MH];
+#pragma unroll
+        for (int j = 0; j < MH; ++j) {
+            const float ra = rs[stage * kRows + row_a[j]], rb = rs[stage * kRows + row_a[j] + 8];
+#pragma unroll
+            for (int i = 0; i < 16; ++i) {
+                acc[j][4 * i] *= ra, acc[j][4 * i + 1] *= ra;
+                acc[j][4 * i + 2] *= rb, acc[j][4 * i + 3] *= rb;
+            }
+            if constexpr (!kNf4) {
+                za[j] = zs[stage * kRows + row_a[j]];
+                zb[j] = zs[stage * kRows + row_a[j] + 8];
+            }
+        }
+        const uint32_t x_stage = smem_u32(xs) + stage * P::kXStage;
+        uint32_t a[kASets][MH][4];
+#pragma unroll
+        for (int s = 0; s < kSteps; ++s) {
+            const int h = s / 2, e = s % 2;  // 16 B of codes per row = 32 k = two k16 steps
+            if (s >= kASets) wg_wait<kASets - 1>();  // step s - kASets, the last reader of A set s % kASets, is done
+#pragma unroll
+            for (int j = 0; j < MH; ++j) {
+                const uint4 qa = *reinterpret_cast<const uint4 *>(wst + row_a[j] * P::kWPitch + h * 16);
+                const uint4 qb = *reinterpret_cast<const uint4 *>(wst + (row_a[j] + 8) * P::kWPitch + h * 16);
+                const uint32_t wa0 = e ? qa.z : qa.x, wa1 = e ? qa.w : qa.y;
+                const uint32_t wb0 = e ? qb.z : qb.x, wb1 = e ? qb.w : qb.y;
+                uint32_t(&f)[4] = a[s % kASets][j];
+                if constexpr (kNf4) {
+                    f[0] = lut_lane[((wa0 >> (8 * t)) & 0xffu) * 32];
+                    f[2] = lut_lane[((wa1 >> (8 * t)) & 0xffu) * 32];
+                    f[1] = lut_lane[((wb0 >> (8 * t)) & 0xffu) * 32];
+                    f[3] = lut_lane[((wb1 >> (8 * t)) & 0xffu) * 32];
+                } else {
+                    f[0] = w4_pair(wa0 >> (4 * t), za[j]);
+                    f[2] = w4_pair(wa1 >> (4 * t), za[j]);
+                    f[1] = w4_pair(wb0 >> (4 * t), zb[j]);
+                    f[3] = w4_pair(wb1 >> (4 * t), zb[j]);
+                }
+            }
+            const uint64_t desc = wg_desc(x_stage + (s >> 2) * (BT * 128) + (s & 3) * 32);
+#pragma unroll
+            for (int j = 0; j < MH; ++j) wg_pin(acc[j]);
+            wg_fence();
+#pragma unroll
+            for (int j = 0; j < MH; ++j) wgmma_m64n128k16(acc[j], a[s % kASets][j], desc);
+            wg_commit();
+        }
+        if (nx < iters && tid < kRows) store_scale(nstage, nx, raw, nest);
+    }
+    wg_wait<0>();
+#pragma unroll
+    for (int j = 0; j < MH; ++j) wg_pin(acc[j]);
+    cp_async_wait<0>();
+
+    // ---- epilogue (quant_prefill's): partial tiles -> owner rank's shared memory -> sum in rank order -> bf16 y ----
+    const int R = kRows / splits, pitch = R + 4;  // pitch ≡ 4 or 20 (mod 32) floats: a warp's stores hit 32 banks
+    float *red = reinterpret_cast<float *>(smem);
+    float sl[MH][2];  // read before red overwrites the pipeline (and `last` with it, where kRed > kPipe)
+#pragma unroll
+    for (int j = 0; j < MH; ++j) sl[j][0] = last[row_a[j]], sl[j][1] = last[row_a[j] + 8];
+    if (splits > 1) cluster_sync_all();  // every block of the cluster is done with its pipeline buffers
+    else __syncthreads();
+    const uint32_t red_src = smem_u32(red + (size_t)split * BT * pitch);
+#pragma unroll
+    for (int j = 0; j < MH; ++j) {
+        const int owner = (row_a[j] - g) / R;  // a warp's 16 rows never straddle two owners (R >= 16)
+        const int rl = row_a[j] - owner * R;
+        const uint32_t base = splits > 1 ? cluster_map(red_src, owner) : red_src;
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            const uint32_t a0 = base + (uint32_t)((i * 8 + 2 * t) * pitch + rl) * 4;
+            const float v0 = acc[j][4 * i] * sl[j][0], v1 = acc[j][4 * i + 1] * sl[j][0];
+            const float v2 = acc[j][4 * i + 2] * sl[j][1], v3 = acc[j][4 * i + 3] * sl[j][1];
+            if (splits > 1) {
+                st_cluster_f32(a0, v0);
+                st_cluster_f32(a0 + pitch * 4, v1);
+                st_cluster_f32(a0 + 32, v2);
+                st_cluster_f32(a0 + pitch * 4 + 32, v3);
+            } else {
+                st_shared_f32(a0, v0);
+                st_shared_f32(a0 + pitch * 4, v1);
+                st_shared_f32(a0 + 32, v2);
+                st_shared_f32(a0 + pitch * 4 + 32, v3);
+            }
+        }
+    }
+    if (splits > 1) cluster_sync_all();  // all partials of my rows have landed
+    else __syncthreads();
+    const int row0 = n0 + split * R;
+    const bool vec = (p.n % 4 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 7u) == 0);
+    for (int idx = tid; idx < BT * (R / 4); idx += kThreads) {
+        const int tok = idx / (R / 4), r4 = (idx % (R / 4)) * 4;
+        if (m0 + tok >= p.m || row0 + r4 >= p.n) continue;
+        float4 sum = *reinterpret_cast<const float4 *>(red + tok * pitch + r4);
+        for (int src = 1; src < splits; ++src) {
+            const float4 v = *reinterpret_cast<const float4 *>(red + ((size_t)src * BT + tok) * pitch + r4);
+            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+        }
+        uint16_t *yp = p.y + (size_t)(m0 + tok) * p.n + row0 + r4;
+        if (vec) {
+            *reinterpret_cast<uint2 *>(yp) =
+                make_uint2((uint32_t)sa_f32_to_bf16(sum.x) | (uint32_t)sa_f32_to_bf16(sum.y) << 16,
+                           (uint32_t)sa_f32_to_bf16(sum.z) | (uint32_t)sa_f32_to_bf16(sum.w) << 16);
+        } else {
+            const float v[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (row0 + r4 + e < p.n) yp[e] = sa_f32_to_bf16(v[e]);
+        }
+    }
+#else
+    __trap();  // launched only where the library was built for sm_90a (SA_HAVE_WGMMA)
+#endif
+}
+
 // ---- host side ----
 
 template <int Fmt, int WM, int NT>
@@ -440,8 +797,30 @@ sa_status launch(const Params &p, int splits, cudaStream_t stream) {
                                           grid, dim3(kThreads), P::kSmem, stream, p);
 }
 
+template <int Fmt, int MH>
+sa_status launch_wg(const Params &p, int splits, cudaStream_t stream) {
+    using P = WgPlan<Fmt, MH>;
+    auto kernel = &quant_prefill_wg<Fmt, MH>;
+    static const cudaError_t attr_err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmem);
+    if (attr_err != cudaSuccess)
+        return sa::fail(SA_E_CUDA, std::string("quant_prefill_wg: cannot reserve ") + std::to_string(P::kSmem) +
+                                       " bytes of shared memory (" + cudaGetErrorName(attr_err) + ")");
+    const dim3 grid((unsigned)splits, (unsigned)((p.n + P::kRows - 1) / P::kRows),
+                    (unsigned)((p.m + kWgTokens - 1) / kWgTokens));
+    return sa_cuda::launch_cluster_pdl_if(sa_cuda::device_traits().quant_pdl, (unsigned)splits, "quant_prefill_wg",
+                                          kernel, grid, dim3(kThreads), P::kSmem, stream, p);
+}
+
 template <int Fmt>
 sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStream_t stream) {
+    if (c.engine == 0) c.engine = c.rows || c.tokens || c.splits ? 1 : sa_prefill::choose_engine(p.m);  // a forced shape is mma.sync's
+    if (c.engine == 2) {
+        if (!sa_prefill::wgmma_available())
+            return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: the wgmma kernel needs an sm_90a build on an sm_90 GPU");
+        const sa_prefill::WgShape w = sa_prefill::choose_wg(p.m, p.n, p.k, group);
+        return w.rows == 256 ? launch_wg<Fmt, 2>(p, w.splits, stream) : launch_wg<Fmt, 1>(p, w.splits, stream);
+    }
     if (!c.rows || !c.tokens || !c.splits) {
         const sa_prefill::Config chosen = sa_prefill::choose(p.m, p.n, p.k, group);
         if (!c.rows) c.rows = chosen.rows;
@@ -465,6 +844,38 @@ sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStr
 }  // namespace
 
 namespace sa_prefill {
+
+bool wgmma_available() {
+#if SA_HAVE_WGMMA
+    return sa_cuda::device_traits().clusters;  // an sm_90 GPU, and the library carries sm_90a code
+#else
+    return false;
+#endif
+}
+
+// The engine for an m-token product: wgmma from kWgMinTokens tokens where available (STEPAUDIO_PREFILL_WGMMA=0 / 1
+// forces mma.sync / wgmma, the A/B knob), else quant_prefill.
+// The wgmma kernel's shape: 256-row tiles where they alone fill the GPU; else 128-row tiles, with the K range split
+// over a cluster of 2, 4 or 8 blocks until ~96 blocks run (each split keeping >= 4 scale groups).
+WgShape choose_wg(int m, int n, int k, int group) {
+    const int sms = sa_cuda::device_traits().sms > 0 ? sa_cuda::device_traits().sms : 132;
+    const long long token_tiles = (m + kWgTokens - 1) / kWgTokens;
+    if ((long long)((n + 255) / 256) * token_tiles >= sms) return {256, 1};
+    const long long blocks = (long long)((n + 127) / 128) * token_tiles;
+    int splits = 1;
+    while (splits < kMaxSplits && blocks * splits < 96 && k / group >= 8 * splits) splits *= 2;
+    return {128, splits};
+}
+
+int choose_engine(int m) {
+    static const int forced = [] {
+        const char *env = std::getenv("STEPAUDIO_PREFILL_WGMMA");
+        return env && env[0] ? (env[0] == '0' ? 1 : 2) : 0;
+    }();
+    if (!wgmma_available()) return 1;
+    if (forced) return forced;
+    return m >= kWgMinTokens ? 2 : 1;
+}
 
 // The launch shape of the least modelled time over the 4 tiles x 4 splits: waves x (a block's MACs / its SM's rate
 // + fixed cost), waves = ceil(blocks / resident blocks), x 1.2 for clusters of 4 or 8 over more than one wave. The

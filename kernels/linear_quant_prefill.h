@@ -21,7 +21,18 @@ struct Config {
     int rows = 0;
     int tokens = 0;
     int splits = 0;
+    int engine = 0;  // 0: as choose_engine() says; 1: quant_prefill (mma.sync); 2: quant_prefill_wg (wgmma, sm_90a)
 };
+
+// Whether the wgmma kernel can run here (an sm_90a build of the library on an sm_90 GPU), and which engine the
+// entry functions use for m tokens (STEPAUDIO_PREFILL_WGMMA=0 / 1 forces one).
+bool wgmma_available();
+int choose_engine(int m);
+// The wgmma kernel's tile rows (128 or 256) and K split (a cluster of 1, 2, 4 or 8 blocks) for an m x n x k product.
+struct WgShape {
+    int rows, splits;
+};
+WgShape choose_wg(int m, int n, int k, int group);
 
 // The launch shape the entry functions use for an m x n x k product with scale groups of `group` k's.
 Config choose(int m, int n, int k, int group);
