@@ -42,10 +42,11 @@
 // Where it stands: 190–320 TFLOP/s at M >= 512 (W4A16 up to 324, NF4 up to 258), 0.25–0.43x cuBLAS bf16 there; equal
 // to or faster than cuBLAS bf16 for gate_up / down up to M = 64 (those are bound by cuBLAS reading the bf16 weight).
 // mma.sync with register-dequantized A and 8 warps per SM is latency-bound (~10–12 clock cycles per MMA per SM
-// sub-partition at 320 TFLOP/s, where the tensor pipe needs ~4–6). Not chosen here, the next steps: wgmma (sm_90a: B straight from
-// the swizzled shared-memory tile, A from registers with the same dequant, 4 warps issuing per 64 rows) — a larger,
-// Hopper-only kernel; dequantizing whole tiles to bf16 in shared memory and feeding A by ldmatrix (one dequant per
-// weight per block instead of per weight and token warp, but more shared-memory traffic for A).
+// sub-partition at 320 TFLOP/s, where the tensor pipe needs ~4–6). So on sm_90a builds, from 128 tokens, the entry
+// points take the second kernel of this file, quant_prefill_wg (wgmma: B straight from the swizzled shared-memory
+// tile, A from registers with the same dequant; its own comment): H100, session 17, W4A16 gate_up at M = 1000 317.5 ->
+// 207.8 µs (484 TFLOP/s), qkv 80.3 -> 61.2, down 197.3 -> 155.4; NF4 gate_up 399.1 -> 296.2; at M = 128 qkv 17.6 ->
+// 13.3 (kernels/NOTES_QUANT.md, "The prefill GEMM on wgmma"). This kernel keeps M = 17–127 and sm_80.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -441,7 +442,10 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
 //  * The accumulator of m64n128 is, per thread, 16 n8 tiles of (row g: tokens 2t, 2t+1; row g + 8: the same), the
 //    mma.sync C layout; the epilogue is quant_prefill's (splits = 1).
 constexpr int kWgTokens = 128;  // tokens per block: the N of wgmma.m64n128k16
-constexpr int kWgMinTokens = 128;  // the entry points take it from this many tokens (choose_engine)
+// The entry points take it from this many tokens (choose_engine). Measured (H100, session 17, forced at every M
+// against the best forced mma.sync shape): from 128 tokens it wins on every Step1 linear of both formats (W4A16 qkv
+// 13.3 vs 17.6 µs, down 24.5 vs 35.7; NF4 gate_up 43.6 vs 57.6); at 48–64 it ties for W4A16 and loses 5–15% for NF4.
+constexpr int kWgMinTokens = 128;
 
 template <int Fmt, int MH>
 struct WgPlan {

@@ -57,6 +57,7 @@ python3 tests/oracle/step1_oracle.py bench /tmp/step1-full > "$out/torch-referen
 stage "NF4 (quantized at load from the base folder) and W4A16 (RTN-quantized checkpoint)"
 timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32,400,1000 \
   --copy-gbps "$copy" > "$out/bench-nf4.txt" 2>&1 || echo "NF4 bench failed or timed out (rc $?)" >> "$out/bench-nf4.txt"
+rm -rf /tmp/step1-w4a16  # a warm machine keeps the last call's folder, and quantize refuses to overwrite
 timeout 150 .publish/cli/stepaudio quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16 > "$out/quantize-w4a16.txt" 2>&1 &&
 timeout 200 .publish/cli/stepaudio bench --model /tmp/step1-w4a16 --device cuda --contexts 64,1024 --prefill-lengths 12,32,400,1000 \
   --copy-gbps "$copy" > "$out/bench-w4a16.txt" 2>&1 || echo "W4A16 quantize/bench failed or timed out (rc $?)" >> "$out/bench-w4a16.txt"

@@ -46,6 +46,7 @@ wait
 timeout 200 build/native_kernel_tests prefill > "$out/native-prefill.txt" 2>&1
 echo "native prefill checks rc $?: $(grep -E '^native:' "$out/native-prefill.txt")"; grep FAIL -A2 "$out/native-prefill.txt" | head
 export STEPAUDIO_NATIVE_LIB="$PWD/build/libstepaudio_native.so"
+rm -rf /tmp/step1-w4a16
 timeout 150 .publish/cli/stepaudio quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16 > "$out/quantize.txt" 2>&1
 for v in 1 0; do
   for args in "w4a16 --model /tmp/step1-w4a16" "nf4 --model /tmp/step1-full --variant bnb"; do
