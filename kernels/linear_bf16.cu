@@ -10,9 +10,14 @@
 //    to hold k = 8t..8t+7; since a dot product does not care about the order of k, the same permutation of k is
 //    applied to the x fragment, which makes both operands plain 16-byte loads (no shuffles, no shared memory).
 //  * M > 16 (prefill): a classic tensor-core GEMM: 128 (or 64) x 128 x 64 block tiles, 8 warps, cp.async 3-stage
-//    pipeline with zero-fill for ragged edges, an XOR swizzle so ldmatrix is bank-conflict free, mma.m16n8k16.
+//    pipeline with zero-fill for ragged edges, an XOR swizzle so ldmatrix is bank-conflict free, mma.m16n8k16;
+//    from 128 tokens on sm_90a builds the same tiles go to wgmma instead (gemm_bf16_wg_kernel).
 // Ragged M and N are handled by predication; K must be a multiple of 8 (every W row starts 16-byte aligned).
+#include <cstdlib>
+#include <string>
+
 #include "linear_epilogue.cuh"
+#include "wgmma.cuh"
 
 namespace {
 
@@ -314,6 +319,132 @@ __global__ void __launch_bounds__(kGemmThreads)
             }
 }
 
+// ---------------------------------------------------------------------- prefill on wgmma (sm_90a, M >= 128)
+// Why: gemm_bf16_kernel's mma.sync runs 150–300 TFLOP/s, 2.2–4.5x slower than cuBLAS (kernels/NOTES.md, "Prefill
+// GEMM"), and a long prompt's prefill is mostly these linears. Hopper's warpgroup MMA reads both operands from shared
+// memory (wgmma.cuh): the tiles gemm_bf16_kernel already stages (rows of 64 bf16 with the 128-byte XOR swizzle) are
+// its K-major layout as they are.
+//  * Block = 2 warpgroups, tile = 128 tokens x 128·NB features x 64 k; warpgroup w computes tokens [64w, 64w + 64)
+//    against all the tile's features, NB wgmma.m64n128k16 per k16 step.
+//  * 4 stages, loaded two k-tiles ahead by cp.async (fence.proxy.async before the barrier that publishes them), so a
+//    stage is refilled two iterations after its wgmmas were issued, when wgmma.wait_group 1 has retired them:
+//    one barrier per k-tile and up to two k-tiles of wgmmas in flight per warpgroup.
+//  * fp32 accumulation, bf16 output written straight from the accumulators (pairs of features).
+constexpr int kWgStages = 4, kWgM = 128;
+
+template <int NB>
+constexpr int gemm_wg_smem_bytes() { return 1024 + kWgStages * (kWgM + 128 * NB) * kGemmBK * 2; }
+
+template <int NB>
+__global__ void __launch_bounds__(kGemmThreads, 1)
+    gemm_bf16_wg_kernel(const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, uint16_t *__restrict__ y,
+                        int m, int n, int k) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int kBN = 128 * NB;
+    extern __shared__ __align__(128) uint8_t wg_smem_raw[];
+    uint16_t *smem = reinterpret_cast<uint16_t *>(wg_smem_raw + ((1024 - (smem_u32(wg_smem_raw) & 1023)) & 1023));
+    auto a_tile = [&](int stage) { return smem + stage * kWgM * kGemmBK; };
+    auto b_tile = [&](int stage) { return smem + kWgStages * kWgM * kGemmBK + stage * kBN * kGemmBK; };
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = warp >> 2, wv = warp & 3;
+    const int m0 = blockIdx.y * kWgM, n0 = blockIdx.x * kBN;
+    const int k_tiles = (k + kGemmBK - 1) / kGemmBK;
+    float acc[NB][64];
+#pragma unroll
+    for (int h = 0; h < NB; ++h)
+#pragma unroll
+        for (int i = 0; i < 64; ++i) acc[h][i] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+        if (s < k_tiles) {
+            load_tile_async<kWgM>(a_tile(s), x, m0, m, s * kGemmBK, k);
+            load_tile_async<kBN>(b_tile(s), w, n0, n, s * kGemmBK, k);
+        }
+        cp_async_commit();
+    }
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        cp_async_wait<1>();
+        fence_proxy_async();
+        __syncthreads();  // k-tile kt is in for everyone; every warpgroup has retired k-tile kt - 2's wgmmas
+        if (kt + 2 < k_tiles) {
+            load_tile_async<kWgM>(a_tile((kt + 2) % kWgStages), x, m0, m, (kt + 2) * kGemmBK, k);
+            load_tile_async<kBN>(b_tile((kt + 2) % kWgStages), w, n0, n, (kt + 2) * kGemmBK, k);
+        }
+        cp_async_commit();
+        const uint32_t a_s = smem_u32(a_tile(kt % kWgStages)) + wg * 64 * 128, b_s = smem_u32(b_tile(kt % kWgStages));
+#pragma unroll
+        for (int h = 0; h < NB; ++h) wg_pin(acc[h]);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < kGemmBK / 16; ++kk)
+#pragma unroll
+            for (int h = 0; h < NB; ++h)
+                wgmma_m64n128k16_ss(acc[h], wg_desc(a_s + kk * 32), wg_desc(b_s + h * 128 * 128 + kk * 32));
+        wg_commit();
+        wg_wait<1>();
+    }
+    wg_wait<0>();
+#pragma unroll
+    for (int h = 0; h < NB; ++h) wg_pin(acc[h]);
+    cp_async_wait<0>();
+
+    const int g = lane >> 2, t = lane & 3;
+    const bool pairs_aligned = (n & 1) == 0;
+#pragma unroll
+    for (int h = 0; h < NB; ++h)
+#pragma unroll
+        for (int j = 0; j < 16; ++j)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int row = m0 + wg * 64 + wv * 16 + g + 8 * half;
+                const int col = n0 + h * 128 + j * 8 + 2 * t;
+                if (row >= m || col >= n) continue;
+                const float v0 = acc[h][4 * j + 2 * half], v1 = acc[h][4 * j + 2 * half + 1];
+                uint16_t *dst = y + (int64_t)row * n + col;
+                if (pairs_aligned && col + 1 < n) {
+                    *reinterpret_cast<uint32_t *>(dst) = pack_bf16x2(v0, v1);
+                } else {
+                    dst[0] = sa_f32_to_bf16(v0);
+                    if (col + 1 < n) dst[1] = sa_f32_to_bf16(v1);
+                }
+            }
+#else
+    __trap();  // launched only where the library was built for sm_90a (SA_HAVE_WGMMA)
+#endif
+}
+
+template <int NB>
+sa_status launch_gemm_wg(const uint16_t *x, const uint16_t *w, uint16_t *y, int m, int n, int k, cudaStream_t stream) {
+    constexpr int smem = gemm_wg_smem_bytes<NB>();
+    static const cudaError_t opt_in =
+        cudaFuncSetAttribute(gemm_bf16_wg_kernel<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (opt_in != cudaSuccess)
+        return sa::fail(SA_E_CUDA, std::string("gemm_bf16_wg_kernel: cannot reserve ") + std::to_string(smem) +
+                                       " bytes of shared memory (" + cudaGetErrorName(opt_in) + ")");
+    const dim3 grid((unsigned)((n + 128 * NB - 1) / (128 * NB)), (unsigned)((m + kWgM - 1) / kWgM));
+    gemm_bf16_wg_kernel<NB><<<grid, kGemmThreads, smem, stream>>>(x, w, y, m, n, k);
+    SA_CHECK_LAUNCH(NB == 2 ? "gemm_bf16_wg_kernel<2>" : "gemm_bf16_wg_kernel<1>");
+    return SA_OK;
+}
+
+// Whether a prefill of m tokens runs on gemm_bf16_wg_kernel: from kWgMinM tokens on an sm_90a build and an sm_90 GPU.
+// STEPAUDIO_PREFILL_WGMMA=0 / 1 (the A/B knob, shared with the 4-bit prefill GEMM): never / from 17 tokens.
+constexpr int kWgMinM = 128;
+bool use_gemm_wg(int m) {
+#if SA_HAVE_WGMMA
+    static const int forced = [] {
+        const char *env = std::getenv("STEPAUDIO_PREFILL_WGMMA");
+        return env && env[0] ? (env[0] == '0' ? 1 : 2) : 0;
+    }();
+    if (!sa_cuda::device_traits().clusters || forced == 1) return false;
+    return forced == 2 || m >= kWgMinM;
+#else
+    (void)m;
+    return false;
+#endif
+}
+
 constexpr int kMaxDecodeM = 16;
 constexpr int kWideN = 8192;
 constexpr int kTargetBlocks = 2 * 132;  // two waves' worth of blocks on an H100
@@ -361,6 +492,10 @@ SA_API sa_status sa_cuda_linear_bf16(const uint16_t *x, const uint16_t *w, uint1
         auto kernel = wide ? &gemv_bf16_kernel<1, 2> : m <= 8 ? &gemv_bf16_kernel<1, 1> : &gemv_bf16_kernel<2, 1>;
         return launch_pdl("gemv_bf16_kernel", kernel, dim3(blocks), dim3(kGemvWarps * 32), 0, s, x, w, y, m, n, k,
                           prefetch_blocks, dev.gemv_prefetch_bytes, (int)epilogue, sa_epilogue::fold_value(fold));
+    }
+    if (use_gemm_wg(m)) {  // 256-feature tiles where they fill the GPU, else 128
+        const int64_t wide = (int64_t)((n + 255) / 256) * ((m + kWgM - 1) / kWgM);
+        return wide >= device_traits().sms ? launch_gemm_wg<2>(x, w, y, m, n, k, s) : launch_gemm_wg<1>(x, w, y, m, n, k, s);
     }
     const int64_t blocks_128 = (int64_t)((n + kGemmBN - 1) / kGemmBN) * ((m + 127) / 128);
     return blocks_128 >= kTargetBlocks ? launch_gemm<128>(x, w, y, m, n, k, s) : launch_gemm<64>(x, w, y, m, n, k, s);
