@@ -151,6 +151,52 @@ __device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
     asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
 }
 
+// ---- what both kernels share: one row's scale of one group, and the NF4 tables ----
+// The raw scale of entry idx (row · groups + group), loaded when the stage's codes are requested: W4A16 the 16-bit
+// scale | the zero code << 16 (8 without zeros); NF4 the fp32 absmax bits, or the u8 absmax code and its nested pair
+// (double quant). Decoded after that iteration's MMAs (decode_group_scale), off the load's critical path.
+template <int Fmt>
+__device__ __forceinline__ void load_group_scale(const Params &p, size_t idx, uint32_t &raw, float2 &nest) {
+    if constexpr (Fmt >= kNf4F32) {
+        if constexpr (Fmt == kNf4Dq) {
+            raw = __ldg(static_cast<const uint8_t *>(p.scales) + idx);
+            nest = __ldg(reinterpret_cast<const float2 *>(p.tables + SA_NF4_TABLE_HEADER) + idx / SA_NF4_NESTED_BLOCK);
+        } else {
+            raw = __float_as_uint(__ldg(static_cast<const float *>(p.scales) + idx));
+        }
+    } else {
+        constexpr bool kZeros = Fmt == kW4Bf16Zeros || Fmt == kW4Fp16Zeros;
+        raw = __ldg(static_cast<const uint16_t *>(p.scales) + idx) | (uint32_t)(kZeros ? __ldg(p.zeros + idx) : 8) << 16;
+    }
+}
+// The group's scale in fp32, raised to kMinScale in magnitude (kMinScale's comment).
+template <int Fmt>
+__device__ __forceinline__ float decode_group_scale(uint32_t raw, float2 nest, const float *nested_map) {
+    float s;
+    if constexpr (Fmt == kNf4Dq) {
+        s = __fadd_rn(__fmul_rn(nested_map[raw], nest.x), nest.y);  // bitsandbytes: product, then sum (no FMA)
+    } else if constexpr (Fmt == kNf4F32) {
+        s = __uint_as_float(raw);
+    } else {
+        const uint16_t bits = (uint16_t)(raw & 0xffffu);
+        if constexpr (Fmt == kW4Fp16 || Fmt == kW4Fp16Zeros) s = __half2float(__ushort_as_half(bits));
+        else s = __uint_as_float((uint32_t)bits << 16);
+    }
+    if (fabsf(s) < kMinScale) s = copysignf(kMinScale, s);
+    return s;
+}
+// W4A16: -(128 + z) as a bf16 pair (w4_pair's packed fma operand), from the raw value's zero code.
+__device__ __forceinline__ uint32_t neg_magic_zero(uint32_t raw) { return (0xC300u + (raw >> 16)) * 0x00010001u; }
+// NF4: thread b (of 256) builds the pair of byte b (quant_map[b >> 4] low, quant_map[b & 15] high) and writes its 32
+// copies rotated by b, so a warp's stores hit 32 banks; and nested_map[b].
+__device__ __forceinline__ void build_nf4_tables(uint32_t *lut, float *nested_map, const float *tables, int b) {
+    const uint32_t pair = (uint32_t)sa_f32_to_bf16(__ldg(tables + (b >> 4))) |
+                          (uint32_t)sa_f32_to_bf16(__ldg(tables + (b & 15))) << 16;
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) lut[b * 32 + ((j + b) & 31)] = pair;
+    nested_map[b] = __ldg(tables + 16 + b);
+}
+
 // The kernel. Grid: (splits, ceil(n / rows), ceil(m / tokens)); blockIdx.x is the K share (= the cluster rank).
 template <int Fmt, int WM, int NT>
 __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const Params p) {
@@ -205,34 +251,11 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
     // Scales of one group for row n0 + tid (threads tid < kRows): raw values when the stage's loads are issued,
     // decoded and stored after that iteration's MMAs (prev: this row's previous scale, for the ratio).
     const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
-    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) {
-        const size_t idx = sidx + grp;
-        if constexpr (kNf4) {
-            if constexpr (Fmt == kNf4Dq) {
-                raw = __ldg(static_cast<const uint8_t *>(p.scales) + idx);
-                nest = __ldg(reinterpret_cast<const float2 *>(p.tables + SA_NF4_TABLE_HEADER) + idx / SA_NF4_NESTED_BLOCK);
-            } else {
-                raw = __float_as_uint(__ldg(static_cast<const float *>(p.scales) + idx));
-            }
-        } else {
-            constexpr bool kZeros = Fmt == kW4Bf16Zeros || Fmt == kW4Fp16Zeros;
-            raw = __ldg(static_cast<const uint16_t *>(p.scales) + idx) | (uint32_t)(kZeros ? __ldg(p.zeros + idx) : 8) << 16;
-        }
-    };
+    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) { load_group_scale<Fmt>(p, sidx + grp, raw, nest); };
     float prev = 1.0f;
     auto store_scale = [&](int stage, int it, uint32_t raw, float2 nest) {
-        float s;
-        if constexpr (Fmt == kNf4Dq) {
-            s = __fadd_rn(__fmul_rn(nested_map[raw], nest.x), nest.y);  // bitsandbytes: product, then sum (no FMA)
-        } else if constexpr (kNf4) {
-            s = __uint_as_float(raw);
-        } else {
-            const uint16_t bits = (uint16_t)(raw & 0xffffu);
-            if constexpr (Fmt == kW4Fp16 || Fmt == kW4Fp16Zeros) s = __half2float(__ushort_as_half(bits));
-            else s = __uint_as_float((uint32_t)bits << 16);
-            zs[stage * kRows + tid] = (0xC300u + (raw >> 16)) * 0x00010001u;  // -(128 + z) as a bf16 pair
-        }
-        if (fabsf(s) < kMinScale) s = copysignf(kMinScale, s);
+        if constexpr (!kNf4) zs[stage * kRows + tid] = neg_magic_zero(raw);
+        const float s = decode_group_scale<Fmt>(raw, nest, nested_map);
         rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
         prev = s;
         if (it == iters - 1) last[tid] = s;
@@ -251,14 +274,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
         if (tid < kRows && s < iters) load_scale(g0 + s, raw0[s], nest0[s]);
     }
     if constexpr (kNf4) {
-        // Thread b builds the pair of byte b (quant_map[b >> 4] low, quant_map[b & 15] high) and writes its 32 copies
-        // rotated by b, so a warp's stores hit 32 banks (kThreads == 256).
-        const int b = tid;
-        const uint32_t pair = (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b >> 4))) |
-                              (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b & 15))) << 16;
-#pragma unroll 8
-        for (int j = 0; j < 32; ++j) lut[b * 32 + ((j + b) & 31)] = pair;
-        nested_map[b] = __ldg(p.tables + 16 + b);
+        build_nf4_tables(lut, nested_map, p.tables, tid);
         __syncthreads();  // nested_map before store_scale
     }
 #pragma unroll
@@ -526,34 +542,11 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
         }
     };
     const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
-    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) {
-        const size_t idx = sidx + grp;
-        if constexpr (kNf4) {
-            if constexpr (Fmt == kNf4Dq) {
-                raw = __ldg(static_cast<const uint8_t *>(p.scales) + idx);
-                nest = __ldg(reinterpret_cast<const float2 *>(p.tables + SA_NF4_TABLE_HEADER) + idx / SA_NF4_NESTED_BLOCK);
-            } else {
-                raw = __float_as_uint(__ldg(static_cast<const float *>(p.scales) + idx));
-            }
-        } else {
-            constexpr bool kZeros = Fmt == kW4Bf16Zeros || Fmt == kW4Fp16Zeros;
-            raw = __ldg(static_cast<const uint16_t *>(p.scales) + idx) | (uint32_t)(kZeros ? __ldg(p.zeros + idx) : 8) << 16;
-        }
-    };
+    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) { load_group_scale<Fmt>(p, sidx + grp, raw, nest); };
     float prev = 1.0f;
     auto store_scale = [&](int stage, int it, uint32_t raw, float2 nest) {
-        float s;
-        if constexpr (Fmt == kNf4Dq) {
-            s = __fadd_rn(__fmul_rn(nested_map[raw], nest.x), nest.y);
-        } else if constexpr (kNf4) {
-            s = __uint_as_float(raw);
-        } else {
-            const uint16_t bits = (uint16_t)(raw & 0xffffu);
-            if constexpr (Fmt == kW4Fp16 || Fmt == kW4Fp16Zeros) s = __half2float(__ushort_as_half(bits));
-            else s = __uint_as_float((uint32_t)bits << 16);
-            zs[stage * kRows + tid] = (0xC300u + (raw >> 16)) * 0x00010001u;
-        }
-        if (fabsf(s) < kMinScale) s = copysignf(kMinScale, s);
+        if constexpr (!kNf4) zs[stage * kRows + tid] = neg_magic_zero(raw);
+        const float s = decode_group_scale<Fmt>(raw, nest, nested_map);
         rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
         prev = s;
         if (it == iters - 1) last[tid] = s;
@@ -572,12 +565,7 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
         if (tid < kRows && s < iters) load_scale(g0 + s, raw0[s], nest0[s]);
     }
     if constexpr (kNf4) {
-        const int b = tid;
-        const uint32_t pair = (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b >> 4))) |
-                              (uint32_t)sa_f32_to_bf16(__ldg(p.tables + (b & 15))) << 16;
-#pragma unroll 8
-        for (int j = 0; j < 32; ++j) lut[b * 32 + ((j + b) & 31)] = pair;
-        nested_map[b] = __ldg(p.tables + 16 + b);
+        build_nf4_tables(lut, nested_map, p.tables, tid);
         __syncthreads();
     }
 #pragma unroll
