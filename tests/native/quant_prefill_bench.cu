@@ -9,7 +9,7 @@
 // 1. checks: tests/native/gpu_checks_quant_prefill.inc with SA_PREFILL_INTERNAL (every launch shape forced too);
 // 2. bench: the Step1 prefill linears (qkv 3584x3072, o 3072x3072, gate_up 16384x3072, down 3072x8192) at M = 17,
 //    32, 48, 64, 128, 256, 512, 1000 for W4A16 (bf16 scales, no zeros) and NF4 (double quant): the old path (the decode kernel over
-//    16-token slices, as the entry points ran M > 16 before), the new entry point (its chosen launch shape), every
+//    16-token slices, as the entry points ran M > 16 before), the new entry point (its chosen launch shape: "wg rows/128/splits" where it runs the wgmma kernel), every
 //    forced (rows, tokens, splits) shape (the best one is printed, to check the choice; all of them go to the sweep
 //    log, argv[2] or stderr), and cuBLAS bf16 (cublasGemmEx,
 //    fp32 accumulation) on the same M x K activations. Each timing is one CUDA graph of launches over rotating
@@ -217,7 +217,12 @@ static int run_bench(FILE *sweep_log) {
                 const double flop = 2.0 * m * n * k;
                 const float cub = cublas_us[mi];
                 char chosen_s[32], best_s[48];
-                std::snprintf(chosen_s, sizeof chosen_s, "%d/%d/%d", chosen.rows, chosen.tokens, chosen.splits);
+                if (sa_prefill::choose_engine(m) == 2) {  // the entry point runs the wgmma kernel: its tile and split
+                    const sa_prefill::WgShape wg = sa_prefill::choose_wg(m, n, k, group);
+                    std::snprintf(chosen_s, sizeof chosen_s, "wg %d/128/%d", wg.rows, wg.splits);
+                } else {
+                    std::snprintf(chosen_s, sizeof chosen_s, "%d/%d/%d", chosen.rows, chosen.tokens, chosen.splits);
+                }
                 std::snprintf(best_s, sizeof best_s, "%.2f %d/%d/%d", best_us, best.rows, best.tokens, best.splits);
                 std::printf("%-4s %-7s %5d | %9.2f | %9.2f %7.1f %-12s | %-20s | %9.2f %7.1f | %6.2fx %6.2fx\n",
                             nf4 ? "nf4" : "w4", sh.name, m, old_us, new_us, flop / new_us / 1e6, chosen_s, best_s, cub,
