@@ -454,10 +454,12 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
 //    swizzle (16-byte chunk c of token row r at c ^ (r & 7)), written by cp.async, read by wgmma through a
 //    shared-memory descriptor (K-major, stride 1024 B between 8-row groups; +32 B per k16 step).
 //  * Codes, scales and the pipeline (3 / 4 stages, one barrier per group) as quant_prefill. Per k16 step: dequantize
-//    into one of two A register sets, wgmma.fence, MH wgmmas, commit; wait until at most one step is in flight before
-//    a set is reused; all in flight are waited for at each group boundary (the rescale and the stage reuse need it).
+//    into one of kASets A register sets (2 for 256-row tiles, 3 for 128: registers), wgmma.fence, MH wgmmas, commit;
+//    wait until at most kASets - 1 steps are in flight before a set is reused; all in flight are waited for at each
+//    group boundary (the rescale and the stage reuse need it).
+//  * Small grids split K over a cluster of 2–8 blocks (choose_wg), reduced as quant_prefill does (DSMEM, rank order).
 //  * The accumulator of m64n128 is, per thread, 16 n8 tiles of (row g: tokens 2t, 2t+1; row g + 8: the same), the
-//    mma.sync C layout; the epilogue is quant_prefill's (splits = 1).
+//    mma.sync C layout (kernels/wgmma.cuh); the epilogue is quant_prefill's.
 constexpr int kWgTokens = 128;  // tokens per block: the N of wgmma.m64n128k16
 // The entry points take it from this many tokens (choose_engine). Measured (H100, session 17, forced at every M
 // against the best forced mma.sync shape): from 128 tokens it wins on every Step1 linear of both formats (W4A16 qkv
