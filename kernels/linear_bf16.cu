@@ -228,6 +228,20 @@ __device__ __forceinline__ void load_tile_async(uint16_t *tile, const uint16_t *
     }
 }
 
+// y[row][col], y[row][col + 1] = bf16(v0), bf16(v1) within the m x n output: one 4-byte store when the pair is
+// aligned (n even), else per element. The prefill GEMMs' epilogue.
+__device__ __forceinline__ void store_pair(uint16_t *y, int row, int col, int m, int n, bool pairs_aligned, float v0,
+                                           float v1) {
+    if (row >= m || col >= n) return;
+    uint16_t *dst = y + (int64_t)row * n + col;
+    if (pairs_aligned && col + 1 < n) {
+        *reinterpret_cast<uint32_t *>(dst) = pack_bf16x2(v0, v1);
+    } else {
+        dst[0] = sa_f32_to_bf16(v0);
+        if (col + 1 < n) dst[1] = sa_f32_to_bf16(v1);
+    }
+}
+
 // kBM = 128 or 64 token rows per block; warps are 2 (M) x 4 (N), each computing (kBM/2) x 32. The stages live in
 // dynamic shared memory (96 KB for kBM = 128), so two blocks fit on an SM.
 template <int kBM>
@@ -307,15 +321,7 @@ __global__ void __launch_bounds__(kGemmThreads)
             for (int half = 0; half < 2; ++half) {
                 const int row = m0 + wm * (kBM / 2) + mi * 16 + g + 8 * half;
                 const int col = n0 + wn * 32 + ni * 8 + 2 * t;
-                if (row >= m || col >= n) continue;
-                const float v0 = acc[mi][ni][2 * half], v1 = acc[mi][ni][2 * half + 1];
-                uint16_t *dst = y + (int64_t)row * n + col;
-                if (pairs_aligned && col + 1 < n) {
-                    *reinterpret_cast<uint32_t *>(dst) = pack_bf16x2(v0, v1);
-                } else {
-                    dst[0] = sa_f32_to_bf16(v0);
-                    if (col + 1 < n) dst[1] = sa_f32_to_bf16(v1);
-                }
+                store_pair(y, row, col, m, n, pairs_aligned, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
             }
 }
 
@@ -399,15 +405,7 @@ __global__ void __launch_bounds__(kGemmThreads, 1)
             for (int half = 0; half < 2; ++half) {
                 const int row = m0 + wg * 64 + wv * 16 + g + 8 * half;
                 const int col = n0 + h * 128 + j * 8 + 2 * t;
-                if (row >= m || col >= n) continue;
-                const float v0 = acc[h][4 * j + 2 * half], v1 = acc[h][4 * j + 2 * half + 1];
-                uint16_t *dst = y + (int64_t)row * n + col;
-                if (pairs_aligned && col + 1 < n) {
-                    *reinterpret_cast<uint32_t *>(dst) = pack_bf16x2(v0, v1);
-                } else {
-                    dst[0] = sa_f32_to_bf16(v0);
-                    if (col + 1 < n) dst[1] = sa_f32_to_bf16(v1);
-                }
+                store_pair(y, row, col, m, n, pairs_aligned, acc[h][4 * j + 2 * half], acc[h][4 * j + 2 * half + 1]);
             }
 #else
     __trap();  // launched only where the library was built for sm_90a (SA_HAVE_WGMMA)
