@@ -382,6 +382,56 @@ __device__ __forceinline__ uint32_t cvt_bf16x2(float lo, float hi) {  // round t
     return r;
 }
 
+// ---- what both tensor-core kernels share: the online softmax of a 16-row tile and P as MMA A fragments ----
+// sc holds a warp's scores for NT column tiles of 8 keys (c0, c1: row g; c2, c3: row g + 8), already scaled, biased
+// and masked; mx_a / mx_b are this thread's maxima of rows g / g + 8. Reduces them over the quad, updates the running
+// max m and this thread's share of the row sum l, turns sc into probabilities and rescales the output o by
+// exp(m_old - m_new); rows with no visible key yet (-inf) keep exp() finite.
+template <int NT, int NO>
+__device__ __forceinline__ void online_softmax(float (&sc)[NT][4], float mx_a, float mx_b, float &m_a, float &m_b,
+                                               float &l_a, float &l_b, float (&o)[NO][4]) {
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
+        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
+    }
+    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+    const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
+    const float alpha_a = __expf(m_a - mu_a), alpha_b = __expf(m_b - mu_b);
+    m_a = mn_a;
+    m_b = mn_b;
+    float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const float p = __expf(sc[n][c] - (c < 2 ? mu_a : mu_b));
+            sc[n][c] = p;
+            if (c < 2) sum_a += p;
+            else sum_b += p;
+        }
+    l_a = l_a * alpha_a + sum_a;
+    l_b = l_b * alpha_b + sum_b;
+#pragma unroll
+    for (int n = 0; n < NO; ++n) {
+        o[n][0] *= alpha_a;
+        o[n][1] *= alpha_a;
+        o[n][2] *= alpha_b;
+        o[n][3] *= alpha_b;
+    }
+}
+// The probabilities of 16 keys (score tiles 2kk, 2kk + 1) as the A fragment of the P·V MMA, in bf16 hi and lo parts
+// (two MMAs keep ~16 bits of P): a0 = row g, keys 2t (+1); a1 = row g + 8; a2, a3 = the same, keys + 8.
+template <int NT>
+__device__ __forceinline__ void p_fragments(const float (&sc)[NT][4], int kk, uint32_t (&hi)[4], uint32_t (&lo)[4]) {
+#pragma unroll
+    for (int f = 0; f < 4; ++f) {
+        const float *p = &sc[2 * kk + (f >> 1)][(f & 1) * 2];
+        hi[f] = cvt_bf16x2(p[0], p[1]);
+        lo[f] = cvt_bf16x2(p[0] - bf16_lo(hi[f]), p[1] - bf16_hi(hi[f]));
+    }
+}
+
 template <int D>
 __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnArgs a) {
     static_assert(D == 64, "one 16x64 query tile: 4 k-steps of the score MMA, 8 column tiles of the output");
@@ -468,47 +518,13 @@ __global__ void __launch_bounds__(kMmaThreads) attention_decode_mma_kernel(AttnA
                 if (c < 2) mx_g = fmaxf(mx_g, s);
                 else mx_g8 = fmaxf(mx_g8, s);
             }
-#pragma unroll
-        for (int off = 1; off <= 2; off <<= 1) {
-            mx_g = fmaxf(mx_g, __shfl_xor_sync(0xffffffffu, mx_g, off));
-            mx_g8 = fmaxf(mx_g8, __shfl_xor_sync(0xffffffffu, mx_g8, off));
-        }
-        // Online softmax: rescale what this warp has by exp(m_old - m_new); -inf rows keep exp() finite.
-        const float mn_g = fmaxf(m_g, mx_g), mn_g8 = fmaxf(m_g8, mx_g8);
-        const float mu_g = mn_g == -INFINITY ? 0.0f : mn_g, mu_g8 = mn_g8 == -INFINITY ? 0.0f : mn_g8;
-        const float alpha_g = __expf(m_g - mu_g), alpha_g8 = __expf(m_g8 - mu_g8);
-        m_g = mn_g;
-        m_g8 = mn_g8;
-        float sum_g = 0.0f, sum_g8 = 0.0f;
-#pragma unroll
-        for (int n = 0; n < kWarpKeys / 8; ++n)
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const float p = __expf(sc[n][c] - (c < 2 ? mu_g : mu_g8));
-                sc[n][c] = p;
-                if (c < 2) sum_g += p;
-                else sum_g8 += p;
-            }
-        l_g = l_g * alpha_g + sum_g;
-        l_g8 = l_g8 * alpha_g8 + sum_g8;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            o[n][0] *= alpha_g;
-            o[n][1] *= alpha_g;
-            o[n][2] *= alpha_g8;
-            o[n][3] *= alpha_g8;
-        }
+        online_softmax(sc, mx_g, mx_g8, m_g, m_g8, l_g, l_g8, o);
         // O += P·V over the tile's two 16-key steps: the score tiles 2kk, 2kk + 1 are the A fragment (as bf16 hi and
         // lo parts); B[k = key][n = column] pairs two keys of one V column.
 #pragma unroll
         for (int kk = 0; kk < kWarpKeys / 16; ++kk) {
             uint32_t hi[4], lo[4];
-#pragma unroll
-            for (int f = 0; f < 4; ++f) {  // a0: row g, keys 2t (+1); a1: row g + 8; a2, a3: the same, keys + 8
-                const float *p = &sc[2 * kk + (f >> 1)][(f & 1) * 2];
-                hi[f] = cvt_bf16x2(p[0], p[1]);
-                lo[f] = cvt_bf16x2(p[0] - bf16_lo(hi[f]), p[1] - bf16_hi(hi[f]));
-            }
+            p_fragments(sc, kk, hi, lo);
             const int key = 16 * kk + 2 * t;
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
@@ -714,46 +730,12 @@ __global__ void __launch_bounds__(kPfMaxWarps * 32) attention_prefill_mma_kernel
                 if (c < 2) mx_a = fmaxf(mx_a, s);
                 else mx_b = fmaxf(mx_b, s);
             }
-#pragma unroll
-        for (int off = 1; off <= 2; off <<= 1) {
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, off));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, off));
-        }
-        // Online softmax: rescale what the warp has by exp(m_old - m_new); -inf rows keep exp() finite.
-        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-        const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
-        const float alpha_a = __expf(m_a - mu_a), alpha_b = __expf(m_b - mu_b);
-        m_a = mn_a;
-        m_b = mn_b;
-        float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-        for (int n = 0; n < kPfKeys / 8; ++n)
-#pragma unroll
-            for (int c = 0; c < 4; ++c) {
-                const float p = __expf(sc[n][c] - (c < 2 ? mu_a : mu_b));
-                sc[n][c] = p;
-                if (c < 2) sum_a += p;
-                else sum_b += p;
-            }
-        l_a = l_a * alpha_a + sum_a;
-        l_b = l_b * alpha_b + sum_b;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            o[n][0] *= alpha_a;
-            o[n][1] *= alpha_a;
-            o[n][2] *= alpha_b;
-            o[n][3] *= alpha_b;
-        }
+        online_softmax(sc, mx_a, mx_b, m_a, m_b, l_a, l_b, o);
         // O += P·V over the tile's two 16-key steps: the score tiles 2kk, 2kk + 1 are the A fragment (bf16 hi + lo).
 #pragma unroll
         for (int kk = 0; kk < kPfKeys / 16; ++kk) {
             uint32_t hi[4], lo[4];
-#pragma unroll
-            for (int f = 0; f < 4; ++f) {  // a0: row g, keys 2t (+1); a1: row g + 8; a2, a3: the same, keys + 8
-                const float *p = &sc[2 * kk + (f >> 1)][(f & 1) * 2];
-                hi[f] = cvt_bf16x2(p[0], p[1]);
-                lo[f] = cvt_bf16x2(p[0] - bf16_lo(hi[f]), p[1] - bf16_hi(hi[f]));
-            }
+            p_fragments(sc, kk, hi, lo);
 #pragma unroll
             for (int n = 0; n < D / 8; n += 2) {
                 uint32_t b[4];  // b0, b1 of column tile n, then of n + 1
