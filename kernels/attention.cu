@@ -619,14 +619,6 @@ constexpr int kPfStages = 3;   // tiles in flight
 constexpr int kPfMaxWarps = 8;  // 16 heads per group
 constexpr int kPfTileWords = kPfKeys * kMmaRowWords;
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t (&r)[4]) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t (&r)[4]) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
 
 template <int D>
 __global__ void __launch_bounds__(kPfMaxWarps * 32) attention_prefill_mma_kernel(AttnArgs a) {
@@ -712,7 +704,7 @@ __global__ void __launch_bounds__(kPfMaxWarps * 32) attention_prefill_mma_kernel
 #pragma unroll
             for (int ks = 0; ks < D / 16; ks += 2) {
                 uint32_t b[4];  // b0, b1 of k-step ks, then of ks + 1
-                ldmatrix_x4(k_t + k_lane + (uint32_t)((8 * n * kMmaRowWords + 8 * ks) * 4), b);
+                ldmatrix_x4(k_t + k_lane + (uint32_t)((8 * n * kMmaRowWords + 8 * ks) * 4), b[0], b[1], b[2], b[3]);
                 mma_bf16_16816(sc[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], b[0], b[1]);
                 mma_bf16_16816(sc[n], qa[ks + 1][0], qa[ks + 1][1], qa[ks + 1][2], qa[ks + 1][3], b[2], b[3]);
             }
@@ -739,7 +731,7 @@ __global__ void __launch_bounds__(kPfMaxWarps * 32) attention_prefill_mma_kernel
 #pragma unroll
             for (int n = 0; n < D / 8; n += 2) {
                 uint32_t b[4];  // b0, b1 of column tile n, then of n + 1
-                ldmatrix_x4_trans(v_t + v_lane + (uint32_t)((16 * kk * kMmaRowWords + 4 * n) * 4), b);
+                ldmatrix_x4_trans(v_t + v_lane + (uint32_t)((16 * kk * kMmaRowWords + 4 * n) * 4), b[0], b[1], b[2], b[3]);
                 mma_bf16_16816(o[n], hi[0], hi[1], hi[2], hi[3], b[0], b[1]);
                 mma_bf16_16816(o[n], lo[0], lo[1], lo[2], lo[3], b[0], b[1]);
                 mma_bf16_16816(o[n + 1], hi[0], hi[1], hi[2], hi[3], b[2], b[3]);

@@ -40,11 +40,6 @@ __device__ __forceinline__ uint4 ld_coherent16(const uint16_t *p) {
 }
 
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
 
 // ------------------------------------------------------------------------------------------ decode (M <= 16)
 constexpr int kGemvWarps = 8;  // split-K between the warps of a block

@@ -116,11 +116,6 @@ struct Params {
 };
 
 
-__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
 
 // W4A16: the nibble pair at bits (0..3, 16..19) of v as the exact bf16 pair (c - z): lop3 makes 128 + c, the packed
 // fma adds -(128 + z) (linear_w4a16.cu's conversion).
