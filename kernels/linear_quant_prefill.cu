@@ -146,6 +146,22 @@ __device__ __forceinline__ void st_shared_f32(uint32_t addr, float v) {
     asm volatile("st.shared.f32 [%0], %1;" ::"r"(addr), "f"(v) : "memory");
 }
 
+// cp.async of the aligned 4-byte word holding the 1- or 2-byte value at src (an aligned word never crosses the end
+// of an allocation), and word_byte / word_half to take the value back out of it.
+__device__ __forceinline__ void cp_async_word(uint32_t dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(reinterpret_cast<uintptr_t>(src) & ~(uintptr_t)3)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async8(uint32_t dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ uint32_t word_byte(uint32_t w, const void *src) {
+    return (w >> (8 * (reinterpret_cast<uintptr_t>(src) & 3))) & 0xffu;
+}
+__device__ __forceinline__ uint32_t word_half(uint32_t w, const void *src) {
+    return (w >> (8 * (reinterpret_cast<uintptr_t>(src) & 2))) & 0xffffu;
+}
+
 // ---- what both kernels share: one row's scale of one group, and the NF4 tables ----
 // The raw scale of entry idx (row · groups + group), loaded when the stage's codes are requested: W4A16 the 16-bit
 // scale | the zero code << 16 (8 without zeros); NF4 the fp32 absmax bits, or the u8 absmax code and its nested pair
@@ -719,6 +735,288 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
 #endif
 }
 
+// ==== the skinny wgmma kernel (sm_90a): quant_skinny_wg ====
+// Why: at M <= 16 the decode kernels (linear_w4a16.cu, linear_nf4.cu) load x fragments into registers for every
+// 16-row weight tile and wait on global loads in a long-scoreboard chain (ncu, sessions 7–16: 2.3–3.3 cycles per
+// issued instruction at M = 8–16). Here wgmma reads x straight from shared memory, and codes and x stream through a
+// deep cp.async ring, so a warp issues only the dequantization and one wgmma per k16 step.
+//  * Block = 2 warpgroups, tile = 128 weight rows x BT tokens (8 or 16: the N of wgmma.m64nBTk16); warp v of
+//    warpgroup w holds rows 64w + 16v .. +15 as the register A operand, dequantized as quant_prefill_wg does.
+//  * One stage = one scale group (codes, x in the 128-byte swizzle, the decoded fp32 scale, the W4A16 zero pair);
+//    kStages deep, two blocks per SM.
+//  * No drain at group boundaries: each group's products go to a fresh accumulator (two sets, alternating; the first
+//    wgmma of a group does not accumulate), and the previous group's accumulator is added in fp32 times its scale
+//    while this group's wgmmas run — the decode kernels' Σ s·(partial sum). A stage is refilled two groups after
+//    its use, once every warpgroup has waited for that group's wgmmas (the barrier at the top of the next group).
+//  * K split over a cluster, the DSMEM reduction and the bf16 store: quant_prefill_wg's.
+#ifndef SA_SKINNY_WAIT
+#define SA_SKINNY_WAIT 1
+#endif
+template <int Fmt, int BT>
+struct SkinnyPlan {
+    static constexpr bool kNf4 = is_nf4(Fmt);
+    static constexpr int kRows = 128;
+    static constexpr int kKs = kNf4 ? SA_NF4_BLOCK : SA_W4A16_GROUP;
+    static constexpr int kStages = kNf4 ? 8 : 6;
+    static constexpr int kHalves = kKs / 64;
+    static constexpr int kXStage = kHalves * BT * 128;  // bytes, a multiple of 1024
+    static constexpr int kWPitch = kKs / 2 + 16;
+    static constexpr int kXBytes = kStages * kXStage;
+    static constexpr int kWBytes = kStages * kRows * kWPitch;
+    // Per row and stage, the 4-byte words holding the raw scale, the W4A16 zero code (formats with zeros) and the
+    // NF4 nested pair (double quant): copied by cp.async like the codes, decoded where they are used.
+    static constexpr bool kZeros = Fmt == kW4Bf16Zeros || Fmt == kW4Fp16Zeros;
+    static constexpr int kSBytes = kStages * kRows * 4;
+    static constexpr int kZBytes = kZeros ? kStages * kRows * 4 : 0;
+    static constexpr int kNBytes = Fmt == kNf4Dq ? kStages * kRows * 8 : 0;
+    static constexpr int kPipe = kXBytes + kWBytes + kNBytes + kSBytes + kZBytes;
+    static constexpr int kRed = BT * (kRows + 4 * kMaxSplits) * 4;
+    static constexpr int kMain = kPipe > kRed ? kPipe : kRed;
+    static constexpr int kLutBytes = kNf4 ? 256 * 32 * 4 + 256 * 4 : 0;
+    static constexpr int kSmem = 1024 + kMain + kLutBytes;
+    static constexpr int kXLoaders = BT * kKs / 8;  // threads with one 16-byte x chunk per stage
+    static constexpr int kWChunks = kRows * kKs / 32 / kThreads;
+    static_assert(kXStage % 1024 == 0 && kXLoaders <= kThreads && kRows * kKs / 32 % kThreads == 0, "plan");
+    static_assert(kStages >= 3, "a stage is refilled two groups after its use");
+};
+
+template <int Fmt, int BT>
+__global__ void __launch_bounds__(kThreads, 2) quant_skinny_wg(const Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using P = SkinnyPlan<Fmt, BT>;
+    constexpr bool kNf4 = P::kNf4;
+    constexpr int S = P::kStages, KS = P::kKs, kRows = P::kRows, kSteps = KS / 16, kD = BT / 2;
+    pdl_launch_dependents();
+    extern __shared__ __align__(128) uint8_t smem_raw[];
+    uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+    uint8_t *xs = smem;                                            // [S][halves][BT][128], swizzled
+    uint8_t *ws = xs + P::kXBytes;                                 // [S][kRows][kWPitch]
+    float2 *ns = reinterpret_cast<float2 *>(ws + P::kWBytes);           // [S][kRows] nested pairs (NF4 double quant)
+    uint32_t *ss = reinterpret_cast<uint32_t *>(ws + P::kWBytes + P::kNBytes);  // [S][kRows] raw scale words
+    uint32_t *zs = ss + S * kRows;                                      // [S][kRows] zero-code words (W4A16 zeros)
+    uint32_t *lut = reinterpret_cast<uint32_t *>(smem + P::kMain);  // [256][32] (NF4)
+    float *nested_map = reinterpret_cast<float *>(lut + 256 * 32);  // [256] (NF4)
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int split = blockIdx.x, splits = gridDim.x;
+    const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
+    const int groups = p.k / KS;
+    const int g0 = split * groups / splits, iters = (split + 1) * groups / splits - g0;
+
+    // ---- loaders ----
+    constexpr int kWStep = kThreads / (KS / 32);
+    const int wrow = tid / (KS / 32), wch = tid % (KS / 32);
+    const uint32_t w_dst = smem_u32(ws) + wrow * P::kWPitch + wch * 16;
+    const int xtok = tid / (KS / 8), xch = tid % (KS / 8);
+    const uint32_t x_dst = smem_u32(xs) + (xch >> 3) * (BT * 128) + xtok * 128 + (((xch & 7) ^ (xtok & 7)) * 16);
+    const bool x_loader = tid < P::kXLoaders, x_ok = x_loader && m0 + xtok < p.m;  // tokens past m: zero-filled
+    const uint16_t *x_src = x_ok ? p.x + (size_t)(m0 + xtok) * p.k + xch * 8 : p.x;
+    auto load_codes = [&](int stage, int grp) {
+#pragma unroll
+        for (int i = 0; i < P::kWChunks; ++i) {
+            const int r = min(n0 + wrow + i * kWStep, p.n - 1);  // ragged rows load valid memory
+            cp_async16(w_dst + (stage * kRows + i * kWStep) * P::kWPitch,
+                       p.q + (size_t)r * (p.k / 2) + wch * 16 + (size_t)grp * (KS / 2), 16);
+        }
+    };
+    auto load_x = [&](int stage, int grp) {
+        if (x_loader) cp_async16(x_dst + stage * P::kXStage, x_ok ? x_src + (size_t)grp * KS : p.x, x_ok ? 16 : 0);
+    };
+    // Scales: thread r < kRows copies row r's words with the group's codes. A register load here would stall the
+    // loop on its latency once per group (measured: ~1.2 µs per group, 25-55% of copy).
+    const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
+    auto load_scales = [&](int stage, int grp) {
+        if (tid >= kRows) return;
+        const uint32_t at = stage * kRows + tid;
+        if constexpr (Fmt == kNf4F32) {
+            cp_async_word(smem_u32(ss + at), static_cast<const float *>(p.scales) + sidx + grp);
+        } else if constexpr (Fmt == kNf4Dq) {
+            cp_async_word(smem_u32(ss + at), static_cast<const uint8_t *>(p.scales) + sidx + grp);
+            cp_async8(smem_u32(ns + at),
+                      reinterpret_cast<const float2 *>(p.tables + SA_NF4_TABLE_HEADER) + (sidx + grp) / SA_NF4_NESTED_BLOCK);
+        } else {
+            cp_async_word(smem_u32(ss + at), static_cast<const uint16_t *>(p.scales) + sidx + grp);
+            if constexpr (P::kZeros) cp_async_word(smem_u32(zs + at), p.zeros + sidx + grp);
+        }
+    };
+    // Row rr's (block-local) raw value of group grp from its stage's words, as load_group_scale returns it.
+    auto raw_of = [&](int stage, int rr, int grp, float2 &nest) -> uint32_t {
+        const size_t idx = (size_t)min(n0 + rr, p.n - 1) * groups + grp;
+        const uint32_t w = ss[stage * kRows + rr];
+        if constexpr (Fmt == kNf4F32) {
+            return w;
+        } else if constexpr (Fmt == kNf4Dq) {
+            nest = ns[stage * kRows + rr];
+            return word_byte(w, static_cast<const uint8_t *>(p.scales) + idx);
+        } else {
+            const uint32_t bits = word_half(w, static_cast<const uint16_t *>(p.scales) + idx);
+            if constexpr (P::kZeros) return bits | word_byte(zs[stage * kRows + rr], p.zeros + idx) << 16;
+            return bits | 8u << 16;
+        }
+    };
+    auto scale_of = [&](int stage, int rr, int grp) {
+        float2 nest = make_float2(0.0f, 0.0f);
+        const uint32_t raw = raw_of(stage, rr, grp, nest);
+        return decode_group_scale<Fmt>(raw, nest, nested_map);
+    };
+
+    // ---- prologue: weights first, then pdl_wait, then x; S - 2 groups ahead ----
+#pragma unroll
+    for (int s = 0; s < S - 2; ++s)
+        if (s < iters) load_codes(s, g0 + s), load_scales(s, g0 + s);
+    if constexpr (kNf4) build_nf4_tables(lut, nested_map, p.tables, tid);  // visible after the loop's first barrier
+    pdl_wait();
+#pragma unroll
+    for (int s = 0; s < S - 2; ++s) {
+        if (s < iters) load_x(s, g0 + s);
+        cp_async_commit();
+    }
+
+    const uint32_t *lut_lane = lut + lane;
+    const int row_a = (warp / 4) * 64 + (warp % 4) * 16 + g;  // this thread's A rows: row_a and row_a + 8
+    float total[kD];  // Σ over finished groups of scale · partial sum, in the m64nBT accumulator layout
+#pragma unroll
+    for (int i = 0; i < kD; ++i) total[i] = 0.0f;
+    float acc0[kD], acc1[kD];
+    uint32_t a0[kSteps][4], a1[kSteps][4];
+    auto add_group = [&](float (&acc)[kD], int it) {
+        const float sa = scale_of(it % S, row_a, g0 + it), sb = scale_of(it % S, row_a + 8, g0 + it);
+#pragma unroll
+        for (int i = 0; i < kD / 4; ++i) {
+            total[4 * i] = fmaf(acc[4 * i], sa, total[4 * i]);
+            total[4 * i + 1] = fmaf(acc[4 * i + 1], sa, total[4 * i + 1]);
+            total[4 * i + 2] = fmaf(acc[4 * i + 2], sb, total[4 * i + 2]);
+            total[4 * i + 3] = fmaf(acc[4 * i + 3], sb, total[4 * i + 3]);
+        }
+    };
+    // One scale group; the accumulator and A register set alternate with the group's parity (compile-time, so both
+    // sets stay in registers).
+    auto run_group = [&](int it, float (&acc)[kD], float (&prev)[kD], uint32_t (&a)[kSteps][4]) {
+        cp_async_wait<S - 3>();
+        fence_proxy_async();
+        __syncthreads();  // group it's stage is visible; every warpgroup is done with group it - 2's stage
+        const int nx = it + S - 2, nstage = nx % S, stage = it % S;
+        if (nx < iters) {
+            load_codes(nstage, g0 + nx);
+            load_scales(nstage, g0 + nx);
+            load_x(nstage, g0 + nx);
+        }
+        cp_async_commit();
+
+        const uint8_t *wst = ws + stage * kRows * P::kWPitch;
+        uint32_t za = 0, zb = 0;
+        if constexpr (!kNf4) {
+            float2 unused;
+            za = neg_magic_zero(raw_of(stage, row_a, g0 + it, unused));
+            zb = neg_magic_zero(raw_of(stage, row_a + 8, g0 + it, unused));
+        }
+#pragma unroll
+        for (int h = 0; h < kSteps / 2; ++h) {  // 16 B of codes per row = 32 k = two k16 steps
+            const uint4 qa = *reinterpret_cast<const uint4 *>(wst + row_a * P::kWPitch + h * 16);
+            const uint4 qb = *reinterpret_cast<const uint4 *>(wst + (row_a + 8) * P::kWPitch + h * 16);
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const uint32_t wa0 = e ? qa.z : qa.x, wa1 = e ? qa.w : qa.y;
+                const uint32_t wb0 = e ? qb.z : qb.x, wb1 = e ? qb.w : qb.y;
+                uint32_t(&f)[4] = a[2 * h + e];
+                if constexpr (kNf4) {
+                    f[0] = lut_lane[((wa0 >> (8 * t)) & 0xffu) * 32];
+                    f[2] = lut_lane[((wa1 >> (8 * t)) & 0xffu) * 32];
+                    f[1] = lut_lane[((wb0 >> (8 * t)) & 0xffu) * 32];
+                    f[3] = lut_lane[((wb1 >> (8 * t)) & 0xffu) * 32];
+                } else {
+                    f[0] = w4_pair(wa0 >> (4 * t), za);
+                    f[2] = w4_pair(wa1 >> (4 * t), za);
+                    f[1] = w4_pair(wb0 >> (4 * t), zb);
+                    f[3] = w4_pair(wb1 >> (4 * t), zb);
+                }
+            }
+        }
+        const uint32_t x_stage = smem_u32(xs) + stage * P::kXStage;
+        // The A fragments must be defined before the fence: otherwise the compiler may sink their dequantization
+        // past it, and ptxas serializes every wgmma (C7513).
+#pragma unroll
+        for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) asm volatile("" : "+r"(a[s][i])::"memory");
+        wg_pin(acc);
+        wg_fence();
+#pragma unroll
+        for (int s = 0; s < kSteps; ++s)
+            wgmma_m64nNk16(acc, a[s], wg_desc(x_stage + (s >> 2) * (BT * 128) + (s & 3) * 32), s > 0);
+        wg_commit();
+        wg_wait<SA_SKINNY_WAIT>();  // 1: the previous group's wgmmas are done
+        wg_pin(prev);
+        if (it > 0) add_group(prev, it - 1);
+    };
+    for (int it = 0; it < iters; it += 2) {
+        run_group(it, acc0, acc1, a0);
+        if (it + 1 < iters) run_group(it + 1, acc1, acc0, a1);
+    }
+    wg_wait<0>();
+    wg_pin(acc0);
+    wg_pin(acc1);
+    if (iters > 0) {
+        if ((iters - 1) % 2 == 0) add_group(acc0, iters - 1);
+        else add_group(acc1, iters - 1);
+    }
+    cp_async_wait<0>();
+
+    // ---- epilogue (quant_prefill_wg's): partials -> owner rank's shared memory -> sum in rank order -> bf16 y ----
+    const int R = kRows / splits, pitch = R + 4;
+    float *red = reinterpret_cast<float *>(smem);
+    if (splits > 1) cluster_sync_all();  // every block of the cluster is done with its pipeline buffers
+    else __syncthreads();
+    const uint32_t red_src = smem_u32(red + (size_t)split * BT * pitch);
+    {
+        const int owner = (row_a - g) / R;  // a warp's 16 rows never straddle two owners (R >= 16)
+        const int rl = row_a - owner * R;
+        const uint32_t base = splits > 1 ? cluster_map(red_src, owner) : red_src;
+#pragma unroll
+        for (int i = 0; i < kD / 4; ++i) {
+            const uint32_t a0 = base + (uint32_t)((i * 8 + 2 * t) * pitch + rl) * 4;
+            if (splits > 1) {
+                st_cluster_f32(a0, total[4 * i]);
+                st_cluster_f32(a0 + pitch * 4, total[4 * i + 1]);
+                st_cluster_f32(a0 + 32, total[4 * i + 2]);
+                st_cluster_f32(a0 + pitch * 4 + 32, total[4 * i + 3]);
+            } else {
+                st_shared_f32(a0, total[4 * i]);
+                st_shared_f32(a0 + pitch * 4, total[4 * i + 1]);
+                st_shared_f32(a0 + 32, total[4 * i + 2]);
+                st_shared_f32(a0 + pitch * 4 + 32, total[4 * i + 3]);
+            }
+        }
+    }
+    if (splits > 1) cluster_sync_all();  // all partials of my rows have landed
+    else __syncthreads();
+    const int row0 = n0 + split * R;
+    const bool vec = (p.n % 4 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 7u) == 0);
+    for (int idx = tid; idx < BT * (R / 4); idx += kThreads) {
+        const int tok = idx / (R / 4), r4 = (idx % (R / 4)) * 4;
+        if (m0 + tok >= p.m || row0 + r4 >= p.n) continue;
+        float4 sum = *reinterpret_cast<const float4 *>(red + tok * pitch + r4);
+        for (int src = 1; src < splits; ++src) {
+            const float4 v = *reinterpret_cast<const float4 *>(red + ((size_t)src * BT + tok) * pitch + r4);
+            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+        }
+        uint16_t *yp = p.y + (size_t)(m0 + tok) * p.n + row0 + r4;
+        if (vec) {
+            *reinterpret_cast<uint2 *>(yp) =
+                make_uint2((uint32_t)sa_f32_to_bf16(sum.x) | (uint32_t)sa_f32_to_bf16(sum.y) << 16,
+                           (uint32_t)sa_f32_to_bf16(sum.z) | (uint32_t)sa_f32_to_bf16(sum.w) << 16);
+        } else {
+            const float v[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (row0 + r4 + e < p.n) yp[e] = sa_f32_to_bf16(v[e]);
+        }
+    }
+#else
+    __trap();  // launched only where the library was built for sm_90a (SA_HAVE_WGMMA)
+#endif
+}
+
 // ---- host side ----
 
 template <int Fmt, int WM, int NT>
@@ -751,9 +1049,34 @@ sa_status launch_wg(const Params &p, int splits, cudaStream_t stream) {
                                           kernel, grid, dim3(kThreads), P::kSmem, stream, p);
 }
 
+template <int Fmt, int BT>
+sa_status launch_skinny(const Params &p, int splits, cudaStream_t stream) {
+    using P = SkinnyPlan<Fmt, BT>;
+    auto kernel = &quant_skinny_wg<Fmt, BT>;
+    static const cudaError_t attr_err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, P::kSmem);
+    if (attr_err != cudaSuccess)
+        return sa::fail(SA_E_CUDA, std::string("quant_skinny_wg: cannot reserve ") + std::to_string(P::kSmem) +
+                                       " bytes of shared memory (" + cudaGetErrorName(attr_err) + ")");
+    const dim3 grid((unsigned)splits, (unsigned)((p.n + P::kRows - 1) / P::kRows), (unsigned)((p.m + BT - 1) / BT));
+    return sa_cuda::launch_cluster_pdl_if(sa_cuda::device_traits().quant_pdl, (unsigned)splits, "quant_skinny_wg",
+                                          kernel, grid, dim3(kThreads), P::kSmem, stream, p);
+}
+
 template <int Fmt>
 sa_status launch_shape(const Params &p, int group, sa_prefill::Config c, cudaStream_t stream) {
     if (c.engine == 0) c.engine = c.rows || c.tokens || c.splits ? 1 : sa_prefill::choose_engine(p.m);  // a forced shape is mma.sync's
+    if (c.engine == 3) {
+        if (!sa_prefill::wgmma_available())
+            return sa::fail(SA_E_INVALID_ARGUMENT, "quant_skinny_wg: the wgmma kernel needs an sm_90a build on an sm_90 GPU");
+        const int splits = c.splits ? c.splits : sa_prefill::choose_skinny_splits(p.m, p.n, p.k, group);
+        if (splits != 1 && splits != 2 && splits != 4 && splits != 8)
+            return sa::fail(SA_E_INVALID_ARGUMENT, "quant_skinny_wg: splits must be 1, 2, 4 or 8, got " + std::to_string(splits));
+        if (splits > p.k / group)
+            return sa::fail(SA_E_INVALID_ARGUMENT, "quant_skinny_wg: " + std::to_string(splits) + " splits of " +
+                                                       std::to_string(p.k / group) + " scale groups");
+        return p.m <= 8 ? launch_skinny<Fmt, 8>(p, splits, stream) : launch_skinny<Fmt, 16>(p, splits, stream);
+    }
     if (c.engine == 2) {
         if (!sa_prefill::wgmma_available())
             return sa::fail(SA_E_INVALID_ARGUMENT, "quant_prefill: the wgmma kernel needs an sm_90a build on an sm_90 GPU");
@@ -804,6 +1127,16 @@ WgShape choose_wg(int m, int n, int k, int group) {
     int splits = 1;
     while (splits < kMaxSplits && blocks * splits < 96 && k / group >= 8 * splits) splits *= 2;
     return {128, splits};
+}
+
+// The skinny kernel's K split: clusters of 2, 4 or 8 blocks until the grid fills the two resident blocks per SM
+// (each split keeping >= 2 scale groups).
+int choose_skinny_splits(int m, int n, int k, int group) {
+    const int sms = sa_cuda::device_traits().sms > 0 ? sa_cuda::device_traits().sms : 132;
+    const long long blocks = (long long)((n + 127) / 128) * ((m + 15) / 16);
+    int splits = 1;
+    while (splits < kMaxSplits && blocks * splits * 2 <= 2 * sms && k / group >= 4 * splits) splits *= 2;
+    return splits;
 }
 
 int choose_engine(int m) {
