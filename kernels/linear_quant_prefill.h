@@ -21,8 +21,7 @@ struct Config {
     int rows = 0;
     int tokens = 0;
     int splits = 0;
-    int engine = 0;  // 0: as choose_engine() says; 1: quant_prefill (mma.sync); 2: quant_prefill_wg (wgmma, sm_90a);
-                     // 3: quant_skinny_wg (wgmma with 8- or 16-token tiles, sm_90a; splits as choose_skinny_splits)
+    int engine = 0;  // 0: as choose_engine() says; 1: quant_prefill (mma.sync); 2: quant_prefill_wg (wgmma, sm_90a)
 };
 
 // Whether the wgmma kernel can run here (an sm_90a build of the library on an sm_90 GPU), and which engine the
@@ -34,9 +33,6 @@ struct WgShape {
     int rows, splits;
 };
 WgShape choose_wg(int m, int n, int k, int group);
-
-// The skinny wgmma kernel's K split (1, 2, 4 or 8) for an m x n x k product.
-int choose_skinny_splits(int m, int n, int k, int group);
 
 // The launch shape the entry functions use for an m x n x k product with scale groups of `group` k's.
 Config choose(int m, int n, int k, int group);

@@ -31,10 +31,9 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 // Keeps the compiler from moving accumulator reads / writes across the asynchronous wgmma (CUTLASS does the same).
-template <int N>
-__device__ __forceinline__ void wg_pin(float (&d)[N]) {
+__device__ __forceinline__ void wg_pin(float (&d)[64]) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 // K-major shared-memory descriptor with the 128-byte swizzle: start >> 4, leading byte offset 16 (unused for this
 // layout), stride 1024 B between 8-row groups, layout type 1 (128B swizzle).
@@ -73,29 +72,6 @@ __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t des
         "%64, %65, p, 1, 1, 0, 0;\n}\n"
         : SA_WG_D8(0), SA_WG_D8(8), SA_WG_D8(16), SA_WG_D8(24), SA_WG_D8(32), SA_WG_D8(40), SA_WG_D8(48), SA_WG_D8(56)
         : "l"(desc_a), "l"(desc_b), "r"(1));
-#endif
-}
-// The narrow shapes of the 4-bit skinny kernel (linear_quant_prefill.cu, quant_skinny_wg): d (N / 2 fp32) = A ·
-// B (N tokens x 16 k at desc) + (accumulate ? d : 0). accumulate = 0 starts a scale group's partial sum without
-// zeroing d first.
-__device__ __forceinline__ void wgmma_m64nNk16(float (&d)[8], const uint32_t (&a)[4], uint64_t desc, int accumulate) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
-        : SA_WG_D8(0)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-#endif
-}
-__device__ __forceinline__ void wgmma_m64nNk16(float (&d)[4], const uint32_t (&a)[4], uint64_t desc, int accumulate) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
 #endif
 }
 #undef SA_WG_D8

@@ -5,7 +5,7 @@
 //        tests/native/quant_prefill_bench.cu kernels/linear_quant_prefill.cu kernels/linear_w4a16.cu \
 //        kernels/linear_nf4.cu native/src/cpu_w4a16.cpp native/src/cpu_nf4.cpp native/src/api.cpp \
 //        -lcublas -Xcompiler -fopenmp -o quant_prefill_bench
-// quant_prefill_bench [checks|bench|skinny|all]:
+// quant_prefill_bench [checks|bench|all]:
 // 1. checks: tests/native/gpu_checks_quant_prefill.inc with SA_PREFILL_INTERNAL (every launch shape forced too);
 // 2. bench: the Step1 prefill linears (qkv 3584x3072, o 3072x3072, gate_up 16384x3072, down 3072x8192) at M = 17,
 //    32, 48, 64, 128, 256, 512, 1000 for W4A16 (bf16 scales, no zeros) and NF4 (double quant): the old path (the decode kernel over
@@ -15,14 +15,12 @@
 //    fp32 accumulation) on the same M x K activations. Each timing is one CUDA graph of launches over rotating
 //    weight copies (>= 160 MB of packed weights, beyond the 50 MB L2) on a created stream (PDL as the model runs
 //    it), median of 10 replays, µs per launch; TFLOP/s counts 2·M·N·K.
-// 3. skinny: the skinny wgmma kernel (quant_skinny_wg) at M = 1..16 against the decode kernels and cuBLAS bf16.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -240,111 +238,13 @@ static int run_bench(FILE *sweep_log) {
     return e == cudaSuccess ? 0 : 1;
 }
 
-// The skinny wgmma kernel (engine 3) at M = 1..16 against the decode kernels (the entry points at M <= 16) and
-// cuBLAS bf16: the Step1 decode linears, the lm_head and 8192², each K split forced and the chosen one.
-static int run_skinny(FILE *sweep_log) {
-    cudaStream_t st;
-    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
-    cublasHandle_t cb;
-    if (cublasCreate(&cb) != CUBLAS_STATUS_SUCCESS) return std::printf("cublasCreate failed\n"), 1;
-    cublasSetStream(cb, st);
-    const int max_m = 16, max_k = 8192, max_n = 74752;
-    uint16_t *x, *y;
-    CK(cudaMalloc(&x, (size_t)max_m * max_k * 2));
-    CK(cudaMalloc(&y, (size_t)max_m * max_n * 2));
-    fill(x, (size_t)max_m * max_k * 2, 99, 0x3f7f3f7fu, 0);
-    struct Shape { const char *name; int n, k; };
-    const Shape shapes[] = {{"qkv", 3584, 3072}, {"o", 3072, 3072},        {"gate_up", 16384, 3072},
-                            {"down", 3072, 8192}, {"lm_head", 74752, 3072}, {"sq8192", 8192, 8192}};
-    const int ms[] = {1, 4, 8, 12, 16};
-    const char *only = std::getenv("SKINNY_ONLY");  // one shape's name: for a profiler run
-    std::printf("%-4s %-7s %3s | %9s | %9s %6s %3s | %-12s | %9s | %8s %8s\n", "fmt", "shape", "M", "decode us",
-                "skinny us", "%copy", "spl", "best forced", "cublas us", "cub/dec", "cub/skn");
-    for (const Shape &sh : shapes) {
-        if (only && std::strcmp(only, sh.name) != 0) continue;
-        const int n = sh.n, k = sh.k;
-        const size_t bf_bytes = (size_t)n * k * 2;
-        const int bcopies = (int)std::min<size_t>(8, std::max<size_t>(2, (size_t)160e6 / bf_bytes + 1));
-        std::vector<uint16_t *> bf;
-        for (int c = 0; c < bcopies; ++c) {
-            uint16_t *b;
-            CK(cudaMalloc(&b, bf_bytes));
-            fill(b, bf_bytes, 7 + c, 0x3f7f3f7fu);
-            bf.push_back(b);
-        }
-        std::vector<float> cublas_us;
-        for (int m : ms) {
-            const float alpha = 1, beta = 0;
-            cublas_us.push_back(graph_us(st, bcopies, [&](int i) -> sa_status {
-                return cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, bf[i], CUDA_R_16BF, k, x, CUDA_R_16BF, k,
-                                    &beta, y, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS
-                           ? SA_OK
-                           : SA_E_CUDA;
-            }));
-        }
-        for (auto b : bf) cudaFree(b);
-        for (int fmt = 0; fmt < 2; ++fmt) {
-            const bool nf4 = fmt == 1;
-            const int group = nf4 ? SA_NF4_BLOCK : SA_W4A16_GROUP;
-            std::vector<Weight> ws;
-            ws.push_back(nf4 ? make_nf4(n, k, 1000) : make_w4(n, k, 1000));
-            const int copies = (int)std::min<double>(24, std::max<double>(2, 160e6 / ws[0].bytes + 1));
-            for (int c = 1; c < copies; ++c) ws.push_back(nf4 ? make_nf4(n, k, 1000 + c) : make_w4(n, k, 1000 + c));
-            auto skinny = [&](const Weight &w, int m, int splits) {
-                sa_prefill::Config c;
-                c.engine = 3, c.splits = splits;
-                return nf4 ? sa_prefill::linear_nf4(x, (const uint8_t *)w.q, w.s, w.t, true, y, m, n, k, st, c)
-                           : sa_prefill::linear_w4a16(x, (const uint32_t *)w.q, (const uint16_t *)w.s, nullptr, false, y,
-                                                      m, n, k, st, c);
-            };
-            for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); ++mi) {
-                const int m = ms[mi];
-                const float dec_us = graph_us(st, copies, [&](int i) {
-                    const Weight &w = ws[i];
-                    return nf4 ? sa_cuda_linear_nf4(x, (const uint8_t *)w.q, w.s, w.t, 1, y, m, n, k, SA_EPILOGUE_STORE, nullptr, st)
-                               : sa_cuda_linear_w4a16(x, (const uint32_t *)w.q, (const uint16_t *)w.s, nullptr, 0, y, m, n, k,
-                                                      SA_EPILOGUE_STORE, nullptr, st);
-                });
-                const int chosen = sa_prefill::choose_skinny_splits(m, n, k, group);
-                const float skn_us = graph_us(st, copies, [&](int i) { return skinny(ws[i], m, 0); });
-                float best_us = 1e30f;
-                int best = 0;
-                std::string sweep;
-                for (int splits : {1, 2, 4, 8}) {
-                    const float us = graph_us(st, copies, [&](int i) { return skinny(ws[i], m, splits); });
-                    char item[32];
-                    std::snprintf(item, sizeof item, " %d:%.2f", splits, us);
-                    sweep += item;
-                    if (us > 0 && us < best_us) best_us = us, best = splits;
-                }
-                std::fprintf(sweep_log, "skinny %s %s M=%d decode=%.2f skinny=%.2f cublas=%.2f sweep(splits:us)%s\n",
-                             nf4 ? "nf4" : "w4", sh.name, m, dec_us, skn_us, cublas_us[mi], sweep.c_str());
-                std::fflush(sweep_log);
-                const float cub = cublas_us[mi];
-                char best_s[32];
-                std::snprintf(best_s, sizeof best_s, "%.2f /%d", best_us, best);
-                std::printf("%-4s %-7s %3d | %9.2f | %9.2f %5.0f%% %3d | %-12s | %9.2f | %7.2fx %7.2fx\n", nf4 ? "nf4" : "w4",
-                            sh.name, m, dec_us, skn_us, ws[0].bytes / skn_us / 1e3 / 30.15, chosen, best_s, cub,
-                            cub / dec_us, cub / skn_us);
-                std::fflush(stdout);
-            }
-            for (auto &w : ws) free_weight(w);
-        }
-    }
-    const cudaError_t e = cudaDeviceSynchronize();
-    std::printf("final CUDA status: %s (%%copy: packed bytes against 3015 GB/s)\n", cudaGetErrorString(e));
-    cublasDestroy(cb);
-    return e == cudaSuccess ? 0 : 1;
-}
-
 int main(int argc, char **argv) {
-    // quant_prefill_bench [checks|bench|skinny|all] [sweep log file]
+    // quant_prefill_bench [checks|bench|all] [sweep log file]
     const std::string what = argc > 1 ? argv[1] : "all";
     FILE *sweep_log = argc > 2 ? std::fopen(argv[2], "w") : stderr;
     if (!sweep_log) return std::printf("cannot write %s\n", argv[2]), 1;
     int failed = 0;
     if (what == "checks" || what == "all") failed += run_checks();
     if (what == "bench" || what == "all") failed += run_bench(sweep_log);
-    if (what == "skinny" || what == "all") failed += run_skinny(sweep_log);
     return failed ? 1 : 0;
 }
