@@ -462,6 +462,11 @@ __host__ __device__ constexpr int stream_extra_offset(int kb, int tiles) {  // a
     return stream_inv_offset(kb, tiles) + (SA_EPILOGUE_MAX_M * 4 + 15) / 16 * 16;
 }
 
+// Timing ablations of v5 (experiments only; every value but 0 gives wrong results): 1 = no tile-end block barrier,
+// 2 = no barrier and no reduction / store of y, 3 = no multiply (the ring, scales and barriers only).
+#ifndef SA_NF4_ABLATE
+#define SA_NF4_ABLATE 0
+#endif
 template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
@@ -572,22 +577,23 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         for (int s = 0; s < ring.stages; ++s, ++sig) {
             cp_async_wait<kRingSlots - 1>();  // stage sig has landed (this thread's copies) ...
             __syncwarp();                     // ... and every lane's
-            ring.template multiply<SA_NF4_PAIRS != 0>(mma, acc, smem, sig % kRingSlots,
-                                                      ring.base0 + kStageBlocks * s, sc);
+            if (SA_NF4_ABLATE != 3)
+                ring.template multiply<SA_NF4_PAIRS != 0>(mma, acc, smem, sig % kRingSlots,
+                                                          ring.base0 + kStageBlocks * s, sc);
             __syncwarp();  // every lane has read the slot before it is refilled
             issue_next();
         }
         // Tile ti done by this warp. Buffers ti & 1 (partials) and (ti + 1) & 1 (scales) were last read before the
         // previous barrier (the reduction of tile ti - 2, the multiplies of tile ti - 1), which every thread has passed.
         // One partial buffer: the reduction of tile ti - 1 read it after that barrier, so wait for it (block-uniform).
-        if (kPartialBuffers == 1 && ti > 0) __syncthreads();
+        if (kPartialBuffers == 1 && ti > 0 && SA_NF4_ABLATE != 1 && SA_NF4_ABLATE != 2) __syncthreads();
         float *partial = partials(ti);
         sa_epilogue::write_partials<Tiles>(partial + warp * kTileRows * 16, acc, g, t);
         store_scales(sr, ti + 1);
         if (ti == 0 && sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);  // once per block
-        __syncthreads();
+        if (SA_NF4_ABLATE != 1 && SA_NF4_ABLATE != 2) __syncthreads();
         load_scales(sr, ti + 2);
-        if (threadIdx.x < 128)
+        if (threadIdx.x < 128 && SA_NF4_ABLATE != 2)
             sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8,
                                               (int)blockIdx.x + ti * grid, fold, fold_inv);
     }
