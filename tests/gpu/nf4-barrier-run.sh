@@ -4,27 +4,56 @@
 # per-tile block barrier? Timing ablations of kernels/linear_nf4.cu (SA_NF4_ABLATE, wrong results by design):
 #   nobar (1): no tile-end block barrier; nored (2): no barrier, no reduction / store; nomath (3): no multiply (the
 #   ring, scales and barriers only); slots3: three ring slots per warp (session 3 on the H100: 5% slower on gate_up).
+# And the candidate that follows from it: lagged (SA_NF4_STREAM_LAGGED=1, one token tile: no block barrier per tile,
+# the reduction one tile behind through mbarriers), checked (native_kernel_tests nf4) and timed.
 # Then Nsight Compute on main's nf4_gemv_stream (gate_up, M = 1): stall reasons and the SASS lines where warps wait.
+# Also, when scratch/lqp_old.cu is present (the previous kernels/linear_quant_prefill.cu, untracked): the prefill
+# kernels' shared stage pipeline (this tree) against it — quant_prefill_bench checks, SASS instruction counts and
+# registers per kernel, and kernel_bench prefill at 24-64 tokens (the mma.sync prefill GEMM) with each.
 # DEADLINE (default 480 s). Nothing to carry. On the device: bash tests/gpu/nf4-barrier-run.sh
 cd "$(dirname "$0")/../.."
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 AB_DIR=/tmp/nbab DEADLINE=${DEADLINE:-480} \
-  VARIANTS="nobar:-DSA_NF4_ABLATE=1 nored:-DSA_NF4_ABLATE=2 nomath:-DSA_NF4_ABLATE=3 slots3:-DSA_NF4_RING_SLOTS=3" \
+  VARIANTS="lagged:-DSA_NF4_STREAM_LAGGED=1 nobar:-DSA_NF4_ABLATE=1 nored:-DSA_NF4_ABLATE=2 nomath:-DSA_NF4_ABLATE=3 slots3:-DSA_NF4_RING_SLOTS=3" \
   . tests/gpu/ab-build.sh
-ab_build kernels/linear_nf4.cu tests/native/nf4_bench.cu tests/native/w4a16_bench.cu
+qpold=""; [ -f scratch/lqp_old.cu ] && qpold=/tmp/lqp_old.o &&
+  { nvcc $ab_fl -arch=sm_90a -Xptxas=-v -c scratch/lqp_old.cu -o $qpold > /tmp/lqp_old.log 2>&1 & }
+ab_build kernels/linear_nf4.cu tests/native/nf4_bench.cu tests/native/w4a16_bench.cu tests/native/quant_prefill_bench.cu
+if [ -n "$qpold" ]; then
+  wait
+  others=""; for f in kernels/*.cu; do [ "$f" != kernels/linear_quant_prefill.cu ] && others="$others $b/$(basename $f).o"; done
+  nvcc -arch=sm_90a -Xcompiler -fopenmp $b/kernel_bench.cpp.o $others $qpold $b/api.cpp.o $b/cpu_reference.cpp.o \
+    $b/cpu_w4a16.cpp.o $b/cpu_nf4.cpp.o -lcublas -o $b/kernel_bench_qpold > $b/link_qpold.log 2>&1 || head -20 $b/link_qpold.log
+  for o in $b/linear_quant_prefill.cu.o $qpold; do
+    cuobjdump -sass $o | awk '/Function :/{fn=$3} /^ +\/\*[0-9a-f]+\*\//{c[fn]++} END{for (f in c) print c[f], f}' | sort -k2 > $o.counts
+  done
+  echo "SASS instructions per kernel, old vs new (differing only):"
+  paste $qpold.counts $b/linear_quant_prefill.cu.o.counts | awk '$1 != $3 {print "  ", $1, $3, substr($2, 1, 90)} END {print "  ", NR, "kernels"}'
+  echo "registers / spills, old vs new:"
+  diff <(grep -E "Used|spill" /tmp/lqp_old.log | sed 's/ptxas info    : //' | sort | uniq -c) \
+       <(grep -E "Used|spill" $b/linear_quant_prefill.cu.o.log | sed 's/ptxas info    : //' | sort | uniq -c) && echo "   identical"
+fi
 cat "$out/build.txt"; grep -E "nf4_gemv_stream" "$out/ptxas.txt" | cut -c1-160 | head -12
 bench="env NF4_BENCH_NO_CHECKS=1 NF4_BENCH_M=1 NF4_BENCH_SHAPES=16384x3072,8192x3072,3584x3072,3072x3072,3072x8192"
 run "nf4_bench main" 40 $bench $b/nf4_bench
-for v in nobar nored nomath slots3; do run "nf4_bench $v" 40 $bench $b/nf4_bench_$v; done
+for v in lagged nobar nored nomath slots3; do run "nf4_bench $v" 40 $bench $b/nf4_bench_$v; done
+run "nf4 checks lagged" 60 $b/native_kernel_tests_lagged nf4
 run "nf4_bench main, again" 40 $bench $b/nf4_bench
 run "w4a16_bench gate_up (reference)" 40 env W4A16_BENCH_M=1 W4A16_BENCH_NO_CHECKS=1 W4A16_BENCH_NO_CUBLAS=1 \
   W4A16_BENCH_SHAPES=16384:3072,3584:3072,3072:3072,3072:8192 $b/w4a16_bench
 run "decode nf4 main" 40 $b/kernel_bench decode nf4
+run "decode nf4 lagged" 40 $b/kernel_bench_lagged decode nf4
 run "decode nf4 nobar" 40 $b/kernel_bench_nobar decode nf4
 run "decode nf4 nomath" 40 $b/kernel_bench_nomath decode nf4
 run "nf4 checks slots3" 60 $b/native_kernel_tests_slots3 nf4
-# Nsight Compute: main's kernel, then the no-barrier build, gate_up at M = 1 (each the 4th launch).
-for v in main nobar; do
+if [ -n "$qpold" ]; then
+  run "quant_prefill_bench checks (stage pipeline)" 120 $b/quant_prefill_bench checks
+  for k in kernel_bench kernel_bench_qpold kernel_bench; do
+    run "prefill 24-64 tokens, $k" 60 env STEPAUDIO_BENCH_PREFILL=24,32,64 $b/$k prefill w4a16 nf4
+  done
+fi
+# Nsight Compute: main's kernel, then the lagged build, gate_up at M = 1 (each the 4th launch).
+for v in main lagged; do
   exe=$b/nf4_bench; [ $v = main ] || exe=$b/nf4_bench_$v
   [ $(left 1000) -gt 60 ] || break
   timeout $(left 120) ncu --clock-control none --set full --import-source no --kernel-name-base mangled \
@@ -51,5 +80,5 @@ for n, v in zip(names, vals):
 PY
   python3 tests/gpu/sass_stalls.py "$out/ncu-$v-sass.csv" 45 >> "$out/ncu-$v-summary.txt" 2>&1
 done
-grep -E "^==|^rc |gemv M=|copy band|FAIL|checks:|native:|ms/token|custom|^ncu" "$out/runs.txt" | cut -c1-170 | head -120
-for v in main nobar; do echo "--- ncu $v"; head -75 "$out/ncu-$v-summary.txt" 2>/dev/null | cut -c1-150; done
+grep -E "^==|^rc |gemv M=|copy band|FAIL|checks:|native:|ms/token|custom|^ncu|passed|prefill|tokens" "$out/runs.txt" | cut -c1-170 | head -160
+for v in main lagged; do echo "--- ncu $v"; head -75 "$out/ncu-$v-summary.txt" 2>/dev/null | cut -c1-150; done
