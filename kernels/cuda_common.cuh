@@ -263,6 +263,28 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// mbarriers in shared memory (shared-window addresses): init by one thread before a block barrier; arrive (release)
+// counts one thread; wait (acquire) spins until the phase of the given parity has completed.
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("{\n\t.reg .b64 state;\n\tmbarrier.arrive.shared.b64 state, [%0];\n\t}" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("{\n\t.reg .pred done;\n\tWAIT_%=:\n\t"
+                 "mbarrier.try_wait.parity.shared.b64 done, [%0], %1;\n\t@!done bra WAIT_%=;\n\t}" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+#else
+    asm volatile("{\n\t.reg .pred done;\n\tWAIT_%=:\n\t"
+                 "mbarrier.test_wait.parity.shared.b64 done, [%0], %1;\n\t@!done bra WAIT_%=;\n\t}" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+#endif
+}
+
 // Four 8x8 b16 matrices from shared memory (lane l gives row l & 7 of matrix l >> 3): MMA fragments; .trans
 // transposes each matrix (a B operand stored with k along the rows).
 __device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {

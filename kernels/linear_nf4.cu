@@ -458,8 +458,21 @@ __host__ __device__ constexpr int stream_partial_offset(int kb) { return kScales
 __host__ __device__ constexpr int stream_inv_offset(int kb, int tiles) {
     return stream_partial_offset(kb) + partial_buffers(tiles) * kPartialBytes;
 }
-__host__ __device__ constexpr int stream_extra_offset(int kb, int tiles) {  // after a folded norm's 1/rms
+// The lagged reduction (one token tile, a build-time knob while it is measured): no block barrier per tile. Each warp
+// decodes the absmax of its own 64-blocks (no other warp reads them); the partial sums go through two buffers guarded
+// by mbarriers (full: the 8 warps have written tile ti's; empty: its reduction has read them), and tile ti - 1's
+// reducer warps (rotating over the block with SA_REDUCE_ROTATE) reduce it at the end of tile ti, so a warp waits
+// only when it is a whole tile ahead of another. Why: without its reduction the gate_up launch is 10% faster
+// (NOTES_QUANT.md, session 20); with warps 0-3 reducing every tile, lagging alone did not pay (those warps set the end).
+#ifndef SA_NF4_STREAM_LAGGED
+#define SA_NF4_STREAM_LAGGED 0
+#endif
+__host__ __device__ constexpr bool stream_lagged(int tiles) { return tiles == 1 && SA_NF4_STREAM_LAGGED != 0; }
+__host__ __device__ constexpr int stream_bar_offset(int kb, int tiles) {  // after a folded norm's 1/rms
     return stream_inv_offset(kb, tiles) + (SA_EPILOGUE_MAX_M * 4 + 15) / 16 * 16;
+}
+__host__ __device__ constexpr int stream_extra_offset(int kb, int tiles) {  // after the lagged reduction's 4 mbarriers
+    return stream_bar_offset(kb, tiles) + (stream_lagged(tiles) ? 32 : 0);
 }
 
 // Timing ablations of v5 (experiments only; every value but 0 gives wrong results): 1 = no tile-end block barrier,
@@ -474,11 +487,16 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     const bool late = sa_epilogue::trigger_after_wait(epi, n, k);  // o: after the wait (linear_epilogue.cuh)
     pdl_launch_dependents(!late);
     constexpr int kRingSlots = ring_slots(Tiles);
+    constexpr bool kLagged = stream_lagged(Tiles);
     extern __shared__ __align__(16) uint8_t smem[];
     uint8_t *lut = smem;
     float *nested_map = reinterpret_cast<float *>(smem + kNestedOffset);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int kb = k / SA_NF4_BLOCK, tiles = (n + kTileRows - 1) / kTileRows, grid = gridDim.x;
+    // Absmax entries e (= 64-block e / 16, row e % 16) this thread decodes: strided over the block (threadIdx.x + 256i
+    // < 16·kb), or (lagged) over the warp's own 64-blocks (e_first + 32i < e_end).
+    const int e_first = (warp * kb / kWarps) * kTileRows + lane, e_end = ((warp + 1) * kb / kWarps) * kTileRows;
+    const uint32_t bars = smem_u32(smem + stream_bar_offset(kb, Tiles));  // full[2], empty[2] (lagged)
     const int my_tiles = (tiles - (int)blockIdx.x + grid - 1) / grid;  // block-uniform (the tile-end barriers)
     // Tile ti's scales ([64-block][g] float2) and partial sums ([warp][row][token]) in buffer ti & 1 (the partials in
     // buffer 0 when there is one).
@@ -502,8 +520,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         if (ti >= my_tiles) return;
 #pragma unroll
         for (int i = 0; i < kScaleRegs; ++i) {
-            const int e = i * kThreads + (int)threadIdx.x;
-            if (e < kb * kTileRows) {
+            const int e = kLagged ? e_first + i * 32 : i * kThreads + (int)threadIdx.x;
+            if (kLagged ? e < e_end : e < kb * kTileRows) {
                 const int64_t blk = (int64_t)w_row(ti, e & 15) * kb + (e >> 4);
                 if (DQ) {
                     c.raw[i] = __ldg(static_cast<const uint8_t *>(absmax) + blk);
@@ -519,8 +537,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         float *sc = scales(ti);
 #pragma unroll
         for (int i = 0; i < kScaleRegs; ++i) {
-            const int e = i * kThreads + (int)threadIdx.x;
-            if (e < kb * kTileRows) {
+            const int e = kLagged ? e_first + i * 32 : i * kThreads + (int)threadIdx.x;
+            if (kLagged ? e < e_end : e < kb * kTileRows) {
                 const int r = e & 15;
                 sc[(e >> 4) * 16 + (r & 7) * 2 + (r >> 3)] =
                     DQ ? nf4_double_quant_absmax(nested_map[c.raw[i]], c.group[i]) : __uint_as_float(c.raw[i]);
@@ -560,7 +578,9 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     load_scales(sr, 0);
     nf4_build_pair_lut(lut, tables);
     if (DQ) nested_map[threadIdx.x] = __ldg(tables + 16 + threadIdx.x);
-    __syncthreads();  // nested_map
+    if (kLagged && threadIdx.x < 4)  // full: every thread; empty: the reducer warps' threads
+        mbar_init(bars + 8 * threadIdx.x, threadIdx.x < 2 ? kThreads : 32 * ((min(m, Tiles * 8) + 3) / 4));
+    __syncthreads();  // nested_map, the mbarriers
     store_scales(sr, 0);
     load_scales(sr, 1);
     __syncthreads();  // pair table, tile 0's scales
@@ -570,6 +590,16 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     float *fold_inv = reinterpret_cast<float *>(smem + stream_inv_offset(kb, Tiles));
 
     const UnitMma<Tiles> mma{lut, x, k, m, g, t, 4u * lane};
+    // Lagged: tile tj's reducer warps (sa_epilogue::reducer_slot) reduce it once the 8 warps have written it (full,
+    // completion tj / 2 of buffer tj & 1), then release its buffer (empty).
+    auto reduce_lagged = [&](int tj) {
+        const int slot = sa_epilogue::reducer_slot<kWarps>(warp, tj, m, Tiles * 8);
+        if (slot < 0) return;  // warp-uniform
+        mbar_wait(bars + 8 * (tj & 1), (tj >> 1) & 1);
+        sa_epilogue::reduce_store<kWarps>(partials(tj), kTileRows * 16, 32 * slot + lane, y, epi, n, m, Tiles * 8,
+                                          (int)blockIdx.x + tj * grid, fold, fold_inv);
+        mbar_arrive(bars + 16 + 8 * (tj & 1));
+    };
     int sig = 0;
     for (int ti = 0; ti < my_tiles; ++ti) {
         float acc[Tiles][4] = {};
@@ -582,6 +612,17 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
                                                           ring.base0 + kStageBlocks * s, sc);
             __syncwarp();  // every lane has read the slot before it is refilled
             issue_next();
+        }
+        if constexpr (kLagged) {
+            if (ti >= 2) mbar_wait(bars + 16 + 8 * (ti & 1), ((ti - 2) >> 1) & 1);  // tile ti - 2 was reduced
+            sa_epilogue::write_partials<Tiles>(partials(ti) + warp * kTileRows * 16, acc, g, t);
+            if (ti == 0 && sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
+            mbar_arrive(bars + 8 * (ti & 1));
+            store_scales(sr, ti + 1);  // this warp's own 64-blocks: only its lanes read them
+            __syncwarp();
+            load_scales(sr, ti + 2);
+            if (ti >= 1) reduce_lagged(ti - 1);
+            continue;
         }
         // Tile ti done by this warp. Buffers ti & 1 (partials) and (ti + 1) & 1 (scales) were last read before the
         // previous barrier (the reduction of tile ti - 2, the multiplies of tile ti - 1), which every thread has passed.
@@ -598,6 +639,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
             sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, 32 * slot + lane, y, epi, n, m, Tiles * 8,
                                               (int)blockIdx.x + ti * grid, fold, fold_inv);
     }
+    if (kLagged && my_tiles > 0) reduce_lagged(my_tiles - 1);
     cp_async_wait<0>();
 }
 
