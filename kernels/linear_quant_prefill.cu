@@ -88,7 +88,9 @@ struct Plan {
     static constexpr int kKs = kNf4 ? SA_NF4_BLOCK : SA_W4A16_GROUP;  // k per stage = one scale group
     static constexpr int kXRow = kKs * 2;                             // bytes of one token's x per stage
     static constexpr int kWPitch = kKs / 2 + 16;                      // bytes of one row's codes per stage, padded
-    static constexpr int kXBytes = kStages * kTokens * kXRow;
+    static constexpr int kXStage = kTokens * kXRow;                   // bytes of x per stage
+    static constexpr int kXTokenPitch = kXRow;
+    static constexpr int kXBytes = kStages * kXStage;
     static constexpr int kWBytes = kStages * kRows * kWPitch;
     static constexpr int kRBytes = kStages * kRows * 4;              // fp32 ratio s_prev / s per row and stage
     static constexpr int kZBytes = kNf4 ? 0 : kStages * kRows * 4;  // W4A16: the -(128 + z) bf16 pair
@@ -103,6 +105,8 @@ struct Plan {
     static_assert(kTokens * kKs / 8 % kThreads == 0 && kRows * kKs / 32 % kThreads == 0, "whole chunks per thread");
     static_assert(kRows <= kThreads, "one loader thread per row for the scales");
     static_assert(NT % 2 == 0, "ldmatrix.x4 loads two n8 tiles");
+    // Byte offset of token tok's 16-byte chunk ch in a stage: [tokens][kXRow], chunks XOR-swizzled by token & 7.
+    __device__ static uint32_t x_offset(int tok, int ch) { return tok * kXRow + ((ch ^ (tok & 7)) * 16); }
 };
 
 struct Params {
@@ -192,6 +196,168 @@ __device__ __forceinline__ void build_nf4_tables(uint32_t *lut, float *nested_ma
     nested_map[b] = __ldg(tables + 16 + b);
 }
 
+// ---- the stage pipeline both kernels share ----
+// A stage is one scale group of K: the block's codes and x by 16-byte cp.async (x of tokens past m zero-filled), and
+// one row's scale per thread tid < kRows, loaded when the stage is requested and decoded after that iteration's MMAs,
+// off the load's critical path, into the ratio s_prev / s (rs), the W4A16 zero operand (zs) and the last group's
+// scale (last). The kernels differ only in where x sits in a stage (P::x_offset). Block (split, tile, token block)
+// owns the groups [g0, g0 + iters) of its K share.
+template <int Fmt, class P>
+struct StagePipe {
+    static constexpr bool kNf4 = is_nf4(Fmt);
+    static constexpr int S = P::kStages, KS = P::kKs, kRows = P::kRows;
+    static constexpr int kWStep = kThreads / (KS / 32);  // rows between a thread's code chunks
+    static constexpr int kXStep = kThreads / (KS / 8);   // tokens between a thread's x chunks
+    static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
+
+    const Params &p;
+    float *const rs, *const last;
+    uint32_t *const zs;
+    float *const nested_map;  // NF4: [256], filled by the prologue
+    const int tid, n0;
+    int g0, iters;
+    // Loader state, incremental pointers: little live state across the main loop.
+    int wrow, wch, x_left;  // x chunk i is a real token when i * kXStep < x_left
+    uint32_t w_dst, x_dst;
+    const uint8_t *w_src;
+    const uint16_t *x_src;
+    size_t sidx;        // this thread's row's scale entries (threads tid < kRows)
+    float prev = 1.0f;  // this row's previous scale, for the ratio
+
+    __device__ __forceinline__ StagePipe(const Params &p_, uint8_t *xs, uint8_t *ws, float *rs_, uint32_t *zs_,
+                                         float *last_, float *nested_map_, int n0_, int m0)
+        : p(p_), rs(rs_), last(last_), zs(zs_), nested_map(nested_map_), tid(threadIdx.x), n0(n0_) {
+        const int groups = p.k / KS, split = blockIdx.x, splits = gridDim.x;
+        g0 = split * groups / splits, iters = (split + 1) * groups / splits - g0;
+        wrow = tid / (KS / 32);
+        wch = tid % (KS / 32);
+        const int xtok = tid / (KS / 8), xch = tid % (KS / 8);
+        w_dst = smem_u32(ws) + wrow * P::kWPitch + wch * 16;
+        x_dst = smem_u32(xs) + P::x_offset(xtok, xch);
+        w_src = p.q + (size_t)min(n0 + wrow, p.n - 1) * (p.k / 2) + wch * 16;
+        x_src = p.x + (size_t)(m0 + xtok) * p.k + xch * 8;
+        x_left = p.m - m0 - xtok;
+        sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
+    }
+    __device__ __forceinline__ void load_codes(int stage, int grp) const {
+#pragma unroll
+        for (int i = 0; i < P::kWChunks; ++i) {
+            const int r = min(n0 + wrow + i * kWStep, p.n - 1);  // ragged rows load valid memory
+            const uint8_t *src = i == 0 ? w_src : p.q + (size_t)r * (p.k / 2) + wch * 16;
+            cp_async16(w_dst + (stage * kRows + i * kWStep) * P::kWPitch, src + (size_t)grp * (KS / 2), 16);
+        }
+    }
+    __device__ __forceinline__ void load_x(int stage, int grp) const {
+        const uint16_t *src = x_src + (size_t)grp * KS;
+#pragma unroll
+        for (int i = 0; i < P::kXChunks; ++i) {
+            const bool ok = i * kXStep < x_left;
+            cp_async16(x_dst + stage * P::kXStage + i * kXStep * P::kXTokenPitch, ok ? src : p.x, ok ? 16 : 0);
+            src += (size_t)kXStep * p.k;
+        }
+    }
+    __device__ __forceinline__ void load_scale(int grp, uint32_t &raw, float2 &nest) const {
+        load_group_scale<Fmt>(p, sidx + grp, raw, nest);
+    }
+    __device__ __forceinline__ void store_scale(int stage, int it, uint32_t raw, float2 nest) {
+        if constexpr (!kNf4) zs[stage * kRows + tid] = neg_magic_zero(raw);
+        const float s = decode_group_scale<Fmt>(raw, nest, nested_map);
+        rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
+        prev = s;
+        if (it == iters - 1) last[tid] = s;
+    }
+    // The first S - 1 stages: weights and scales first (they never depend on the previous kernel; NF4 also builds
+    // its tables, lut = the pair table [256][32]), then pdl_wait, then x. One cp.async group per stage.
+    __device__ __forceinline__ void prologue(uint32_t *lut) {
+#pragma unroll
+        for (int s = 0; s < S - 1; ++s)
+            if (s < iters) load_codes(s, g0 + s);
+        uint32_t raw0[S - 1];
+        float2 nest0[S - 1];
+#pragma unroll
+        for (int s = 0; s < S - 1; ++s) {
+            raw0[s] = 0;
+            nest0[s] = make_float2(0.0f, 0.0f);
+            if (tid < kRows && s < iters) load_scale(g0 + s, raw0[s], nest0[s]);
+        }
+        if constexpr (kNf4) {
+            build_nf4_tables(lut, nested_map, p.tables, tid);
+            __syncthreads();  // nested_map before store_scale
+        }
+#pragma unroll
+        for (int s = 0; s < S - 1; ++s)
+            if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
+        pdl_wait();
+#pragma unroll
+        for (int s = 0; s < S - 1; ++s) {
+            if (s < iters) load_x(s, g0 + s);
+            cp_async_commit();
+        }
+    }
+    // Iteration it requests stage it + S - 1 (codes, x, raw scale; always one cp.async group) before its MMAs ...
+    __device__ __forceinline__ void request(int it, uint32_t &raw, float2 &nest) const {
+        const int nx = it + S - 1;
+        raw = 0;
+        nest = make_float2(0.0f, 0.0f);
+        if (nx < iters) {
+            load_codes(nx % S, g0 + nx);
+            load_x(nx % S, g0 + nx);
+            if (tid < kRows) load_scale(g0 + nx, raw, nest);
+        }
+        cp_async_commit();
+    }
+    // ... and decodes that stage's scale after them.
+    __device__ __forceinline__ void finish(int it, uint32_t raw, float2 nest) {
+        const int nx = it + S - 1;
+        if (nx < iters && tid < kRows) store_scale(nx % S, nx, raw, nest);
+    }
+};
+
+// ---- the epilogue both kernels share: partial tiles -> owner rank's shared memory -> sum in rank order -> bf16 y ----
+// red[src][token][pitch]: rank r owns rows r·R .. r·R + R - 1 of the tile (R = kRows / splits); pitch = R + 4 ≡ 4 or
+// 20 (mod 32) floats, so a warp's stores hit 32 banks. A thread puts its (row, tokens tok, tok + 1) and (row + 8, the
+// same) values at a (the owner's copy through DSMEM when the cluster has more than one rank).
+__device__ __forceinline__ void put_partials(uint32_t a, int pitch, bool cluster, float v0, float v1, float v2, float v3) {
+    if (cluster) {
+        st_cluster_f32(a, v0);
+        st_cluster_f32(a + pitch * 4, v1);
+        st_cluster_f32(a + 32, v2);
+        st_cluster_f32(a + pitch * 4 + 32, v3);
+    } else {
+        st_shared_f32(a, v0);
+        st_shared_f32(a + pitch * 4, v1);
+        st_shared_f32(a + 32, v2);
+        st_shared_f32(a + pitch * 4 + 32, v3);
+    }
+}
+// After the barrier that lands every rank's partials: this rank's R rows (from row0) of BT tokens (from m0), summed
+// over the ranks in rank order (the same sum whatever the schedule), written as bf16, 4 rows per thread and step.
+template <int BT>
+__device__ __forceinline__ void sum_store(const Params &p, const float *red, int pitch, int R, int splits, int m0,
+                                          int row0) {
+    const bool vec = (p.n % 4 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 7u) == 0);
+    for (int idx = threadIdx.x; idx < BT * (R / 4); idx += kThreads) {
+        const int tok = idx / (R / 4), r4 = (idx % (R / 4)) * 4;
+        if (m0 + tok >= p.m || row0 + r4 >= p.n) continue;
+        float4 sum = *reinterpret_cast<const float4 *>(red + tok * pitch + r4);
+        for (int src = 1; src < splits; ++src) {
+            const float4 v = *reinterpret_cast<const float4 *>(red + ((size_t)src * BT + tok) * pitch + r4);
+            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+        }
+        uint16_t *yp = p.y + (size_t)(m0 + tok) * p.n + row0 + r4;
+        if (vec) {
+            *reinterpret_cast<uint2 *>(yp) =
+                make_uint2((uint32_t)sa_f32_to_bf16(sum.x) | (uint32_t)sa_f32_to_bf16(sum.y) << 16,
+                           (uint32_t)sa_f32_to_bf16(sum.z) | (uint32_t)sa_f32_to_bf16(sum.w) << 16);
+        } else {
+            const float v[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (row0 + r4 + e < p.n) yp[e] = sa_f32_to_bf16(v[e]);
+        }
+    }
+}
+
 // The kernel. Grid: (splits, ceil(n / rows), ceil(m / tokens)); blockIdx.x is the K share (= the cluster rank).
 template <int Fmt, int WM, int NT>
 __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const Params p) {
@@ -210,77 +376,11 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int wm = warp % WM, wn = warp / WM;
-    const int split = blockIdx.x, splits = gridDim.x;
+    const int split = blockIdx.x, splits = gridDim.x;  // the K share (= the cluster rank), the cluster size
     const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
-    const int groups = p.k / KS;
-    const int g0 = split * groups / splits, iters = (split + 1) * groups / splits - g0;
-
-    // ---- loaders (incremental pointers: little live state across the main loop) ----
-    constexpr int kWStep = kThreads / (KS / 32);  // rows between a thread's code chunks
-    constexpr int kXStep = kThreads / (KS / 8);   // tokens between a thread's x chunks
-    static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
-    const int wrow = tid / (KS / 32), wch = tid % (KS / 32);
-    const int xtok = tid / (KS / 8), xch = tid % (KS / 8);
-    const uint32_t w_dst = smem_u32(ws) + wrow * P::kWPitch + wch * 16;
-    const uint32_t x_dst = smem_u32(xs) + xtok * P::kXRow + ((xch ^ (xtok & 7)) * 16);
-    const uint8_t *w_src = p.q + (size_t)min(n0 + wrow, p.n - 1) * (p.k / 2) + wch * 16;
-    const uint16_t *x_src = p.x + (size_t)(m0 + xtok) * p.k + xch * 8;
-    const int x_left = p.m - m0 - xtok;  // chunk i is a real token when i * kXStep < x_left
-    auto load_codes = [&](int stage, int grp) {
-#pragma unroll
-        for (int i = 0; i < P::kWChunks; ++i) {
-            const int r = min(n0 + wrow + i * kWStep, p.n - 1);  // ragged rows load valid memory
-            const uint8_t *src = i == 0 ? w_src : p.q + (size_t)r * (p.k / 2) + wch * 16;
-            cp_async16(w_dst + (stage * kRows + i * kWStep) * P::kWPitch, src + (size_t)grp * (KS / 2), 16);
-        }
-    };
-    auto load_x = [&](int stage, int grp) {
-        const uint16_t *src = x_src + (size_t)grp * KS;
-#pragma unroll
-        for (int i = 0; i < P::kXChunks; ++i) {
-            const bool ok = i * kXStep < x_left;
-            cp_async16(x_dst + (stage * BT + i * kXStep) * P::kXRow, ok ? src : p.x, ok ? 16 : 0);
-            src += (size_t)kXStep * p.k;
-        }
-    };
-    // Scales of one group for row n0 + tid (threads tid < kRows): raw values when the stage's loads are issued,
-    // decoded and stored after that iteration's MMAs (prev: this row's previous scale, for the ratio).
-    const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
-    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) { load_group_scale<Fmt>(p, sidx + grp, raw, nest); };
-    float prev = 1.0f;
-    auto store_scale = [&](int stage, int it, uint32_t raw, float2 nest) {
-        if constexpr (!kNf4) zs[stage * kRows + tid] = neg_magic_zero(raw);
-        const float s = decode_group_scale<Fmt>(raw, nest, nested_map);
-        rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
-        prev = s;
-        if (it == iters - 1) last[tid] = s;
-    };
-
-    // ---- prologue: weights first (they never depend on the previous kernel), then pdl_wait, then x ----
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s)
-        if (s < iters) load_codes(s, g0 + s);
-    uint32_t raw0[S - 1];
-    float2 nest0[S - 1];
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s) {
-        raw0[s] = 0;
-        nest0[s] = make_float2(0.0f, 0.0f);
-        if (tid < kRows && s < iters) load_scale(g0 + s, raw0[s], nest0[s]);
-    }
-    if constexpr (kNf4) {
-        build_nf4_tables(lut, nested_map, p.tables, tid);
-        __syncthreads();  // nested_map before store_scale
-    }
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s)
-        if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
-    pdl_wait();
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s) {
-        if (s < iters) load_x(s, g0 + s);
-        cp_async_commit();
-    }
+    StagePipe<Fmt, P> pipe(p, xs, ws, rs, zs, last, nested_map, n0, m0);
+    const int iters = pipe.iters;
+    pipe.prologue(lut);
 
     // ---- per-lane constants of the MMA loop ----
     // ldmatrix.x4 for n8 tiles (2q, 2q+1) of k16 step s: lane l gives row (l & 7) of matrix l >> 3: matrix bit 0 =
@@ -305,15 +405,10 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
     for (int it = 0; it < iters; ++it) {
         cp_async_wait<S - 2>();
         __syncthreads();  // stage `it` has landed for every thread; stage it - 1 is free for reuse
-        const int nx = it + S - 1, nstage = nx % S, stage = it % S;
-        uint32_t raw = 0;
-        float2 nest = make_float2(0.0f, 0.0f);
-        if (nx < iters) {
-            load_codes(nstage, g0 + nx);
-            load_x(nstage, g0 + nx);
-            if (tid < kRows) load_scale(g0 + nx, raw, nest);
-        }
-        cp_async_commit();
+        const int stage = it % S;
+        uint32_t raw;
+        float2 nest;
+        pipe.request(it, raw, nest);
 
         const uint8_t *wst = ws + stage * kRows * P::kWPitch;
         uint32_t za[kMT], zb[kMT];
@@ -373,13 +468,12 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
                 }
             }
         }
-        if (nx < iters && tid < kRows) store_scale(nstage, nx, raw, nest);
+        pipe.finish(it, raw, nest);
     }
     cp_async_wait<0>();  // only empty groups are left; keep the accounting clean
 
-    // ---- epilogue: partial tiles -> owner rank's shared memory -> sum in rank order -> bf16 y ----
-    // red[src][token][pitch]: rank r owns rows r·R .. r·R + R - 1 of the tile (R = kRows / splits).
-    const int R = kRows / splits, pitch = R + 4;  // pitch ≡ 4 or 20 (mod 32) floats: the stores hit 32 banks
+    // ---- epilogue (put_partials, sum_store) ----
+    const int R = kRows / splits, pitch = R + 4;
     float *red = reinterpret_cast<float *>(smem);
     float sl[kMT][2];
 #pragma unroll
@@ -395,46 +489,13 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
 #pragma unroll
         for (int i = 0; i < NT; ++i) {
             const int tok = wn * NT * 8 + i * 8 + 2 * t;
-            const uint32_t a = base + (uint32_t)(tok * pitch + rl) * 4;
-            const float v0 = acc[j][i][0] * sl[j][0], v1 = acc[j][i][1] * sl[j][0];
-            const float v2 = acc[j][i][2] * sl[j][1], v3 = acc[j][i][3] * sl[j][1];
-            if (splits > 1) {
-                st_cluster_f32(a, v0);
-                st_cluster_f32(a + pitch * 4, v1);
-                st_cluster_f32(a + 32, v2);
-                st_cluster_f32(a + pitch * 4 + 32, v3);
-            } else {
-                st_shared_f32(a, v0);
-                st_shared_f32(a + pitch * 4, v1);
-                st_shared_f32(a + 32, v2);
-                st_shared_f32(a + pitch * 4 + 32, v3);
-            }
+            put_partials(base + (uint32_t)(tok * pitch + rl) * 4, pitch, splits > 1, acc[j][i][0] * sl[j][0],
+                         acc[j][i][1] * sl[j][0], acc[j][i][2] * sl[j][1], acc[j][i][3] * sl[j][1]);
         }
     }
     if (splits > 1) cluster_sync_all();  // all partials of my rows have landed
     else __syncthreads();
-    const int row0 = n0 + split * R;
-    const bool vec = (p.n % 4 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 7u) == 0);
-    for (int idx = tid; idx < BT * (R / 4); idx += kThreads) {
-        const int tok = idx / (R / 4), r4 = (idx % (R / 4)) * 4;
-        if (m0 + tok >= p.m || row0 + r4 >= p.n) continue;
-        float4 sum = *reinterpret_cast<const float4 *>(red + tok * pitch + r4);
-        for (int src = 1; src < splits; ++src) {
-            const float4 v = *reinterpret_cast<const float4 *>(red + ((size_t)src * BT + tok) * pitch + r4);
-            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
-        }
-        uint16_t *yp = p.y + (size_t)(m0 + tok) * p.n + row0 + r4;
-        if (vec) {
-            const uint2 packed = make_uint2((uint32_t)sa_f32_to_bf16(sum.x) | (uint32_t)sa_f32_to_bf16(sum.y) << 16,
-                                            (uint32_t)sa_f32_to_bf16(sum.z) | (uint32_t)sa_f32_to_bf16(sum.w) << 16);
-            *reinterpret_cast<uint2 *>(yp) = packed;
-        } else {
-            const float v[4] = {sum.x, sum.y, sum.z, sum.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (row0 + r4 + e < p.n) yp[e] = sa_f32_to_bf16(v[e]);
-        }
-    }
+    sum_store<BT>(p, red, pitch, R, splits, m0, n0 + split * R);
 }
 
 // ==== the wgmma kernel (sm_90a): quant_prefill_wg ====
@@ -469,6 +530,7 @@ struct WgPlan {
     static constexpr int kKs = kNf4 ? SA_NF4_BLOCK : SA_W4A16_GROUP;
     static constexpr int kHalves = kKs / 64;                          // 128-byte swizzle atoms per token row and stage
     static constexpr int kXStage = kHalves * kWgTokens * 128;         // bytes, a multiple of 1024
+    static constexpr int kXTokenPitch = 128;
     static constexpr int kWPitch = kKs / 2 + 16;
     static constexpr int kXBytes = kStages * kXStage;
     static constexpr int kWBytes = kStages * kRows * kWPitch;
@@ -483,8 +545,11 @@ struct WgPlan {
     static constexpr int kXChunks = kWgTokens * kKs / 8 / kThreads;
     static constexpr int kWChunks = kRows * kKs / 32 / kThreads;
     static_assert(kRows <= kThreads, "one loader thread per row for the scales");
+    // Byte offset of token tok's 16-byte chunk ch in a stage: [64-k half][tokens][128 B], the 128-byte swizzle.
+    __device__ static uint32_t x_offset(int tok, int ch) {
+        return (ch >> 3) * (kWgTokens * 128) + tok * 128 + (((ch & 7) ^ (tok & 7)) * 16);
+    }
 };
-
 
 template <int Fmt, int MH>
 __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) {
@@ -506,74 +571,11 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int wg = warp / 4, wv = warp % 4;
-    const int split = blockIdx.x, splits = gridDim.x;
+    const int split = blockIdx.x, splits = gridDim.x;  // the K share (= the cluster rank), the cluster size
     const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
-    const int groups = p.k / KS;
-    const int g0 = split * groups / splits, iters = (split + 1) * groups / splits - g0;
-
-    // ---- loaders ----
-    constexpr int kWStep = kThreads / (KS / 32);
-    constexpr int kXStep = kThreads / (KS / 8);  // tokens between a thread's x chunks (a multiple of 8)
-    static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
-    const int wrow = tid / (KS / 32), wch = tid % (KS / 32);
-    const int xtok = tid / (KS / 8), xch = tid % (KS / 8);
-    const uint32_t w_dst = smem_u32(ws) + wrow * P::kWPitch + wch * 16;
-    const uint32_t x_dst = smem_u32(xs) + (xch >> 3) * (BT * 128) + xtok * 128 + (((xch & 7) ^ (xtok & 7)) * 16);
-    const uint16_t *x_src = p.x + (size_t)(m0 + xtok) * p.k + xch * 8;
-    const int x_left = p.m - m0 - xtok;
-    auto load_codes = [&](int stage, int grp) {
-#pragma unroll
-        for (int i = 0; i < P::kWChunks; ++i) {
-            const int r = min(n0 + wrow + i * kWStep, p.n - 1);  // ragged rows load valid memory
-            cp_async16(w_dst + (stage * kRows + i * kWStep) * P::kWPitch,
-                       p.q + (size_t)r * (p.k / 2) + wch * 16 + (size_t)grp * (KS / 2), 16);
-        }
-    };
-    auto load_x = [&](int stage, int grp) {
-        const uint16_t *src = x_src + (size_t)grp * KS;
-#pragma unroll
-        for (int i = 0; i < P::kXChunks; ++i) {
-            const bool ok = i * kXStep < x_left;  // tokens past m: zero-filled
-            cp_async16(x_dst + stage * P::kXStage + i * kXStep * 128, ok ? src : p.x, ok ? 16 : 0);
-            src += (size_t)kXStep * p.k;
-        }
-    };
-    const size_t sidx = (size_t)min(n0 + tid, p.n - 1) * groups;
-    auto load_scale = [&](int grp, uint32_t &raw, float2 &nest) { load_group_scale<Fmt>(p, sidx + grp, raw, nest); };
-    float prev = 1.0f;
-    auto store_scale = [&](int stage, int it, uint32_t raw, float2 nest) {
-        if constexpr (!kNf4) zs[stage * kRows + tid] = neg_magic_zero(raw);
-        const float s = decode_group_scale<Fmt>(raw, nest, nested_map);
-        rs[stage * kRows + tid] = it == 0 ? 1.0f : __fdiv_rn(prev, s);
-        prev = s;
-        if (it == iters - 1) last[tid] = s;
-    };
-
-    // ---- prologue: weights first, then pdl_wait, then x ----
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s)
-        if (s < iters) load_codes(s, g0 + s);
-    uint32_t raw0[S - 1];
-    float2 nest0[S - 1];
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s) {
-        raw0[s] = 0;
-        nest0[s] = make_float2(0.0f, 0.0f);
-        if (tid < kRows && s < iters) load_scale(g0 + s, raw0[s], nest0[s]);
-    }
-    if constexpr (kNf4) {
-        build_nf4_tables(lut, nested_map, p.tables, tid);
-        __syncthreads();
-    }
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s)
-        if (tid < kRows && s < iters) store_scale(s, s, raw0[s], nest0[s]);
-    pdl_wait();
-#pragma unroll
-    for (int s = 0; s < S - 1; ++s) {
-        if (s < iters) load_x(s, g0 + s);
-        cp_async_commit();
-    }
+    StagePipe<Fmt, P> pipe(p, xs, ws, rs, zs, last, nested_map, n0, m0);
+    const int iters = pipe.iters;
+    pipe.prologue(lut);
 
     const uint32_t *lut_lane = lut + lane;
     int row_a[MH];  // local row of this thread's A row g (and g + 8) per m64 half
@@ -593,15 +595,10 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
 #pragma unroll
         for (int j = 0; j < MH; ++j) wg_pin(acc[j]);
         __syncthreads();
-        const int nx = it + S - 1, nstage = nx % S, stage = it % S;
-        uint32_t raw = 0;
-        float2 nest = make_float2(0.0f, 0.0f);
-        if (nx < iters) {
-            load_codes(nstage, g0 + nx);
-            load_x(nstage, g0 + nx);
-            if (tid < kRows) load_scale(g0 + nx, raw, nest);
-        }
-        cp_async_commit();
+        const int stage = it % S;
+        uint32_t raw;
+        float2 nest;
+        pipe.request(it, raw, nest);
 
         const uint8_t *wst = ws + stage * kRows * P::kWPitch;
         uint32_t za[MH], zb[MH];
@@ -651,15 +648,15 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
             for (int j = 0; j < MH; ++j) wgmma_m64n128k16(acc[j], a[s % kASets][j], desc);
             wg_commit();
         }
-        if (nx < iters && tid < kRows) store_scale(nstage, nx, raw, nest);
+        pipe.finish(it, raw, nest);
     }
     wg_wait<0>();
 #pragma unroll
     for (int j = 0; j < MH; ++j) wg_pin(acc[j]);
     cp_async_wait<0>();
 
-    // ---- epilogue (quant_prefill's): partial tiles -> owner rank's shared memory -> sum in rank order -> bf16 y ----
-    const int R = kRows / splits, pitch = R + 4;  // pitch ≡ 4 or 20 (mod 32) floats: a warp's stores hit 32 banks
+    // ---- epilogue (put_partials, sum_store) ----
+    const int R = kRows / splits, pitch = R + 4;
     float *red = reinterpret_cast<float *>(smem);
     float sl[MH][2];  // read before red overwrites the pipeline (and `last` with it, where kRed > kPipe)
 #pragma unroll
@@ -674,46 +671,13 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
         const uint32_t base = splits > 1 ? cluster_map(red_src, owner) : red_src;
 #pragma unroll
         for (int i = 0; i < 16; ++i) {
-            const uint32_t a0 = base + (uint32_t)((i * 8 + 2 * t) * pitch + rl) * 4;
-            const float v0 = acc[j][4 * i] * sl[j][0], v1 = acc[j][4 * i + 1] * sl[j][0];
-            const float v2 = acc[j][4 * i + 2] * sl[j][1], v3 = acc[j][4 * i + 3] * sl[j][1];
-            if (splits > 1) {
-                st_cluster_f32(a0, v0);
-                st_cluster_f32(a0 + pitch * 4, v1);
-                st_cluster_f32(a0 + 32, v2);
-                st_cluster_f32(a0 + pitch * 4 + 32, v3);
-            } else {
-                st_shared_f32(a0, v0);
-                st_shared_f32(a0 + pitch * 4, v1);
-                st_shared_f32(a0 + 32, v2);
-                st_shared_f32(a0 + pitch * 4 + 32, v3);
-            }
+            put_partials(base + (uint32_t)((i * 8 + 2 * t) * pitch + rl) * 4, pitch, splits > 1, acc[j][4 * i] * sl[j][0],
+                         acc[j][4 * i + 1] * sl[j][0], acc[j][4 * i + 2] * sl[j][1], acc[j][4 * i + 3] * sl[j][1]);
         }
     }
     if (splits > 1) cluster_sync_all();  // all partials of my rows have landed
     else __syncthreads();
-    const int row0 = n0 + split * R;
-    const bool vec = (p.n % 4 == 0) && ((reinterpret_cast<uintptr_t>(p.y) & 7u) == 0);
-    for (int idx = tid; idx < BT * (R / 4); idx += kThreads) {
-        const int tok = idx / (R / 4), r4 = (idx % (R / 4)) * 4;
-        if (m0 + tok >= p.m || row0 + r4 >= p.n) continue;
-        float4 sum = *reinterpret_cast<const float4 *>(red + tok * pitch + r4);
-        for (int src = 1; src < splits; ++src) {
-            const float4 v = *reinterpret_cast<const float4 *>(red + ((size_t)src * BT + tok) * pitch + r4);
-            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
-        }
-        uint16_t *yp = p.y + (size_t)(m0 + tok) * p.n + row0 + r4;
-        if (vec) {
-            *reinterpret_cast<uint2 *>(yp) =
-                make_uint2((uint32_t)sa_f32_to_bf16(sum.x) | (uint32_t)sa_f32_to_bf16(sum.y) << 16,
-                           (uint32_t)sa_f32_to_bf16(sum.z) | (uint32_t)sa_f32_to_bf16(sum.w) << 16);
-        } else {
-            const float v[4] = {sum.x, sum.y, sum.z, sum.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (row0 + r4 + e < p.n) yp[e] = sa_f32_to_bf16(v[e]);
-        }
-    }
+    sum_store<BT>(p, red, pitch, R, splits, m0, n0 + split * R);
 #else
     __trap();  // launched only where the library was built for sm_90a (SA_HAVE_WGMMA)
 #endif
