@@ -188,18 +188,14 @@ __device__ __forceinline__ void reduce_store(const float *partial, int warp_stri
     }
 }
 
-// Which warps reduce tile ti of a persistent block (kernels that run several tiles per block between block barriers).
-// Tokens need 8 threads each, so ceil(min(m, tokens) / 4) warps. With SA_REDUCE_ROTATE they are the warps from
-// ti·nw mod Warps on, so the reduction — on the way to the next tile's barrier — moves over the warps instead of
-// delaying warps 0-3 at every tile (measured: the NF4 gate_up with no reduction at all is 10% faster, session 20).
-// Returns this warp's slot (its threads reduce outputs 32·slot + lane), or -1.
-#ifndef SA_REDUCE_ROTATE
-#define SA_REDUCE_ROTATE 0
-#endif
+// Which warps reduce tile ti of a persistent block whose warps are not held together by a barrier per tile (NF4's
+// lagged reduction): tokens need 8 threads each, so nw = ceil(min(m, tokens) / 4) warps, those from ti·nw mod Warps
+// on, so that the reduction moves over the warps instead of delaying warps 0-3 at every tile (measured, session 20:
+// kernels/NOTES_QUANT.md). Returns this warp's slot (its threads reduce outputs 32·slot + lane), or -1.
+__device__ __forceinline__ int reducer_warps(int m, int tokens) { return ((m < tokens ? m : tokens) + 3) / 4; }
 template <int Warps>
 __device__ __forceinline__ int reducer_slot(int warp, int ti, int m, int tokens) {
-    if (!SA_REDUCE_ROTATE) return warp < 4 ? warp : -1;  // threads 0..127
-    const int nw = ((m < tokens ? m : tokens) + 3) / 4;
+    const int nw = reducer_warps(m, tokens);
     const int slot = ((warp - ti * nw) % Warps + Warps) % Warps;
     return slot < nw ? slot : -1;
 }

@@ -458,14 +458,16 @@ __host__ __device__ constexpr int stream_partial_offset(int kb) { return kScales
 __host__ __device__ constexpr int stream_inv_offset(int kb, int tiles) {
     return stream_partial_offset(kb) + partial_buffers(tiles) * kPartialBytes;
 }
-// The lagged reduction (one token tile, a build-time knob while it is measured): no block barrier per tile. Each warp
-// decodes the absmax of its own 64-blocks (no other warp reads them); the partial sums go through two buffers guarded
-// by mbarriers (full: the 8 warps have written tile ti's; empty: its reduction has read them), and tile ti - 1's
-// reducer warps (rotating over the block with SA_REDUCE_ROTATE) reduce it at the end of tile ti, so a warp waits
-// only when it is a whole tile ahead of another. Why: without its reduction the gate_up launch is 10% faster
-// (NOTES_QUANT.md, session 20); with warps 0-3 reducing every tile, lagging alone did not pay (those warps set the end).
+// The lagged reduction (one token tile; SA_NF4_STREAM_LAGGED=0 gives the barrier per tile back, two token tiles
+// always have it): no block barrier per tile. Each warp decodes the absmax of its own 64-blocks (no other warp reads
+// them); the partial sums go through two buffers guarded by mbarriers (full: the 8 warps have written tile ti's;
+// empty: its reduction has read them), and tile ti - 1's reducer warps (sa_epilogue::reducer_slot: they rotate over
+// the block) reduce it at the end of tile ti, so a warp waits only when it is a whole tile ahead of another. Why
+// (NOTES_QUANT.md, session 20, H100): without its reduction the gate_up launch was 10% faster; lagging with warps 0-3
+// reducing every tile did not pay (those warps set the block's end); lagged and rotating: gate_up 14.10 -> 13.85 µs,
+// the NF4 decode step 1.385 -> 1.351 ms.
 #ifndef SA_NF4_STREAM_LAGGED
-#define SA_NF4_STREAM_LAGGED 0
+#define SA_NF4_STREAM_LAGGED 1
 #endif
 __host__ __device__ constexpr bool stream_lagged(int tiles) { return tiles == 1 && SA_NF4_STREAM_LAGGED != 0; }
 __host__ __device__ constexpr int stream_bar_offset(int kb, int tiles) {  // after a folded norm's 1/rms
@@ -579,7 +581,7 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_build_pair_lut(lut, tables);
     if (DQ) nested_map[threadIdx.x] = __ldg(tables + 16 + threadIdx.x);
     if (kLagged && threadIdx.x < 4)  // full: every thread; empty: the reducer warps' threads
-        mbar_init(bars + 8 * threadIdx.x, threadIdx.x < 2 ? kThreads : 32 * ((min(m, Tiles * 8) + 3) / 4));
+        mbar_init(bars + 8 * threadIdx.x, threadIdx.x < 2 ? kThreads : 32 * sa_epilogue::reducer_warps(m, Tiles * 8));
     __syncthreads();  // nested_map, the mbarriers
     store_scales(sr, 0);
     load_scales(sr, 1);
@@ -634,9 +636,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
         if (ti == 0 && sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);  // once per block
         if (SA_NF4_ABLATE != 1 && SA_NF4_ABLATE != 2) __syncthreads();
         load_scales(sr, ti + 2);
-        const int slot = sa_epilogue::reducer_slot<kWarps>(warp, ti, m, Tiles * 8);
-        if (slot >= 0 && SA_NF4_ABLATE != 2)
-            sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, 32 * slot + lane, y, epi, n, m, Tiles * 8,
+        if (threadIdx.x < 128 && SA_NF4_ABLATE != 2)
+            sa_epilogue::reduce_store<kWarps>(partial, kTileRows * 16, threadIdx.x, y, epi, n, m, Tiles * 8,
                                               (int)blockIdx.x + ti * grid, fold, fold_inv);
     }
     if (kLagged && my_tiles > 0) reduce_lagged(my_tiles - 1);

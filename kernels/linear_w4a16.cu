@@ -497,10 +497,9 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
             if (!kRefill) load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
             sa_epilogue::write_partials<1>(partial + warp * 256, acc, r, t);
             __syncthreads();
-            const int slot = sa_epilogue::reducer_slot<kStreamWarps>(warp, j, m, 8);
-            if (slot >= 0)
-                sa_epilogue::reduce_store<kStreamWarps>(partial, 256, 32 * slot + lane, y, epi, n, m, 8, tile_of(j),
-                                                        fold, fold_inv);
+            if (threadIdx.x < 128)
+                sa_epilogue::reduce_store<kStreamWarps>(partial, 256, threadIdx.x, y, epi, n, m, 8, tile_of(j), fold,
+                                                        fold_inv);
             __syncthreads();  // partial is rewritten by the next tile
         }
     }

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# rotate-run.sh — one GPU-machine call (session 20):
+# rotate-run.sh — one GPU-machine call (session 20), measured on the tree of commit 9ae1af0 (its results:
+# kernels/NOTES_QUANT.md, session 20). SA_REDUCE_ROTATE no longer exists: the rotation is part of the lagged
+# reduction, now NF4's default, so re-running this needs that commit's tree.
 # 1. The rotating reducer (SA_REDUCE_ROTATE=1, kernels/linear_epilogue.cuh) against main's "warps 0-3 reduce every
 #    tile": nf4-barrier-run.sh found the NF4 gate_up 10% faster with no reduction at all and 3% faster with no tile
 #    barrier. Behind a block barrier per tile the rotation alone should not pay (the reducing warp still delays

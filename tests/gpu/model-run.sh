@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# model-run.sh — the short model-level GPU call, for a session with ~8 minutes of device time left (device-run.sh, the
+# full one, also builds every target, runs every benchmark and the PyTorch reference): builds the library and the
+# native checks for sm_90a, makes the full-size random checkpoint while nvcc runs, then in order of importance, each
+# only while DEADLINE (default 450 s) allows: every native kernel check; the NF4 model (quantized at load: the `bnb`
+# variant) through `stepaudio bench` (decode tok/s at 64 / 1024 keys, the 12-token prefill, the 50-token seed form);
+# the decode steps without the host (kernel_bench decode); the W4A16 model (RTN-quantized checkpoint); the C# suite.
+# Prepare here first:  bash tests/gpu/prepare-bundle.sh   (carry: .carry/bundle)
+# On the device:       bash tests/gpu/model-run.sh         (logs: $OUT/model.txt and $OUT/*.log)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+out=${OUT:-/tmp/out}; mkdir -p "$out"; log=$out/model.txt
+t0=$(date +%s); deadline=${DEADLINE:-450}
+left() { echo $(( deadline - ($(date +%s) - t0) )); }
+stage() { echo "== $(date +%H:%M:%S) (+$(( $(date +%s) - t0 )) s) $*" | tee -a "$log"; }
+step() { # name seconds command...: runs when that much time is left, its log in $out/<name>.log
+  local name=$1 need=$2; shift 2
+  if [ "$(left)" -lt "$need" ]; then stage "skipped $name: $(left) s left"; return; fi
+  stage "$name"; timeout "$need" "$@" > "$out/$name.log" 2>&1; echo "rc $?" >> "$out/$name.log"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$log"
+mkdir -p .publish && tar -xJf .carry/bundle/bundle.tar.xz -C .publish || { echo "no bundle: run tests/gpu/prepare-bundle.sh first"; exit 2; }
+python3 tests/oracle/step1_oracle.py full /tmp/step1-full > "$out/checkpoint.log" 2>&1 &
+ckpt=$!
+python3 tests/gpu/copy_bw.py > /tmp/copy-bw.txt 2>&1 &
+stage "build (sm_90a)"
+if ! { cmake -S . -B build -DSTEPAUDIO_REQUIRE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DSTEPAUDIO_CUDA_ARCHITECTURES=90a &&
+       cmake --build build -j "$(nproc)" --target stepaudio_native native_kernel_tests kernel_bench; } > "$out/build.log" 2>&1; then
+  grep -E "error" "$out/build.log" | head -30 | tee -a "$log"; echo "CUDA build failed" | tee -a "$log"; exit 1
+fi
+wait $ckpt || { tail -5 "$out/checkpoint.log" | tee -a "$log"; exit 1; }
+copy=$(cat /tmp/copy-bw.txt); echo "device-to-device copy: $copy GB/s" | tee -a "$log"
+export STEPAUDIO_NATIVE_LIB="$root/build/libstepaudio_native.so"
+cli=.publish/cli/stepaudio
+step native-checks 150 build/native_kernel_tests
+step nf4-model 120 $cli bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32 --copy-gbps "$copy"
+step decode-steps 60 build/kernel_bench decode nf4 w4a16
+rm -rf /tmp/step1-w4a16
+step w4a16-quantize 120 $cli quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16
+step w4a16-model 100 $cli bench --model /tmp/step1-w4a16 --device cuda --contexts 64 --prefill-lengths 12 --copy-gbps "$copy"
+step csharp-suite 150 env STEPAUDIO_FULL_MODEL=/tmp/step1-full .publish/tests/StepAudio.Tests -noColor
+stage "summary"
+{ grep -E "FAIL|^native:" "$out/native-checks.log" | tail -5
+  grep -iE "tok/s|seed|prefill|weights|error" "$out/nf4-model.log" | head -14
+  grep -i "ms/token" "$out/decode-steps.log" | head -8
+  grep -iE "tok/s|seed|error" "$out/w4a16-model.log" 2>/dev/null | head -6
+  grep -E "Total:|\[FAIL\]" "$out/csharp-suite.log" 2>/dev/null | head -10; } | cut -c1-170 | tee -a "$log"
