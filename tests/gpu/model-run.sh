@@ -33,13 +33,13 @@ wait $ckpt || { tail -5 "$out/checkpoint.log" | tee -a "$log"; exit 1; }
 copy=$(cat /tmp/copy-bw.txt); echo "device-to-device copy: $copy GB/s" | tee -a "$log"
 export STEPAUDIO_NATIVE_LIB="$root/build/libstepaudio_native.so"
 cli=.publish/cli/stepaudio
-step native-checks 150 build/native_kernel_tests
-step nf4-model 120 $cli bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32 --copy-gbps "$copy"
-step decode-steps 60 build/kernel_bench decode nf4 w4a16
+step native-checks 120 build/native_kernel_tests
+step nf4-model 100 $cli bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32 --copy-gbps "$copy"
+step decode-steps 40 build/kernel_bench decode nf4 w4a16
 rm -rf /tmp/step1-w4a16
-step w4a16-quantize 120 $cli quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16
-step w4a16-model 100 $cli bench --model /tmp/step1-w4a16 --device cuda --contexts 64 --prefill-lengths 12 --copy-gbps "$copy"
-step csharp-suite 150 env STEPAUDIO_FULL_MODEL=/tmp/step1-full .publish/tests/StepAudio.Tests -noColor
+step w4a16-quantize 90 $cli quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16
+step w4a16-model 80 $cli bench --model /tmp/step1-w4a16 --device cuda --contexts 64 --prefill-lengths 12 --copy-gbps "$copy"
+step csharp-suite 120 env STEPAUDIO_FULL_MODEL=/tmp/step1-full .publish/tests/StepAudio.Tests -noColor
 stage "summary"
 { grep -E "FAIL|^native:" "$out/native-checks.log" | tail -5
   grep -iE "tok/s|seed|prefill|weights|error" "$out/nf4-model.log" | head -14
