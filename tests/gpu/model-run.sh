@@ -33,8 +33,8 @@ wait $ckpt || { tail -5 "$out/checkpoint.log" | tee -a "$log"; exit 1; }
 copy=$(cat /tmp/copy-bw.txt); echo "device-to-device copy: $copy GB/s" | tee -a "$log"
 export STEPAUDIO_NATIVE_LIB="$root/build/libstepaudio_native.so"
 cli=.publish/cli/stepaudio
-step native-checks 120 build/native_kernel_tests
-step nf4-model 100 $cli bench --model /tmp/step1-full --variant bnb --device cuda --contexts 64,1024 --prefill-lengths 12,32 --copy-gbps "$copy"
+step native-checks 120 build/native_kernel_tests ${NATIVE_FILTER:-}  # NATIVE_FILTER=nf4: only the checks whose name has it
+step nf4-model 100 $cli bench --model /tmp/step1-full --variant bnb --device cuda --contexts ${NF4_CONTEXTS:-64,1024} --prefill-lengths 12,32 --copy-gbps "$copy"
 step decode-steps 40 build/kernel_bench decode nf4 w4a16
 rm -rf /tmp/step1-w4a16
 step w4a16-quantize 90 $cli quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16
