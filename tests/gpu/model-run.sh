@@ -2,8 +2,9 @@
 # model-run.sh — the short model-level GPU call, for a session with ~8 minutes of device time left (device-run.sh, the
 # full one, also builds every target, runs every benchmark and the PyTorch reference): builds the library and the
 # native checks for sm_90a, makes the full-size random checkpoint while nvcc runs, then in order of importance, each
-# only while DEADLINE (default 450 s) allows: every native kernel check; the NF4 model (quantized at load: the `bnb`
+# only while DEADLINE (default 450 s) allows: the NF4 model (quantized at load: the `bnb`
 # variant) through `stepaudio bench` (decode tok/s at 64 / 1024 keys, the 12-token prefill, the 50-token seed form);
+# the native kernel checks (NATIVE_FILTER=nf4: only those whose name has it);
 # the decode steps without the host (kernel_bench decode); the W4A16 model (RTN-quantized checkpoint); the C# suite.
 # Prepare here first:  bash tests/gpu/prepare-bundle.sh   (carry: .carry/bundle)
 # On the device:       bash tests/gpu/model-run.sh         (logs: $OUT/model.txt and $OUT/*.log)
@@ -33,8 +34,8 @@ wait $ckpt || { tail -5 "$out/checkpoint.log" | tee -a "$log"; exit 1; }
 copy=$(cat /tmp/copy-bw.txt); echo "device-to-device copy: $copy GB/s" | tee -a "$log"
 export STEPAUDIO_NATIVE_LIB="$root/build/libstepaudio_native.so"
 cli=.publish/cli/stepaudio
-step native-checks 120 build/native_kernel_tests ${NATIVE_FILTER:-}  # NATIVE_FILTER=nf4: only the checks whose name has it
-step nf4-model 100 $cli bench --model /tmp/step1-full --variant bnb --device cuda --contexts ${NF4_CONTEXTS:-64,1024} --prefill-lengths 12,32 --copy-gbps "$copy"
+step nf4-model 90 $cli bench --model /tmp/step1-full --variant bnb --device cuda --contexts ${NF4_CONTEXTS:-64,1024} --prefill-lengths 12,32 --copy-gbps "$copy"
+step native-checks 60 build/native_kernel_tests ${NATIVE_FILTER:-}  # NATIVE_FILTER=nf4: only the checks whose name has it
 step decode-steps 40 build/kernel_bench decode nf4 w4a16
 rm -rf /tmp/step1-w4a16
 step w4a16-quantize 90 $cli quantize --format w4a16 -m /tmp/step1-full -o /tmp/step1-w4a16
