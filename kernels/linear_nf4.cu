@@ -65,6 +65,12 @@ constexpr int kTileRows = 16;
 #ifndef SA_NF4_PAIRS
 #define SA_NF4_PAIRS 1
 #endif
+// 1: each unit of a pair as two MMA chains of two steps, summed at the end (four independent chains per pair instead
+// of two). An experiment prepared in session 20, not yet run on a GPU: Nsight Compute puts "wait" (fixed-latency
+// dependencies) second among the streaming kernel's stalls, and the multiply costs 3.5 µs of gate_up's ~14.
+#ifndef SA_NF4_SPLIT_CHAINS
+#define SA_NF4_SPLIT_CHAINS 0
+#endif
 // v5 (persistent) is used when K <= 4096 and the tiles fill at least this many waves of resident v4 blocks (0: for
 // every K <= 4096 launch — measured best in the decode step, NOTES_QUANT.md "NF4 v5 for every K <= 4096").
 #ifndef SA_NF4_STREAM_WAVES
@@ -142,11 +148,17 @@ struct UnitMma {
         load_x(xv1, blk1, two);
         if (!two) sc1 = make_float2(0.0f, 0.0f);
         float part0[Tiles][4] = {}, part1[Tiles][4] = {};
+        float part2[Tiles][4] = {}, part3[Tiles][4] = {};  // SA_NF4_SPLIT_CHAINS: steps 2 and 3 of each unit
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
-            step(part0, ca0, cb0, xv0, s);
-            step(part1, ca1, cb1, xv1, s);
+            const bool second = SA_NF4_SPLIT_CHAINS && s >= 2;
+            step(second ? part2 : part0, ca0, cb0, xv0, s);
+            step(second ? part3 : part1, ca1, cb1, xv1, s);
         }
+#pragma unroll
+        for (int tt = 0; tt < Tiles; ++tt)
+#pragma unroll
+            for (int c = 0; c < 4 && SA_NF4_SPLIT_CHAINS; ++c) part0[tt][c] += part2[tt][c], part1[tt][c] += part3[tt][c];
 #pragma unroll
         for (int tt = 0; tt < Tiles; ++tt) {
             acc[tt][0] = fmaf(part1[tt][0], sc1.x, fmaf(part0[tt][0], sc0.x, acc[tt][0]));
