@@ -490,7 +490,8 @@ __host__ __device__ constexpr int stream_extra_offset(int kb, int tiles) {  // a
 }
 
 // Timing ablations of v5 (experiments only; every value but 0 gives wrong results): 1 = no tile-end block barrier,
-// 2 = no barrier and no reduction / store of y, 3 = no multiply (the ring, scales and barriers only).
+// 2 = no barrier and no reduction / store of y (1 and 2 act on the barrier-per-tile form: SA_NF4_STREAM_LAGGED=0 or
+// two token tiles), 3 = no multiply (the ring, scales, barriers and reduction only; session 20's table).
 #ifndef SA_NF4_ABLATE
 #define SA_NF4_ABLATE 0
 #endif
