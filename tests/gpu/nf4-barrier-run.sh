@@ -7,32 +7,15 @@
 # And the candidate that follows from it: lagged (SA_NF4_STREAM_LAGGED=1, one token tile: no block barrier per tile,
 # the reduction one tile behind through mbarriers), checked (native_kernel_tests nf4) and timed.
 # Then Nsight Compute on main's nf4_gemv_stream (gate_up, M = 1): stall reasons and the SASS lines where warps wait.
-# Also, when scratch/lqp_old.cu is present (the previous kernels/linear_quant_prefill.cu, untracked): the prefill
-# kernels' shared stage pipeline (this tree) against it — quant_prefill_bench checks, SASS instruction counts and
-# registers per kernel, and kernel_bench prefill at 24-64 tokens (the mma.sync prefill GEMM) with each.
+# Measured on the tree of commit 674a292 (kernels/NOTES_QUANT.md, session 20); the lagged variant there warps 0-3
+# reduced, since replaced by the rotating form (SA_NF4_STREAM_LAGGED=1 is now the default).
 # DEADLINE (default 480 s). Nothing to carry. On the device: bash tests/gpu/nf4-barrier-run.sh
 cd "$(dirname "$0")/../.."
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 AB_DIR=/tmp/nbab DEADLINE=${DEADLINE:-480} \
   VARIANTS="lagged:-DSA_NF4_STREAM_LAGGED=1 nobar:-DSA_NF4_ABLATE=1 nored:-DSA_NF4_ABLATE=2 nomath:-DSA_NF4_ABLATE=3 slots3:-DSA_NF4_RING_SLOTS=3" \
   . tests/gpu/ab-build.sh
-qpold=""; [ -f scratch/lqp_old.cu ] && qpold=/tmp/lqp_old.o &&
-  { nvcc $ab_fl -arch=sm_90a -Xptxas=-v -c scratch/lqp_old.cu -o $qpold > /tmp/lqp_old.log 2>&1 & }
-ab_build kernels/linear_nf4.cu tests/native/nf4_bench.cu tests/native/w4a16_bench.cu tests/native/quant_prefill_bench.cu
-if [ -n "$qpold" ]; then
-  wait
-  others=""; for f in kernels/*.cu; do [ "$f" != kernels/linear_quant_prefill.cu ] && others="$others $b/$(basename $f).o"; done
-  nvcc -arch=sm_90a -Xcompiler -fopenmp $b/kernel_bench.cpp.o $others $qpold $b/api.cpp.o $b/cpu_reference.cpp.o \
-    $b/cpu_w4a16.cpp.o $b/cpu_nf4.cpp.o -lcublas -o $b/kernel_bench_qpold > $b/link_qpold.log 2>&1 || head -20 $b/link_qpold.log
-  for o in $b/linear_quant_prefill.cu.o $qpold; do
-    cuobjdump -sass $o | awk '/Function :/{fn=$3} /^ +\/\*[0-9a-f]+\*\//{c[fn]++} END{for (f in c) print c[f], f}' | sort -k2 > $o.counts
-  done
-  echo "SASS instructions per kernel, old vs new (differing only):"
-  paste $qpold.counts $b/linear_quant_prefill.cu.o.counts | awk '$1 != $3 {print "  ", $1, $3, substr($2, 1, 90)} END {print "  ", NR, "kernels"}'
-  echo "registers / spills, old vs new:"
-  diff <(grep -E "Used|spill" /tmp/lqp_old.log | sed 's/ptxas info    : //' | sort | uniq -c) \
-       <(grep -E "Used|spill" $b/linear_quant_prefill.cu.o.log | sed 's/ptxas info    : //' | sort | uniq -c) && echo "   identical"
-fi
+ab_build kernels/linear_nf4.cu tests/native/nf4_bench.cu tests/native/w4a16_bench.cu
 cat "$out/build.txt"; grep -E "nf4_gemv_stream" "$out/ptxas.txt" | cut -c1-160 | head -12
 bench="env NF4_BENCH_NO_CHECKS=1 NF4_BENCH_M=1 NF4_BENCH_SHAPES=16384x3072,8192x3072,3584x3072,3072x3072,3072x8192"
 run "nf4_bench main" 40 $bench $b/nf4_bench
@@ -46,12 +29,6 @@ run "decode nf4 lagged" 40 $b/kernel_bench_lagged decode nf4
 run "decode nf4 nobar" 40 $b/kernel_bench_nobar decode nf4
 run "decode nf4 nomath" 40 $b/kernel_bench_nomath decode nf4
 run "nf4 checks slots3" 60 $b/native_kernel_tests_slots3 nf4
-if [ -n "$qpold" ]; then
-  run "quant_prefill_bench checks (stage pipeline)" 120 $b/quant_prefill_bench checks
-  for k in kernel_bench kernel_bench_qpold kernel_bench; do
-    run "prefill 24-64 tokens, $k" 60 env STEPAUDIO_BENCH_PREFILL=24,32,64 $b/$k prefill w4a16 nf4
-  done
-fi
 # Nsight Compute: main's kernel, then the lagged build, gate_up at M = 1 (each the 4th launch).
 for v in main lagged; do
   exe=$b/nf4_bench; [ $v = main ] || exe=$b/nf4_bench_$v
@@ -63,21 +40,7 @@ for v in main lagged; do
   ncu -i /tmp/nb-$v.ncu-rep --page raw --csv > "$out/ncu-$v-raw.csv" 2>&1
   ncu -i /tmp/nb-$v.ncu-rep --page source --print-source sass --csv > "$out/ncu-$v-sass.csv" 2>&1
   ncu -i /tmp/nb-$v.ncu-rep --page details > "$out/ncu-$v-details.txt" 2>&1
-  python3 - "$out/ncu-$v-raw.csv" > "$out/ncu-$v-summary.txt" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1])))
-if len(rows) < 3: print("no raw metrics"); sys.exit()
-names, vals = rows[0], rows[-1]
-pick = [(n, v) for n, v in zip(names, vals) if n.startswith("smsp__average_warps_issue_stalled_") and n.endswith("_per_issue_active.ratio")]
-for n, v in sorted(pick, key=lambda p: -float(p[1].replace(",", "") or 0))[:10]:
-    print(f"  stall {n[len('smsp__average_warps_issue_stalled_'):-len('_per_issue_active.ratio')]:26s} {v}")
-for n, v in zip(names, vals):
-    if n in ("gpu__time_duration.sum", "dram__bytes_read.sum", "dram__throughput.avg.pct_of_peak_sustained_elapsed",
-             "smsp__issue_active.avg.pct_of_peak_sustained_active", "smsp__inst_executed.sum",
-             "sm__warps_active.avg.pct_of_peak_sustained_active", "l1tex__t_sector_hit_rate.pct",
-             "smsp__warps_eligible.avg.per_cycle_active"):
-        print(f"  {n:56s} {v}")
-PY
+  python3 tests/gpu/ncu_metrics.py "$out/ncu-$v-raw.csv" > "$out/ncu-$v-summary.txt" 2>&1
   python3 tests/gpu/sass_stalls.py "$out/ncu-$v-sass.csv" 45 >> "$out/ncu-$v-summary.txt" 2>&1
 done
 grep -E "^==|^rc |gemv M=|copy band|FAIL|checks:|native:|ms/token|custom|^ncu|passed|prefill|tokens" "$out/runs.txt" | cut -c1-170 | head -160

@@ -28,22 +28,6 @@ for name in ${KERNELS:-gate_up down}; do
   ncu -i $rep.ncu-rep --page details > "$out/deep-$name-details.txt" 2>&1
   ncu -i $rep.ncu-rep --page raw --csv > "$out/deep-$name-raw.csv" 2>&1
   ncu -i $rep.ncu-rep --page source --print-source sass --csv > "$out/deep-$name-sass.csv" 2>&1
-  # The stall reasons, cycles per issued instruction each (largest first).
-  tr ',' '\n' < "$out/deep-$name-raw.csv" | head -0
-  python3 - "$out/deep-$name-raw.csv" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1])))
-if len(rows) < 3: print("no raw metrics"); sys.exit()
-names, vals = rows[0], rows[-1]
-pick = [(n, v) for n, v in zip(names, vals) if n.startswith("smsp__average_warps_issue_stalled_") and n.endswith("_per_issue_active.ratio")]
-for n, v in sorted(pick, key=lambda p: -float(p[1].replace(",", "") or 0))[:12]:
-    print(f"  {n[len('smsp__average_warps_issue_stalled_'):-len('_per_issue_active.ratio')]:28s} {v}")
-for n, v in zip(names, vals):
-    if n in ("smsp__inst_executed.sum", "sm__inst_executed_pipe_alu.sum", "sm__inst_executed_pipe_fma.sum",
-             "sm__inst_executed_pipe_lsu.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
-             "gpu__time_duration.sum", "dram__bytes_read.sum", "smsp__issue_active.avg.pct_of_peak_sustained_active",
-             "sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active", "sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active"):
-        print(f"  {n:60s} {v}")
-PY
+  python3 tests/gpu/ncu_metrics.py "$out/deep-$name-raw.csv"  # stall reasons and headline counters
 done
 ls -la "$out"
