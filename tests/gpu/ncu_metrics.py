@@ -23,14 +23,19 @@ def number(v):
         return 0.0
 
 
-rows = list(csv.reader(open(sys.argv[1], newline="")))
-if len(rows) < 3:
-    print("no raw metrics")
-    sys.exit()
-names, vals = rows[0], rows[-1]
-stalls = [(n[len(STALL):-len(PER_ISSUE)], v) for n, v in zip(names, vals) if n.startswith(STALL) and n.endswith(PER_ISSUE)]
-for n, v in sorted(stalls, key=lambda p: -number(p[1]))[:12]:
-    print(f"  stall {n:28s} {v}")
-for n, v in zip(names, vals):
-    if n in HEADLINE:
-        print(f"  {n:64s} {v}")
+def main(path):
+    rows = list(csv.reader(open(path, newline="")))
+    if len(rows) < 3:
+        print("no raw metrics")
+        return
+    names, vals = rows[0], rows[-1]
+    stalls = [(n[len(STALL):-len(PER_ISSUE)], v) for n, v in zip(names, vals) if n.startswith(STALL) and n.endswith(PER_ISSUE)]
+    for n, v in sorted(stalls, key=lambda p: -number(p[1]))[:12]:
+        print(f"  stall {n:28s} {v}")
+    for n, v in zip(names, vals):
+        if n in HEADLINE:
+            print(f"  {n:64s} {v}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -4,16 +4,13 @@ the instructions where warps were sampled most often (with each instruction's sa
 them) and the samples summed per opcode. Which column holds what differs between ncu versions, so columns are found by
 name: the first whose name contains "Warp Stall Sampling (All", the source text "Source", and every column whose name
 starts with "stall_" (per-reason samples)."""
-import csv
 import collections
+import csv
+import os
 import sys
 
-
-def number(v):
-    try:
-        return float(v.replace(",", ""))
-    except ValueError:
-        return 0.0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ncu_metrics import number  # noqa: E402  (the same number parsing as the raw-metrics digest)
 
 
 rows = list(csv.reader(open(sys.argv[1], newline="")))
