@@ -6,6 +6,7 @@
 # variant) through `stepaudio bench` (decode tok/s at 64 / 1024 keys, the 12-token prefill, the 50-token seed form);
 # the native kernel checks (NATIVE_FILTER=nf4: only those whose name has it);
 # the decode steps without the host (kernel_bench decode); the W4A16 model (RTN-quantized checkpoint); the C# suite.
+# CUDA_FLAGS: extra nvcc flags for the whole build, e.g. a kernel knob still off by default (-DSA_W4A16_STREAM_LAGGED=1).
 # Prepare here first:  bash tests/gpu/prepare-bundle.sh   (carry: .carry/bundle)
 # On the device:       bash tests/gpu/model-run.sh         (logs: $OUT/model.txt and $OUT/*.log)
 set -uo pipefail
@@ -25,8 +26,9 @@ mkdir -p .publish && tar -xJf .carry/bundle/bundle.tar.xz -C .publish || { echo 
 python3 tests/oracle/step1_oracle.py full /tmp/step1-full > "$out/checkpoint.log" 2>&1 &
 ckpt=$!
 python3 tests/gpu/copy_bw.py > /tmp/copy-bw.txt 2>&1 &
-stage "build (sm_90a)"
-if ! { cmake -S . -B build -DSTEPAUDIO_REQUIRE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DSTEPAUDIO_CUDA_ARCHITECTURES=90a &&
+stage "build (sm_90a${CUDA_FLAGS:+, $CUDA_FLAGS})"
+if ! { cmake -S . -B build -DSTEPAUDIO_REQUIRE_CUDA=ON -DCMAKE_BUILD_TYPE=Release -DSTEPAUDIO_CUDA_ARCHITECTURES=90a \
+         ${CUDA_FLAGS:+"-DCMAKE_CUDA_FLAGS=$CUDA_FLAGS"} &&
        cmake --build build -j "$(nproc)" --target stepaudio_native native_kernel_tests kernel_bench; } > "$out/build.log" 2>&1; then
   grep -E "error" "$out/build.log" | head -30 | tee -a "$log"; echo "CUDA build failed" | tee -a "$log"; exit 1
 fi
