@@ -65,11 +65,14 @@ constexpr int kTileRows = 16;
 #ifndef SA_NF4_PAIRS
 #define SA_NF4_PAIRS 1
 #endif
-// 1: each unit of a pair as two MMA chains of two steps, summed at the end (four independent chains per pair instead
-// of two). An experiment prepared in session 20, not yet run on a GPU: Nsight Compute puts "wait" (fixed-latency
-// dependencies) second among the streaming kernel's stalls, and the multiply costs 3.5 µs of gate_up's ~14.
-#ifndef SA_NF4_SPLIT_CHAINS
-#define SA_NF4_SPLIT_CHAINS 0
+// Timing ablations (experiments only; every value but 0 gives wrong results). v5 only: 1 = no tile-end block barrier,
+// 2 = no barrier and no reduction / store of y (1 and 2 act on the barrier-per-tile form: SA_NF4_STREAM_LAGGED=0 or
+// two token tiles), 3 = no multiply (the ring, scales, barriers and reduction only; session 20's table). Both kernels,
+// parts of the multiply (session 21): 4 = no pair-table loads (the PRMT word goes to the MMA), 5 = no MMA (a LOP3 +
+// FADD per MMA keeps the table loads live), 6 = no x loads (x from the code words), 7 = no ring reads of the codes
+// (codes from the unit's index; the copies still run).
+#ifndef SA_NF4_ABLATE
+#define SA_NF4_ABLATE 0
 #endif
 // v5 (persistent) is used when K <= 4096 and the tiles fill at least this many waves of resident v4 blocks (0: for
 // every K <= 4096 launch — measured best in the decode step, NOTES_QUANT.md "NF4 v5 for every K <= 4096").
@@ -109,22 +112,34 @@ struct UnitMma {
         for (int tt = 0; tt < Tiles; ++tt) {
             const int token = tt * 8 + g;
             const uint4 *xp = reinterpret_cast<const uint4 *>(x + (size_t)token * k + blk * SA_NF4_BLOCK + 16 * t);
+            if (SA_NF4_ABLATE == 6) {  // timing ablation: no x loads
+                const uint32_t v = 0x3f803f80u ^ (uint32_t)(blk * 16 + t);
+                xv[tt][0] = xv[tt][1] = make_uint4(v, v ^ 1u, v ^ 2u, v ^ 3u);
+                continue;
+            }
             xv[tt][0] = ok && token < m ? xp[0] : make_uint4(0, 0, 0, 0);
             xv[tt][1] = ok && token < m ? xp[1] : make_uint4(0, 0, 0, 0);
         }
+    }
+    __device__ __forceinline__ uint32_t table_pair(uint32_t w, int j) const {
+        if (SA_NF4_ABLATE == 4) return __byte_perm(w, lane_off, 0x5504u | ((uint32_t)j << 4));  // no table load
+        return nf4_pair(lut, w, j, lane_off);
     }
     // MMA step s (0..3) of one unit: code bytes 2s, 2s+1 (weights 16t + 4s .. +3) of rows g and g + 8.
     __device__ __forceinline__ void step(float (&part)[Tiles][4], uint2 ca, uint2 cb, const uint4 (&xv)[Tiles][2],
                                          int s) const {
         const uint32_t wa = s < 2 ? ca.x : ca.y, wb = s < 2 ? cb.x : cb.y;
         const int j = 2 * (s & 1);
-        const uint32_t a0 = nf4_pair(lut, wa, j, lane_off), a2 = nf4_pair(lut, wa, j + 1, lane_off);
-        const uint32_t a1 = nf4_pair(lut, wb, j, lane_off), a3 = nf4_pair(lut, wb, j + 1, lane_off);
+        const uint32_t a0 = table_pair(wa, j), a2 = table_pair(wa, j + 1);
+        const uint32_t a1 = table_pair(wb, j), a3 = table_pair(wb, j + 1);
 #pragma unroll
         for (int tt = 0; tt < Tiles; ++tt) {
             const uint4 &xq = xv[tt][s >> 1];
             const uint32_t b0 = (s & 1) ? xq.z : xq.x, b1 = (s & 1) ? xq.w : xq.y;
-            mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
+            if (SA_NF4_ABLATE == 5)  // timing ablation: no MMA
+                part[tt][0] += __uint_as_float(((a0 ^ a1 ^ a2) & (a3 ^ b0 ^ b1)) & 0x3fffffffu);
+            else
+                mma_bf16_16816(part[tt], a0, a1, a2, a3, b0, b1);
         }
     }
     __device__ __forceinline__ void one(float (&acc)[Tiles][4], uint2 ca, uint2 cb, float2 sc, int blk) const {
@@ -148,17 +163,11 @@ struct UnitMma {
         load_x(xv1, blk1, two);
         if (!two) sc1 = make_float2(0.0f, 0.0f);
         float part0[Tiles][4] = {}, part1[Tiles][4] = {};
-        float part2[Tiles][4] = {}, part3[Tiles][4] = {};  // SA_NF4_SPLIT_CHAINS: steps 2 and 3 of each unit
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
-            const bool second = SA_NF4_SPLIT_CHAINS && s >= 2;
-            step(second ? part2 : part0, ca0, cb0, xv0, s);
-            step(second ? part3 : part1, ca1, cb1, xv1, s);
+            step(part0, ca0, cb0, xv0, s);
+            step(part1, ca1, cb1, xv1, s);
         }
-#pragma unroll
-        for (int tt = 0; tt < Tiles; ++tt)
-#pragma unroll
-            for (int c = 0; c < 4 && SA_NF4_SPLIT_CHAINS; ++c) part0[tt][c] += part2[tt][c], part1[tt][c] += part3[tt][c];
 #pragma unroll
         for (int tt = 0; tt < Tiles; ++tt) {
             acc[tt][0] = fmaf(part1[tt][0], sc1.x, fmaf(part0[tt][0], sc0.x, acc[tt][0]));
@@ -222,6 +231,11 @@ struct WarpRing {
     // Thread (g, t)'s codes of 64-block blk of the stage at `base` in slot q: 8 B of rows g and g + 8 at byte 8t.
     __device__ __forceinline__ void codes(const uint8_t *smem, int q, int base, int blk, int g, int t, uint2 &ca,
                                           uint2 &cb) const {
+        if (SA_NF4_ABLATE == 7) {  // timing ablation: no ring reads
+            const uint32_t v = 0x9e3779b9u * (uint32_t)(blk * 32 + 4 * g + t);
+            ca = make_uint2(v, v >> 3), cb = make_uint2(v >> 5, v >> 7);
+            return;
+        }
         const uint32_t st = stride(q);
         const uint8_t *p = smem + row0(q) + g * st + 8 * t + 32 * ((blk - base) ^ (g & 3));
         ca = *reinterpret_cast<const uint2 *>(p);
@@ -489,12 +503,6 @@ __host__ __device__ constexpr int stream_extra_offset(int kb, int tiles) {  // a
     return stream_bar_offset(kb, tiles) + (stream_lagged(tiles) ? 32 : 0);
 }
 
-// Timing ablations of v5 (experiments only; every value but 0 gives wrong results): 1 = no tile-end block barrier,
-// 2 = no barrier and no reduction / store of y (1 and 2 act on the barrier-per-tile form: SA_NF4_STREAM_LAGGED=0 or
-// two token tiles), 3 = no multiply (the ring, scales, barriers and reduction only; session 20's table).
-#ifndef SA_NF4_ABLATE
-#define SA_NF4_ABLATE 0
-#endif
 template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,

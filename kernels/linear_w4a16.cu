@@ -403,13 +403,6 @@ int skinny_warps(int tiles, int groups, int row_tiles) {
 #define SA_W4A16_STREAM_BLOCKS 3
 #endif
 constexpr int kStreamWarps = 6, kStreamSlots = SA_W4A16_STREAM_SLOTS;
-// The lagged, rotating reduction of linear_nf4.cu's streaming kernel (no block barrier per tile; two partial-sum
-// buffers behind mbarriers; tile j - 1 reduced at the end of tile j by its rotating reducer warps). There it cut the
-// NF4 decode step by 2.5% (kernels/NOTES_QUANT.md, session 20); here it is prepared, checked on the host only (PTX,
-// sm_80 SASS) and NOT yet measured or run on a GPU, so it is off by default.
-#ifndef SA_W4A16_STREAM_LAGGED
-#define SA_W4A16_STREAM_LAGGED 0
-#endif
 
 template <bool Fp16Scales, bool HasZeros, bool Imma = false>
 __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
@@ -422,10 +415,8 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
     // with zero codes only (session 7: AWQ-style step 1.337 -> 1.300–1.305 ms, symmetric 1.204 -> 1.260); on the
     // integer path it pays for symmetric weights too (session 9: gate_up 10.41 -> 9.63 µs, step 1.118 -> 1.108).
     constexpr bool kRefill = HasZeros || Imma;
-    constexpr bool kLagged = SA_W4A16_STREAM_LAGGED != 0;
-    __shared__ float partial[(kLagged ? 2 : 1) * kStreamWarps * 16 * 16];  // [buffer][warp][row][token]
+    __shared__ float partial[kStreamWarps * 16 * 16];  // [warp][row][token]
     __shared__ float fold_inv[SA_EPILOGUE_MAX_M];
-    __shared__ __align__(8) uint64_t bars[4];  // lagged: full[2] (every thread), empty[2] (the reducer warps)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane / 4, t = lane % 4;
     const int groups = k / kGroup, kw = k / 8, tiles = (n + 15) / 16;
     const int my_tiles = (int)blockIdx.x < tiles ? (tiles - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
@@ -465,22 +456,6 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
     extern __shared__ __align__(16) uint4 imma_x[];  // Imma: staged x (a warp's groups are the same in every tile)
     float2 *imma_xs = reinterpret_cast<float2 *>(imma_x + (size_t)m * (k / 8));
     if constexpr (Imma) imma_stage_x<kStreamWarps, HasZeros>(x, m, k, warp, lane, reinterpret_cast<uint32_t *>(imma_x), imma_xs);
-    const uint32_t bar0 = smem_u32(bars);
-    if constexpr (kLagged) {
-        if (threadIdx.x < 4)
-            mbar_init(bar0 + 8 * threadIdx.x, threadIdx.x < 2 ? kStreamWarps * 32 : 32 * sa_epilogue::reducer_warps(m, 8));
-        __syncthreads();  // the mbarriers (and fold_inv, read by the first reduction)
-    }
-    // Lagged: tile jj's reducer warps reduce it once every warp has written it (full, completion jj / 2 of buffer
-    // jj & 1), then release the buffer (empty).
-    auto reduce_lagged = [&](int jj) {
-        const int slot_r = sa_epilogue::reducer_slot<kStreamWarps>(warp, jj, m, 8);
-        if (slot_r < 0) return;  // warp-uniform
-        mbar_wait(bar0 + 8 * (jj & 1), (jj >> 1) & 1);
-        sa_epilogue::reduce_store<kStreamWarps>(partial + (jj & 1) * kStreamWarps * 256, 256, 32 * slot_r + lane, y,
-                                                epi, n, m, 8, tile_of(jj), fold, fold_inv);
-        mbar_arrive(bar0 + 16 + 8 * (jj & 1));
-    };
 
     for (int j0 = 0; j0 < my_tiles; j0 += kStreamSlots) {
 #pragma unroll
@@ -520,13 +495,6 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                     b.template load_one<HasZeros>(u, next.qa, next.qb, scales, zeros, next.row_a, next.row_b, groups, grp);
             }
             if (!kRefill) load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
-            if constexpr (kLagged) {
-                if (j >= 2) mbar_wait(bar0 + 16 + 8 * (j & 1), ((j - 2) >> 1) & 1);  // tile j - 2 was reduced
-                sa_epilogue::write_partials<1>(partial + (j & 1) * kStreamWarps * 256 + warp * 256, acc, r, t);
-                mbar_arrive(bar0 + 8 * (j & 1));
-                if (j >= 1) reduce_lagged(j - 1);
-                continue;
-            }
             sa_epilogue::write_partials<1>(partial + warp * 256, acc, r, t);
             __syncthreads();
             if (threadIdx.x < 128)
@@ -535,7 +503,6 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
             __syncthreads();  // partial is rewritten by the next tile
         }
     }
-    if (kLagged && my_tiles > 0) reduce_lagged(my_tiles - 1);
 }
 
 // The streaming kernel takes launches of one 8-token tile with K <= 3072 whose tiles fill more than one wave of v5
