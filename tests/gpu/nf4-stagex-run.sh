@@ -3,7 +3,7 @@
 # (SA_NF4_STAGE_X=1, kernels/linear_nf4.cu; one token tile with m·K·2 <= 16 KB) against main, after the ablation
 # that took the x loads out (tests/gpu/nf4-multiply-run.sh: down -25%, gate_up -8%, qkv / o -14%).
 # The variant's NF4 native checks and nf4_bench checks first (unrun code), then nf4_bench at M = 1, 2 and 8 and the
-# NF4 decode step, main and variant, twice each. DEADLINE (default 240 s). Nothing to carry.
+# NF4 decode step, main and variant, twice each. DEADLINE (default 240 s). Nothing to carry without MODEL=1.
 # MODEL=1 (carry .carry/bundle, from tests/gpu/prepare-bundle.sh): then the model with x staged (model-run.sh with
 # CUDA_FLAGS=-DSA_NF4_STAGE_X=1, MODEL_DEADLINE s, default 200: NF4 decode tok/s and seed form first), its logs packed
 # into $OUT/model-stagex.tgz. Main's model figures to compare with: the last session's on the same GPU (BENCHMARKS.md).
