@@ -272,52 +272,16 @@ struct WarpRing {
     }
 };
 
-// x staged in shared memory (one token tile, m·K·2 <= 16 KB: one token at K <= 8192). Without it every unit pair
-// reads its x with global loads that cannot be issued before the ring's wait for the pair's codes, and in a block
-// that holds one tile (v4) or whose warps each read only their own k range (both kernels) most of them miss L1: an
-// L2 round trip per pair on each warp's critical path. Session 21's ablation (x never loaded, H100): down 8.43 ->
-// 6.32 µs, gate_up 14.06 -> 12.89, qkv 4.84 -> 4.16. Staged, each warp copies the x of its own 64-blocks once, right
-// after the wait (all its loads in flight together), and the multiplies read it with LDS.
-#ifndef SA_NF4_STAGE_X
-#define SA_NF4_STAGE_X 0
-#endif
-constexpr int kStageXMaxBytes = 16384;
-__host__ __device__ constexpr bool stage_x_fits(int m, int k) { return (int64_t)m * k * 2 <= kStageXMaxBytes; }
-// The warp's share of x: rows r < m, k in [64·lo, 64·hi), into xs with x's own [token][k] layout, in 16-byte chunks
-// (loads batched four per lane before the stores). Returns xs, where the multiplies then read x.
-__device__ __forceinline__ __attribute__((unused)) const uint16_t *stage_x_warp(uint16_t *xs, const uint16_t *x, int m,
-                                                                                int k, int lo, int hi, int lane) {
-    const int per_token = (hi - lo) * (SA_NF4_BLOCK / 8), chunks = m * per_token;
-    auto offset = [&](int c) {
-        const int r = c / per_token;
-        return (size_t)r * k + lo * SA_NF4_BLOCK + 8 * (c - r * per_token);
-    };
-    for (int c0 = 0; c0 < chunks; c0 += 4 * 32) {
-        uint4 v[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-            if (c0 + 32 * i + lane < chunks) v[i] = *reinterpret_cast<const uint4 *>(x + offset(c0 + 32 * i + lane));
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-            if (c0 + 32 * i + lane < chunks) *reinterpret_cast<uint4 *>(xs + offset(c0 + 32 * i + lane)) = v[i];
-    }
-    __syncwarp();  // each warp reads only the x it staged
-    return xs;
-}
-
 // ---- v4: one tile per block ------------------------------------------------------------------------------------------
 // One code batch (register path, K > 16384): 8 bytes of rows g and g + 8 for kBatch units.
 template <int kBatch>
 struct Codes {
     uint2 a[kBatch], b[kBatch];
 };
-// Ring-path smem beyond the scales: the extra ring slots, then a staged x.
+// Ring-path smem beyond the scales: the extra ring slots.
 __host__ __device__ constexpr int v4_extra_offset(int kb) { return kScalesOffset + (kb < kSegBlocks ? kb : kSegBlocks) * 8 * 8; }
-__host__ __device__ constexpr int v4_x_offset(int kb, int tiles) {
-    return v4_extra_offset(kb) + (ring_slots(tiles) - 2) * kExtraSlotBytes;
-}
 
-template <int Tiles, bool DQ, bool Ring, bool StageX>
+template <int Tiles, bool DQ, bool Ring>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
              const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
@@ -434,12 +398,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
 
-    const uint16_t *xm = x;  // where the multiplies read x
-    if constexpr (StageX)
-        xm = stage_x_warp(reinterpret_cast<uint16_t *>(smem + v4_x_offset(kb, Tiles)), x, m, k, ring.lo, ring.hi, lane);
-
     float acc[Tiles][4] = {};
-    const UnitMma<Tiles> mma{lut, xm, k, m, g, t, 4u * lane};
+    const UnitMma<Tiles> mma{lut, x, k, m, g, t, 4u * lane};
     // Two units at a time (two token tiles in the register path: no registers left for a second unit's codes).
     constexpr bool kPairs = SA_NF4_PAIRS && (Tiles == 1 || Ring);
     if constexpr (Ring) {
@@ -542,11 +502,8 @@ __host__ __device__ constexpr int stream_bar_offset(int kb, int tiles) {  // aft
 __host__ __device__ constexpr int stream_extra_offset(int kb, int tiles) {  // after the lagged reduction's 4 mbarriers
     return stream_bar_offset(kb, tiles) + (stream_lagged(tiles) ? 32 : 0);
 }
-__host__ __device__ constexpr int stream_x_offset(int kb, int tiles) {  // after the extra ring slots: a staged x
-    return stream_extra_offset(kb, tiles) + (ring_slots(tiles) - 2) * kExtraSlotBytes;
-}
 
-template <int Tiles, bool DQ, bool StageX>
+template <int Tiles, bool DQ>
 __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     nf4_gemv_stream(const uint16_t *x, const uint8_t *__restrict__ qweight, const void *__restrict__ absmax,
                     const float *__restrict__ tables, uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
@@ -654,12 +611,8 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
     float *fold_inv = reinterpret_cast<float *>(smem + stream_inv_offset(kb, Tiles));
-    const uint16_t *xm = x;  // where the multiplies read x
-    if constexpr (StageX)
-        xm = stage_x_warp(reinterpret_cast<uint16_t *>(smem + stream_x_offset(kb, Tiles)), x, m, k, ring.lo, ring.hi,
-                          lane);
 
-    const UnitMma<Tiles> mma{lut, xm, k, m, g, t, 4u * lane};
+    const UnitMma<Tiles> mma{lut, x, k, m, g, t, 4u * lane};
     // Lagged: tile tj's reducer warps (sa_epilogue::reducer_slot) reduce it once the 8 warps have written it (full,
     // completion tj / 2 of buffer tj & 1), then release its buffer (empty).
     auto reduce_lagged = [&](int tj) {
@@ -712,13 +665,14 @@ __global__ void __launch_bounds__(kThreads, SA_NF4_BLOCKS_PER_SM)
     cp_async_wait<0>();
 }
 
-template <int Tiles, bool DQ, bool StageX>
+template <int Tiles, bool DQ>
 sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y,
                         int m, int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
-    auto kernel = &nf4_gemv_stream<Tiles, DQ, StageX>;
+    auto kernel = &nf4_gemv_stream<Tiles, DQ>;
     const int kb = k / SA_NF4_BLOCK;
-    const int smem = stream_x_offset(kb, Tiles) + (StageX ? m * k * 2 : 0);
-    constexpr int kMaxSmem = stream_x_offset(kStreamMaxKb, Tiles) + (StageX ? kStageXMaxBytes : 0);
+    constexpr int kRingSlots = ring_slots(Tiles);
+    const int smem = stream_extra_offset(kb, Tiles) + (kRingSlots - 2) * kExtraSlotBytes;
+    constexpr int kMaxSmem = stream_extra_offset(kStreamMaxKb, Tiles) + (kRingSlots - 2) * kExtraSlotBytes;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation); the grid is
     // as many blocks as are resident at once (at the largest K) or the tile count.
     static int resident_per_sm = 0;
@@ -737,18 +691,18 @@ sa_status launch_stream(const uint16_t *x, const uint8_t *qw, const void *absmax
                                   absmax, tables, y, m, n, k, epi, fold);
 }
 
-template <int Tiles, bool DQ, bool Ring, bool StageX = false>
+template <int Tiles, bool DQ, bool Ring>
 sa_status launch_v4(const uint16_t *x, const uint8_t *qw, const void *absmax, const float *tables, uint16_t *y, int m,
                     int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
-    static_assert(Ring || !StageX, "x is staged on the ring path only");
-    auto kernel = &nf4_gemv<Tiles, DQ, Ring, StageX>;
-    constexpr int kMaxSmem = (Ring ? v4_x_offset(kSegBlocks, Tiles) : kSmemMax) + (StageX ? kStageXMaxBytes : 0);
+    auto kernel = &nf4_gemv<Tiles, DQ, Ring>;
+    constexpr int kRingSlots = ring_slots(Tiles);
+    constexpr int kMaxSmem = Ring ? v4_extra_offset(kSegBlocks) + (kRingSlots - 2) * kExtraSlotBytes : kSmemMax;
     // Above 48 KB of dynamic shared memory needs an opt-in, once per kernel (not a stream operation).
     static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
     if (opt_in != cudaSuccess)
         return sa::fail(SA_E_CUDA, std::string("nf4_gemv: cannot reserve shared memory: ") + cudaGetErrorName(opt_in));
     const int kb = k / SA_NF4_BLOCK;
-    const size_t smem = (Ring ? v4_x_offset(kb, Tiles) : v4_extra_offset(kb)) + (StageX ? m * k * 2 : 0);
+    const size_t smem = v4_extra_offset(kb) + (Ring ? (kRingSlots - 2) * kExtraSlotBytes : 0);
     const dim3 grid((unsigned)((n + kTileRows - 1) / kTileRows)), block(kThreads);
     return sa_cuda::launch_pdl_if(sa_cuda::device_traits().quant_pdl, "nf4_gemv", kernel, grid, block, smem, s, x, qw,
                                   absmax, tables, y, m, n, k, epi, fold);
@@ -763,15 +717,9 @@ sa_status launch(const uint16_t *x, const uint8_t *qw, const void *absmax, const
                  int n, int k, int epi, const sa_norm_fold &fold, cudaStream_t s) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const int tiles = (n + kTileRows - 1) / kTileRows, kb = k / SA_NF4_BLOCK;
-    const bool stream = kb <= kStreamMaxKb && (int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM *
-                                                                 (dev.sms > 0 ? dev.sms : 132);
-    if constexpr (Tiles == 1 && SA_NF4_STAGE_X != 0) {  // x staged (the kernels' smem grows by m·K·2)
-        if (stage_x_fits(m, k) && stream)
-            return launch_stream<Tiles, DQ, true>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
-        if (stage_x_fits(m, k) && kb <= kSegBlocks)
-            return launch_v4<Tiles, DQ, true, true>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
-    }
-    if (stream) return launch_stream<Tiles, DQ, false>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
+    if (kb <= kStreamMaxKb &&
+        (int64_t)tiles >= (int64_t)SA_NF4_STREAM_WAVES * SA_NF4_BLOCKS_PER_SM * (dev.sms > 0 ? dev.sms : 132))
+        return launch_stream<Tiles, DQ>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
     if (kb <= kSegBlocks) return launch_v4<Tiles, DQ, true>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
     return launch_v4<Tiles, DQ, false>(x, qw, absmax, tables, y, m, n, k, epi, fold, s);
 }

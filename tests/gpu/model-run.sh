@@ -6,7 +6,7 @@
 # variant) through `stepaudio bench` (decode tok/s at 64 / 1024 keys, the 12-token prefill, the 50-token seed form);
 # the native kernel checks (NATIVE_FILTER=nf4: only those whose name has it);
 # the decode steps without the host (kernel_bench decode); the W4A16 model (RTN-quantized checkpoint); the C# suite.
-# CUDA_FLAGS: extra nvcc flags for the whole build, e.g. a kernel knob still off by default (-DSA_NF4_STAGE_X=1).
+# CUDA_FLAGS: extra nvcc flags for the whole build, e.g. a kernel knob still off by default (-DSA_NF4_RING_SLOTS=3).
 # Prepare here first:  bash tests/gpu/prepare-bundle.sh   (carry: .carry/bundle)
 # On the device:       bash tests/gpu/model-run.sh         (logs: $OUT/model.txt and $OUT/*.log)
 set -uo pipefail
