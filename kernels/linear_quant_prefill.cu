@@ -211,9 +211,15 @@ struct StagePipe {
     static_assert(kXStep % 8 == 0, "the swizzle of a thread's x chunks does not change with i");
 
     const Params &p;
-    float *const rs, *const last;
-    uint32_t *const zs;
-    float *const nested_map;  // NF4: [256], filled by the prologue
+    // The block's shared memory, carved here for both kernels: the pipeline's stages, then (NF4) the pair table and
+    // nested_map after the kMain region (which the cross-split reduction reuses).
+    uint8_t *const xs;          // [S] stages of x; layout P::x_offset
+    uint8_t *const ws;          // [S][kRows][kWPitch] codes
+    float *const rs;            // [S][kRows] ratio s_prev / s
+    uint32_t *const zs;         // [S][kRows] (W4A16) zero operand
+    float *const last;          // [kRows] scale of the last group
+    uint32_t *const lut;        // NF4: [256][32] pair table, built by the prologue
+    float *const nested_map;    // NF4: [256], filled by the prologue
     const int tid, n0;
     int g0, iters;
     // Loader state, incremental pointers: little live state across the main loop.
@@ -224,9 +230,11 @@ struct StagePipe {
     size_t sidx;        // this thread's row's scale entries (threads tid < kRows)
     float prev = 1.0f;  // this row's previous scale, for the ratio
 
-    __device__ __forceinline__ StagePipe(const Params &p_, uint8_t *xs, uint8_t *ws, float *rs_, uint32_t *zs_,
-                                         float *last_, float *nested_map_, int n0_, int m0)
-        : p(p_), rs(rs_), last(last_), zs(zs_), nested_map(nested_map_), tid(threadIdx.x), n0(n0_) {
+    __device__ __forceinline__ StagePipe(const Params &p_, uint8_t *smem, int n0_, int m0)
+        : p(p_), xs(smem), ws(smem + P::kXBytes), rs(reinterpret_cast<float *>(ws + P::kWBytes)),
+          zs(reinterpret_cast<uint32_t *>(rs + S * kRows)), last(reinterpret_cast<float *>(smem + P::kPipe) - kRows),
+          lut(reinterpret_cast<uint32_t *>(smem + P::kMain)), nested_map(reinterpret_cast<float *>(lut + 256 * 32)),
+          tid(threadIdx.x), n0(n0_) {
         const int groups = p.k / KS, split = blockIdx.x, splits = gridDim.x;
         g0 = split * groups / splits, iters = (split + 1) * groups / splits - g0;
         wrow = tid / (KS / 32);
@@ -268,7 +276,7 @@ struct StagePipe {
     }
     // The first S - 1 stages: weights and scales first (they never depend on the previous kernel; NF4 also builds
     // its tables, lut = the pair table [256][32]), then pdl_wait, then x. One cp.async group per stage.
-    __device__ __forceinline__ void prologue(uint32_t *lut) {
+    __device__ __forceinline__ void prologue() {
 #pragma unroll
         for (int s = 0; s < S - 1; ++s)
             if (s < iters) load_codes(s, g0 + s);
@@ -366,29 +374,22 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
     constexpr int S = P::kStages, KS = P::kKs, BT = P::kTokens, kRows = P::kRows;
     pdl_launch_dependents();
     extern __shared__ __align__(128) uint8_t smem[];
-    uint8_t *xs = smem;                                                // [S][BT][kXRow], chunks swizzled
-    uint8_t *ws = xs + P::kXBytes;                                     // [S][kRows][kWPitch]
-    float *rs = reinterpret_cast<float *>(ws + P::kWBytes);            // [S][kRows] ratio s_prev / s
-    uint32_t *zs = reinterpret_cast<uint32_t *>(rs + S * kRows);       // [S][kRows] (W4A16)
-    float *last = reinterpret_cast<float *>(smem + P::kPipe) - kRows;  // [kRows] scale of the last group
-    uint32_t *lut = reinterpret_cast<uint32_t *>(smem + P::kMain);     // [256][32] (NF4)
-    float *nested_map = reinterpret_cast<float *>(lut + 256 * 32);     // [256] (NF4)
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int wm = warp % WM, wn = warp / WM;
     const int split = blockIdx.x, splits = gridDim.x;  // the K share (= the cluster rank), the cluster size
     const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
-    StagePipe<Fmt, P> pipe(p, xs, ws, rs, zs, last, nested_map, n0, m0);
+    StagePipe<Fmt, P> pipe(p, smem, n0, m0);  // x stages [S][BT][kXRow] here, chunks swizzled
     const int iters = pipe.iters;
-    pipe.prologue(lut);
+    pipe.prologue();
 
     // ---- per-lane constants of the MMA loop ----
     // ldmatrix.x4 for n8 tiles (2q, 2q+1) of k16 step s: lane l gives row (l & 7) of matrix l >> 3: matrix bit 0 =
     // k half (chunk 2s or 2s+1), bit 1 = which of the two n8 tiles. The chunk index is swizzled by token & 7 = l & 7.
     const int lt = wn * NT * 8 + (lane >> 4) * 8 + (lane & 7);  // this lane's token row for q = 0
-    const uint32_t x_lane = smem_u32(xs) + lt * P::kXRow;
+    const uint32_t x_lane = smem_u32(pipe.xs) + lt * P::kXRow;
     const int x_xor = ((lane >> 3) & 1) ^ (lane & 7);  // chunk (2s + half) ^ (token & 7) = 2s ^ x_xor
-    const uint32_t *lut_lane = lut + lane;
+    const uint32_t *lut_lane = pipe.lut + lane;
     int row_a[kMT];  // local row of this thread's A rows g (and g + 8) per m16 tile
 #pragma unroll
     for (int j = 0; j < kMT; ++j) row_a[j] = wm * (kMT * 16) + j * 16 + g;
@@ -410,19 +411,19 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
         float2 nest;
         pipe.request(it, raw, nest);
 
-        const uint8_t *wst = ws + stage * kRows * P::kWPitch;
+        const uint8_t *wst = pipe.ws + stage * kRows * P::kWPitch;
         uint32_t za[kMT], zb[kMT];
 #pragma unroll
         for (int j = 0; j < kMT; ++j) {
-            const float ra = rs[stage * kRows + row_a[j]], rb = rs[stage * kRows + row_a[j] + 8];
+            const float ra = pipe.rs[stage * kRows + row_a[j]], rb = pipe.rs[stage * kRows + row_a[j] + 8];
 #pragma unroll
             for (int i = 0; i < NT; ++i) {  // c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8
                 acc[j][i][0] *= ra, acc[j][i][1] *= ra;
                 acc[j][i][2] *= rb, acc[j][i][3] *= rb;
             }
             if constexpr (!kNf4) {
-                za[j] = zs[stage * kRows + row_a[j]];
-                zb[j] = zs[stage * kRows + row_a[j] + 8];
+                za[j] = pipe.zs[stage * kRows + row_a[j]];
+                zb[j] = pipe.zs[stage * kRows + row_a[j] + 8];
             }
         }
         const uint32_t x_stage = x_lane + stage * BT * P::kXRow;
@@ -477,7 +478,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
     float *red = reinterpret_cast<float *>(smem);
     float sl[kMT][2];
 #pragma unroll
-    for (int j = 0; j < kMT; ++j) sl[j][0] = last[row_a[j]], sl[j][1] = last[row_a[j] + 8];
+    for (int j = 0; j < kMT; ++j) sl[j][0] = pipe.last[row_a[j]], sl[j][1] = pipe.last[row_a[j] + 8];
     if (splits > 1) cluster_sync_all();  // every block of the cluster is done with its pipeline buffers
     else __syncthreads();
     const uint32_t red_src = smem_u32(red + (size_t)split * BT * pitch);
@@ -561,23 +562,16 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
     pdl_launch_dependents();
     extern __shared__ __align__(128) uint8_t smem_raw[];
     uint8_t *smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
-    uint8_t *xs = smem;                                                // [S][halves][BT][128], swizzled
-    uint8_t *ws = xs + P::kXBytes;                                     // [S][kRows][kWPitch]
-    float *rs = reinterpret_cast<float *>(ws + P::kWBytes);            // [S][kRows] ratio s_prev / s
-    uint32_t *zs = reinterpret_cast<uint32_t *>(rs + S * kRows);       // [S][kRows] (W4A16)
-    float *last = reinterpret_cast<float *>(smem + P::kPipe) - kRows;  // [kRows] scale of the last group
-    uint32_t *lut = reinterpret_cast<uint32_t *>(smem + P::kMain);     // [256][32] (NF4)
-    float *nested_map = reinterpret_cast<float *>(lut + 256 * 32);     // [256] (NF4)
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int wg = warp / 4, wv = warp % 4;
     const int split = blockIdx.x, splits = gridDim.x;  // the K share (= the cluster rank), the cluster size
     const int n0 = blockIdx.y * kRows, m0 = blockIdx.z * BT;
-    StagePipe<Fmt, P> pipe(p, xs, ws, rs, zs, last, nested_map, n0, m0);
+    StagePipe<Fmt, P> pipe(p, smem, n0, m0);  // x stages [S][halves][BT][128] here, swizzled
     const int iters = pipe.iters;
-    pipe.prologue(lut);
+    pipe.prologue();
 
-    const uint32_t *lut_lane = lut + lane;
+    const uint32_t *lut_lane = pipe.lut + lane;
     int row_a[MH];  // local row of this thread's A row g (and g + 8) per m64 half
 #pragma unroll
     for (int j = 0; j < MH; ++j) row_a[j] = wg * (64 * MH) + j * 64 + wv * 16 + g;
@@ -600,22 +594,22 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
         float2 nest;
         pipe.request(it, raw, nest);
 
-        const uint8_t *wst = ws + stage * kRows * P::kWPitch;
+        const uint8_t *wst = pipe.ws + stage * kRows * P::kWPitch;
         uint32_t za[MH], zb[MH];
 #pragma unroll
         for (int j = 0; j < MH; ++j) {
-            const float ra = rs[stage * kRows + row_a[j]], rb = rs[stage * kRows + row_a[j] + 8];
+            const float ra = pipe.rs[stage * kRows + row_a[j]], rb = pipe.rs[stage * kRows + row_a[j] + 8];
 #pragma unroll
             for (int i = 0; i < 16; ++i) {
                 acc[j][4 * i] *= ra, acc[j][4 * i + 1] *= ra;
                 acc[j][4 * i + 2] *= rb, acc[j][4 * i + 3] *= rb;
             }
             if constexpr (!kNf4) {
-                za[j] = zs[stage * kRows + row_a[j]];
-                zb[j] = zs[stage * kRows + row_a[j] + 8];
+                za[j] = pipe.zs[stage * kRows + row_a[j]];
+                zb[j] = pipe.zs[stage * kRows + row_a[j] + 8];
             }
         }
-        const uint32_t x_stage = smem_u32(xs) + stage * P::kXStage;
+        const uint32_t x_stage = smem_u32(pipe.xs) + stage * P::kXStage;
         uint32_t a[kASets][MH][4];
 #pragma unroll
         for (int s = 0; s < kSteps; ++s) {
@@ -660,7 +654,7 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
     float *red = reinterpret_cast<float *>(smem);
     float sl[MH][2];  // read before red overwrites the pipeline (and `last` with it, where kRed > kPipe)
 #pragma unroll
-    for (int j = 0; j < MH; ++j) sl[j][0] = last[row_a[j]], sl[j][1] = last[row_a[j] + 8];
+    for (int j = 0; j < MH; ++j) sl[j][0] = pipe.last[row_a[j]], sl[j][1] = pipe.last[row_a[j] + 8];
     if (splits > 1) cluster_sync_all();  // every block of the cluster is done with its pipeline buffers
     else __syncthreads();
     const uint32_t red_src = smem_u32(red + (size_t)split * BT * pitch);

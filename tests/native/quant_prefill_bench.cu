@@ -5,7 +5,7 @@
 //        tests/native/quant_prefill_bench.cu kernels/linear_quant_prefill.cu kernels/linear_w4a16.cu \
 //        kernels/linear_nf4.cu native/src/cpu_w4a16.cpp native/src/cpu_nf4.cpp native/src/api.cpp \
 //        -lcublas -Xcompiler -fopenmp -o quant_prefill_bench
-// quant_prefill_bench [checks|bench|all]:
+// quant_prefill_bench [checks|bench|entry|all]:
 // 1. checks: tests/native/gpu_checks_quant_prefill.inc with SA_PREFILL_INTERNAL (every launch shape forced too);
 // 2. bench: the Step1 prefill linears (qkv 3584x3072, o 3072x3072, gate_up 16384x3072, down 3072x8192) at M = 17,
 //    32, 48, 64, 128, 256, 512, 1000 for W4A16 (bf16 scales, no zeros) and NF4 (double quant): the old path (the decode kernel over
@@ -15,6 +15,7 @@
 //    fp32 accumulation) on the same M x K activations. Each timing is one CUDA graph of launches over rotating
 //    weight copies (>= 160 MB of packed weights, beyond the 50 MB L2) on a created stream (PDL as the model runs
 //    it), median of 10 replays, µs per launch; TFLOP/s counts 2·M·N·K.
+// 3. entry: as bench, the entry point and cuBLAS only (no old path, no forced shapes): a quick A/B of two builds.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -120,7 +121,7 @@ static int run_checks() {
 }
 
 // sweep_log: one line per (format, shape, M) with every forced launch shape's time.
-static int run_bench(FILE *sweep_log) {
+static int run_bench(FILE *sweep_log, bool entry_only) {
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     cublasHandle_t cb;
@@ -183,7 +184,7 @@ static int run_bench(FILE *sweep_log) {
             };
             for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]); ++mi) {
                 const int m = ms[mi];
-                const float old_us = graph_us(st, copies, [&](int i) -> sa_status {
+                const float old_us = entry_only ? NAN : graph_us(st, copies, [&](int i) -> sa_status {
                     for (int m0 = 0; m0 < m; m0 += 16) {  // the decode kernel per 16-token slice (the old path)
                         const sa_status s = entry(ws[i], x + (size_t)m0 * k, y + (size_t)m0 * n, std::min(16, m - m0));
                         if (s != SA_OK) return s;
@@ -195,22 +196,23 @@ static int run_bench(FILE *sweep_log) {
                 float best_us = 1e30f;
                 sa_prefill::Config best;
                 std::string sweep;
-                for (int rows : {128, 256})
-                    for (int tokens : {64, 128})
-                        for (int splits : {1, 2, 4, 8}) {
-                            sa_prefill::Config c;
-                            c.rows = rows, c.tokens = tokens, c.splits = splits;
-                            const float us = graph_us(st, copies, [&](int i) {
-                                const Weight &w = ws[i];
-                                return nf4 ? sa_prefill::linear_nf4(x, (const uint8_t *)w.q, w.s, w.t, true, y, m, n, k, st, c)
-                                           : sa_prefill::linear_w4a16(x, (const uint32_t *)w.q, (const uint16_t *)w.s,
-                                                                      nullptr, false, y, m, n, k, st, c);
-                            });
-                            char item[48];
-                            std::snprintf(item, sizeof item, " %d/%d/%d:%.1f", rows, tokens, splits, us);
-                            sweep += item;
-                            if (us > 0 && us < best_us) best_us = us, best = c;
-                        }
+                if (!entry_only)  // every forced launch shape
+                    for (int rows : {128, 256})
+                        for (int tokens : {64, 128})
+                            for (int splits : {1, 2, 4, 8}) {
+                                sa_prefill::Config c;
+                                c.rows = rows, c.tokens = tokens, c.splits = splits;
+                                const float us = graph_us(st, copies, [&](int i) {
+                                    const Weight &w = ws[i];
+                                    return nf4 ? sa_prefill::linear_nf4(x, (const uint8_t *)w.q, w.s, w.t, true, y, m, n, k, st, c)
+                                               : sa_prefill::linear_w4a16(x, (const uint32_t *)w.q, (const uint16_t *)w.s,
+                                                                          nullptr, false, y, m, n, k, st, c);
+                                });
+                                char item[48];
+                                std::snprintf(item, sizeof item, " %d/%d/%d:%.1f", rows, tokens, splits, us);
+                                sweep += item;
+                                if (us > 0 && us < best_us) best_us = us, best = c;
+                            }
                 std::fprintf(sweep_log, "%s %s M=%d old=%.2f new=%.2f cublas=%.2f sweep(rows/tokens/splits:us)%s\n",
                              nf4 ? "nf4" : "w4", sh.name, m, old_us, new_us, cublas_us[mi], sweep.c_str());
                 std::fflush(sweep_log);
@@ -223,7 +225,10 @@ static int run_bench(FILE *sweep_log) {
                 } else {
                     std::snprintf(chosen_s, sizeof chosen_s, "%d/%d/%d", chosen.rows, chosen.tokens, chosen.splits);
                 }
-                std::snprintf(best_s, sizeof best_s, "%.2f %d/%d/%d", best_us, best.rows, best.tokens, best.splits);
+                if (entry_only)
+                    std::snprintf(best_s, sizeof best_s, "-");
+                else
+                    std::snprintf(best_s, sizeof best_s, "%.2f %d/%d/%d", best_us, best.rows, best.tokens, best.splits);
                 std::printf("%-4s %-7s %5d | %9.2f | %9.2f %7.1f %-12s | %-20s | %9.2f %7.1f | %6.2fx %6.2fx\n",
                             nf4 ? "nf4" : "w4", sh.name, m, old_us, new_us, flop / new_us / 1e6, chosen_s, best_s, cub,
                             flop / cub / 1e6, old_us / new_us, cub / new_us);
@@ -239,12 +244,14 @@ static int run_bench(FILE *sweep_log) {
 }
 
 int main(int argc, char **argv) {
-    // quant_prefill_bench [checks|bench|all] [sweep log file]
+    // quant_prefill_bench [checks|bench|entry|all] [sweep log file]
     const std::string what = argc > 1 ? argv[1] : "all";
     FILE *sweep_log = argc > 2 ? std::fopen(argv[2], "w") : stderr;
     if (!sweep_log) return std::printf("cannot write %s\n", argv[2]), 1;
     int failed = 0;
     if (what == "checks" || what == "all") failed += run_checks();
-    if (what == "bench" || what == "all") failed += run_bench(sweep_log);
+    if (what == "bench" || what == "entry" || what == "all") failed += run_bench(sweep_log, what == "entry");
+    if (what != "checks" && what != "bench" && what != "entry" && what != "all")
+        return std::printf("unknown mode '%s': checks, bench, entry or all\n", what.c_str()), 2;
     return failed ? 1 : 0;
 }
