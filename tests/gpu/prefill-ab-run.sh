@@ -24,7 +24,7 @@ done
 grep -E "^==|^rc [1-9]|checks:|FAIL" "$out/runs.txt"
 # The entry point's µs per (format, shape, M): the mean of the new and of the old runs, and new vs old.
 awk '/^== entry, new/ { side = "new" } /^== entry_old/ { side = "old" } /^(w4|nf4) / && side {
-       key = $1 " " $2 " " $3; if (!(key in sum)) order[++n] = key; sum[key, side] += $7; cnt[key, side]++ }
+       key = $1 " " $2 " " $3; if (!(key in seen)) { seen[key]; order[++n] = key } sum[key, side] += $7; cnt[key, side]++ }
      END { printf "%-16s %9s %9s %7s\n", "fmt shape M", "new us", "old us", "change";
            for (i = 1; i <= n; i++) { k = order[i]; a = sum[k, "new"] / cnt[k, "new"]; o = sum[k, "old"] / cnt[k, "old"];
              printf "%-16s %9.2f %9.2f %+6.1f%%\n", k, a, o, (a - o) / o * 100 } }' "$out/runs.txt"
