@@ -319,6 +319,22 @@ struct StagePipe {
         const int nx = it + S - 1;
         if (nx < iters && tid < kRows) store_scale(nx % S, nx, raw, nest);
     }
+    // Before a group's MMAs: a thread's accumulators of rows `row` (c0, c1 of each quad) and row + 8 (c2, c3) are
+    // rescaled by the stage's ratio s_prev / s, and (W4A16) those rows' zero operands are read.
+    template <int Quads>
+    __device__ __forceinline__ void enter_group(int stage, int row, float (&acc)[Quads][4], uint32_t &za,
+                                                uint32_t &zb) const {
+        const float ra = rs[stage * kRows + row], rb = rs[stage * kRows + row + 8];
+#pragma unroll
+        for (int i = 0; i < Quads; ++i) {
+            acc[i][0] *= ra, acc[i][1] *= ra;
+            acc[i][2] *= rb, acc[i][3] *= rb;
+        }
+        if constexpr (!kNf4) {
+            za = zs[stage * kRows + row];
+            zb = zs[stage * kRows + row + 8];
+        }
+    }
 };
 
 // ---- the epilogue both kernels share: partial tiles -> owner rank's shared memory -> sum in rank order -> bf16 y ----
@@ -414,18 +430,7 @@ __global__ void __launch_bounds__(kThreads, NT <= 4 ? 2 : 1) quant_prefill(const
         const uint8_t *wst = pipe.ws + stage * kRows * P::kWPitch;
         uint32_t za[kMT], zb[kMT];
 #pragma unroll
-        for (int j = 0; j < kMT; ++j) {
-            const float ra = pipe.rs[stage * kRows + row_a[j]], rb = pipe.rs[stage * kRows + row_a[j] + 8];
-#pragma unroll
-            for (int i = 0; i < NT; ++i) {  // c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8
-                acc[j][i][0] *= ra, acc[j][i][1] *= ra;
-                acc[j][i][2] *= rb, acc[j][i][3] *= rb;
-            }
-            if constexpr (!kNf4) {
-                za[j] = pipe.zs[stage * kRows + row_a[j]];
-                zb[j] = pipe.zs[stage * kRows + row_a[j] + 8];
-            }
-        }
+        for (int j = 0; j < kMT; ++j) pipe.enter_group(stage, row_a[j], acc[j], za[j], zb[j]);
         const uint32_t x_stage = x_lane + stage * BT * P::kXRow;
 #pragma unroll kHUnroll
         for (int h = 0; h < KS / 32; ++h) {  // 16 B of codes per row = 32 k = two k16 steps
@@ -597,18 +602,8 @@ __global__ void __launch_bounds__(kThreads, 1) quant_prefill_wg(const Params p) 
         const uint8_t *wst = pipe.ws + stage * kRows * P::kWPitch;
         uint32_t za[MH], zb[MH];
 #pragma unroll
-        for (int j = 0; j < MH; ++j) {
-            const float ra = pipe.rs[stage * kRows + row_a[j]], rb = pipe.rs[stage * kRows + row_a[j] + 8];
-#pragma unroll
-            for (int i = 0; i < 16; ++i) {
-                acc[j][4 * i] *= ra, acc[j][4 * i + 1] *= ra;
-                acc[j][4 * i + 2] *= rb, acc[j][4 * i + 3] *= rb;
-            }
-            if constexpr (!kNf4) {
-                za[j] = pipe.zs[stage * kRows + row_a[j]];
-                zb[j] = pipe.zs[stage * kRows + row_a[j] + 8];
-            }
-        }
+        for (int j = 0; j < MH; ++j)
+            pipe.enter_group(stage, row_a[j], reinterpret_cast<float (&)[16][4]>(acc[j]), za[j], zb[j]);
         const uint32_t x_stage = smem_u32(pipe.xs) + stage * P::kXStage;
         uint32_t a[kASets][MH][4];
 #pragma unroll
