@@ -22,7 +22,7 @@
 #endif
 #define SA_API SA_EXTERN __attribute__((visibility("default")))
 
-#define SA_ABI_VERSION 4
+#define SA_ABI_VERSION 5
 
 typedef int32_t sa_status;
 enum {
@@ -202,5 +202,20 @@ SA_API sa_status sa_cpu_linear_nf4(const uint16_t *x, const uint8_t *qweight, co
 SA_API sa_status sa_cuda_linear_nf4(const uint16_t *x, const uint8_t *qweight, const void *absmax, const float *tables,
                                     int32_t double_quant, uint16_t *y, int32_t m, int32_t n, int32_t k, int32_t epilogue,
                                     const sa_norm_fold *fold, void *stream);
+
+/* NF4 quantization at load (round to nearest, no calibration: what bitsandbytes does when a base checkpoint is
+ * loaded in 4 bits), on the GPU; the same bytes as the C# reference (StepAudio.Quant.Nf4Quantizer). Blocks of
+ * values, the last one ragged: absmax = max |v| of the block (NaN if it holds a NaN); code = the index of the table
+ * entry nearest to v / absmax (v / 1 when absmax is 0), the lowest index on a tie, 0 for a NaN or infinite quotient.
+ *  sa_cuda_nf4_quantize: `count` bf16 weights w in 64-blocks against quant_map[16] (ascending) ->
+ *      packed [ceil(count/2)] (element 2i in the high nibble) and absmax fp32 [ceil(count/64)];
+ *  sa_cuda_nf4_quantize_nested (double quant): v = absmax[i] - offset (offset = the mean of absmax, which the
+ *      caller computes in index order in double and rounds to fp32) in 256-blocks against nested_map[256]
+ *      (ascending) -> codes [blocks] and nested_absmax fp32 [ceil(blocks/256)].
+ * Device pointers (the tables too); asynchronous on `stream`. */
+SA_API sa_status sa_cuda_nf4_quantize(const uint16_t *w, int64_t count, const float *quant_map, uint8_t *packed,
+                                      float *absmax, void *stream);
+SA_API sa_status sa_cuda_nf4_quantize_nested(const float *absmax, int64_t blocks, float offset, const float *nested_map,
+                                             uint8_t *codes, float *nested_absmax, void *stream);
 
 #endif

@@ -43,3 +43,9 @@ SA_API sa_status sa_cuda_linear_nf4(const uint16_t *, const uint8_t *, const voi
                                     int32_t, int32_t, int32_t, int32_t, const sa_norm_fold *, void *) {
     return no_cuda("sa_cuda_linear_nf4");
 }
+SA_API sa_status sa_cuda_nf4_quantize(const uint16_t *, int64_t, const float *, uint8_t *, float *, void *) {
+    return no_cuda("sa_cuda_nf4_quantize");
+}
+SA_API sa_status sa_cuda_nf4_quantize_nested(const float *, int64_t, float, const float *, uint8_t *, float *, void *) {
+    return no_cuda("sa_cuda_nf4_quantize_nested");
+}

@@ -8,6 +8,6 @@ public class NativeLibraryTests
     public void LoadsWithTheExpectedAbi()
     {
         NativeLibraryInfo.EnsureLoaded();
-        Assert.Equal(4, NativeLibraryInfo.AbiVersion);
+        Assert.Equal(5, NativeLibraryInfo.AbiVersion);
     }
 }

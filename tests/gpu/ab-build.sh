@@ -22,7 +22,8 @@ variants=${VARIANTS:-}; old=${AB_OLD:-}
 el() { echo $(( $(date +%s) - t0 )); }
 left() { local l=$(( deadline - $(el) )); [ $l -lt ${1:-1000} ] && echo $l || echo ${1:-1000}; }
 ab_fl="-O3 -std=c++17 --use_fast_math -lineinfo -DSA_HAVE_CUDA=1 -DSA_HAVE_WGMMA=1 -Xcompiler -fopenmp -Inative/include -Inative/src -Ikernels -Itests/native"
-ab_cc() { local o=$1 src=$2; shift 2; nvcc $ab_fl "$@" -c "$src" -o "$b/$o" > "$b/$o.log" 2>&1; }
+# nf4_quantize.cu keeps subnormals (-ftz=false, as CMakeLists.txt compiles it).
+ab_cc() { local o=$1 src=$2; shift 2; nvcc $ab_fl $([ "${src##*/}" = nf4_quantize.cu ] && echo -ftz=false) "$@" -c "$src" -o "$b/$o" > "$b/$o.log" 2>&1; }
 ab_link() {
   local exe=$1; shift
   nvcc -arch=sm_90a -Xcompiler -fopenmp "$@" -lcublas -o "$b/$exe" > "$b/link_$exe.log" 2>&1 ||

@@ -167,6 +167,14 @@ public sealed unsafe class CudaBackend : IComputeBackend
                 throw new NotSupportedException($"the {Name} backend has no {w.Format} linear kernel in this build");
         }
     }
+    /// <summary>NF4 quantization at load, first stage (sa_cuda_nf4_quantize): count bf16 weights → packed codes and
+    /// fp32 absmax per 64-block. Used by <see cref="StepAudio.Quant.Nf4DeviceQuantizer"/>.</summary>
+    public void Nf4Quantize(nint bf16, long count, nint quantMap, nint packed, nint absmax) =>
+        NativeException.Check(NativeMethods.CudaNf4Quantize(bf16, count, quantMap, packed, absmax, S));
+    /// <summary>NF4 double quant (sa_cuda_nf4_quantize_nested): absmax − offset in 256-blocks → u8 codes and the
+    /// nested absmax per block.</summary>
+    public void Nf4QuantizeNested(nint absmax, long blocks, float offset, nint nestedMap, nint codes, nint nestedAbsmax) =>
+        NativeException.Check(NativeMethods.CudaNf4QuantizeNested(absmax, blocks, offset, nestedMap, codes, nestedAbsmax, S));
     /// <summary>Every CUDA linear kernel takes the Add / SwiGlu epilogues.</summary>
     public bool HasEpilogues(WeightFormat format) => format is WeightFormat.Bf16 or WeightFormat.W4A16 or WeightFormat.Nf4;
     public void SwiGlu(nint gateUp, nint output, int m, int f) =>

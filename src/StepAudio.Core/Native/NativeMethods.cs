@@ -8,7 +8,7 @@ namespace StepAudio.Native;
 internal static unsafe partial class NativeMethods
 {
     internal const string Library = "stepaudio_native";
-    internal const int ExpectedAbiVersion = 4;
+    internal const int ExpectedAbiVersion = 5;
 
     static NativeMethods() => NativeLibraryResolver.Install();
 
@@ -76,6 +76,8 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(Library, EntryPoint = "sa_cpu_nf4_dequantize")] internal static partial int CpuNf4Dequantize(nint qweight, nint absmax, nint tables, int doubleQuant, int n, int k, nint wF32, nint wBf16);
     [LibraryImport(Library, EntryPoint = "sa_cpu_linear_nf4")] internal static partial int CpuLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k);
     [LibraryImport(Library, EntryPoint = "sa_cuda_linear_nf4")] internal static partial int CudaLinearNf4(nint x, nint qweight, nint absmax, nint tables, int doubleQuant, nint y, int m, int n, int k, int epilogue, NormFoldNative* fold, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_nf4_quantize")] internal static partial int CudaNf4Quantize(nint w, long count, nint quantMap, nint packed, nint absmax, nint stream);
+    [LibraryImport(Library, EntryPoint = "sa_cuda_nf4_quantize_nested")] internal static partial int CudaNf4QuantizeNested(nint absmax, long blocks, float offset, nint nestedMap, nint codes, nint nestedAbsmax, nint stream);
 }
 
 /// <summary>Status codes of the C ABI (SA_OK, SA_E_*).</summary>

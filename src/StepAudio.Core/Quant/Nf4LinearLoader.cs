@@ -148,6 +148,8 @@ public sealed class Nf4LinearLoader(bool quantizeAtLoad) : ILinearLoader
 
     public LinearWeight Load(CheckpointFolder checkpoint, IComputeBackend backend, string purpose, string[] modules, Func<DeviceBuffer, DeviceBuffer> own)
     {
+        if (quantizeAtLoad && backend is CudaBackend cuda)  // the same bytes in milliseconds instead of ~9 s of CPU per model
+            return Nf4DeviceQuantizer.Quantize(cuda, modules.Select(m => Nf4DeviceQuantizer.Source.Of(checkpoint, m)).ToArray(), purpose, own);
         var source = new CheckpointTensorSource(checkpoint);
         var parts = modules.Select(m => (m, quantizeAtLoad ? Nf4Quantizer.QuantizeModule(checkpoint, m) : Nf4Format.Read(source, m))).ToList();
         return Nf4KernelLayout.Repack(parts).Upload(backend, purpose, own);

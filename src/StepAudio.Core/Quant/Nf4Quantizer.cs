@@ -225,9 +225,7 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
                 State = new Nf4QuantState(blocksize, "bfloat16", n, k, false, 0, 0f),
                 Packed = packed, QuantMap = (float[])Nf4Format.CodeTable.Clone(), Absmax = absmax,
             };
-        double sum = 0;
-        foreach (float a in absmax) sum += a;
-        float offset = (float)(sum / absmax.Length);
+        float offset = NestedOffset(absmax);
         var centred = new float[absmax.Length];
         for (int i = 0; i < centred.Length; i++) centred[i] = absmax[i] - offset;
         var (nestedAbsmax, nestedCodes) = Blockwise(centred, NestedBlockSize, DynamicCodes);
@@ -237,6 +235,15 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
             Packed = packed, QuantMap = (float[])Nf4Format.CodeTable.Clone(), AbsmaxCodes = nestedCodes,
             NestedAbsmax = nestedAbsmax, NestedQuantMap = (float[])DynamicMap.Clone(),
         };
+    }
+
+    /// <summary>The double-quant offset: the mean of a tensor's absmax, summed in index order in double. The GPU
+    /// quantizer (<see cref="Nf4DeviceQuantizer"/>) calls this too, so both give the same fp32 offset.</summary>
+    internal static float NestedOffset(ReadOnlySpan<float> absmax)
+    {
+        double sum = 0;
+        foreach (float a in absmax) sum += a;
+        return (float)(sum / absmax.Length);
     }
 
     /// <summary>One block (a multiple of 8 values) in AVX2: widen and absmax, then x / absmax and the nearest code 8
@@ -270,12 +277,19 @@ public sealed class Nf4Quantizer : ICheckpointQuantizer
     static void ForEachChunk(int length, Action<int, int> body, int chunk = 1 << 16) =>
         Parallel.For(0, (length + chunk - 1) / chunk, c => body(c * chunk, Math.Min(length, (c + 1) * chunk)));
 
-    /// <summary>Quantizes a base checkpoint's linear module (P.weight, bf16 [n, k]).</summary>
-    public static Nf4Tensor QuantizeModule(CheckpointFolder checkpoint, string module)
+    /// <summary>A base checkpoint's linear module's weight (P.weight), checked to be what NF4 quantization takes.</summary>
+    internal static TensorInfo WeightToQuantize(CheckpointFolder checkpoint, string module)
     {
         var info = checkpoint.Info(module + ".weight");
         if (info.DType != TensorDType.BF16 || info.Shape.Length != 2)
             throw new CheckpointException($"is {info.DType}{info.ShapeText}; NF4 quantization takes a bf16 [out, in] weight", info.FilePath, info.Name);
+        return info;
+    }
+
+    /// <summary>Quantizes a base checkpoint's linear module (P.weight, bf16 [n, k]).</summary>
+    public static Nf4Tensor QuantizeModule(CheckpointFolder checkpoint, string module)
+    {
+        var info = WeightToQuantize(checkpoint, module);
         var bits = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(checkpoint.Bytes(info));
         return Quantize(bits, (int)info.Shape[0], (int)info.Shape[1]);
     }

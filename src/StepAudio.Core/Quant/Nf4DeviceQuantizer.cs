@@ -1,0 +1,84 @@
+using StepAudio.Backends;
+using StepAudio.Checkpoints;
+
+namespace StepAudio.Quant;
+
+/// <summary>NF4 quantization at load on the GPU (the <c>bnb</c> variant made from a base bf16 folder, as the existing
+/// server does): the bytes <see cref="Nf4Quantizer"/> gives (blocksize 64, double quant; the GPU tests compare them),
+/// written straight into the device arrays of <see cref="Nf4KernelLayout"/>. On the CPU this quantization was most of
+/// the <c>bnb</c> load (~9.5 s for a full model on the 16-core GPU machine); here the kernels take milliseconds and
+/// the load is the bf16 upload. The one step left on the host is each tensor's double-quant offset, a mean that the
+/// reference sums in index order (<see cref="Nf4Quantizer.NestedOffset"/>), so both give the same fp32 value.</summary>
+public static class Nf4DeviceQuantizer
+{
+    /// <summary>One bf16 [N, K] weight in host memory (a mapped checkpoint tensor), named for error messages.</summary>
+    public readonly record struct Source(string Module, nint Bf16, int N, int K)
+    {
+        public static Source Of(CheckpointFolder checkpoint, string module)
+        {
+            var info = Nf4Quantizer.WeightToQuantize(checkpoint, module);
+            return new Source(module, checkpoint.Pointer(info), (int)info.Shape[0], (int)info.Shape[1]);
+        }
+
+        public long Values => (long)N * K;
+    }
+
+    /// <summary>Quantizes the parts and fuses them along N (same K), as <see cref="Nf4KernelLayout.Repack"/> does with
+    /// CPU-quantized tensors, with the same checks. Every buffer of the result passes through <paramref name="own"/>.</summary>
+    public static unsafe LinearWeight Quantize(CudaBackend backend, IReadOnlyList<Source> parts, string purpose, Func<DeviceBuffer, DeviceBuffer> own)
+    {
+        if (parts.Count == 0) throw new ArgumentException("no modules to quantize");
+        int k = parts[0].K;
+        for (int p = 0; p < parts.Count; p++)
+        {
+            var s = parts[p];
+            if (s.N <= 0 || s.K <= 0) throw new CheckpointException($"{s.Module}: weight is [{s.N}, {s.K}]");
+            if (s.K != k) throw new CheckpointException($"{s.Module}: cannot fuse: in-features {s.K} differ from {k}");
+            if (k % Nf4Quantizer.BlockSize != 0)
+                throw new CheckpointException($"{s.Module}: in-features {k} is not a multiple of 64: NF4 blocks would straddle rows");
+            if (p < parts.Count - 1 && s.Values / Nf4Quantizer.BlockSize % Nf4Quantizer.NestedBlockSize != 0)
+                throw new CheckpointException($"{s.Module}: cannot fuse: {s.Values / Nf4Quantizer.BlockSize} blocks is not a multiple of 256, so a nested group would span two modules");
+        }
+        long total = parts.Sum(s => s.Values), largest = parts.Max(s => s.Values);
+        long largestBlocks = largest / Nf4Quantizer.BlockSize;
+        long largestGroups = (largestBlocks + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize;
+
+        var qweight = own(backend.Allocate(total / 2, $"{purpose} NF4 packed weight"));
+        var absmaxCodes = own(backend.Allocate(total / Nf4Quantizer.BlockSize, $"{purpose} NF4 absmax"));
+        using var staging = backend.Allocate(largest * 2, $"{purpose}: bf16 weight being quantized to NF4");
+        using var absmax = backend.Allocate(largestBlocks * 4, $"{purpose}: NF4 absmax before double quant");
+        using var nested = backend.Allocate(largestGroups * 4, $"{purpose}: NF4 nested absmax");
+        // The code tables: quant_map (16) then the double-quant map (256), also the head of the layout's tables.
+        var tables = new List<float>(Nf4KernelLayout.TableHeader + 2 * (int)(total / Nf4Quantizer.BlockSize / Nf4Quantizer.NestedBlockSize + parts.Count));
+        tables.AddRange(Nf4Format.CodeTable);
+        tables.AddRange(Nf4Quantizer.DynamicMap);
+        using var maps = backend.Allocate(Nf4KernelLayout.TableHeader * 4, "NF4 code tables");
+        var header = tables.ToArray();
+        fixed (float* h = header) backend.Upload(maps.Pointer, (nint)h, header.Length * 4L);
+
+        long at = 0;  // values quantized so far: the part's place in the fused arrays
+        foreach (var s in parts)
+        {
+            long blocks = s.Values / Nf4Quantizer.BlockSize;
+            int groups = (int)((blocks + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize);
+            backend.Upload(staging.Pointer, s.Bf16, s.Values * 2);
+            backend.Nf4Quantize(staging.Pointer, s.Values, maps.Pointer, qweight.At(at / 2), absmax.Pointer);
+            var hostAbsmax = new float[blocks];
+            fixed (float* a = hostAbsmax) backend.Download(absmax.Pointer, (nint)a, blocks * 4);
+            float offset = Nf4Quantizer.NestedOffset(hostAbsmax);
+            backend.Nf4QuantizeNested(absmax.Pointer, blocks, offset, maps.At(16 * 4), absmaxCodes.At(at / Nf4Quantizer.BlockSize), nested.Pointer);
+            var hostNested = new float[groups];
+            fixed (float* g = hostNested) backend.Download(nested.Pointer, (nint)g, groups * 4L);
+            foreach (float g in hostNested)
+            {
+                tables.Add(g);
+                tables.Add(offset);
+            }
+            at += s.Values;
+        }
+        var allTables = tables.ToArray();
+        var tablesBuffer = own(backend.Allocate(allTables.Length * 4L, $"{purpose} NF4 tables"));
+        fixed (float* t = allTables) backend.Upload(tablesBuffer.Pointer, (nint)t, allTables.Length * 4L);
+        return new LinearWeight(WeightFormat.Nf4, parts.Sum(s => s.N), k, qweight, absmaxCodes, tablesBuffer);
+    }
+}
