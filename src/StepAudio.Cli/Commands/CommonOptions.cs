@@ -27,7 +27,7 @@ public static class CommonOptions
         var option = new Option<string>("--variant")
         {
         Description = "For a base (bf16) folder: base = run bf16; bnb = quantize the linears to bitsandbytes NF4 at load " +
-                      "(blocksize 64, double quant, as the existing server's bnb variant). Quantized folders load as saved",
+                      "(blocksize 64, double quant, as the existing server's bnb variant; on the GPU when the device is cuda, the same bytes as on the CPU). Quantized folders load as saved",
         DefaultValueFactory = _ => "base",
         };
         option.AcceptOnlyFromAmong("base", "bnb");
