@@ -33,11 +33,8 @@ public static class Nf4DeviceQuantizer
         {
             var s = parts[p];
             if (s.N <= 0 || s.K <= 0) throw new CheckpointException($"{s.Module}: weight is [{s.N}, {s.K}]");
-            if (s.K != k) throw new CheckpointException($"{s.Module}: cannot fuse: in-features {s.K} differ from {k}");
-            if (k % Nf4Quantizer.BlockSize != 0)
-                throw new CheckpointException($"{s.Module}: in-features {k} is not a multiple of 64: NF4 blocks would straddle rows");
-            if (p < parts.Count - 1 && s.Values / Nf4Quantizer.BlockSize % Nf4Quantizer.NestedBlockSize != 0)
-                throw new CheckpointException($"{s.Module}: cannot fuse: {s.Values / Nf4Quantizer.BlockSize} blocks is not a multiple of 256, so a nested group would span two modules");
+            Nf4KernelLayout.CheckRows(s.Module, k, s.K);
+            Nf4KernelLayout.CheckNestedGroups(s.Module, s.Values / Nf4Quantizer.BlockSize, last: p == parts.Count - 1);
         }
         long total = parts.Sum(s => s.Values), largest = parts.Max(s => s.Values);
         long largestBlocks = largest / Nf4Quantizer.BlockSize;
@@ -49,7 +46,7 @@ public static class Nf4DeviceQuantizer
         using var absmax = backend.Allocate(largestBlocks * 4, $"{purpose}: NF4 absmax before double quant");
         using var nested = backend.Allocate(largestGroups * 4, $"{purpose}: NF4 nested absmax");
         // The code tables: quant_map (16) then the double-quant map (256), also the head of the layout's tables.
-        var tables = new List<float>(Nf4KernelLayout.TableHeader + 2 * (int)(total / Nf4Quantizer.BlockSize / Nf4Quantizer.NestedBlockSize + parts.Count));
+        var tables = new List<float>();
         tables.AddRange(Nf4Format.CodeTable);
         tables.AddRange(Nf4Quantizer.DynamicMap);
         using var maps = backend.Allocate(Nf4KernelLayout.TableHeader * 4, "NF4 code tables");

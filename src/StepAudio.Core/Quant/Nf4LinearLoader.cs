@@ -38,11 +38,9 @@ public sealed class Nf4KernelLayout
             var (module, t) = parts[p];
             var s = t.State;
             string Where(string what) => $"{module}: {what}";
-            if (s.K != k) throw new CheckpointException(Where($"cannot fuse: in-features {s.K} differ from {k}"));
             if (s.BlockSize != Nf4Quantizer.BlockSize)
                 throw new CheckpointException(Where($"blocksize {s.BlockSize}: this build's NF4 kernels take blocksize 64 (the transformers default)"));
-            if (k % Nf4Quantizer.BlockSize != 0)
-                throw new CheckpointException(Where($"in-features {k} is not a multiple of 64: NF4 blocks would straddle rows"));
+            CheckRows(module, k, s.K);
             if (s.DoubleQuant != dq) throw new CheckpointException(Where("cannot fuse modules with and without double quant"));
             if (!t.QuantMap.AsSpan().SequenceEqual(first.QuantMap)) throw new CheckpointException(Where("cannot fuse: its quant_map differs"));
             if (dq)
@@ -50,8 +48,7 @@ public sealed class Nf4KernelLayout
                 if (s.NestedBlockSize != Nf4Quantizer.NestedBlockSize)
                     throw new CheckpointException(Where($"nested_blocksize {s.NestedBlockSize}: the NF4 kernels take 256 (the bitsandbytes default)"));
                 if (!t.NestedQuantMap!.AsSpan().SequenceEqual(first.NestedQuantMap)) throw new CheckpointException(Where("cannot fuse: its nested_quant_map differs"));
-                if (p < parts.Count - 1 && s.Blocks % s.NestedBlockSize != 0)
-                    throw new CheckpointException(Where($"cannot fuse: {s.Blocks} blocks is not a multiple of 256, so a nested group would span two modules"));
+                CheckNestedGroups(module, s.Blocks, last: p == parts.Count - 1);
                 for (long g = 0; g < s.NestedBlocks; g++)
                 {
                     tables.Add(t.NestedAbsmax![g]);
@@ -67,6 +64,21 @@ public sealed class Nf4KernelLayout
             N = parts.Sum(p => p.Tensor.State.N), K = k, DoubleQuant = dq,
             QWeight = Join(qweight), Absmax = Join(absmax), Tables = [.. tables],
         };
+    }
+
+    /// <summary>What a fused part's shape must meet (both quantizers check it): the fused K, whole 64-blocks per row.</summary>
+    internal static void CheckRows(string module, int fusedK, int k)
+    {
+        if (k != fusedK) throw new CheckpointException($"{module}: cannot fuse: in-features {k} differ from {fusedK}");
+        if (k % Nf4Quantizer.BlockSize != 0)
+            throw new CheckpointException($"{module}: in-features {k} is not a multiple of 64: NF4 blocks would straddle rows");
+    }
+
+    /// <summary>With double quant, every part but the last must hold whole nested groups of 256 blocks.</summary>
+    internal static void CheckNestedGroups(string module, long blocks, bool last)
+    {
+        if (!last && blocks % Nf4Quantizer.NestedBlockSize != 0)
+            throw new CheckpointException($"{module}: cannot fuse: {blocks} blocks is not a multiple of 256, so a nested group would span two modules");
     }
 
     /// <summary>The arrays end to end, by block copies (a full model's packed codes are 1.5 GB: no per-byte
