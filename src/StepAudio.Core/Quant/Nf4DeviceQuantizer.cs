@@ -45,37 +45,40 @@ public static class Nf4DeviceQuantizer
         using var staging = backend.Allocate(largest * 2, $"{purpose}: bf16 weight being quantized to NF4");
         using var absmax = backend.Allocate(largestBlocks * 4, $"{purpose}: NF4 absmax before double quant");
         using var nested = backend.Allocate(largestGroups * 4, $"{purpose}: NF4 nested absmax");
-        // The code tables: quant_map (16) then the double-quant map (256), also the head of the layout's tables.
-        var tables = new List<float>();
-        tables.AddRange(Nf4Format.CodeTable);
-        tables.AddRange(Nf4Quantizer.DynamicMap);
-        using var maps = backend.Allocate(Nf4KernelLayout.TableHeader * 4, "NF4 code tables");
-        var header = tables.ToArray();
-        fixed (float* h = header) backend.Upload(maps.Pointer, (nint)h, header.Length * 4L);
+        // The layout's tables: the code tables (quant_map, 16, then the double-quant map, 256), then one (nested absmax,
+        // offset) pair per group of every part. The head is uploaded first because the quantize kernels read the
+        // code tables from it; the pairs follow once each part is done.
+        long pairs = parts.Sum(s => (s.Values / Nf4Quantizer.BlockSize + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize);
+        var tablesBuffer = own(backend.Allocate((Nf4KernelLayout.TableHeader + 2 * pairs) * 4, $"{purpose} NF4 tables"));
+        var header = new List<float>(Nf4KernelLayout.TableHeader);
+        header.AddRange(Nf4Format.CodeTable);
+        header.AddRange(Nf4Quantizer.DynamicMap);
+        var headerValues = header.ToArray();
+        fixed (float* h = headerValues) backend.Upload(tablesBuffer.Pointer, (nint)h, headerValues.Length * 4L);
+        var pairValues = new float[2 * pairs];
 
-        long at = 0;  // values quantized so far: the part's place in the fused arrays
+        long at = 0;    // values quantized so far: the part's place in the fused arrays
+        long next = 0;  // floats of pairValues written so far
         foreach (var s in parts)
         {
             long blocks = s.Values / Nf4Quantizer.BlockSize;
             int groups = (int)((blocks + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize);
             backend.Upload(staging.Pointer, s.Bf16, s.Values * 2);
-            backend.Nf4Quantize(staging.Pointer, s.Values, maps.Pointer, qweight.At(at / 2), absmax.Pointer);
+            backend.Nf4Quantize(staging.Pointer, s.Values, tablesBuffer.Pointer, qweight.At(at / 2), absmax.Pointer);
             var hostAbsmax = new float[blocks];
             fixed (float* a = hostAbsmax) backend.Download(absmax.Pointer, (nint)a, blocks * 4);
             float offset = Nf4Quantizer.NestedOffset(hostAbsmax);
-            backend.Nf4QuantizeNested(absmax.Pointer, blocks, offset, maps.At(16 * 4), absmaxCodes.At(at / Nf4Quantizer.BlockSize), nested.Pointer);
+            backend.Nf4QuantizeNested(absmax.Pointer, blocks, offset, tablesBuffer.At(16 * 4), absmaxCodes.At(at / Nf4Quantizer.BlockSize), nested.Pointer);
             var hostNested = new float[groups];
             fixed (float* g = hostNested) backend.Download(nested.Pointer, (nint)g, groups * 4L);
             foreach (float g in hostNested)
             {
-                tables.Add(g);
-                tables.Add(offset);
+                pairValues[next++] = g;
+                pairValues[next++] = offset;
             }
             at += s.Values;
         }
-        var allTables = tables.ToArray();
-        var tablesBuffer = own(backend.Allocate(allTables.Length * 4L, $"{purpose} NF4 tables"));
-        fixed (float* t = allTables) backend.Upload(tablesBuffer.Pointer, (nint)t, allTables.Length * 4L);
+        fixed (float* t = pairValues) backend.Upload(tablesBuffer.At(Nf4KernelLayout.TableHeader * 4L), (nint)t, pairValues.Length * 4L);
         return new LinearWeight(WeightFormat.Nf4, parts.Sum(s => s.N), k, qweight, absmaxCodes, tablesBuffer);
     }
 }
