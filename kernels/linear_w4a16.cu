@@ -84,12 +84,6 @@ constexpr int kGroup = SA_W4A16_GROUP;
 #ifndef SA_W4A16_WIDE_MIN_M
 #define SA_W4A16_WIDE_MIN_M 5
 #endif
-// Ring kernel, the experiment of session 26: x of each thread's next group through its own cp.async slot in shared
-// memory (requested when the previous group is multiplied) instead of global loads after the codes' wait. 0: off;
-// 1: cp.async.cg (L2 only); 2: cp.async.ca (also L1: the blocks of one SM read the same groups of x).
-#ifndef SA_W4A16_WIDE_X_RING
-#define SA_W4A16_WIDE_X_RING 0
-#endif
 
 // ==== v5: w4a16_skinny, the register kernel ====
 constexpr int kUnroll = 4;  // groups per warp whose codes are loaded before any is multiplied (8 at K >= 8192)
@@ -582,28 +576,14 @@ __host__ __device__ constexpr int stages_for(int) { return SA_W4A16_WIDE_STAGES;
 __host__ __device__ constexpr int min_blocks_for(int tiles, int row_tiles) {
     return tiles * row_tiles <= 1 ? 4 : tiles * row_tiles <= 2 ? 3 : 2;
 }
-// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), with
-// SA_W4A16_WIDE_X_RING the x slot [word][token tile][thread] (16 B each), then the staged scales [group][row]
-// (uint16) and zero codes [group][row] (uint8). The final reduction reuses the ring.
+// Dynamic shared memory: the code ring [stage][row tile][row r | r + 8][thread] (16 B each), then the staged scales
+// [group][row] (uint16) and zero codes [group][row] (uint8). The final reduction reuses the ring.
 __host__ __device__ constexpr size_t ring_bytes(int row_tiles) {
     return (size_t)stages_for(row_tiles) * row_tiles * 2 * kThreads * 16;
 }
-__host__ __device__ constexpr size_t x_slot_bytes(int tiles) {
-    return SA_W4A16_WIDE_X_RING ? (size_t)4 * tiles * kThreads * 16 : 0;
+__host__ __device__ constexpr size_t smem_bytes(int row_tiles, int groups, bool has_zeros) {
+    return ring_bytes(row_tiles) + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
 }
-__host__ __device__ constexpr size_t smem_bytes(int tiles, int row_tiles, int groups, bool has_zeros) {
-    return ring_bytes(row_tiles) + x_slot_bytes(tiles) + (size_t)groups * 16 * row_tiles * (has_zeros ? 3 : 2);
-}
-#if SA_W4A16_WIDE_X_RING
-// 16 bytes of x into the slot, or zeros (src_bytes = 0) for tokens past m.
-__device__ __forceinline__ void cp_async16_x(uint32_t dst, const void *src, int src_bytes) {
-#if SA_W4A16_WIDE_X_RING == 2
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-#else
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-#endif
-}
-#endif
 
 
 // The ring kernel. PDL as above: the first Stages groups of codes and the first round of scales are requested
@@ -621,8 +601,7 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
     const int groups = k / kGroup, kw = k / 8;
     const int my_groups = (groups - warp + kWarps - 1) / kWarps;  // groups warp, warp + 8, ... below `groups`
     uint4 *ring = smem;
-    uint4 *xs = smem + kStages * RowTiles * 2 * kThreads;  // the x slot (SA_W4A16_WIDE_X_RING): [w][tt][thread]
-    uint16_t *sc = reinterpret_cast<uint16_t *>(xs + x_slot_bytes(Tiles) / 16);  // [group][row]
+    uint16_t *sc = reinterpret_cast<uint16_t *>(smem + kStages * RowTiles * 2 * kThreads);  // [group][row]
     uint8_t *zc = reinterpret_cast<uint8_t *>(sc + groups * kRows);                          // [group][row]
 
     // Ring slot `slot` <- this thread's chunks of group `grp`: 16 B of rows r and r + 8 of every row tile.
@@ -682,23 +661,6 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
         }
     }
     pdl_wait();
-#if SA_W4A16_WIDE_X_RING
-    // x of group grp: the words this thread multiplies (the layout of xv below). Commit groups from here on: X0 after
-    // the kStages code groups, then per multiplied group j, X(j + 1) before the code refill C(j + kStages). So group
-    // j needs every commit group but the newest one (C(j - 1 + kStages)), and at j = 0 all of them.
-    auto request_x = [&](int grp) {
-#pragma unroll
-        for (int w = 0; w < 4; ++w)
-#pragma unroll
-            for (int tt = 0; tt < Tiles; ++tt) {
-                const int token = tt * 8 + r;
-                cp_async16_x(smem_u32(xs + (w * Tiles + tt) * kThreads + tid),
-                             token < m ? x + (size_t)token * k + grp * kGroup + (t * 4 + w) * 8 : x, token < m ? 16 : 0);
-            }
-    };
-    if (my_groups > 0) request_x(warp);
-    cp_async_commit();
-#endif
     sa_epilogue::fold_prefetch(fold, m, k);
     stage_store(0);
     for (int round = 1; round * kStageChunk * kThreads < staged; ++round) {
@@ -719,18 +681,10 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
             const int j = j0 + s;
             if (j >= my_groups) break;
             const int grp = warp + j * kWarps;
+            cp_async_wait<kStages - 1>();  // commit groups 0..j have landed (kStages + j were committed)
             // x of this group, one fragment for every row tile: thread word w covers k = grp·128 + (4t + w)·8 + 0..7
             // of token tt·8 + r. (Requested before the wait instead, it measured slower: 212 B of spills.)
             uint4 xv[4][Tiles];
-#if SA_W4A16_WIDE_X_RING
-            if (j == 0) cp_async_wait<0>();
-            else cp_async_wait<1>();
-#pragma unroll
-            for (int w = 0; w < 4; ++w)
-#pragma unroll
-                for (int tt = 0; tt < Tiles; ++tt) xv[w][tt] = xs[(w * Tiles + tt) * kThreads + tid];
-#else
-            cp_async_wait<kStages - 1>();  // commit groups 0..j have landed (kStages + j were committed)
 #pragma unroll
             for (int w = 0; w < 4; ++w)
 #pragma unroll
@@ -740,7 +694,6 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
                                                                              (t * 4 + w) * 8)
                                           : make_uint4(0, 0, 0, 0);
                 }
-#endif
 #pragma unroll
             for (int rt = 0; rt < RowTiles; ++rt) {
                 const uint4 ca = ring[((s * RowTiles + rt) * 2 + 0) * kThreads + tid];
@@ -762,10 +715,6 @@ __global__ void __launch_bounds__(kThreads, min_blocks_for(Tiles, RowTiles))
                     acc[rt][tt][3] += part[tt][3] * sb;
                 }
             }
-#if SA_W4A16_WIDE_X_RING
-            if (j + 1 < my_groups) request_x(grp + kWarps);  // xv holds this group's x: the slot is free
-            cp_async_commit();
-#endif
             if (j + kStages < my_groups) request(s, grp + kStages * kWarps);  // refill the slot just multiplied
             cp_async_commit();
         }
@@ -794,7 +743,7 @@ sa_status launch_wide(cudaStream_t s, const uint16_t *x, const uint32_t *q, cons
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? min_blocks_for(Tiles, RowTiles) * dev.sms : 0;
     const dim3 grid((unsigned)((n + 16 * RowTiles - 1) / (16 * RowTiles)));
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_wide", &w4a16_wide<Tiles, RowTiles, Fp16Scales, HasZeros>,
-                                  grid, dim3(kThreads), smem_bytes(Tiles, RowTiles, k / kGroup, HasZeros), s,
+                                  grid, dim3(kThreads), smem_bytes(RowTiles, k / kGroup, HasZeros), s,
                                   x, q, sc, z, y, m, n, k, prefetch_blocks, dev.gemv_prefetch_bytes, epi, fold);
 }
 
@@ -862,7 +811,7 @@ int row_tiles_for(int m, int n, int k, bool has_zeros, int smem_limit) {
     if (m < SA_W4A16_WIDE_MIN_M) return 1;
     const int sms = sa_cuda::device_traits().sms;
     for (int rt = SA_W4A16_MAX_ROW_TILES; rt > 1; rt /= 2)
-        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(m <= 8 ? 1 : 2, rt, k / kGroup, has_zeros) <= (size_t)smem_limit)
+        if ((n + 16 * rt - 1) / (16 * rt) >= sms && smem_bytes(rt, k / kGroup, has_zeros) <= (size_t)smem_limit)
             return rt;
     return 1;
 }
