@@ -55,6 +55,6 @@ stage "summary"
   grep -iE "tok/s|seed|weights|error" "$out/bf16-model.log" 2>/dev/null | head -8
   tail -4 "$out/torch-reference.log" 2>/dev/null
   grep -iE "tok/s|seed|prefill|weights|error" "$out/nf4-model.log" | head -14
-  grep -i "ms/token" "$out/decode-steps.log" | head -8
+  grep -i "ms/token" "$out/decode-steps.log" 2>/dev/null | head -8
   grep -iE "tok/s|seed|error" "$out/w4a16-model.log" 2>/dev/null | head -6
   grep -E "Total:|\[FAIL\]" "$out/csharp-suite.log" 2>/dev/null | head -10; } | cut -c1-170 | tee -a "$log"
