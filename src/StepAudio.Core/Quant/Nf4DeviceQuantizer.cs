@@ -21,6 +21,9 @@ public static class Nf4DeviceQuantizer
         }
 
         public long Values => (long)N * K;
+        public long Blocks => Values / Nf4Quantizer.BlockSize;
+        /// <summary>Double-quant groups of 256 blocks (the last one may be partial).</summary>
+        public long NestedGroups => (Blocks + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize;
     }
 
     /// <summary>Quantizes the parts and fuses them along N (same K), as <see cref="Nf4KernelLayout.Repack"/> does with
@@ -34,11 +37,10 @@ public static class Nf4DeviceQuantizer
             var s = parts[p];
             if (s.N <= 0 || s.K <= 0) throw new CheckpointException($"{s.Module}: weight is [{s.N}, {s.K}]");
             Nf4KernelLayout.CheckRows(s.Module, k, s.K);
-            Nf4KernelLayout.CheckNestedGroups(s.Module, s.Values / Nf4Quantizer.BlockSize, last: p == parts.Count - 1);
+            Nf4KernelLayout.CheckNestedGroups(s.Module, s.Blocks, last: p == parts.Count - 1);
         }
         long total = parts.Sum(s => s.Values), largest = parts.Max(s => s.Values);
-        long largestBlocks = largest / Nf4Quantizer.BlockSize;
-        long largestGroups = (largestBlocks + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize;
+        long largestBlocks = parts.Max(s => s.Blocks), largestGroups = parts.Max(s => s.NestedGroups);
 
         var qweight = own(backend.Allocate(total / 2, $"{purpose} NF4 packed weight"));
         var absmaxCodes = own(backend.Allocate(total / Nf4Quantizer.BlockSize, $"{purpose} NF4 absmax"));
@@ -48,21 +50,18 @@ public static class Nf4DeviceQuantizer
         // The layout's tables: the code tables (quant_map, 16, then the double-quant map, 256), then one (nested absmax,
         // offset) pair per group of every part. The head is uploaded first because the quantize kernels read the
         // code tables from it; the pairs follow once each part is done.
-        long pairs = parts.Sum(s => (s.Values / Nf4Quantizer.BlockSize + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize);
+        long pairs = parts.Sum(s => s.NestedGroups);
         var tablesBuffer = own(backend.Allocate((Nf4KernelLayout.TableHeader + 2 * pairs) * 4, $"{purpose} NF4 tables"));
-        var header = new List<float>(Nf4KernelLayout.TableHeader);
-        header.AddRange(Nf4Format.CodeTable);
-        header.AddRange(Nf4Quantizer.DynamicMap);
-        var headerValues = header.ToArray();
-        fixed (float* h = headerValues) backend.Upload(tablesBuffer.Pointer, (nint)h, headerValues.Length * 4L);
+        float[] header = [.. Nf4Format.CodeTable, .. Nf4Quantizer.DynamicMap];
+        fixed (float* h = header) backend.Upload(tablesBuffer.Pointer, (nint)h, header.Length * 4L);
         var pairValues = new float[2 * pairs];
 
         long at = 0;    // values quantized so far: the part's place in the fused arrays
         long next = 0;  // floats of pairValues written so far
         foreach (var s in parts)
         {
-            long blocks = s.Values / Nf4Quantizer.BlockSize;
-            int groups = (int)((blocks + Nf4Quantizer.NestedBlockSize - 1) / Nf4Quantizer.NestedBlockSize);
+            long blocks = s.Blocks;
+            int groups = (int)s.NestedGroups;
             backend.Upload(staging.Pointer, s.Bf16, s.Values * 2);
             backend.Nf4Quantize(staging.Pointer, s.Values, tablesBuffer.Pointer, qweight.At(at / 2), absmax.Pointer);
             var hostAbsmax = new float[blocks];
