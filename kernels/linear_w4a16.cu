@@ -818,28 +818,40 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto row_of = [&](int tile, int tr) {  // rows past n read row n - 1 (never stored)
         return sa_epilogue::row_ok(tile, tr, n, epi) ? sa_epilogue::tile_row(tile, tr, n, epi) : n - 1;
     };
-    // Step i into ring slot i % kRowsStages: this thread's 16 B of rows r and r + 8; at a tile's first step also the
-    // tile's scales. One commit group per step, empty ones included: the waits count them.
-    auto request = [&](int i) {
-        if (i < steps) {
-            const int j = i / groups, grp = i - j * groups, tile = first + j * stride, slot = i % kRowsStages;
-#pragma unroll
-            for (int half = 0; half < 2; ++half)
-                cp_async16(smem_u32(ring + (slot * 2 + half) * 32 + lane),
-                           qweight + (size_t)row_of(tile, half * 8 + r) * kw + grp * (kGroup / 8) + t * 4);
-            if (grp == 0) {
-                const int chunks = groups / 8;  // 16-byte chunks of one row's scales
-                uint16_t *dst = sc + (j & 1) * 16 * groups;
+    // The request cursor: the next step to copy (this warp's tile j, group grp) and its rows' code pointers. Call c
+    // copies step c into ring slot c % kRowsStages (this thread's 16 B of rows r and r + 8; at a tile's first group
+    // also the tile's scales) and commits one group, empty ones included: the waits count them.
+    int req_j = 0, req_grp = 0, req_slot = 0, req_left = steps;
+    const uint32_t *req_qa = nullptr, *req_qb = nullptr;
+    auto req_rows = [&] {
+        const int tile = first + req_j * stride;
+        req_qa = qweight + (size_t)row_of(tile, r) * kw + t * 4;
+        req_qb = qweight + (size_t)row_of(tile, r + 8) * kw + t * 4;
+    };
+    if (steps > 0) req_rows();
+    auto request = [&] {
+        if (req_left > 0) {
+            cp_async16(smem_u32(ring + (req_slot * 2) * 32 + lane), req_qa + req_grp * (kGroup / 8));
+            cp_async16(smem_u32(ring + (req_slot * 2 + 1) * 32 + lane), req_qb + req_grp * (kGroup / 8));
+            if (req_grp == 0) {
+                const int tile = first + req_j * stride, chunks = groups / 8;  // 16-byte chunks of a row's scales
+                uint16_t *dst = sc + (req_j & 1) * 16 * groups;
                 for (int c = lane; c < 16 * chunks; c += 32) {
                     const int tr = c / chunks, part = c - tr * chunks;
                     cp_async16(smem_u32(dst + tr * groups + part * 8), scales + (size_t)row_of(tile, tr) * groups + part * 8);
                 }
             }
+            if (--req_left > 0 && ++req_grp == groups) {
+                req_grp = 0;
+                ++req_j;
+                req_rows();
+            }
         }
+        req_slot = req_slot + 1 == kRowsStages ? 0 : req_slot + 1;
         cp_async_commit();
     };
-#pragma unroll
-    for (int s = 0; s < kRowsStages; ++s) request(s);
+#pragma unroll 1
+    for (int s = 0; s < kRowsStages; ++s) request();
     pdl_wait();
     if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
@@ -853,22 +865,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     cp_async_wait<0>();
     __syncthreads();  // x (and 1/rms) visible to every warp
 
+    // x of tokens r and 8 + r: chunk grp·16 + 4t + w sits at grp·16 + 4t + (w ^ sw) (rows_x_chunk; 8 + r has r's parity).
+    const int sw = ((t >> 1) << 1) ^ (r & 1);
+    const uint4 *xa = xs + (size_t)r * kw + t * 4, *xb = xs + (size_t)(8 + r) * kw + t * 4;
     float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
     const uint32_t z = neg_magic(8);
+    int j = 0, grp = 0, slot = 0;
     for (int i = 0; i < steps; ++i) {
-        const int j = i / groups, grp = i - j * groups, slot = i % kRowsStages;
         cp_async_wait<kRowsStages - 1>();  // this thread's copies of step i have landed
         if (grp == 0) __syncwarp();         // the tile's scales were copied by other lanes
         const uint4 ca = ring[(slot * 2) * 32 + lane], cb = ring[(slot * 2 + 1) * 32 + lane];
-        const uint16_t *tsc = sc + (j & 1) * 16 * groups;
-        const float sa = scale_to_f32<Fp16Scales>(tsc[r * groups + grp]);
-        const float sb = scale_to_f32<Fp16Scales>(tsc[(r + 8) * groups + grp]);
+        const uint16_t *tsc = sc + (j & 1) * 16 * groups + grp;
+        const float sa = scale_to_f32<Fp16Scales>(tsc[r * groups]), sb = scale_to_f32<Fp16Scales>(tsc[(r + 8) * groups]);
         const uint32_t qwa[4] = {ca.x, ca.y, ca.z, ca.w}, qwb[4] = {cb.x, cb.y, cb.z, cb.w};
+        const uint4 *pa = xa + grp * (kGroup / 8), *pb = xb + grp * (kGroup / 8);
         float part[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int w = 0; w < 4; ++w) {  // word w: k = grp·128 + (4t + w)·8 + 0..7 of tokens r and 8 + r
-            const int c = grp * (kGroup / 8) + t * 4 + w;
-            const uint4 xv[2] = {xs[(size_t)r * kw + rows_x_chunk(r, c)], xs[(size_t)(8 + r) * kw + rows_x_chunk(8 + r, c)]};
+            const uint4 xv[2] = {pa[w ^ sw], pb[w ^ sw]};
             mma_code_word<2>(part, qwa[w], qwb[w], z, z, xv);
         }
 #pragma unroll
@@ -878,17 +892,20 @@ __global__ void __launch_bounds__(kThreads, 1)
             acc[tt][2] += part[tt][2] * sb;
             acc[tt][3] += part[tt][3] * sb;
         }
-        request(i + kRowsStages);  // refill the slot just read (this thread's own copies)
-        if (grp == groups - 1) {   // the tile is complete: this warp finishes it
+        request();  // step i + kRowsStages into the slot just read (this thread's own copies)
+        slot = slot + 1 == kRowsStages ? 0 : slot + 1;
+        if (++grp == groups) {  // the tile is complete: this warp finishes it
             sa_epilogue::write_partials<2>(partial, acc, r, t);
             __syncwarp();
-#pragma unroll
+#pragma unroll 1
             for (int round = 0; round < 4; ++round)  // 16 tokens × 8 row pairs, 32 at a time
                 sa_epilogue::reduce_store<1>(partial, 256, 32 * round + lane, y, epi, n, m, kRowsTokens,
                                              first + j * stride, fold, fold_inv);
             __syncwarp();  // partial is rewritten by the next tile
 #pragma unroll
             for (int tt = 0; tt < 2; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+            grp = 0;
+            ++j;
         }
     }
     cp_async_wait<0>();
