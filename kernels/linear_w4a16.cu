@@ -789,6 +789,16 @@ sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_
 #define SA_W4A16_ROWS_STAGES 6
 #endif
 constexpr int kRowsStages = SA_W4A16_ROWS_STAGES;
+// Independent partial-sum chains per token tile (1: one chain of 8 MMAs per step; 2 or 4: words alternate between them).
+#ifndef SA_W4A16_ROWS_CHAINS
+#define SA_W4A16_ROWS_CHAINS 1
+#endif
+constexpr int kRowsChains = SA_W4A16_ROWS_CHAINS;
+// Timing ablations (experiments only; wrong results by design): 1 = x not staged, 2 = no MMA (a LOP3 + FADD per word
+// keeps the code and x loads live).
+#ifndef SA_W4A16_ROWS_ABLATE
+#define SA_W4A16_ROWS_ABLATE 0
+#endif
 constexpr int kRowsTokens = 16;
 __host__ __device__ constexpr size_t rows_smem_bytes(int k) {
     return (size_t)kRowsTokens * k * 2                      // x
@@ -855,7 +865,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     pdl_wait();
     if (late) pdl_trigger();
     sa_epilogue::fold_prefetch(fold, m, k);
-    for (int i = tid; i < kRowsTokens * kw; i += kThreads) {  // x: tokens >= m zero-filled (their sums are never stored)
+    for (int i = tid; i < (SA_W4A16_ROWS_ABLATE == 1 ? 0 : kRowsTokens * kw); i += kThreads) {  // x: tokens >= m zero-filled
         const int tok = i / kw, c = i - tok * kw;
         cp_async16(smem_u32(xs + (size_t)tok * kw + rows_x_chunk(tok, c)), x + (size_t)min(tok, m - 1) * k + c * 8,
                    tok < m ? 16 : 0);
@@ -879,12 +889,26 @@ __global__ void __launch_bounds__(kThreads, 1)
         const float sa = scale_to_f32<Fp16Scales>(tsc[r * groups]), sb = scale_to_f32<Fp16Scales>(tsc[(r + 8) * groups]);
         const uint32_t qwa[4] = {ca.x, ca.y, ca.z, ca.w}, qwb[4] = {cb.x, cb.y, cb.z, cb.w};
         const uint4 *pa = xa + grp * (kGroup / 8), *pb = xb + grp * (kGroup / 8);
-        float part[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        float parts[kRowsChains][2][4];
+#pragma unroll
+        for (int ch = 0; ch < kRowsChains; ++ch)
+#pragma unroll
+            for (int tt = 0; tt < 2; ++tt) parts[ch][tt][0] = parts[ch][tt][1] = parts[ch][tt][2] = parts[ch][tt][3] = 0.0f;
 #pragma unroll
         for (int w = 0; w < 4; ++w) {  // word w: k = grp·128 + (4t + w)·8 + 0..7 of tokens r and 8 + r
             const uint4 xv[2] = {pa[w ^ sw], pb[w ^ sw]};
-            mma_code_word<2>(part, qwa[w], qwb[w], z, z, xv);
+            if (SA_W4A16_ROWS_ABLATE == 2)
+                parts[0][0][0] += __uint_as_float((qwa[w] ^ qwb[w] ^ xv[0].x ^ xv[0].w ^ xv[1].y ^ xv[1].z) & 0x3f800000u);
+            else
+                mma_code_word<2>(parts[w % kRowsChains], qwa[w], qwb[w], z, z, xv);
         }
+        float (&part)[2][4] = parts[0];
+#pragma unroll
+        for (int ch = 1; ch < kRowsChains; ++ch)
+#pragma unroll
+            for (int tt = 0; tt < 2; ++tt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) part[tt][e] += parts[ch][tt][e];
 #pragma unroll
         for (int tt = 0; tt < 2; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
             acc[tt][0] += part[tt][0] * sa;
