@@ -767,192 +767,6 @@ sa_status launch_wide_rows(int row_tiles, bool fp16, bool has_zeros, cudaStream_
 }
 
 
-// ==== v10: w4a16_rows — M = 9..16 on large N: warps own row tiles, x staged once per block ====
-// Why (kernels/NOTES_QUANT.md, sessions 26–27): at M = 16 the ring kernel's warps split the K groups, so a block reads
-// x (16 tokens × K) once per 64 rows — as many bytes as its codes — and Marlin, whose warps split N and share one x
-// tile, was 1.3x faster on gate_up (12.78 against 16.73 µs on the H100). Here a block stages all of x in shared
-// memory once, right after the wait (16 × K bf16: 96 KB at K = 3072, so one block per SM), and each warp streams its
-// own 16-row tiles over the whole K through a per-thread cp.async ring (as the ring kernel's, no barrier: a thread
-// reads only what it copied), reading x with LDS.128. A warp owns whole rows, so there is no cross-warp reduction: it
-// finishes each tile through reduce_store on its own partial sums.
-//  * Persistent: grid = min(blocks, SMs); warp w of block b takes tiles 8·(b + j·grid) + w, its ring running on
-//    from one tile into the next (step i = tile i / groups, group i % groups).
-//  * A tile's 16 rows of group scales are copied at its first step into one of two per-warp buffers (16-byte chunks:
-//    K a multiple of 1024), so kRowsStages <= groups keeps a buffer from being refilled while it is read.
-//  * x chunk c (16 B) of token tok sits at c ^ (bit 3 of c → bit 1) ^ (tok & 1 → bit 0): for one word w the eight
-//    lanes of a quarter warp (tokens 2q, 2q + 1 × t = 0..3) then read eight different 16-byte bank groups.
-//  * Symmetric weights only (zero codes are 24 B per row at K = 3072, not whole chunks): those keep the ring kernel.
-#ifndef SA_W4A16_ROWS  // 0 turns v10 off (the A/B knob)
-#define SA_W4A16_ROWS 0
-#endif
-#ifndef SA_W4A16_ROWS_STAGES
-#define SA_W4A16_ROWS_STAGES 6
-#endif
-constexpr int kRowsStages = SA_W4A16_ROWS_STAGES;
-// Independent partial-sum chains per token tile (1: one chain of 8 MMAs per step; 2 or 4: words alternate between them).
-#ifndef SA_W4A16_ROWS_CHAINS
-#define SA_W4A16_ROWS_CHAINS 1
-#endif
-constexpr int kRowsChains = SA_W4A16_ROWS_CHAINS;
-// Timing ablations (experiments only; wrong results by design): 1 = x not staged, 2 = no MMA (a LOP3 + FADD per word
-// keeps the code and x loads live).
-#ifndef SA_W4A16_ROWS_ABLATE
-#define SA_W4A16_ROWS_ABLATE 0
-#endif
-constexpr int kRowsTokens = 16;
-__host__ __device__ constexpr size_t rows_smem_bytes(int k) {
-    return (size_t)kRowsTokens * k * 2                      // x
-           + (size_t)kWarps * kRowsStages * 2 * 32 * 16      // code ring [warp][stage][row r | r + 8][lane]
-           + (size_t)kWarps * 2 * 16 * (k / kGroup) * 2      // scales [warp][buffer][tile row][group]
-           + ((size_t)kWarps * 16 * 16 + SA_EPILOGUE_MAX_M) * 4;  // partial sums [warp][row][token], 1/rms
-}
-__device__ __forceinline__ int rows_x_chunk(int tok, int c) { return c ^ (((c >> 3) & 1) << 1) ^ (tok & 1); }
-
-template <bool Fp16Scales>
-__global__ void __launch_bounds__(kThreads, 1)
-    w4a16_rows(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
-               uint16_t *y, int m, int n, int k, int epi, sa_norm_fold fold) {
-    const bool late = sa_epilogue::trigger_after_wait(epi, n, k);
-    pdl_launch_dependents(!late);
-    extern __shared__ __align__(16) uint4 smem[];
-    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, r = lane / 4, t = lane % 4;
-    const int groups = k / kGroup, kw = k / 8, tiles = (n + 15) / 16;
-    const int first = kWarps * (int)blockIdx.x + warp, stride = kWarps * (int)gridDim.x;
-    const int my_tiles = first < tiles ? (tiles - 1 - first) / stride + 1 : 0, steps = my_tiles * groups;
-    uint4 *xs = smem;                                      // [token][chunk], swizzled (rows_x_chunk)
-    uint4 *ring = xs + (size_t)kRowsTokens * kw + warp * kRowsStages * 64;  // this warp's [stage][half][lane]
-    uint16_t *sc_all = reinterpret_cast<uint16_t *>(xs + (size_t)kRowsTokens * kw + kWarps * kRowsStages * 64);
-    uint16_t *sc = sc_all + warp * 2 * 16 * groups;        // this warp's [buffer][tile row][group]
-    float *partial = reinterpret_cast<float *>(sc_all + kWarps * 2 * 16 * groups) + warp * 256;  // [row][token]
-    float *fold_inv = reinterpret_cast<float *>(sc_all + kWarps * 2 * 16 * groups) + kWarps * 256;
-    auto row_of = [&](int tile, int tr) {  // rows past n read row n - 1 (never stored)
-        return sa_epilogue::row_ok(tile, tr, n, epi) ? sa_epilogue::tile_row(tile, tr, n, epi) : n - 1;
-    };
-    // The request cursor: the next step to copy (this warp's tile j, group grp) and its rows' code pointers. Call c
-    // copies step c into ring slot c % kRowsStages (this thread's 16 B of rows r and r + 8; at a tile's first group
-    // also the tile's scales) and commits one group, empty ones included: the waits count them.
-    int req_j = 0, req_grp = 0, req_slot = 0, req_left = steps;
-    const uint32_t *req_qa = nullptr, *req_qb = nullptr;
-    auto req_rows = [&] {
-        const int tile = first + req_j * stride;
-        req_qa = qweight + (size_t)row_of(tile, r) * kw + t * 4;
-        req_qb = qweight + (size_t)row_of(tile, r + 8) * kw + t * 4;
-    };
-    if (steps > 0) req_rows();
-    auto request = [&] {
-        if (req_left > 0) {
-            cp_async16(smem_u32(ring + (req_slot * 2) * 32 + lane), req_qa + req_grp * (kGroup / 8));
-            cp_async16(smem_u32(ring + (req_slot * 2 + 1) * 32 + lane), req_qb + req_grp * (kGroup / 8));
-            if (req_grp == 0) {
-                const int tile = first + req_j * stride, chunks = groups / 8;  // 16-byte chunks of a row's scales
-                uint16_t *dst = sc + (req_j & 1) * 16 * groups;
-                for (int c = lane; c < 16 * chunks; c += 32) {
-                    const int tr = c / chunks, part = c - tr * chunks;
-                    cp_async16(smem_u32(dst + tr * groups + part * 8), scales + (size_t)row_of(tile, tr) * groups + part * 8);
-                }
-            }
-            if (--req_left > 0 && ++req_grp == groups) {
-                req_grp = 0;
-                ++req_j;
-                req_rows();
-            }
-        }
-        req_slot = req_slot + 1 == kRowsStages ? 0 : req_slot + 1;
-        cp_async_commit();
-    };
-#pragma unroll 1
-    for (int s = 0; s < kRowsStages; ++s) request();
-    pdl_wait();
-    if (late) pdl_trigger();
-    sa_epilogue::fold_prefetch(fold, m, k);
-    for (int i = tid; i < (SA_W4A16_ROWS_ABLATE == 1 ? 0 : kRowsTokens * kw); i += kThreads) {  // x: tokens >= m zero-filled
-        const int tok = i / kw, c = i - tok * kw;
-        cp_async16(smem_u32(xs + (size_t)tok * kw + rows_x_chunk(tok, c)), x + (size_t)min(tok, m - 1) * k + c * 8,
-                   tok < m ? 16 : 0);
-    }
-    cp_async_commit();
-    if (sa_epilogue::folds_in(fold)) sa_epilogue::fold_inverse(fold, m, k, fold_inv);
-    cp_async_wait<0>();
-    __syncthreads();  // x (and 1/rms) visible to every warp
-
-    // x of tokens r and 8 + r: chunk grp·16 + 4t + w sits at grp·16 + 4t + (w ^ sw) (rows_x_chunk; 8 + r has r's parity).
-    const int sw = ((t >> 1) << 1) ^ (r & 1);
-    const uint4 *xa = xs + (size_t)r * kw + t * 4, *xb = xs + (size_t)(8 + r) * kw + t * 4;
-    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-    const uint32_t z = neg_magic(8);
-    int j = 0, grp = 0, slot = 0;
-    for (int i = 0; i < steps; ++i) {
-        cp_async_wait<kRowsStages - 1>();  // this thread's copies of step i have landed
-        if (grp == 0) __syncwarp();         // the tile's scales were copied by other lanes
-        const uint4 ca = ring[(slot * 2) * 32 + lane], cb = ring[(slot * 2 + 1) * 32 + lane];
-        const uint16_t *tsc = sc + (j & 1) * 16 * groups + grp;
-        const float sa = scale_to_f32<Fp16Scales>(tsc[r * groups]), sb = scale_to_f32<Fp16Scales>(tsc[(r + 8) * groups]);
-        const uint32_t qwa[4] = {ca.x, ca.y, ca.z, ca.w}, qwb[4] = {cb.x, cb.y, cb.z, cb.w};
-        const uint4 *pa = xa + grp * (kGroup / 8), *pb = xb + grp * (kGroup / 8);
-        float parts[kRowsChains][2][4];
-#pragma unroll
-        for (int ch = 0; ch < kRowsChains; ++ch)
-#pragma unroll
-            for (int tt = 0; tt < 2; ++tt) parts[ch][tt][0] = parts[ch][tt][1] = parts[ch][tt][2] = parts[ch][tt][3] = 0.0f;
-#pragma unroll
-        for (int w = 0; w < 4; ++w) {  // word w: k = grp·128 + (4t + w)·8 + 0..7 of tokens r and 8 + r
-            const uint4 xv[2] = {pa[w ^ sw], pb[w ^ sw]};
-            if (SA_W4A16_ROWS_ABLATE == 2)
-                parts[0][0][0] += __uint_as_float((qwa[w] ^ qwb[w] ^ xv[0].x ^ xv[0].w ^ xv[1].y ^ xv[1].z) & 0x3f800000u);
-            else
-                mma_code_word<2>(parts[w % kRowsChains], qwa[w], qwb[w], z, z, xv);
-        }
-        float (&part)[2][4] = parts[0];
-#pragma unroll
-        for (int ch = 1; ch < kRowsChains; ++ch)
-#pragma unroll
-            for (int tt = 0; tt < 2; ++tt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) part[tt][e] += parts[ch][tt][e];
-#pragma unroll
-        for (int tt = 0; tt < 2; ++tt) {  // c0,c1: row r, tokens 2t, 2t+1; c2,c3: row r + 8
-            acc[tt][0] += part[tt][0] * sa;
-            acc[tt][1] += part[tt][1] * sa;
-            acc[tt][2] += part[tt][2] * sb;
-            acc[tt][3] += part[tt][3] * sb;
-        }
-        request();  // step i + kRowsStages into the slot just read (this thread's own copies)
-        slot = slot + 1 == kRowsStages ? 0 : slot + 1;
-        if (++grp == groups) {  // the tile is complete: this warp finishes it
-            sa_epilogue::write_partials<2>(partial, acc, r, t);
-            __syncwarp();
-#pragma unroll 1
-            for (int round = 0; round < 4; ++round)  // 16 tokens × 8 row pairs, 32 at a time
-                sa_epilogue::reduce_store<1>(partial, 256, 32 * round + lane, y, epi, n, m, kRowsTokens,
-                                             first + j * stride, fold, fold_inv);
-            __syncwarp();  // partial is rewritten by the next tile
-#pragma unroll
-            for (int tt = 0; tt < 2; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
-            grp = 0;
-            ++j;
-        }
-    }
-    cp_async_wait<0>();
-}
-
-// v10 takes a 9–16-token slice of symmetric weights when x fits the shared memory with the ring, K is a multiple of
-// 1024 (whole 16-byte chunks of scales per row) and the tiles give nearly every SM a block of 8 (gate_up 16384 ×
-// 3072: 128 blocks for 132 SMs; the lm_head).
-bool rows_fits(int m, int n, int k, bool has_zeros, const uint16_t *scales, int smem_limit) {
-    const int sms = sa_cuda::device_traits().sms, blocks = ((n + 15) / 16 + kWarps - 1) / kWarps;
-    return SA_W4A16_ROWS && m > 8 && m <= kRowsTokens && !has_zeros && k % 1024 == 0 &&
-           k / kGroup >= kRowsStages && sa_cuda::aligned16(scales) && rows_smem_bytes(k) <= (size_t)smem_limit &&
-           8 * blocks >= 7 * sms;
-}
-sa_status launch_rows(bool fp16, cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc, uint16_t *y,
-                      int m, int n, int k, int epi, const sa_norm_fold &fold) {
-    const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
-    const int blocks = ((n + 15) / 16 + kWarps - 1) / kWarps;
-    const dim3 grid((unsigned)std::min(blocks, dev.sms));
-    return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_rows", fp16 ? &w4a16_rows<true> : &w4a16_rows<false>, grid,
-                                  dim3(kThreads), rows_smem_bytes(k), s, x, q, sc, y, m, n, k, epi, fold);
-}
-
 // The ring kernels may use up to the device's opt-in shared memory (64-row blocks need more than the default
 // 48 KB). Set once per process; the result is that limit, or -1 on error.
 template <int Tiles, int RowTiles>
@@ -979,9 +793,6 @@ int max_dynamic_smem() {
             return -1;
         }
         cudaError_t e = allow_smem_rows<1, 2>(optin);
-        for (auto kernel : {&w4a16_rows<false>, &w4a16_rows<true>}) {  // v10 (no static shared memory)
-            if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin);
-        }
         if (e == cudaSuccess) e = allow_smem_rows<1, 4>(optin);
         if (e == cudaSuccess) e = allow_smem_rows<2, 2>(optin);
         if (e == cudaSuccess) e = allow_smem_rows<2, 4>(optin);
@@ -1034,9 +845,7 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         uint16_t *yc = y + (size_t)m0 * n;
         const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
         sa_status st;
-        if (rows_fits(mc, n, k, has_zeros, scales, smem_limit)) {
-            st = launch_rows(fp16, s, xc, qweight, scales, yc, mc, n, k, epilogue, f);
-        } else if (rt > 1) {
+        if (rt > 1) {
             st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f)
                          : launch_wide_rows<2>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f);
         } else {
