@@ -466,9 +466,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
             const int j = j0 + s;
             if (j >= my_tiles) break;  // block-uniform
             static_assert(!Imma || Tiles == 1, "the integer path takes one 8-token tile");
-            float acc[Tiles][4];
-#pragma unroll
-            for (int tt = 0; tt < Tiles; ++tt) acc[tt][0] = acc[tt][1] = acc[tt][2] = acc[tt][3] = 0.0f;
+            float acc[Tiles][4] = {};
             Batch<kUnroll> &b = slot[s];
             const bool refill = kRefill && j + kStreamSlots < my_tiles;  // block-uniform
             const TileRows next = rows_of(refill ? j + kStreamSlots : j);
@@ -482,9 +480,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                                          k, r, t);
                 } else {
                     const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
-                    float part[Tiles][4];
-#pragma unroll
-                    for (int tt = 0; tt < Tiles; ++tt) part[tt][0] = part[tt][1] = part[tt][2] = part[tt][3] = 0.0f;
+                    float part[Tiles][4] = {};
                     const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
                     const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
 #pragma unroll
