@@ -402,12 +402,9 @@ int skinny_warps(int tiles, int groups, int row_tiles) {
 #ifndef SA_W4A16_STREAM_BLOCKS  // blocks per SM: the register budget and the persistent grid
 #define SA_W4A16_STREAM_BLOCKS 3
 #endif
-#ifndef SA_W4A16_STREAM_TWO_TILES  // 1: the streaming kernel also takes 5–16 tokens (before the ring kernel; A/B knob)
-#define SA_W4A16_STREAM_TWO_TILES 0
-#endif
 constexpr int kStreamWarps = 6, kStreamSlots = SA_W4A16_STREAM_SLOTS;
 
-template <bool Fp16Scales, bool HasZeros, bool Imma = false, int Tiles = 1>
+template <bool Fp16Scales, bool HasZeros, bool Imma = false>
 __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
     w4a16_stream(const uint16_t *x, const uint32_t *__restrict__ qweight, const uint16_t *__restrict__ scales,
                  const uint8_t *__restrict__ zeros, uint16_t *y, int m, int n, int k, int prefetch_bytes, int epi,
@@ -465,8 +462,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
         for (int s = 0; s < kStreamSlots; ++s) {  // tile j0 + s sits in slot s (static register indices)
             const int j = j0 + s;
             if (j >= my_tiles) break;  // block-uniform
-            static_assert(!Imma || Tiles == 1, "the integer path takes one 8-token tile");
-            float acc[Tiles][4] = {};
+            float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
             Batch<kUnroll> &b = slot[s];
             const bool refill = kRefill && j + kStreamSlots < my_tiles;  // block-uniform
             const TileRows next = rows_of(refill ? j + kStreamSlots : j);
@@ -480,38 +476,30 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
                                          k, r, t);
                 } else {
                     const uint32_t za = neg_magic(b.za[u]), zb = neg_magic(b.zb[u]);
-                    float part[Tiles][4] = {};
+                    float part[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
                     const uint32_t qwa[4] = {b.wa[u].x, b.wa[u].y, b.wa[u].z, b.wa[u].w};
                     const uint32_t qwb[4] = {b.wb[u].x, b.wb[u].y, b.wb[u].z, b.wb[u].w};
 #pragma unroll
                     for (int w = 0; w < 4; ++w) {
                         const int kx = grp * kGroup + (t * 4 + w) * 8;
-                        uint4 xv[Tiles];
-#pragma unroll
-                        for (int tt = 0; tt < Tiles; ++tt) {
-                            const int token = tt * 8 + r;
-                            xv[tt] = token < m ? *reinterpret_cast<const uint4 *>(x + (size_t)token * k + kx)
-                                               : make_uint4(0, 0, 0, 0);
-                        }
-                        mma_code_word<Tiles>(part, qwa[w], qwb[w], za, zb, xv);
+                        const uint4 xv[1] = {r < m ? *reinterpret_cast<const uint4 *>(x + (size_t)r * k + kx)
+                                                   : make_uint4(0, 0, 0, 0)};
+                        mma_code_word<1>(part, qwa[w], qwb[w], za, zb, xv);
                     }
-#pragma unroll
-                    for (int tt = 0; tt < Tiles; ++tt) {
-                        acc[tt][0] += part[tt][0] * sa;
-                        acc[tt][1] += part[tt][1] * sa;
-                        acc[tt][2] += part[tt][2] * sb;
-                        acc[tt][3] += part[tt][3] * sb;
-                    }
+                    acc[0][0] += part[0][0] * sa;
+                    acc[0][1] += part[0][1] * sa;
+                    acc[0][2] += part[0][2] * sb;
+                    acc[0][3] += part[0][3] * sb;
                 }
                 if (refill)  // this group's registers are free: the slot's next tile's group u goes out now
                     b.template load_one<HasZeros>(u, next.qa, next.qb, scales, zeros, next.row_a, next.row_b, groups, grp);
             }
             if (!kRefill) load(slot[s], j + kStreamSlots);  // the slot's next tile goes out before this one's reduction
-            sa_epilogue::write_partials<Tiles>(partial + warp * 256, acc, r, t);
+            sa_epilogue::write_partials<1>(partial + warp * 256, acc, r, t);
             __syncthreads();
             if (threadIdx.x < 128)
-                sa_epilogue::reduce_store<kStreamWarps>(partial, 256, threadIdx.x, y, epi, n, m, Tiles * 8, tile_of(j),
-                                                        fold, fold_inv);
+                sa_epilogue::reduce_store<kStreamWarps>(partial, 256, threadIdx.x, y, epi, n, m, 8, tile_of(j), fold,
+                                                        fold_inv);
             __syncthreads();  // partial is rewritten by the next tile
         }
     }
@@ -522,18 +510,17 @@ __global__ void __launch_bounds__(kStreamWarps * 32, SA_W4A16_STREAM_BLOCKS)
 // block) stays on v5's waves: alone 43.8 vs 45.5 µs. false: the caller launches v5.
 bool stream_fits(int m, int n, int k) {
     const int tiles = (n + 15) / 16, sms = sa_cuda::device_traits().sms;
-    return SA_W4A16_STREAM && m <= (SA_W4A16_STREAM_TWO_TILES ? 16 : 8) && k / kGroup <= kStreamWarps * kUnroll && tiles > 2 * sms &&
+    return SA_W4A16_STREAM && m <= 8 && k / kGroup <= kStreamWarps * kUnroll && tiles > 2 * sms &&
            tiles <= 4 * SA_W4A16_STREAM_BLOCKS * sms;
 }
-template <bool Fp16Scales, int Tiles>
+template <bool Fp16Scales>
 sa_status launch_stream(bool has_zeros, cudaStream_t s, const uint16_t *x, const uint32_t *q, const uint16_t *sc,
                         const uint8_t *z, uint16_t *y, int m, int n, int k, int epi, const sa_norm_fold &fold) {
     const sa_cuda::DeviceTraits &dev = sa_cuda::device_traits();
     const dim3 grid((unsigned)std::min((n + 15) / 16, SA_W4A16_STREAM_BLOCKS * dev.sms));
-    const bool imma = Tiles == 1 && imma_fits(m, k, true);
-    auto kernel = imma ? (has_zeros ? &w4a16_stream<Fp16Scales, true, Tiles == 1, Tiles>
-                                    : &w4a16_stream<Fp16Scales, false, Tiles == 1, Tiles>)
-                       : (has_zeros ? &w4a16_stream<Fp16Scales, true, false, Tiles> : &w4a16_stream<Fp16Scales, false, false, Tiles>);
+    const bool imma = imma_fits(m, k, true);
+    auto kernel = imma ? (has_zeros ? &w4a16_stream<Fp16Scales, true, true> : &w4a16_stream<Fp16Scales, false, true>)
+                       : (has_zeros ? &w4a16_stream<Fp16Scales, true> : &w4a16_stream<Fp16Scales, false>);
     return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_stream", kernel, grid, dim3(kStreamWarps * 32),
                                   imma ? imma_smem_bytes(m, k) : 0, s, x, q, sc, z, y, m, n, k, dev.gemv_prefetch_bytes,
                                   epi, fold);
@@ -548,8 +535,8 @@ sa_status launch_skinny(bool has_zeros, dim3 grid, cudaStream_t s, const uint16_
     // Blocks of the first wave (two or three per SM) may start early under PDL; only they prefetch into L2.
     const int prefetch_blocks =
         dev.quant_pdl && dev.gemv_prefetch_bytes > 0 ? (warps == 8 ? 2 : SA_W4A16_SIX_WARP_BLOCKS) * dev.sms : 0;
-    if constexpr (Tiles == 1 || SA_W4A16_STREAM_TWO_TILES)
-        if (stream_fits(m, n, k)) return launch_stream<Fp16Scales, Tiles>(has_zeros, s, x, q, sc, z, y, m, n, k, epi, fold);
+    if (Tiles == 1 && stream_fits(m, n, k))
+        return launch_stream<Fp16Scales>(has_zeros, s, x, q, sc, z, y, m, n, k, epi, fold);
     const bool imma = Tiles == 1 && imma_fits(m, k, false);
     auto launch = [&](auto kernel, int warps_per_block) {
         return sa_cuda::launch_pdl_if(dev.quant_pdl, "w4a16_skinny", kernel, grid, dim3(warps_per_block * 32),
@@ -856,7 +843,7 @@ SA_API sa_status sa_cuda_linear_w4a16(const uint16_t *x, const uint32_t *qweight
         const int mc = m - m0 < 16 ? m - m0 : 16;
         const uint16_t *xc = x + (size_t)m0 * k;
         uint16_t *yc = y + (size_t)m0 * n;
-        const int rt = SA_W4A16_STREAM_TWO_TILES && stream_fits(mc, n, k) ? 1 : row_tiles_for(mc, n, k, has_zeros, smem_limit);
+        const int rt = row_tiles_for(mc, n, k, has_zeros, smem_limit);
         sa_status st;
         if (rt > 1) {
             st = mc <= 8 ? launch_wide_rows<1>(rt, fp16, has_zeros, s, xc, qweight, scales, zeros, yc, mc, n, k, epilogue, f)
