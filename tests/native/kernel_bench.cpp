@@ -270,19 +270,28 @@ std::vector<int> bench_contexts(std::vector<int> defaults) {
     return env_int_list("STEPAUDIO_BENCH_CONTEXTS", std::move(defaults), 1);
 }
 
+// StepShape::sequences (`kernel_bench batch`): the `tokens` rows are that many independent sequences decoded in
+// lockstep, each one new token at `context` keys in a KV cache of its own — what batched decoding for a server would
+// run. The linears take all rows at once (M = sequences, the folded path: at most 16); attention, which the library
+// runs for one sequence per launch, is launched per sequence on forked streams (one graph branch each), and so is
+// the sampler; lm_head computes every row. A batched attention kernel (one launch for all sequences) does not exist
+// yet, so these figures bound batched decoding from below.
 struct StepShape {
     int tokens = 1;
     bool eager = false;
+    bool sequences = false;
 };
 
 double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights weights = Weights::bf16,
                       unsigned skip = kSkipNone, StepShape step_shape = {}) {
     const bool fused = fusion == Fusion::add_norm;
     const int T = step_shape.tokens;
-    const bool prefill_shape = fusion == Fusion::folded ? T <= 16 : fusion == Fusion::add_norm ? T <= 64 : T == 1;
-    if (T < 1 || T > context || !prefill_shape) {
-        std::fprintf(stderr, "decode_step_ms: %d tokens at context %d (1..16 tokens folded, 1..64 add+norm, else 1)\n",
-                     T, context);
+    const bool batch = step_shape.sequences;
+    const int S = batch ? T : 1;  // sequences, each with its own cache, length, history, sampler state and logits
+    const bool prefill_shape = fusion == Fusion::folded ? T <= 16 : fusion == Fusion::add_norm ? T <= 64 && !batch : T == 1;
+    if (T < 1 || (!batch && T > context) || !prefill_shape || (batch && step_shape.eager)) {
+        std::fprintf(stderr, "decode_step_ms: %d tokens at context %d (1..16 tokens folded, 1..64 add+norm, else 1; "
+                     "1..16 sequences folded, graph only)\n", T, context);
         std::exit(2);
     }
     // The cache holds 4096 tokens (the figures of every session), more only for a longer context.
@@ -308,39 +317,75 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
         l.o = std::make_unique<DecodeLinear>(weights, hidden, H * D);
         l.gate_up = std::make_unique<DecodeLinear>(weights, 2 * inter, hidden);
         l.down = std::make_unique<DecodeLinear>(weights, hidden, inter);
-        l.kc = alloc((size_t)max_ctx * kvw, 0x3c);  // bf16 0x3c3c ~ 0.0115
-        l.vc = alloc((size_t)max_ctx * kvw, 0x3c);
+        l.kc = alloc((size_t)S * max_ctx * kvw, 0x3c);  // bf16 0x3c3c ~ 0.0115; sequence s at s · max_ctx rows
+        l.vc = alloc((size_t)S * max_ctx * kvw, 0x3c);
     }
     uint16_t *lm = alloc((size_t)vocab * hidden, 0x3c), *final_norm = alloc(hidden, 0x3f);
     uint16_t *x = alloc(T * hidden, 0), *norm = alloc(T * hidden, 0), *qkv = alloc(T * qkv_n, 0), *att = alloc(T * H * D, 0),
-             *tmp = alloc(T * hidden, 0), *gu = alloc(T * 2 * inter, 0), *act = alloc(T * inter, 0), *logits = alloc(vocab, 0);
+             *tmp = alloc(T * hidden, 0), *gu = alloc(T * 2 * inter, 0), *act = alloc(T * inter, 0), *logits = alloc((size_t)S * vocab, 0);
     float *slopes, *sumsq, *attn_ws;
     ok(cudaMalloc(&sumsq, T * hidden / 16 * 4), "malloc");
-    ok(cudaMalloc(&attn_ws, SA_ATTENTION_WORKSPACE_BYTES), "malloc");
+    ok(cudaMalloc(&attn_ws, (size_t)S * SA_ATTENTION_WORKSPACE_BYTES), "malloc");
     int32_t *history, *len, *next;
     uint64_t *step;
     ok(cudaMalloc(&slopes, H * 4), "malloc");
-    ok(cudaMalloc(&history, (max_ctx + 1) * 4), "malloc");
-    ok(cudaMalloc(&len, 4), "malloc");
-    ok(cudaMalloc(&next, 4), "malloc");
-    ok(cudaMalloc(&step, 8), "malloc");
+    ok(cudaMalloc(&history, (size_t)S * (max_ctx + 1) * 4), "malloc");
+    ok(cudaMalloc(&len, S * 4), "malloc");
+    ok(cudaMalloc(&next, S * 4), "malloc");
+    ok(cudaMalloc(&step, S * 8), "malloc");
     std::vector<float> hs(H);
     sa_alibi_slopes(H, hs.data());
     cudaMemcpy(slopes, hs.data(), H * 4, cudaMemcpyHostToDevice);
-    cudaMemset(history, 0, (max_ctx + 1) * 4);
-    cudaMemset(next, 0, 4);
-    cudaMemset(step, 0, 8);
+    cudaMemset(history, 0, (size_t)S * (max_ctx + 1) * 4);
+    cudaMemset(next, 0, S * 4);
+    cudaMemset(step, 0, S * 8);
+    // Batched sequences: one forked stream per sequence for its attention and sampler launches (graph branches).
+    std::vector<cudaStream_t> branch(batch ? S : 0);
+    std::vector<cudaEvent_t> branch_done(branch.size());
+    cudaEvent_t fork_point;
+    ok(cudaEventCreateWithFlags(&fork_point, cudaEventDisableTiming), "event");
+    for (size_t s = 0; s < branch.size(); ++s) {
+        ok(cudaStreamCreateWithFlags(&branch[s], cudaStreamNonBlocking), "stream");
+        ok(cudaEventCreateWithFlags(&branch_done[s], cudaEventDisableTiming), "event");
+    }
+    // Runs launch(s, stream) for every sequence s: on `stream` itself for one sequence, else each on its own branch,
+    // forked from and joined back into `stream`.
+    auto per_sequence = [&](const std::function<void(int, cudaStream_t)> &launch) {
+        if (!batch) return launch(0, stream);
+        ok(cudaEventRecord(fork_point, stream), "fork");
+        for (int s = 0; s < S; ++s) {
+            ok(cudaStreamWaitEvent(branch[s], fork_point, 0), "fork wait");
+            launch(s, branch[s]);
+            ok(cudaEventRecord(branch_done[s], branch[s]), "join");
+            ok(cudaStreamWaitEvent(stream, branch_done[s], 0), "join wait");
+        }
+    };
     const sa_sample_params greedy{0.0f, 1, 10, 1};
     // The attention size of the model's graph for this context (decode_graph_sizes); a prefill's is its length.
     int graph_ctx = max_ctx;
     for (int size : decode_graph_sizes())
         if (size >= context && size < graph_ctx) graph_ctx = size;
-    if (T > 1 || step_shape.eager) graph_ctx = context;
-    const sa_attn_shape shape{H, G, D, T, graph_ctx};
-    const size_t last = T - 1;  // lm_head's row
+    if ((T > 1 && !batch) || step_shape.eager) graph_ctx = context;
+    const sa_attn_shape shape{H, G, D, batch ? 1 : T, graph_ctx};
+    const size_t last = batch ? 0 : T - 1;  // lm_head's first row (a prefill: its last token's; batched: every row)
+    const int logit_rows = batch ? S : 1;
+    auto attention = [&](const Layer &L) {
+        per_sequence([&](int s, cudaStream_t st) {
+            const size_t cache = (size_t)s * max_ctx * kvw;
+            sa_ok(sa_cuda_attention_bf16(&shape, qkv + (size_t)s * qkv_n, L.kc + cache, L.vc + cache, len + s, slopes,
+                                         att + (size_t)s * H * D, attn_ws + (size_t)s * (SA_ATTENTION_WORKSPACE_BYTES / 4),
+                                         SA_ATTENTION_WORKSPACE_BYTES, st), "attention");
+        });
+    };
+    auto sample = [&] {
+        per_sequence([&](int s, cudaStream_t st) {
+            sa_ok(sa_cuda_sample_bf16(logits + (size_t)s * vocab, vocab, history + (size_t)s * (max_ctx + 1), len + s,
+                                      &greedy, step + s, next + s, st), "sample");
+        });
+    };
     // As in Generator, *seq_len is the history length, which includes the token being decoded.
     auto run_step = [&] {
-        sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, T > 1 ? history : next, T, x, stream), "embed");
+        sa_ok(sa_cuda_embed_bf16(lm, vocab, hidden, T > 1 && !batch ? history : next, T, x, stream), "embed");
         for (int l = 0; l < layers; ++l) {
             const Layer &L = ls[l];
             if (fusion == Fusion::folded) {
@@ -350,8 +395,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
                 const sa_norm_fold produce_next{next_norm, norm, sumsq, nullptr, 0.0f};
                 if (l == 0) sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, T, hidden, eps, stream), "rmsnorm");
                 if (!(skip & kSkipQkv)) L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, l == 0 ? nullptr : &consume, T);
-                if (!(skip & kSkipAttention))
-                    sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+                if (!(skip & kSkipAttention)) attention(L);
                 if (!(skip & kSkipO)) L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD, &produce_post, T);
                 if (!(skip & kSkipGateUp)) L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU, &consume, T);
                 if (!(skip & kSkipDown)) L.down->run(act, x, stream, "down", SA_EPILOGUE_ADD, &produce_next, T);
@@ -388,8 +432,8 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
         const sa_norm_fold consume_final{nullptr, nullptr, nullptr, sumsq + last * (hidden / 16), eps};
         if (fusion == Fusion::folded) {
             if (!(skip & kSkipLmHead))
-                sa_ok(sa_cuda_linear_bf16(norm + last * hidden, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, &consume_final, stream), "lm_head");
-            if (!(skip & kSkipSampler)) sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
+                sa_ok(sa_cuda_linear_bf16(norm + last * hidden, lm, logits, logit_rows, vocab, hidden, SA_EPILOGUE_STORE, &consume_final, stream), "lm_head");
+            if (!(skip & kSkipSampler)) sample();
             return;
         }
         if (fusion == Fusion::epilogues) sa_ok(sa_cuda_rmsnorm_bf16(x, final_norm, norm, 1, hidden, eps, stream), "rmsnorm");
@@ -404,7 +448,8 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     };
     // The sampler appends one id per step, so *len grows by one per replay: reset it before each timed replay to
     // keep the attention context fixed.
-    auto set_len = [&] { ok(cudaMemcpyAsync(len, &context, 4, cudaMemcpyHostToDevice, stream), "len"); };
+    const std::vector<int32_t> lengths(S, context);
+    auto set_len = [&] { ok(cudaMemcpyAsync(len, lengths.data(), S * 4, cudaMemcpyHostToDevice, stream), "len"); };
     set_len();
     run_step();  // eager once: lazy module loads, scratch address
     ok(cudaStreamSynchronize(stream), "eager step");
@@ -461,7 +506,12 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
     }
     int32_t id = -2;
     cudaMemcpy(&id, next, 4, cudaMemcpyDeviceToHost);
-    if (T > 1 || step_shape.eager)
+    if (batch)
+        std::printf("batch step %-5s %2d sequences, context %4d: %6.3f ms/step = %7.1f tok/s in all, %6.1f per sequence "
+                    "(min %.3f, %zu graph nodes, last id %d)%s\n",
+                    weights_name(weights), S, context, ms[ms.size() / 2], S * 1000.0 / ms[ms.size() / 2],
+                    1000.0 / ms[ms.size() / 2], ms.front(), nodes, id, skip ? (" skip mask " + std::to_string(skip)).c_str() : "");
+    else if (T > 1 || step_shape.eager)
         std::printf("step %-5s %2d tokens, context %4d (attention %4d): graph %6.3f ms, eager %6.3f ms (%zu launches, last id %d)%s%s\n",
                     weights_name(weights), T, context, graph_ctx, ms[ms.size() / 2],
                     eager_ms.empty() ? 0.0 : eager_ms[eager_ms.size() / 2], nodes, id,
@@ -480,6 +530,8 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
         for (uint16_t *p : {l.in_norm, l.post_norm, l.kc, l.vc}) cudaFree(p);
     for (uint16_t *p : {lm, final_norm, x, norm, qkv, att, tmp, gu, act, logits}) cudaFree(p);
     cudaFree(slopes), cudaFree(sumsq), cudaFree(attn_ws), cudaFree(history), cudaFree(len), cudaFree(next), cudaFree(step);
+    for (size_t s = 0; s < branch.size(); ++s) cudaStreamDestroy(branch[s]), cudaEventDestroy(branch_done[s]);
+    cudaEventDestroy(fork_point);
     return ms[ms.size() / 2];
 }
 
@@ -642,6 +694,8 @@ void sampler_bench(cudaStream_t stream) {
 // kernel_bench prefill [bf16|w4a16|nf4]...  short prompts (STEPAUDIO_BENCH_PREFILL=1,2,4,8,12,16,24,32 tokens, ≤ 64)
 //                         as the model prefills them (folded layers at M = tokens up to 16, the unfused add+norm
 //                         path beyond), graph vs eager, parts left out
+// kernel_bench batch [bf16|w4a16|nf4]...  1, 2, 4, 8 and 16 sequences decoded in lockstep (STEPAUDIO_BENCH_BATCH,
+//                         STEPAUDIO_BENCH_CONTEXTS): the step's time and the tokens per second of all sequences
 // kernel_bench attention  only decode attention and the fused decode step at contexts 64, 1024 and 4000
 //                         (STEPAUDIO_BENCH_CONTEXTS=64,2100,4200 for others; the cache grows past 4096 if needed)
 // kernel_bench decode [bf16|w4a16|w4a16-awq|nf4]...
@@ -718,6 +772,16 @@ int main(int argc, char **argv) {
                     for (unsigned skip : {(unsigned)kSkipNone, (unsigned)kSkipAttention, (unsigned)(kSkipAttention | kSkipLmHead | kSkipSampler)})
                         decode_step_ms(stream, t <= 16 ? Fusion::folded : Fusion::add_norm, t, w, skip, {t, true});
             }
+        return 0;
+    }
+    if (mode == "batch") {  // kernel_bench batch [formats]: sequences decoded in lockstep (StepShape::sequences),
+                            // STEPAUDIO_BENCH_BATCH=1,2,4,8,16 of them at STEPAUDIO_BENCH_CONTEXTS=64 keys each; one
+                            // sequence is the decode step, so its row checks the measurement against `decode`
+        for (Weights w : {Weights::bf16, Weights::w4a16, Weights::nf4})
+            if (wanted(w))
+                for (int context : bench_contexts({64}))
+                    for (int b : env_int_list("STEPAUDIO_BENCH_BATCH", {1, 2, 4, 8, 16}, 1))
+                        decode_step_ms(stream, Fusion::folded, context, w, kSkipNone, {b, false, true});
         return 0;
     }
     if (mode == "prefill-attention") {  // kernel_bench prefill-attention: attention alone at prefill shapes
