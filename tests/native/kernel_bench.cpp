@@ -404,7 +404,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             if (fusion == Fusion::epilogues) {
                 sa_ok(sa_cuda_rmsnorm_bf16(x, L.in_norm, norm, 1, hidden, eps, stream), "rmsnorm");
                 L.qkv->run(norm, qkv, stream, "qkv");
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+                attention(L);
                 L.o->run(att, x, stream, "o", SA_EPILOGUE_ADD);
                 sa_ok(sa_cuda_rmsnorm_bf16(x, L.post_norm, norm, 1, hidden, eps, stream), "rmsnorm");
                 L.gate_up->run(norm, act, stream, "gate_up", SA_EPILOGUE_SWIGLU);
@@ -421,8 +421,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
             };
             norm_into(L.in_norm);
             L.qkv->run(norm, qkv, stream, "qkv", SA_EPILOGUE_STORE, nullptr, T);
-            if (!(skip & kSkipAttention))
-                sa_ok(sa_cuda_attention_bf16(&shape, qkv, L.kc, L.vc, len, slopes, att, attn_ws, SA_ATTENTION_WORKSPACE_BYTES, stream), "attention");
+            if (!(skip & kSkipAttention)) attention(L);
             L.o->run(att, tmp, stream, "o", SA_EPILOGUE_STORE, nullptr, T);
             norm_into(L.post_norm);
             L.gate_up->run(norm, gu, stream, "gate_up", SA_EPILOGUE_STORE, nullptr, T);
@@ -444,7 +443,7 @@ double decode_step_ms(cudaStream_t stream, Fusion fusion, int context, Weights w
         }
         if (!(skip & kSkipLmHead))
             sa_ok(sa_cuda_linear_bf16(norm + last * hidden, lm, logits, 1, vocab, hidden, SA_EPILOGUE_STORE, nullptr, stream), "lm_head");
-        if (!(skip & kSkipSampler)) sa_ok(sa_cuda_sample_bf16(logits, vocab, history, len, &greedy, step, next, stream), "sample");
+        if (!(skip & kSkipSampler)) sample();
     };
     // The sampler appends one id per step, so *len grows by one per replay: reset it before each timed replay to
     // keep the attention context fixed.
